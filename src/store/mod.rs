@@ -1,0 +1,307 @@
+//! The pattern store: the source of truth for `auto_learned_patterns`, in PostgreSQL (production)
+//! or SQLite (the embedded default), chosen by the database URL.
+//!
+//! The store owns every SQL statement and the migrations. It never decides what is served: it
+//! returns rows and a [`Cursor`], and the swap engine builds snapshots from them. Rows changed by
+//! other clients with plain SQL are seen too, because the `revision` column and the tombstones of
+//! deleted rows are maintained by database triggers, not by hotplane.
+//!
+//! Delta correctness under concurrent writers:
+//! - SQLite serializes writers, so a row revision counter bumped inside the writing transaction
+//!   gives revisions in commit order, and `revision > cursor` misses nothing.
+//! - PostgreSQL commits out of order: a transaction that took a lower revision can commit after a
+//!   reader saw a higher one. The revision is therefore the writing transaction's id
+//!   (`pg_current_xact_id()`), and the cursor is the reader's MVCC snapshot
+//!   (`pg_current_snapshot()`): the next delta reads every row whose transaction was not yet
+//!   visible in that snapshot, which includes late commits with lower ids.
+
+mod postgres;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{NewPattern, PatternRow, PatternStatus};
+
+/// Where a load left off; the next delta reads what changed after it. Opaque to callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// SQLite: the highest revision the load saw.
+    Sqlite {
+        /// Highest revision visible to the load.
+        revision: i64,
+    },
+    /// PostgreSQL: the load's MVCC snapshot, as `pg_snapshot` text (`xmin:xmax:xip,...`).
+    Postgres {
+        /// The snapshot text.
+        snapshot: String,
+    },
+}
+
+/// Every served row (`enabled AND status = 'approved'`), read in one consistent snapshot.
+#[derive(Debug, Clone)]
+pub struct FullLoad {
+    /// The served rows, in no particular order.
+    pub rows: Vec<PatternRow>,
+    /// Where the next delta starts.
+    pub cursor: Cursor,
+    /// The store revision: the newest change (row or tombstone) visible to this load.
+    pub revision: i64,
+}
+
+/// The rows changed since a cursor, served or not, and the ids deleted since it.
+#[derive(Debug, Clone)]
+pub struct DeltaLoad {
+    /// Rows inserted or changed since the cursor (including ones now disabled or pending, so the
+    /// caller can stop serving them).
+    pub changed: Vec<PatternRow>,
+    /// Ids of rows hard-deleted since the cursor.
+    pub deleted: Vec<i64>,
+    /// Where the next delta starts.
+    pub cursor: Cursor,
+    /// The store revision: the newest change visible to this load.
+    pub revision: i64,
+}
+
+impl DeltaLoad {
+    /// Number of rows read from the store (changed rows plus tombstones).
+    pub fn rows_read(&self) -> usize {
+        self.changed.len() + self.deleted.len()
+    }
+}
+
+/// What `learn` did.
+#[derive(Debug, Clone)]
+pub struct LearnOutcome {
+    /// The row as stored after the upsert.
+    pub row: PatternRow,
+    /// A new row was inserted.
+    pub created: bool,
+    /// An existing row's category, confidence or metadata changed.
+    pub updated: bool,
+}
+
+/// A page request for `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Return rows with `id > after_id`, ascending.
+    pub after_id: i64,
+    /// At most this many rows.
+    pub limit: i64,
+    /// Only rows with this status.
+    pub status: Option<PatternStatus>,
+    /// Only rows with this category.
+    pub category: Option<String>,
+}
+
+/// Aggregated hits for one pattern, flushed in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HitDelta {
+    /// Pattern id.
+    pub id: i64,
+    /// Matches since the last flush.
+    pub count: i64,
+    /// Time of the latest of those matches.
+    pub last_used_at: DateTime<Utc>,
+}
+
+/// Store failures, each saying what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one hotplane supports.
+    #[error("unsupported database URL scheme in {0:?}: use postgres:// or sqlite://")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("connecting to the {backend} database failed: {source}")]
+    Connect {
+        /// "postgres" or "sqlite".
+        backend: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("running {backend} migrations failed: {source}")]
+    Migrate {
+        /// "postgres" or "sqlite".
+        backend: &'static str,
+        /// The migration error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("{what} failed: {source}")]
+    Query {
+        /// What was being done, e.g. "reading changed patterns".
+        what: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored row could not be decoded (e.g. metadata that is not JSON).
+    #[error("pattern id {id}: {reason}")]
+    BadRow {
+        /// The row id.
+        id: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A cursor from the other backend was passed.
+    #[error("cursor does not belong to this store")]
+    ForeignCursor,
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `postgres://...` or `sqlite://path` (`sqlite::memory:` for tests).
+    pub url: String,
+    /// PostgreSQL schema holding the tables; created if missing. Ignored for SQLite.
+    pub schema: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: std::time::Duration,
+}
+
+/// The pattern store, PostgreSQL or SQLite.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(postgres::PgStore),
+    /// SQLite.
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Postgres($s) => $e,
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens a pool for the URL (creating the SQLite file if missing). Does not migrate.
+    pub async fn connect(opts: &StoreOptions) -> Result<Store, StoreError> {
+        if opts.url.starts_with("postgres://") || opts.url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::PgStore::connect(opts).await?))
+        } else if opts.url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::SqliteStore::connect(opts).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(&opts.url)))
+        }
+    }
+
+    /// "postgres" or "sqlite".
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Runs the migrations. Against an existing legacy table they only add what is missing.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Reads every served row in one snapshot.
+    pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
+        dispatch!(self, s => s.load_full().await)
+    }
+
+    /// Reads the rows changed and the ids deleted since `since`. When nothing changed this is one
+    /// cheap indexed query and returns empty vectors.
+    pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
+        dispatch!(self, s => s.load_delta(since).await)
+    }
+
+    /// Reads rows by id, served or not. Ids not returned no longer exist.
+    pub async fn load_ids(&self, ids: &[i64]) -> Result<Vec<PatternRow>, StoreError> {
+        dispatch!(self, s => s.load_ids(ids).await)
+    }
+
+    /// The current store revision (newest change, row or tombstone). One cheap query.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.revision().await)
+    }
+
+    /// One row by id, served or not.
+    pub async fn get(&self, id: i64) -> Result<Option<PatternRow>, StoreError> {
+        dispatch!(self, s => s.get(id).await)
+    }
+
+    /// A page of rows by ascending id.
+    pub async fn list(&self, q: &ListQuery) -> Result<Vec<PatternRow>, StoreError> {
+        dispatch!(self, s => s.list(q).await)
+    }
+
+    /// Upserts a learned pattern keyed on its normalized text, without a check-then-insert race.
+    pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> {
+        dispatch!(self, s => s.learn(p).await)
+    }
+
+    /// Sets status and enabled on a row; `None` if the id does not exist.
+    pub async fn set_status(
+        &self,
+        id: i64,
+        status: PatternStatus,
+        enabled: bool,
+    ) -> Result<Option<PatternRow>, StoreError> {
+        dispatch!(self, s => s.set_status(id, status, enabled).await)
+    }
+
+    /// Hard-deletes a row; false if the id does not exist.
+    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete(id).await)
+    }
+
+    /// Adds hit counts in one batch (`times_used += count`, `last_used_at = max(...)`). Does not
+    /// change the row revision: hit counts are not served content.
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.flush_hits(hits).await)
+    }
+
+    /// Closes the pool, waiting for checked-out connections to return.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and status.
+pub fn redact_url(url: &str) -> String {
+    // scheme://user:password@host... -> scheme://user:***@host...
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}://{}:***@{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at + 1..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_password_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
+        assert_eq!(redact_url("sqlite://hotplane.db"), "sqlite://hotplane.db");
+    }
+}
