@@ -4,8 +4,10 @@
 //! Modules follow the data's path: `api` (thin gRPC handlers) → `engine` (the one place where
 //! served state changes) → `store` (SQL). `normalize` and `snapshot` are pure logic.
 
+pub mod engine;
 pub mod model;
 pub mod normalize;
+pub mod snapshot;
 pub mod store;
 
 /// Generated protobuf and gRPC code for `hotplane.v1`.

@@ -1,0 +1,199 @@
+//! Single flight: merges the load requests that arrive while a load runs into one further load.
+//!
+//! Pushing never waits and never allocates per request beyond its waiter, so a burst of bus
+//! messages costs a few set insertions, not a queue of loads. The set of named ids is bounded:
+//! past `MAX_IDS` the batch becomes a delta read, which covers any named row that changed.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Mutex, MutexGuard},
+};
+
+use tokio::sync::{Notify, oneshot};
+
+use super::{LoadError, LoadReport, LoadRequest, Scope, Source};
+
+/// Most distinct ids one batch names before it turns into a delta read.
+const MAX_IDS: usize = 1024;
+
+/// Where a waiting request receives its result and whether it was coalesced.
+pub(super) type Waiter = oneshot::Sender<Result<(LoadReport, bool), LoadError>>;
+
+/// What one load must do to serve every request merged into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Plan {
+    /// Read every served row.
+    Full,
+    /// Read the changes since the cursor, and also these ids (may be empty).
+    Delta(Vec<i64>),
+    /// Read only these ids.
+    Ids(Vec<i64>),
+}
+
+impl Plan {
+    pub(super) fn from_scope(scope: &Scope) -> Plan {
+        match scope {
+            Scope::Full => Plan::Full,
+            Scope::Delta => Plan::Delta(Vec::new()),
+            Scope::Ids(ids) => Plan::Ids(ids.clone()),
+        }
+    }
+}
+
+/// A set of merged requests, taken by the loader in one go.
+pub(super) struct Batch {
+    pub(super) plan: Plan,
+    /// Source and reason of the first request (the one that started the batch).
+    pub(super) source: Source,
+    pub(super) reason: String,
+    /// Requests merged into this batch.
+    pub(super) requests: usize,
+    pub(super) waiters: Vec<Waiter>,
+}
+
+#[derive(Default)]
+struct Pending {
+    requests: usize,
+    full: bool,
+    delta: bool,
+    ids: BTreeSet<i64>,
+    first: Option<(Source, String)>,
+    waiters: Vec<Waiter>,
+    closed: bool,
+}
+
+/// The pending-request slot shared by request sources and the loader.
+#[derive(Default)]
+pub struct Flight {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+impl Flight {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a request to the next batch. After `close` the waiter is dropped at once, so the
+    /// caller sees `LoadError::Closed`.
+    pub(super) fn push(&self, req: LoadRequest, waiter: Option<Waiter>) {
+        let mut p = self.lock();
+        if p.closed {
+            return;
+        }
+        p.requests += 1;
+        if p.first.is_none() {
+            p.first = Some((req.source, req.reason));
+        }
+        match req.scope {
+            Scope::Full => p.full = true,
+            Scope::Delta => p.delta = true,
+            Scope::Ids(ids) => {
+                p.ids.extend(ids);
+                if p.ids.len() > MAX_IDS {
+                    p.ids.clear();
+                    p.delta = true;
+                }
+            }
+        }
+        p.waiters.extend(waiter);
+        drop(p);
+        // notify_one stores a permit when the loader is busy, so no request is ever missed.
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next batch; `None` once closed.
+    pub(super) async fn next(&self) -> Option<Batch> {
+        loop {
+            {
+                let mut p = self.lock();
+                if p.closed {
+                    return None;
+                }
+                if p.requests > 0 {
+                    let taken = std::mem::take(&mut *p);
+                    return Some(taken.into_batch());
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Stops accepting requests and drops every waiter.
+    pub(super) fn close(&self) {
+        let mut p = self.lock();
+        p.closed = true;
+        p.waiters.clear();
+        drop(p);
+        self.notify.notify_one();
+    }
+}
+
+impl Pending {
+    fn into_batch(self) -> Batch {
+        let ids: Vec<i64> = self.ids.into_iter().collect();
+        let plan = if self.full {
+            Plan::Full
+        } else if self.delta {
+            Plan::Delta(ids)
+        } else {
+            Plan::Ids(ids)
+        };
+        let (source, reason) = self.first.unwrap_or((Source::Grpc, String::new()));
+        Batch {
+            plan,
+            source,
+            reason,
+            requests: self.requests,
+            waiters: self.waiters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(scope: Scope) -> LoadRequest {
+        LoadRequest {
+            scope,
+            source: Source::Bus,
+            reason: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn merges_everything_pushed_before_the_loader_takes_it() {
+        let f = Flight::default();
+        f.push(req(Scope::Ids(vec![3, 1])), None);
+        f.push(req(Scope::Ids(vec![1, 2])), None);
+        let b = f.next().await.expect("batch");
+        assert_eq!(b.plan, Plan::Ids(vec![1, 2, 3]));
+        assert_eq!(b.requests, 2);
+        f.push(req(Scope::Ids(vec![9])), None);
+        f.push(req(Scope::Delta), None);
+        assert_eq!(f.next().await.expect("batch").plan, Plan::Delta(vec![9]));
+        f.push(req(Scope::Delta), None);
+        f.push(req(Scope::Full), None);
+        assert_eq!(f.next().await.expect("batch").plan, Plan::Full);
+    }
+
+    #[tokio::test]
+    async fn too_many_ids_become_a_delta() {
+        let f = Flight::default();
+        for id in 0..(MAX_IDS as i64 + 1) {
+            f.push(req(Scope::Ids(vec![id])), None);
+        }
+        assert_eq!(f.next().await.expect("batch").plan, Plan::Delta(vec![]));
+    }
+
+    #[tokio::test]
+    async fn close_ends_the_loader_and_drops_waiters() {
+        let f = Flight::default();
+        let (tx, rx) = oneshot::channel();
+        f.push(req(Scope::Delta), Some(tx));
+        f.close();
+        assert!(f.next().await.is_none());
+        assert!(rx.await.is_err());
+    }
+}

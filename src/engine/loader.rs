@@ -1,0 +1,273 @@
+//! The loader task: takes merged batches from the flight, builds a generation off the request
+//! threads, and swaps it in. It is the only code that stores into `Inner::current`.
+
+use std::{sync::Arc, time::Instant};
+
+use chrono::Utc;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{
+    EventKind, Generation, Inner, LoadError, LoadMode, LoadReport, Scope,
+    flight::{Batch, Plan},
+};
+use crate::{
+    model::PatternRow,
+    snapshot::{ChangeCounts, PatternSnapshot},
+    store::Cursor,
+};
+
+/// A generation built but not yet swapped in.
+pub(super) struct Built {
+    /// The content and position the next generation would have.
+    snapshot: Arc<PatternSnapshot>,
+    cursor: Option<Cursor>,
+    store_revision: i64,
+    /// What the build found.
+    pub(super) report: LoadReport,
+}
+
+/// Runs until the flight is closed.
+pub(super) async fn run(inner: Arc<Inner>) {
+    while let Some(batch) = inner.flight.next().await {
+        let span = info_span!(
+            "reload",
+            target = "patterns",
+            source = batch.source.as_str(),
+            requests = batch.requests,
+            reason = %batch.reason,
+        );
+        execute(&inner, batch).instrument(span).await;
+    }
+}
+
+async fn execute(inner: &Inner, batch: Batch) {
+    {
+        let mut book = inner.book();
+        book.health.loading = true;
+        book.health.loads_total += 1;
+        book.health.coalesced_total += batch.requests.saturating_sub(1) as u64;
+    }
+    inner.emit(EventKind::ReloadStarted {
+        source: batch.source,
+    });
+    let result = match build_plan(inner, &batch.plan).await {
+        Ok(built) => Ok(commit(inner, built, &batch)),
+        Err(e) => {
+            record_failure(inner, &batch, &e);
+            Err(e)
+        }
+    };
+    inner.book().health.loading = false;
+    for (i, waiter) in batch.waiters.into_iter().enumerate() {
+        // A caller that went away is normal (e.g. a cancelled RPC).
+        let _ = waiter.send(result.clone().map(|r| (r, i > 0)));
+    }
+}
+
+/// Builds what `scope` asks for from the current generation, without swapping.
+pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
+    build_plan(inner, &Plan::from_scope(scope)).await
+}
+
+async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
+    let started = Instant::now();
+    let cur = inner.current.load_full();
+    let store = &inner.store;
+    let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
+
+    let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
+        (Plan::Full, _) | (_, None) => {
+            let full = store.load_full().await.map_err(store_err)?;
+            if cur.number > 0 && full.revision < cur.store_revision {
+                return Err(LoadError::Invalid(format!(
+                    "the store's revision went backwards ({} < {} served): refusing to replace \
+                     newer content with an older read",
+                    full.revision, cur.store_revision
+                )));
+            }
+            let rows_read = full.rows.len();
+            let prev = Arc::clone(&cur.snapshot);
+            let (next, counts) = off_thread(move || {
+                let next = PatternSnapshot::from_rows(full.rows)?;
+                let counts = prev.diff(&next);
+                Ok((next, counts))
+            })
+            .await?;
+            (
+                Arc::new(next),
+                counts,
+                LoadMode::Full,
+                rows_read,
+                Some(full.cursor),
+                full.revision,
+            )
+        }
+        (Plan::Delta(ids), Some(since)) => {
+            let delta = store.load_delta(since).await.map_err(store_err)?;
+            let mut changed = delta.changed;
+            let mut deleted = delta.deleted;
+            let extra = load_named(inner, ids, &mut deleted).await?;
+            let rows_read = changed.len() + deleted.len() + extra.len();
+            changed.extend(extra);
+            let revision = delta.revision.max(cur.store_revision);
+            if changed.is_empty() && deleted.is_empty() {
+                (
+                    Arc::clone(&cur.snapshot),
+                    ChangeCounts::default(),
+                    LoadMode::Noop,
+                    0,
+                    Some(delta.cursor),
+                    revision,
+                )
+            } else {
+                let (next, counts) = apply(&cur.snapshot, changed, deleted).await?;
+                (next, counts, LoadMode::Delta, rows_read, Some(delta.cursor), revision)
+            }
+        }
+        (Plan::Ids(ids), Some(since)) => {
+            let mut deleted = Vec::new();
+            let rows = load_named(inner, ids, &mut deleted).await?;
+            let rows_read = rows.len() + deleted.len();
+            let revision = rows
+                .iter()
+                .map(|r| r.revision)
+                .fold(cur.store_revision, i64::max);
+            let (next, counts) = apply(&cur.snapshot, rows, deleted).await?;
+            (next, counts, LoadMode::Single, rows_read, Some(since.clone()), revision)
+        }
+    };
+
+    let duration = started.elapsed();
+    Ok(Built {
+        report: LoadReport {
+            generation_before: cur.number,
+            generation_after: cur.number,
+            counts,
+            mode,
+            rows_read,
+            current: Arc::clone(&cur),
+            duration,
+        },
+        snapshot,
+        cursor,
+        store_revision,
+    })
+}
+
+/// Reads named rows; ids the store no longer has are added to `deleted`.
+async fn load_named(
+    inner: &Inner,
+    ids: &[i64],
+    deleted: &mut Vec<i64>,
+) -> Result<Vec<PatternRow>, LoadError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = inner
+        .store
+        .load_ids(ids)
+        .await
+        .map_err(|e| LoadError::Store(e.to_string()))?;
+    deleted.extend(ids.iter().filter(|id| !rows.iter().any(|r| r.id == **id)));
+    Ok(rows)
+}
+
+async fn apply(
+    prev: &Arc<PatternSnapshot>,
+    changed: Vec<PatternRow>,
+    deleted: Vec<i64>,
+) -> Result<(Arc<PatternSnapshot>, ChangeCounts), LoadError> {
+    let prev = Arc::clone(prev);
+    let (next, counts) = off_thread(move || prev.apply(changed, &deleted)).await?;
+    Ok((Arc::new(next), counts))
+}
+
+/// Builds snapshots on the blocking pool, so a large build never runs on (or stalls) the
+/// threads that answer requests.
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Invalid(format!("snapshot build panicked: {e}")))?
+        .map_err(LoadError::Invalid)
+}
+
+/// Swaps the built generation in (a new number only if the content changed, or on the first
+/// load) and records the success.
+fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
+    let cur = built.report.current;
+    let first = cur.number == 0;
+    let changed = first || built.report.counts.any();
+    let next = Arc::new(Generation {
+        number: if changed { cur.number + 1 } else { cur.number },
+        snapshot: built.snapshot,
+        store_revision: built.store_revision,
+        cursor: built.cursor,
+        loaded_at: if changed { Utc::now() } else { cur.loaded_at },
+        source: if changed { batch.source } else { cur.source },
+        load_duration: if changed { built.report.duration } else { cur.load_duration },
+        mode: if changed { built.report.mode } else { cur.mode },
+        reason: if changed { batch.reason.clone() } else { cur.reason.clone() },
+    });
+    inner.current.store(Arc::clone(&next));
+    {
+        let mut book = inner.book();
+        if changed && !first {
+            book.retained.push_front(Arc::clone(&cur));
+            book.retained.truncate(inner.opts.retain);
+        }
+        let h = &mut book.health;
+        h.last_success_at = Some(Utc::now());
+        h.last_error = None;
+        h.consecutive_failures = 0;
+    }
+    if first {
+        inner.ready.send_replace(true);
+    }
+    let counts = built.report.counts;
+    info!(
+        generation = next.number,
+        mode = ?built.report.mode,
+        rows_read = built.report.rows_read,
+        added = counts.added,
+        updated = counts.updated,
+        removed = counts.removed,
+        served = next.snapshot.len(),
+        store_revision = next.store_revision,
+        duration_ms = built.report.duration.as_secs_f64() * 1e3,
+        "reload succeeded"
+    );
+    inner.emit(EventKind::ReloadSucceeded {
+        generation: Arc::clone(&next),
+        counts,
+    });
+    LoadReport {
+        generation_after: next.number,
+        current: next,
+        ..built.report
+    }
+}
+
+fn record_failure(inner: &Inner, batch: &Batch, e: &LoadError) {
+    let failures = {
+        let mut book = inner.book();
+        let h = &mut book.health;
+        h.last_error = Some(e.to_string());
+        h.last_error_at = Some(Utc::now());
+        h.consecutive_failures += 1;
+        h.failures_total += 1;
+        h.consecutive_failures
+    };
+    warn!(
+        error = %e,
+        consecutive_failures = failures,
+        generation = inner.current.load().number,
+        "reload failed; the last good generation keeps serving. Check the database \
+         connection and the rows named in the error, then retry with HotReload.Reload"
+    );
+    inner.emit(EventKind::ReloadFailed {
+        source: batch.source,
+        error: e.to_string(),
+    });
+}

@@ -1,0 +1,373 @@
+//! The swap engine: the one place where the served pattern cache changes.
+//!
+//! Every reload, whatever asked for it (startup, gRPC, a pattern write, later the bus and the
+//! poller), is a [`LoadRequest`] handed to [`Engine::reload`]. One loader task executes them:
+//! requests that arrive while a load runs are merged into at most one further load (single
+//! flight), so a burst of N requests costs about two loads. A load builds a complete new
+//! [`PatternSnapshot`] off to the side, then publishes it with one `ArcSwap` store; readers get
+//! the current [`Generation`] with one atomic load, never a lock, never a torn state. A failed load
+//! changes nothing that is served: the last good generation keeps serving and the failure is
+//! recorded in [`TargetHealth`].
+//!
+//! The engine never touches the network or parses requests: handlers translate, the engine
+//! decides, the store reads.
+
+mod flight;
+mod loader;
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::{
+    snapshot::{ChangeCounts, PatternSnapshot},
+    store::{Cursor, Store},
+};
+
+pub use flight::Flight;
+
+/// What asked for a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The first load at process start.
+    Startup,
+    /// An explicit `HotReload.Reload`.
+    Grpc,
+    /// A Redis bus event.
+    Bus,
+    /// The periodic revision poll.
+    Poll,
+    /// A process signal.
+    Signal,
+    /// A write through this replica's Patterns RPCs.
+    Write,
+}
+
+impl Source {
+    /// Lower-case name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Startup => "startup",
+            Source::Grpc => "grpc",
+            Source::Bus => "bus",
+            Source::Poll => "poll",
+            Source::Signal => "signal",
+            Source::Write => "write",
+        }
+    }
+}
+
+/// How the store was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Every served row.
+    Full,
+    /// The rows changed since the previous cursor.
+    Delta,
+    /// Only named rows.
+    Single,
+    /// Nothing changed in the store.
+    Noop,
+}
+
+/// What a load should read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The changes since the current generation (a full read if there is no generation yet).
+    Delta,
+    /// Every served row.
+    Full,
+    /// These rows only (served, changed or removed as the store says).
+    Ids(Vec<i64>),
+}
+
+/// A request for a new generation.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    /// What to read.
+    pub scope: Scope,
+    /// Who asked.
+    pub source: Source,
+    /// Why (free text, recorded on the generation).
+    pub reason: String,
+}
+
+/// One generation of the pattern cache: the snapshot plus where it came from.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generation number, starting at 1 for the first successful load (0: nothing loaded yet).
+    pub number: u64,
+    /// The served patterns.
+    pub snapshot: Arc<PatternSnapshot>,
+    /// The store revision the snapshot reflects.
+    pub store_revision: i64,
+    /// Where the next delta read starts; `None` before the first load.
+    pub cursor: Option<Cursor>,
+    /// When the generation was swapped in.
+    pub loaded_at: DateTime<Utc>,
+    /// Who asked for it.
+    pub source: Source,
+    /// How long building it took.
+    pub load_duration: Duration,
+    /// How the store was read.
+    pub mode: LoadMode,
+    /// Why it was loaded.
+    pub reason: String,
+}
+
+impl Generation {
+    fn empty() -> Self {
+        Generation {
+            number: 0,
+            snapshot: Arc::new(PatternSnapshot::default()),
+            store_revision: 0,
+            cursor: None,
+            loaded_at: Utc::now(),
+            source: Source::Startup,
+            load_duration: Duration::ZERO,
+            mode: LoadMode::Noop,
+            reason: String::new(),
+        }
+    }
+}
+
+/// The result of a load, shared by every request it served.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Generation served before the load.
+    pub generation_before: u64,
+    /// Generation served after it (unchanged when nothing changed or validating only).
+    pub generation_after: u64,
+    /// What changed (or would change, when validating).
+    pub counts: ChangeCounts,
+    /// How the store was read.
+    pub mode: LoadMode,
+    /// Rows read from the store.
+    pub rows_read: usize,
+    /// The generation served after the load.
+    pub current: Arc<Generation>,
+    /// Time spent reading and building.
+    pub duration: Duration,
+}
+
+/// Why a load failed. The previous generation keeps serving.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The store could not be read.
+    #[error("reading the store failed: {0}")]
+    Store(String),
+    /// The data read would make an invalid snapshot.
+    #[error("rejected invalid data: {0}")]
+    Invalid(String),
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    Closed,
+}
+
+/// A change the engine announces on its event channel.
+#[derive(Debug, Clone)]
+pub struct EngineEvent {
+    /// Increasing id.
+    pub id: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Kinds of engine events.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// A load started.
+    ReloadStarted {
+        /// Who asked.
+        source: Source,
+    },
+    /// A load succeeded.
+    ReloadSucceeded {
+        /// The generation served after it.
+        generation: Arc<Generation>,
+        /// What changed.
+        counts: ChangeCounts,
+    },
+    /// A load failed.
+    ReloadFailed {
+        /// Who asked.
+        source: Source,
+        /// The error.
+        error: String,
+    },
+}
+
+/// Load health of the pattern target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetHealth {
+    /// When a load last succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The last failed load's error, cleared by a success.
+    pub last_error: Option<String>,
+    /// When the last load failed.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Loads attempted.
+    pub loads_total: u64,
+    /// Loads failed.
+    pub failures_total: u64,
+    /// Requests served by a load that another request started.
+    pub coalesced_total: u64,
+    /// Whether a load is running.
+    pub loading: bool,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Previous generations kept for rollback.
+    pub retain: usize,
+    /// Capacity of the event channel (slow subscribers lag, they never slow the engine).
+    pub event_capacity: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            retain: 10,
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// State behind the engine's mutex: bookkeeping only, never touched on the read path.
+/// A std `Mutex` because it is held for a few field updates and never across an `.await`.
+#[derive(Debug, Default)]
+struct Book {
+    health: TargetHealth,
+    retained: VecDeque<Arc<Generation>>,
+    next_event_id: u64,
+}
+
+struct Inner {
+    current: ArcSwap<Generation>,
+    store: Store,
+    book: Mutex<Book>,
+    flight: Flight,
+    events: broadcast::Sender<EngineEvent>,
+    ready: watch::Sender<bool>,
+    opts: EngineOptions,
+}
+
+/// Cheap-to-clone handle to the swap engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("generation", &self.inner.current.load().number)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and spawns its loader task. Nothing is served until the first load.
+    pub fn start(store: Store, opts: EngineOptions) -> Engine {
+        let (events, _) = broadcast::channel(opts.event_capacity.max(1));
+        let (ready, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            current: ArcSwap::from_pointee(Generation::empty()),
+            store,
+            book: Mutex::new(Book::default()),
+            flight: Flight::default(),
+            events,
+            ready,
+            opts,
+        });
+        tokio::spawn(loader::run(Arc::clone(&inner)));
+        Engine { inner }
+    }
+
+    /// The generation served now: one atomic load, no lock.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Generation>> {
+        self.inner.current.load()
+    }
+
+    /// Asks for a load and waits for the load that serves the request. Requests arriving while
+    /// a load runs are coalesced into one further load.
+    pub async fn reload(&self, req: LoadRequest) -> Result<(LoadReport, bool), LoadError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.flight.push(req, Some(tx));
+        rx.await.map_err(|_| LoadError::Closed)?
+    }
+
+    /// Asks for a load without waiting for it (for fire-and-forget sources such as the bus).
+    pub fn request(&self, req: LoadRequest) {
+        self.inner.flight.push(req, None);
+    }
+
+    /// Builds and validates a generation without swapping it in, and reports what would change.
+    pub async fn validate(&self, scope: Scope) -> Result<LoadReport, LoadError> {
+        loader::build(&self.inner, &scope).await.map(|built| built.report)
+    }
+
+    /// The store behind the engine.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Load health.
+    pub fn health(&self) -> TargetHealth {
+        self.inner.book().health.clone()
+    }
+
+    /// Retained previous generations, newest first.
+    pub fn retained(&self) -> Vec<Arc<Generation>> {
+        self.inner.book().retained.iter().cloned().collect()
+    }
+
+    /// Subscribes to engine events. A subscriber that falls behind loses the oldest events
+    /// (`RecvError::Lagged`) rather than slowing the engine.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Becomes true once the first load succeeded.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.inner.ready.subscribe()
+    }
+
+    /// Stops the loader after the load in progress; pending waiters get `LoadError::Closed`.
+    pub fn shutdown(&self) {
+        self.inner.flight.close();
+    }
+}
+
+impl Inner {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // A panic while holding the lock cannot leave `Book` inconsistent in a way that matters
+        // more than stopping status reporting, so recover the guard instead of propagating.
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, kind: EventKind) {
+        let id = {
+            let mut book = self.book();
+            book.next_event_id += 1;
+            book.next_event_id
+        };
+        // No subscribers is normal.
+        let _ = self.events.send(EngineEvent {
+            id,
+            at: Utc::now(),
+            kind,
+        });
+    }
+}
