@@ -4,11 +4,17 @@
 //! Modules follow the data's path: `api` (thin gRPC handlers) → `engine` (the one place where
 //! served state changes) → `store` (SQL). `normalize` and `snapshot` are pure logic.
 
+pub mod api;
+pub mod config;
 pub mod engine;
+pub mod hits;
+pub mod learn;
 pub mod model;
 pub mod normalize;
 pub mod snapshot;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 
 /// Generated protobuf and gRPC code for `hotplane.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]
@@ -17,4 +23,32 @@ pub mod pb {
     /// Encoded descriptor set of every hotplane proto (with comments), served by reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("hotplane_descriptor");
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
 }

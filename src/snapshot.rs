@@ -123,7 +123,11 @@ impl PatternSnapshot {
 
     /// The best served row for a normalized text, optionally only among rows with at least
     /// `min_confidence`.
-    pub fn lookup(&self, normalized: &str, min_confidence: Option<f64>) -> Option<&Arc<PatternRow>> {
+    pub fn lookup(
+        &self,
+        normalized: &str,
+        min_confidence: Option<f64>,
+    ) -> Option<&Arc<PatternRow>> {
         let list = self.by_norm.get(normalized)?;
         match min_confidence {
             None => list.first(),
@@ -230,7 +234,12 @@ fn row_hash(row: &PatternRow) -> u64 {
     use xxhash_rust::xxh3::Xxh3;
     let mut h = Xxh3::new();
     h.update(&row.id.to_le_bytes());
-    for s in [&row.pattern, &row.normalized_pattern, &row.category, &row.created_by] {
+    for s in [
+        &row.pattern,
+        &row.normalized_pattern,
+        &row.category,
+        &row.created_by,
+    ] {
         h.update(&(s.len() as u64).to_le_bytes());
         h.update(s.as_bytes());
     }
@@ -257,7 +266,10 @@ mod tests {
             times_used: used,
             times_correct: 0,
             accuracy,
-            created_at: Utc.timestamp_opt(1_700_000_000 + id, 0).single().unwrap_or_default(),
+            created_at: Utc
+                .timestamp_opt(1_700_000_000 + id, 0)
+                .single()
+                .unwrap_or_default(),
             last_used_at: None,
             created_by: "llm".into(),
             enabled: true,
@@ -270,7 +282,7 @@ mod tests {
 
     #[test]
     fn duplicates_resolve_to_the_best_row_in_any_input_order() {
-        let rows = vec![
+        let rows = [
             row(1, "ciao", 0.5, 100),
             row(2, "ciao", 0.9, 1),
             row(3, "ciao", 0.9, 5),
@@ -306,7 +318,14 @@ mod tests {
         disabled.revision = 10;
         let (next, counts) = snap.apply(vec![disabled], &[]).expect("ok");
         assert!(next.is_empty());
-        assert_eq!(counts, ChangeCounts { added: 0, updated: 0, removed: 1 });
+        assert_eq!(
+            counts,
+            ChangeCounts {
+                added: 0,
+                updated: 0,
+                removed: 1
+            }
+        );
         // the original snapshot is untouched
         assert_eq!(snap.lookup("a", None).map(|r| r.id), Some(1));
     }
@@ -321,7 +340,10 @@ mod tests {
         older.revision = 10;
         older.category = "old".into();
         let (next, counts) = snap.apply(vec![older], &[]).expect("ok");
-        assert_eq!(next.lookup("a", None).map(|r| r.category.as_str()), Some("new"));
+        assert_eq!(
+            next.lookup("a", None).map(|r| r.category.as_str()),
+            Some("new")
+        );
         assert!(!counts.any());
     }
 
@@ -332,15 +354,20 @@ mod tests {
         bad.times_used = 1;
         let err = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0), bad.clone()])
             .expect_err("must reject");
-        assert!(err.contains("pattern id 7") && err.contains("times_correct"), "{err}");
+        assert!(
+            err.contains("pattern id 7") && err.contains("times_correct"),
+            "{err}"
+        );
         let snap = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0)]).expect("ok");
         assert!(snap.apply(vec![bad], &[]).is_err());
     }
 
     #[test]
     fn content_hash_is_order_independent_and_incremental() {
-        let a = PatternSnapshot::from_rows(vec![row(1, "a", 0.1, 0), row(2, "b", 0.1, 0)]).expect("ok");
-        let b = PatternSnapshot::from_rows(vec![row(2, "b", 0.1, 0), row(1, "a", 0.1, 0)]).expect("ok");
+        let a =
+            PatternSnapshot::from_rows(vec![row(1, "a", 0.1, 0), row(2, "b", 0.1, 0)]).expect("ok");
+        let b =
+            PatternSnapshot::from_rows(vec![row(2, "b", 0.1, 0), row(1, "a", 0.1, 0)]).expect("ok");
         assert_eq!(a.content_hash(), b.content_hash());
         let one = PatternSnapshot::from_rows(vec![row(1, "a", 0.1, 0)]).expect("ok");
         let (grown, _) = one.apply(vec![row(2, "b", 0.1, 0)], &[]).expect("ok");
@@ -349,6 +376,9 @@ mod tests {
         // hit counters are not content
         let mut used = row(1, "a", 0.1, 0);
         used.times_used = 99;
-        assert_eq!(a.diff(&PatternSnapshot::from_rows(vec![used, row(2, "b", 0.1, 0)]).expect("ok")), ChangeCounts::default());
+        assert_eq!(
+            a.diff(&PatternSnapshot::from_rows(vec![used, row(2, "b", 0.1, 0)]).expect("ok")),
+            ChangeCounts::default()
+        );
     }
 }

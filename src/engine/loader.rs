@@ -121,7 +121,14 @@ async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
                 )
             } else {
                 let (next, counts) = apply(&cur.snapshot, changed, deleted).await?;
-                (next, counts, LoadMode::Delta, rows_read, Some(delta.cursor), revision)
+                (
+                    next,
+                    counts,
+                    LoadMode::Delta,
+                    rows_read,
+                    Some(delta.cursor),
+                    revision,
+                )
             }
         }
         (Plan::Ids(ids), Some(since)) => {
@@ -133,7 +140,14 @@ async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
                 .map(|r| r.revision)
                 .fold(cur.store_revision, i64::max);
             let (next, counts) = apply(&cur.snapshot, rows, deleted).await?;
-            (next, counts, LoadMode::Single, rows_read, Some(since.clone()), revision)
+            (
+                next,
+                counts,
+                LoadMode::Single,
+                rows_read,
+                Some(since.clone()),
+                revision,
+            )
         }
     };
 
@@ -206,9 +220,17 @@ fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
         cursor: built.cursor,
         loaded_at: if changed { Utc::now() } else { cur.loaded_at },
         source: if changed { batch.source } else { cur.source },
-        load_duration: if changed { built.report.duration } else { cur.load_duration },
+        load_duration: if changed {
+            built.report.duration
+        } else {
+            cur.load_duration
+        },
         mode: if changed { built.report.mode } else { cur.mode },
-        reason: if changed { batch.reason.clone() } else { cur.reason.clone() },
+        reason: if changed {
+            batch.reason.clone()
+        } else {
+            cur.reason.clone()
+        },
     });
     inner.current.store(Arc::clone(&next));
     {

@@ -315,7 +315,9 @@ impl Engine {
 
     /// Builds and validates a generation without swapping it in, and reports what would change.
     pub async fn validate(&self, scope: Scope) -> Result<LoadReport, LoadError> {
-        loader::build(&self.inner, &scope).await.map(|built| built.report)
+        loader::build(&self.inner, &scope)
+            .await
+            .map(|built| built.report)
     }
 
     /// The store behind the engine.

@@ -1,0 +1,228 @@
+//! HotReload service handlers: translate Reload / GetStatus to engine calls and back.
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use super::{
+    AppState, check_reason, convert,
+    error::{ApiError, ApiResult},
+};
+use crate::{
+    engine::{Generation, LoadMode, LoadReport, LoadRequest, Scope, Source},
+    pb::{self, hot_reload_server::HotReload},
+};
+
+/// HotReload service.
+#[derive(Debug, Clone)]
+pub struct HotReloadApi {
+    state: Arc<AppState>,
+}
+
+impl HotReloadApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        HotReloadApi { state }
+    }
+
+    fn target_status(&self) -> pb::TargetStatus {
+        let engine = &self.state.engine;
+        let h = engine.health();
+        let current = engine.current();
+        pb::TargetStatus {
+            target: pb::Target::Patterns.into(),
+            current: (current.number > 0).then(|| generation_pb(&current)),
+            last_success_at: h.last_success_at.map(convert::timestamp),
+            last_error: h.last_error.unwrap_or_default(),
+            last_error_at: h.last_error_at.map(convert::timestamp),
+            consecutive_failures: h.consecutive_failures,
+            loads_total: h.loads_total,
+            failures_total: h.failures_total,
+            loading: h.loading,
+            retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
+            pinned: false,
+            pending_changes: 0,
+            coalesced_total: h.coalesced_total,
+        }
+    }
+}
+
+fn source_pb(s: Source) -> pb::ReloadSource {
+    match s {
+        Source::Startup => pb::ReloadSource::Startup,
+        Source::Grpc => pb::ReloadSource::Grpc,
+        Source::Bus => pb::ReloadSource::Bus,
+        Source::Poll => pb::ReloadSource::Poll,
+        Source::Signal => pb::ReloadSource::Signal,
+        Source::Write => pb::ReloadSource::Write,
+    }
+}
+
+fn mode_pb(m: LoadMode) -> pb::LoadMode {
+    match m {
+        LoadMode::Full => pb::LoadMode::Full,
+        LoadMode::Delta => pb::LoadMode::Delta,
+        LoadMode::Single => pb::LoadMode::Single,
+        LoadMode::Noop => pb::LoadMode::Noop,
+    }
+}
+
+/// Status view of one generation.
+pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
+    pb::GenerationInfo {
+        generation: g.number,
+        content_hash: g.snapshot.content_hash(),
+        store_revision: g.store_revision,
+        loaded_at: Some(convert::timestamp(g.loaded_at)),
+        source: source_pb(g.source).into(),
+        load_duration: Some(convert::duration(g.load_duration)),
+        item_count: g.snapshot.len() as u64,
+        mode: mode_pb(g.mode).into(),
+        reason: g.reason.clone(),
+    }
+}
+
+/// Checks a Reload request and turns it into the scope to load.
+fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
+    match pb::Target::try_from(req.target) {
+        Ok(pb::Target::Patterns) => {}
+        Ok(pb::Target::Unspecified) => {
+            return Err(ApiError::invalid("target", "is required (TARGET_PATTERNS)"));
+        }
+        Ok(other) => {
+            return Err(ApiError::Unimplemented(format!(
+                "reloading {} is not implemented yet (it lands with the lifecycle work, \
+                 issue 4); only TARGET_PATTERNS can be reloaded",
+                other.as_str_name()
+            )));
+        }
+        Err(_) => return Err(ApiError::invalid("target", "unknown target value")),
+    }
+    check_reason(&req.reason)?;
+    if req.broadcast || req.wait_for_fleet.is_some() {
+        return Err(ApiError::Unimplemented(
+            "broadcast and wait_for_fleet are not implemented yet (they land with the Redis \
+             bus, issue 3); reload each replica or omit them"
+                .into(),
+        ));
+    }
+    if !req.database_url.is_empty() {
+        return Err(ApiError::invalid(
+            "database_url",
+            "only applies to TARGET_STORE",
+        ));
+    }
+    if !req.redis_url.is_empty() {
+        return Err(ApiError::invalid("redis_url", "only applies to TARGET_BUS"));
+    }
+    match req.pattern_id {
+        Some(id) if id <= 0 => Err(ApiError::invalid("pattern_id", "must be a positive row id")),
+        Some(_) if req.full => Err(ApiError::invalid(
+            "full",
+            "cannot be combined with pattern_id",
+        )),
+        Some(id) => Ok(Scope::Ids(vec![id])),
+        None if req.full => Ok(Scope::Full),
+        None => Ok(Scope::Delta),
+    }
+}
+
+fn reload_response(
+    report: &LoadReport,
+    coalesced: bool,
+    validate_only: bool,
+    started: Instant,
+) -> pb::ReloadResponse {
+    pb::ReloadResponse {
+        target: pb::Target::Patterns.into(),
+        generation_before: report.generation_before,
+        generation_after: report.generation_after,
+        changed: report.counts.any() || report.generation_before == 0,
+        added: report.counts.added,
+        updated: report.counts.updated,
+        removed: report.counts.removed,
+        duration: Some(convert::duration(started.elapsed())),
+        mode: mode_pb(report.mode).into(),
+        validate_only,
+        coalesced,
+        current: Some(generation_pb(&report.current)),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl HotReload for HotReloadApi {
+    #[instrument(skip_all, fields(target = req.get_ref().target, pattern_id = ?req.get_ref().pattern_id))]
+    async fn reload(
+        &self,
+        req: Request<pb::ReloadRequest>,
+    ) -> Result<Response<pb::ReloadResponse>, Status> {
+        let started = Instant::now();
+        let req = req.into_inner();
+        let scope = reload_scope(&req)?;
+        let engine = &self.state.engine;
+        let response = if req.validate_only {
+            let report = engine.validate(scope).await.map_err(ApiError::from)?;
+            reload_response(&report, false, true, started)
+        } else {
+            let (report, coalesced) = engine
+                .reload(LoadRequest {
+                    scope,
+                    source: Source::Grpc,
+                    reason: req.reason,
+                })
+                .await
+                .map_err(ApiError::from)?;
+            reload_response(&report, coalesced, false, started)
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn rollback(
+        &self,
+        _req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        Err(Status::unimplemented(
+            "HotReload.Rollback is not implemented yet (it lands with the lifecycle work, \
+             issue 4); retained generations are already listed by GetStatus",
+        ))
+    }
+
+    async fn get_status(
+        &self,
+        _req: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let s = &self.state;
+        let flush = s.hits.stats();
+        Ok(Response::new(pb::GetStatusResponse {
+            instance_id: s.instance_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: Some(convert::timestamp(s.started_at)),
+            targets: vec![self.target_status()],
+            store: Some(pb::StoreStatus {
+                backend: s.engine.store().backend().to_owned(),
+                url: s.store_url.clone(),
+                schema: s.store_schema.clone(),
+                hit_flush_failures: flush.failures,
+                hit_flush_last_error: flush.last_error.unwrap_or_default(),
+                hits_pending: s.hits.pending(),
+            }),
+            drain: Some(pb::DrainStatus::default()),
+        }))
+    }
+
+    type WatchStatusStream = WatchStream;
+
+    async fn watch_status(
+        &self,
+        _req: Request<pb::WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        Err(Status::unimplemented(
+            "HotReload.WatchStatus is not implemented yet (it lands with the lifecycle work, \
+             issue 4); poll GetStatus meanwhile",
+        ))
+    }
+}

@@ -1,0 +1,72 @@
+//! The gRPC API layer: thin handlers that validate and translate requests, call the engine or
+//! the store, and translate results back. No business logic lives here.
+
+pub mod convert;
+mod drain;
+mod error;
+mod hot_reload;
+mod patterns;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+pub use drain::DrainApi;
+pub use error::{ApiError, ApiResult};
+pub use hot_reload::HotReloadApi;
+pub use patterns::PatternsApi;
+
+use crate::{engine::Engine, hits::HitCounter, learn::LearnRules, normalize::Normalizer};
+
+/// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Most queries in one BatchMatchPatterns call.
+pub const MAX_BATCH_QUERIES: usize = 1000;
+/// Longest free-text reason, in characters.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Largest ListPatterns page.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+/// ListPatterns page size when none is given.
+pub const DEFAULT_PAGE_SIZE: i32 = 100;
+/// Largest decoded request message (a full batch of maximum-size queries fits).
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The swap engine (served patterns and reloads).
+    pub engine: Engine,
+    /// Query normalizer.
+    pub normalizer: Normalizer,
+    /// Learning rules.
+    pub rules: LearnRules,
+    /// Hit counters.
+    pub hits: Arc<HitCounter>,
+    /// This process's unique id.
+    pub instance_id: String,
+    /// When this process started.
+    pub started_at: DateTime<Utc>,
+    /// Database URL without password, for status.
+    pub store_url: String,
+    /// PostgreSQL schema (empty for SQLite), for status.
+    pub store_schema: String,
+}
+
+/// Rejects an over-long free-text reason.
+fn check_reason(reason: &str) -> ApiResult<()> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("must be at most {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects ids that cannot exist.
+fn check_id(id: i64) -> ApiResult<()> {
+    if id <= 0 {
+        return Err(ApiError::invalid("id", "must be a positive row id"));
+    }
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! Patterns service handlers. Matching reads only the current snapshot (never the database);
+//! writes go to the store and then through the engine, so the change is served before the RPC
+//! returns.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::{info, instrument};
+
+use super::{
+    AppState, DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, check_id,
+    check_reason, convert,
+    error::{ApiError, ApiResult},
+};
+use crate::{
+    engine::{LoadRequest, Scope, Source},
+    learn::Proposal,
+    model::{PatternRow, PatternStatus},
+    pb::{self, patterns_server::Patterns},
+    snapshot::PatternSnapshot,
+    store::ListQuery,
+};
+
+/// Patterns service.
+#[derive(Debug, Clone)]
+pub struct PatternsApi {
+    state: Arc<AppState>,
+}
+
+impl PatternsApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        PatternsApi { state }
+    }
+
+    /// Normalizes and looks up one query in `snap`, counting a hit on a match.
+    fn match_one(
+        &self,
+        snap: &PatternSnapshot,
+        query: &str,
+        min_confidence: Option<f64>,
+    ) -> (Option<pb::MatchedPattern>, String) {
+        let normalized = self.state.normalizer.normalize(query);
+        if normalized.is_empty() {
+            return (None, normalized);
+        }
+        let found = snap.lookup(&normalized, min_confidence).map(|row| {
+            self.state.hits.record(row.id);
+            matched_pb(row)
+        });
+        (found, normalized)
+    }
+
+    /// Serves a write: reloads the written row through the engine and returns the generation
+    /// that includes it.
+    async fn serve_write(&self, id: i64, reason: &str) -> ApiResult<u64> {
+        let (report, _) = self
+            .state
+            .engine
+            .reload(LoadRequest {
+                scope: Scope::Ids(vec![id]),
+                source: Source::Write,
+                reason: reason.to_owned(),
+            })
+            .await?;
+        Ok(report.generation_after)
+    }
+
+    async fn set_status(
+        &self,
+        id: i64,
+        reason: &str,
+        status: PatternStatus,
+        enabled: bool,
+    ) -> ApiResult<(pb::Pattern, u64)> {
+        check_id(id)?;
+        check_reason(reason)?;
+        let row = self
+            .state
+            .store()
+            .set_status(id, status.clone(), enabled)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        info!(
+            id,
+            status = status.as_str(),
+            reason,
+            "pattern status changed"
+        );
+        let generation = self.serve_write(id, reason).await?;
+        Ok((pattern_pb(&row), generation))
+    }
+}
+
+impl AppState {
+    fn store(&self) -> &crate::store::Store {
+        self.engine.store()
+    }
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("pattern {id} does not exist"))
+}
+
+fn check_query(field: &str, query: &str) -> ApiResult<()> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::invalid(
+            field,
+            format!("is {} bytes; the limit is {MAX_QUERY_BYTES}", query.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_min_confidence(min: Option<f64>) -> ApiResult<()> {
+    match min {
+        Some(m) if !(0.0..=1.0).contains(&m) => Err(ApiError::invalid(
+            "min_confidence",
+            "must be between 0 and 1",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_min_generation(served: u64, wanted: u64) -> ApiResult<()> {
+    if wanted > served {
+        return Err(ApiError::FailedPrecondition(format!(
+            "this replica serves generation {served}, older than min_generation {wanted}; \
+             retry shortly or on another replica"
+        )));
+    }
+    Ok(())
+}
+
+fn matched_pb(row: &PatternRow) -> pb::MatchedPattern {
+    pb::MatchedPattern {
+        id: row.id,
+        normalized_pattern: row.normalized_pattern.clone(),
+        category: row.category.clone(),
+        confidence: row.confidence,
+        accuracy: row.accuracy,
+        metadata: convert::json_to_struct(&row.metadata),
+    }
+}
+
+fn status_pb(s: &PatternStatus) -> pb::PatternStatus {
+    match s {
+        PatternStatus::Pending => pb::PatternStatus::Pending,
+        PatternStatus::Approved => pb::PatternStatus::Approved,
+        PatternStatus::Disabled => pb::PatternStatus::Disabled,
+        PatternStatus::Other(_) => pb::PatternStatus::Unspecified,
+    }
+}
+
+fn pattern_pb(row: &PatternRow) -> pb::Pattern {
+    pb::Pattern {
+        id: row.id,
+        pattern: row.pattern.clone(),
+        normalized_pattern: row.normalized_pattern.clone(),
+        category: row.category.clone(),
+        confidence: row.confidence,
+        times_used: row.times_used,
+        times_correct: row.times_correct,
+        accuracy: row.accuracy,
+        created_at: Some(convert::timestamp(row.created_at)),
+        last_used_at: row.last_used_at.map(convert::timestamp),
+        created_by: row.created_by.clone(),
+        enabled: row.enabled,
+        status: status_pb(&row.status).into(),
+        metadata: convert::json_to_struct(&row.metadata),
+        updated_at: Some(convert::timestamp(row.updated_at)),
+        revision: row.revision,
+    }
+}
+
+fn metadata_json(m: Option<&prost_types::Struct>) -> serde_json::Value {
+    m.map(convert::struct_to_json)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[tonic::async_trait]
+impl Patterns for PatternsApi {
+    #[instrument(skip_all)]
+    async fn match_pattern(
+        &self,
+        req: Request<pb::MatchPatternRequest>,
+    ) -> Result<Response<pb::MatchPatternResponse>, Status> {
+        let req = req.into_inner();
+        check_query("query", &req.query)?;
+        check_min_confidence(req.min_confidence)?;
+        let generation = self.state.engine.current();
+        check_min_generation(generation.number, req.min_generation)?;
+        let (pattern, normalized_query) =
+            self.match_one(&generation.snapshot, &req.query, req.min_confidence);
+        Ok(Response::new(pb::MatchPatternResponse {
+            matched: pattern.is_some(),
+            pattern,
+            normalized_query,
+            generation: generation.number,
+        }))
+    }
+
+    #[instrument(skip_all, fields(queries = req.get_ref().queries.len()))]
+    async fn batch_match_patterns(
+        &self,
+        req: Request<pb::BatchMatchPatternsRequest>,
+    ) -> Result<Response<pb::BatchMatchPatternsResponse>, Status> {
+        let req = req.into_inner();
+        if req.queries.len() > MAX_BATCH_QUERIES {
+            return Err(ApiError::invalid(
+                "queries",
+                format!(
+                    "has {} queries; the limit is {MAX_BATCH_QUERIES}",
+                    req.queries.len()
+                ),
+            )
+            .into());
+        }
+        for (i, q) in req.queries.iter().enumerate() {
+            check_query(&format!("queries[{i}]"), q)?;
+        }
+        check_min_confidence(req.min_confidence)?;
+        // One snapshot answers the whole batch.
+        let generation = self.state.engine.current();
+        check_min_generation(generation.number, req.min_generation)?;
+        let results = req
+            .queries
+            .iter()
+            .map(|q| {
+                let (pattern, normalized_query) =
+                    self.match_one(&generation.snapshot, q, req.min_confidence);
+                pb::MatchResult {
+                    matched: pattern.is_some(),
+                    pattern,
+                    normalized_query,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::BatchMatchPatternsResponse {
+            results,
+            generation: generation.number,
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn learn_pattern(
+        &self,
+        req: Request<pb::LearnPatternRequest>,
+    ) -> Result<Response<pb::LearnPatternResponse>, Status> {
+        let req = req.into_inner();
+        let proposal = Proposal {
+            query: req.query,
+            category: req.category,
+            confidence: req.confidence,
+            metadata: metadata_json(req.metadata.as_ref()),
+            created_by: req.created_by,
+        };
+        let new = self
+            .state
+            .rules
+            .check(proposal, &self.state.normalizer)
+            .map_err(ApiError::from)?;
+        let outcome = self
+            .state
+            .store()
+            .learn(&new)
+            .await
+            .map_err(ApiError::from)?;
+        info!(
+            id = outcome.row.id,
+            normalized = %outcome.row.normalized_pattern,
+            created = outcome.created,
+            updated = outcome.updated,
+            "pattern learned"
+        );
+        let generation = self.serve_write(outcome.row.id, "learn").await?;
+        let served = self
+            .state
+            .engine
+            .current()
+            .snapshot
+            .is_winner(outcome.row.id);
+        Ok(Response::new(pb::LearnPatternResponse {
+            pattern: Some(pattern_pb(&outcome.row)),
+            created: outcome.created,
+            updated: outcome.updated,
+            served,
+            generation,
+        }))
+    }
+
+    async fn get_pattern(
+        &self,
+        req: Request<pb::GetPatternRequest>,
+    ) -> Result<Response<pb::GetPatternResponse>, Status> {
+        let id = req.into_inner().id;
+        check_id(id)?;
+        let row = self
+            .state
+            .store()
+            .get(id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| not_found(id))?;
+        let served = self.state.engine.current().snapshot.is_winner(id);
+        Ok(Response::new(pb::GetPatternResponse {
+            pattern: Some(pattern_pb(&row)),
+            served,
+        }))
+    }
+
+    async fn list_patterns(
+        &self,
+        req: Request<pb::ListPatternsRequest>,
+    ) -> Result<Response<pb::ListPatternsResponse>, Status> {
+        let req = req.into_inner();
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "page_size",
+                    format!("must be between 0 and {MAX_PAGE_SIZE}"),
+                )
+                .into());
+            }
+        };
+        let after_id = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    ApiError::invalid("page_token", "is not a token from a previous response")
+                })?
+        };
+        let status = match pb::PatternStatus::try_from(req.status) {
+            Ok(pb::PatternStatus::Unspecified) => None,
+            Ok(pb::PatternStatus::Pending) => Some(PatternStatus::Pending),
+            Ok(pb::PatternStatus::Approved) => Some(PatternStatus::Approved),
+            Ok(pb::PatternStatus::Disabled) => Some(PatternStatus::Disabled),
+            Err(_) => return Err(ApiError::invalid("status", "unknown status value").into()),
+        };
+        let category = Some(req.category.trim().to_owned()).filter(|c| !c.is_empty());
+        let mut rows = self
+            .state
+            .store()
+            .list(&ListQuery {
+                after_id,
+                limit: i64::from(page_size) + 1,
+                status,
+                category,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = if rows.len() > page_size as usize {
+            rows.truncate(page_size as usize);
+            rows.last().map(|r| r.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListPatternsResponse {
+            patterns: rows.iter().map(pattern_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn approve_pattern(
+        &self,
+        req: Request<pb::ApprovePatternRequest>,
+    ) -> Result<Response<pb::ApprovePatternResponse>, Status> {
+        let req = req.into_inner();
+        let (pattern, generation) = self
+            .set_status(req.id, &req.reason, PatternStatus::Approved, true)
+            .await?;
+        Ok(Response::new(pb::ApprovePatternResponse {
+            pattern: Some(pattern),
+            generation,
+        }))
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn disable_pattern(
+        &self,
+        req: Request<pb::DisablePatternRequest>,
+    ) -> Result<Response<pb::DisablePatternResponse>, Status> {
+        let req = req.into_inner();
+        let (pattern, generation) = self
+            .set_status(req.id, &req.reason, PatternStatus::Disabled, false)
+            .await?;
+        Ok(Response::new(pb::DisablePatternResponse {
+            pattern: Some(pattern),
+            generation,
+        }))
+    }
+
+    #[instrument(skip_all, fields(id = req.get_ref().id))]
+    async fn delete_pattern(
+        &self,
+        req: Request<pb::DeletePatternRequest>,
+    ) -> Result<Response<pb::DeletePatternResponse>, Status> {
+        let req = req.into_inner();
+        check_id(req.id)?;
+        check_reason(&req.reason)?;
+        if !self
+            .state
+            .store()
+            .delete(req.id)
+            .await
+            .map_err(ApiError::from)?
+        {
+            return Err(not_found(req.id).into());
+        }
+        info!(id = req.id, reason = %req.reason, "pattern deleted");
+        let generation = self.serve_write(req.id, &req.reason).await?;
+        Ok(Response::new(pb::DeletePatternResponse {
+            id: req.id,
+            generation,
+        }))
+    }
+}

@@ -1,0 +1,231 @@
+//! Typed configuration, parsed once at start from flags and `HOTPLANE_*` environment variables.
+//!
+//! Every field is documented: the doc comment is the `--help` text. Tests build a [`Config`]
+//! directly (see [`Config::for_database`]) instead of mutating the process environment.
+//! `Debug` redacts the database password.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::{normalize::Profile, store::redact_url};
+
+/// hotplane: hot-reloads learned patterns and other in-memory state without restarts.
+#[derive(Debug, Parser)]
+#[command(name = "hotplane", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Commands.
+#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Run the gRPC server (the default).
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of the service.
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address of the gRPC listener (port 0 picks a free port).
+    #[arg(long, env = "HOTPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Pattern store: `sqlite://FILE` (embedded, created if missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "HOTPLANE_DATABASE_URL",
+        default_value = "sqlite://hotplane.db"
+    )]
+    pub database_url: String,
+
+    /// PostgreSQL schema holding the tables (created if missing); the legacy deployment uses
+    /// `pilotpros`. Ignored for SQLite.
+    #[arg(long, env = "HOTPLANE_DATABASE_SCHEMA", default_value = "public")]
+    pub database_schema: String,
+
+    /// Database connection pool size.
+    #[arg(long, env = "HOTPLANE_DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+
+    /// How long a query waits for a pooled connection before failing.
+    #[arg(long, env = "HOTPLANE_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub database_acquire_timeout: Duration,
+
+    /// Query normalization profile: `default` (Unicode punctuation, no stop words) or
+    /// `pilotpros` (the legacy deployment's normalizer, with its Italian stop words).
+    #[arg(long, env = "HOTPLANE_NORMALIZE_PROFILE", default_value = "default")]
+    pub normalize_profile: Profile,
+
+    /// Comma-separated stop words replacing the profile's list (empty string: none).
+    #[arg(long, env = "HOTPLANE_STOP_WORDS", value_delimiter = ',')]
+    pub stop_words: Option<Vec<String>>,
+
+    /// LearnPattern accepts a pattern only at or above this confidence (0..1).
+    #[arg(long, env = "HOTPLANE_LEARN_MIN_CONFIDENCE", default_value_t = 0.9)]
+    pub learn_min_confidence: f64,
+
+    /// LearnPattern rejects patterns whose normalized text is shorter than this many characters.
+    #[arg(long, env = "HOTPLANE_LEARN_MIN_CHARS", default_value_t = 3)]
+    pub learn_min_chars: usize,
+
+    /// New learned patterns are approved (served at once) when true, pending review when false.
+    #[arg(long, env = "HOTPLANE_LEARN_AUTO_APPROVE", default_value_t = true, action = ArgAction::Set)]
+    pub learn_auto_approve: bool,
+
+    /// Previous generations kept for rollback.
+    #[arg(long, env = "HOTPLANE_RETAIN_GENERATIONS", default_value_t = 10)]
+    pub retain_generations: usize,
+
+    /// How often in-memory hit counts are written to the store.
+    #[arg(long, env = "HOTPLANE_HIT_FLUSH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub hit_flush_interval: Duration,
+
+    /// Largest batch of hit counts written in one statement.
+    #[arg(long, env = "HOTPLANE_HIT_FLUSH_BATCH", default_value_t = 5000)]
+    pub hit_flush_batch: usize,
+
+    /// Capacity of the internal event channel (reload events for status streams).
+    #[arg(long, env = "HOTPLANE_EVENT_CAPACITY", default_value_t = 1024)]
+    pub event_capacity: usize,
+
+    /// How long shutdown waits for running requests before closing them.
+    #[arg(long, env = "HOTPLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
+    #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log format.
+    #[arg(long, env = "HOTPLANE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_schema", &self.database_schema)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("normalize_profile", &self.normalize_profile)
+            .field("stop_words", &self.stop_words)
+            .field("learn_min_confidence", &self.learn_min_confidence)
+            .field("learn_min_chars", &self.learn_min_chars)
+            .field("learn_auto_approve", &self.learn_auto_approve)
+            .field("retain_generations", &self.retain_generations)
+            .field("hit_flush_interval", &self.hit_flush_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that is out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting --{field}: {reason}")]
+pub struct ConfigError {
+    /// The flag name.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Config {
+    /// The defaults with a given database URL and a port-0 listener: what tests start from.
+    pub fn for_database(database_url: impl Into<String>) -> Config {
+        let mut cfg = Cli::parse_from(["hotplane"]).config;
+        cfg.database_url = database_url.into();
+        cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        cfg
+    }
+
+    /// Checks ranges clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| {
+            Err(ConfigError {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(0.0..=1.0).contains(&self.learn_min_confidence) {
+            return bad("learn-min-confidence", "must be between 0 and 1");
+        }
+        if self.database_max_connections == 0 {
+            return bad("database-max-connections", "must be at least 1");
+        }
+        if self.hit_flush_interval.is_zero() {
+            return bad("hit-flush-interval", "must be greater than zero");
+        }
+        if self.hit_flush_batch == 0 {
+            return bad("hit-flush-batch", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return bad("event-capacity", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_run_with_nothing_installed() {
+        let cli = Cli::try_parse_from(["hotplane"]).expect("defaults parse");
+        assert_eq!(cli.config.database_url, "sqlite://hotplane.db");
+        assert_eq!(cli.config.listen.to_string(), "127.0.0.1:50051");
+        assert!(cli.config.learn_auto_approve);
+        cli.config.validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn flags_parse_and_ranges_are_checked() {
+        let cli = Cli::try_parse_from([
+            "hotplane",
+            "--normalize-profile",
+            "pilotpros",
+            "--learn-auto-approve",
+            "false",
+            "--hit-flush-interval",
+            "250ms",
+            "--learn-min-confidence",
+            "1.5",
+            "migrate",
+        ])
+        .expect("parses");
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(cli.config.normalize_profile, Profile::PilotPros);
+        assert!(!cli.config.learn_auto_approve);
+        assert_eq!(cli.config.hit_flush_interval, Duration::from_millis(250));
+        let err = cli.config.validate().expect_err("1.5 is out of range");
+        assert!(err.to_string().contains("learn-min-confidence"));
+        assert!(Cli::try_parse_from(["hotplane", "--normalize-profile", "nope"]).is_err());
+    }
+
+    #[test]
+    fn debug_redacts_the_database_password() {
+        let cfg = Config::for_database("postgres://app:hunter2@db/x");
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("app:***@db"),
+            "{shown}"
+        );
+    }
+}
