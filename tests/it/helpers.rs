@@ -1,0 +1,176 @@
+//! The test application: the real server on a port-0 listener over a fresh database, with
+//! generated gRPC clients. Every integration test starts from here.
+
+use std::{net::SocketAddr, time::Duration};
+
+use hotplane::{
+    config::Config,
+    engine::Engine,
+    pb::{hot_reload_client::HotReloadClient, patterns_client::PatternsClient},
+    startup::Application,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::db::TestDb;
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh PostgreSQL database.
+    Postgres,
+    /// A fresh SQLite file.
+    Sqlite,
+}
+
+/// Longest a test waits for something the server does in the background (a deadline, not a
+/// sleep: the wait ends as soon as the condition holds).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A running server and clients connected to it.
+pub struct TestApp {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// Patterns client.
+    pub patterns: PatternsClient<Channel>,
+    /// HotReload client.
+    pub reload: HotReloadClient<Channel>,
+    /// grpc.health.v1 client.
+    pub health: HealthClient<Channel>,
+    /// The server's engine (to wait on generations without polling).
+    pub engine: Engine,
+    /// The database behind the server (dropped after the server stops).
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a server on a fresh database of `backend` with default settings.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts a server on a fresh database, letting the test adjust the config first.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let db = match backend {
+            Backend::Postgres => TestDb::postgres().await,
+            Backend::Sqlite => TestDb::sqlite().await,
+        };
+        let mut config = Config::for_database(db.url());
+        config.hit_flush_interval = Duration::from_millis(50);
+        tweak(&mut config);
+        let app = TestApp::start(config, db).await;
+        app.wait_ready().await;
+        app
+    }
+
+    /// Builds and starts a server with a prepared config, without waiting for readiness.
+    pub async fn start(config: Config, db: TestDb) -> TestApp {
+        let app = Application::build(config)
+            .await
+            .expect("application builds");
+        let addr = app.local_addr();
+        let engine = app.engine().clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop_rx.await;
+        }));
+        // The listener is already bound, so connecting cannot race the server start.
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("valid uri")
+            .connect()
+            .await
+            .expect("connects to the test server");
+        TestApp {
+            addr,
+            patterns: PatternsClient::new(channel.clone()),
+            reload: HotReloadClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            engine,
+            db,
+            stop: Some(stop_tx),
+            server: Some(server),
+        }
+    }
+
+    /// Waits until the first pattern load has succeeded.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.engine.ready();
+        tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+            .await
+            .expect("server became ready before the deadline")
+            .expect("engine alive");
+    }
+
+    /// Stops the server gracefully and returns what `run_until_stopped` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(h) => h.await.expect("server task did not panic"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` at the deadline. For state that
+/// the server changes in the background (hit flushes); each poll is a real query.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Generates one `#[tokio::test]` per backend for an `async fn(Backend)` test body.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            }
+        )+
+    };
+}
+
+/// Runs SQL statements directly against the test's database, as another client of the same
+/// database would (bypassing hotplane entirely).
+pub async fn sql(db: &TestDb, statements: &[&str]) {
+    let client = db.client().await;
+    for s in statements {
+        client.exec(s).await;
+    }
+    client.close().await;
+}

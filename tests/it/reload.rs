@@ -1,0 +1,375 @@
+//! Reloads of changes made by other database clients, duplicate resolution, and failures that
+//! keep the last good generation serving.
+
+use hotplane::pb;
+
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+use crate::{
+    both_backends,
+    db::TestDb,
+    helpers::{Backend, TestApp, sql},
+};
+
+fn reload_req(full: bool, pattern_id: Option<i64>) -> pb::ReloadRequest {
+    pb::ReloadRequest {
+        target: pb::Target::Patterns.into(),
+        pattern_id,
+        full,
+        reason: "test".into(),
+        ..Default::default()
+    }
+}
+
+async fn served(app: &mut TestApp, query: &str) -> Option<pb::MatchedPattern> {
+    app.patterns
+        .match_pattern(pb::MatchPatternRequest {
+            query: query.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("match")
+        .into_inner()
+        .pattern
+}
+
+fn insert(id: i64, norm: &str, category: &str, accuracy: f64, used: i64) -> String {
+    format!(
+        "INSERT INTO auto_learned_patterns (id, pattern, normalized_pattern, category, confidence, \
+         times_used, times_correct, accuracy, created_by, enabled, status) VALUES \
+         ({id}, 'raw {id}', '{norm}', '{category}', 0.95, {used}, 0, {accuracy}, 'manual', true, 'approved')"
+    )
+}
+
+async fn direct_sql_changes_are_served_after_a_delta_reload(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let many: Vec<String> = (1..=50)
+        .map(|i| insert(i, &format!("riga {i}"), "bulk", 0.5, 0))
+        .collect();
+    sql(&app.db, &many.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let r = app
+        .reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!((r.added, r.mode), (50, pb::LoadMode::Delta as i32));
+
+    // Another client inserts, updates, disables and hard-deletes rows with plain SQL.
+    sql(
+        &app.db,
+        &[
+            &insert(100, "inserito da sql", "direct", 0.7, 1),
+            "UPDATE auto_learned_patterns SET category = 'changed' WHERE id = 1",
+            "UPDATE auto_learned_patterns SET enabled = false WHERE id = 2",
+            "DELETE FROM auto_learned_patterns WHERE id = 3",
+        ],
+    )
+    .await;
+    assert!(
+        served(&mut app, "inserito da sql").await.is_none(),
+        "not served before a reload"
+    );
+    let r = app
+        .reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!(r.mode, pb::LoadMode::Delta as i32);
+    assert_eq!(
+        (r.added, r.updated, r.removed),
+        (1, 1, 2),
+        "only the four changed rows: {r:?}"
+    );
+    assert_eq!(r.generation_after, r.generation_before + 1);
+    assert_eq!(
+        served(&mut app, "inserito da sql")
+            .await
+            .expect("served")
+            .category,
+        "direct"
+    );
+    assert_eq!(
+        served(&mut app, "riga 1").await.expect("served").category,
+        "changed"
+    );
+    assert!(served(&mut app, "riga 2").await.is_none());
+    assert!(served(&mut app, "riga 3").await.is_none());
+    assert!(served(&mut app, "riga 4").await.is_some());
+
+    // A full reload finds nothing else to change.
+    let r = app
+        .reload
+        .reload(reload_req(true, None))
+        .await
+        .expect("full")
+        .into_inner();
+    assert_eq!((r.mode, r.changed), (pb::LoadMode::Full as i32, false));
+
+    // Reload of one pattern id reads just that row.
+    sql(
+        &app.db,
+        &["UPDATE auto_learned_patterns SET category = 'single' WHERE id = 4"],
+    )
+    .await;
+    let r = app
+        .reload
+        .reload(reload_req(false, Some(4)))
+        .await
+        .expect("single")
+        .into_inner();
+    assert_eq!(
+        (r.mode, r.updated, r.added, r.removed),
+        (pb::LoadMode::Single as i32, 1, 0, 0)
+    );
+    assert_eq!(
+        served(&mut app, "riga 4").await.expect("served").category,
+        "single"
+    );
+}
+
+async fn duplicates_resolve_to_the_best_row(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    sql(
+        &app.db,
+        &[
+            &insert(1, "doppione", "worst", 0.2, 50),
+            &insert(2, "doppione", "best", 0.9, 3),
+            &insert(3, "doppione", "second", 0.9, 2),
+        ],
+    )
+    .await;
+    app.reload
+        .reload(reload_req(true, None))
+        .await
+        .expect("reload");
+    assert_eq!(
+        served(&mut app, "doppione").await.expect("served").category,
+        "best"
+    );
+    // Disabling the best promotes the next best, never the worst.
+    sql(
+        &app.db,
+        &["UPDATE auto_learned_patterns SET status = 'disabled' WHERE id = 2"],
+    )
+    .await;
+    app.reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("reload");
+    assert_eq!(
+        served(&mut app, "doppione").await.expect("served").category,
+        "second"
+    );
+    let got = app
+        .patterns
+        .get_pattern(pb::GetPatternRequest { id: 1 })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!got.served, "a losing duplicate is not reported as served");
+}
+
+/// The table disappears (renamed away) during a reload: the reload fails, the old generation
+/// keeps answering matches without touching the database, and status reports the error until a
+/// later reload succeeds.
+async fn failed_loads_keep_serving(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    app.patterns
+        .learn_pattern(pb::LearnPatternRequest {
+            query: "resta servito".into(),
+            category: "kept".into(),
+            confidence: 0.95,
+            ..Default::default()
+        })
+        .await
+        .expect("learn");
+    let before = app.engine.current().number;
+    sql(
+        &app.db,
+        &["ALTER TABLE auto_learned_patterns RENAME TO auto_learned_patterns_away"],
+    )
+    .await;
+
+    for full in [false, true] {
+        let err = app
+            .reload
+            .reload(reload_req(full, None))
+            .await
+            .expect_err("reload must fail");
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    }
+    // Still serving, from memory only: the table does not exist.
+    assert_eq!(
+        served(&mut app, "resta servito")
+            .await
+            .expect("still served")
+            .category,
+        "kept"
+    );
+    assert_eq!(app.engine.current().number, before);
+    let status = app
+        .reload
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let t = &status.targets[0];
+    assert!(!t.last_error.is_empty(), "status reports the error");
+    assert_eq!(t.consecutive_failures, 2);
+    assert!(t.failures_total >= 2 && t.last_error_at.is_some());
+    assert_eq!(t.current.as_ref().expect("current").generation, before);
+    let health = app
+        .health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health");
+    assert_eq!(
+        health.into_inner().status,
+        ServingStatus::Serving as i32,
+        "a failed reload does not unserve"
+    );
+
+    sql(
+        &app.db,
+        &["ALTER TABLE auto_learned_patterns_away RENAME TO auto_learned_patterns"],
+    )
+    .await;
+    app.reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("recovers");
+    let status = app
+        .reload
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert!(status.targets[0].last_error.is_empty());
+    assert_eq!(status.targets[0].consecutive_failures, 0);
+}
+
+/// The legacy deployment's table, as it exists in production before hotplane's migrations.
+pub const LEGACY_DDL: &str = "CREATE TABLE pilotpros.auto_learned_patterns (
+    id SERIAL PRIMARY KEY,
+    pattern VARCHAR(200) UNIQUE NOT NULL,
+    normalized_pattern VARCHAR(200) NOT NULL,
+    category VARCHAR(50),
+    confidence FLOAT,
+    times_used INTEGER DEFAULT 0,
+    times_correct INTEGER DEFAULT 0,
+    accuracy FLOAT DEFAULT 0,
+    created_at TIMESTAMP DEFAULT NOW(),
+    last_used_at TIMESTAMP,
+    created_by VARCHAR(50) DEFAULT 'llm',
+    enabled BOOLEAN DEFAULT TRUE,
+    status VARCHAR(20) DEFAULT 'pending')";
+
+/// Against the legacy `pilotpros` table, a row that breaks an invariant rejects the first load
+/// as a whole: health stays NOT_SERVING and status names the row; once the row is fixed the
+/// retried load succeeds and health turns SERVING (watched on the health stream, not polled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_table_invalid_row_keeps_not_serving_until_fixed() {
+    let db = TestDb::postgres().await;
+    let url = db.url().to_owned();
+    sql(&db, &[
+        "CREATE SCHEMA pilotpros",
+        LEGACY_DDL,
+        "INSERT INTO pilotpros.auto_learned_patterns (pattern, normalized_pattern, category, confidence, times_used, times_correct, accuracy, status) \
+         VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 10, 8, 0.8, 'approved'), \
+                ('rotto', 'rotto', 'broken', 0.95, 1, 5, 0.5, 'approved')",
+    ])
+    .await;
+    let mut config = hotplane::config::Config::for_database(&url);
+    config.database_schema = "pilotpros".into();
+    config.normalize_profile = hotplane::normalize::Profile::PilotPros;
+    let mut app = TestApp::start(config, db).await;
+
+    let mut watch = app
+        .health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    let first = watch
+        .message()
+        .await
+        .expect("stream")
+        .expect("first status");
+    assert_eq!(first.status, ServingStatus::NotServing as i32);
+    let err = app
+        .patterns
+        .match_pattern(pb::MatchPatternRequest {
+            query: "workflow attivi".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("match answers even before the first load")
+        .into_inner();
+    assert!(!err.matched && err.generation == 0);
+    let reload = app.reload.clone();
+    let failed = crate::helpers::eventually("the first load to fail", || {
+        let mut reload = reload.clone();
+        async move {
+            let s = reload
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let t = s.targets.into_iter().next()?;
+            (t.failures_total > 0).then_some(t)
+        }
+    })
+    .await;
+    assert!(failed.current.is_none(), "nothing is served yet");
+    assert!(
+        failed.last_error.contains("pattern id 2"),
+        "{}",
+        failed.last_error
+    );
+
+    sql(
+        &app.db,
+        &["UPDATE pilotpros.auto_learned_patterns SET times_correct = 1 WHERE id = 2"],
+    )
+    .await;
+    let serving = tokio::time::timeout(crate::helpers::DEADLINE, async {
+        while let Some(msg) = watch.message().await.expect("stream") {
+            if msg.status == ServingStatus::Serving as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("SERVING before the deadline");
+    assert!(serving);
+    let status = app
+        .reload
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let t = &status.targets[0];
+    assert!(
+        t.failures_total >= 1,
+        "the invalid row was rejected at least once"
+    );
+    assert!(t.last_error.is_empty());
+    let m = served(&mut app, "Workflow attivi OGGI?")
+        .await
+        .expect("legacy row served");
+    assert_eq!(m.category, "workflow");
+}
+
+both_backends!(
+    direct_sql_changes_are_served_after_a_delta_reload,
+    duplicates_resolve_to_the_best_row,
+    failed_loads_keep_serving,
+);
