@@ -1,22 +1,541 @@
-//! Stub: to be implemented.
-#![allow(unused_variables, clippy::unused_async)]
-use super::*;
+//! The PostgreSQL store: production, possibly sharing its table with other services. Needs
+//! PostgreSQL 13 or newer (`pg_current_xact_id`, `pg_snapshot`).
+//!
+//! Every pooled connection runs with `search_path` set to the configured schema (and `TimeZone`
+//! to UTC), so the SQL here and in the migrations names no schema, and `_sqlx_migrations` lives
+//! in that schema too: two schemas in one database migrate independently.
+//!
+//! Rows may come from a legacy table (integer ids, `timestamp` without time zone, nullable
+//! columns), so every SELECT casts to one canonical type and fills NULLs (see `columns!`);
+//! with the session in UTC, a naive timestamp reads as UTC.
+//!
+//! Revisions are writer transaction ids and cursors are reader snapshots (see the module docs of
+//! `store`); both are stamped by triggers, so writes by other clients are seen too.
 
+use std::{collections::BTreeMap, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use sqlx::{
+    AssertSqlSafe, Row,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+};
+
+use super::{
+    Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
+};
+use crate::model::{NewPattern, PatternRow, PatternStatus};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+const BACKEND: &str = "postgres";
+
+/// The SELECT list every read uses: canonical types whatever the table's column types are, and
+/// the documented value for each NULL a legacy row may hold (NULL `enabled` is not served; NULL
+/// `status` reads as the column default, `pending`).
+macro_rules! columns {
+    () => {
+        "id::bigint AS id, pattern::text AS pattern, \
+         normalized_pattern::text AS normalized_pattern, \
+         COALESCE(category, '')::text AS category, \
+         COALESCE(confidence, 0)::float8 AS confidence, \
+         COALESCE(times_used, 0)::bigint AS times_used, \
+         COALESCE(times_correct, 0)::bigint AS times_correct, \
+         COALESCE(accuracy, 0)::float8 AS accuracy, \
+         COALESCE(created_at::timestamptz, 'epoch'::timestamptz) AS created_at, \
+         last_used_at::timestamptz AS last_used_at, \
+         COALESCE(created_by, '')::text AS created_by, \
+         COALESCE(enabled, false) AS enabled, \
+         COALESCE(status, 'pending')::text AS status, \
+         metadata::jsonb AS metadata, \
+         COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
+             AS updated_at, \
+         revision::bigint AS revision"
+    };
+}
+
+/// The newest row or tombstone revision (cheap: `max` reads one end of each revision index).
+macro_rules! revision_expr {
+    () => {
+        "GREATEST((SELECT max(revision) FROM auto_learned_patterns), \
+                  (SELECT max(revision) FROM auto_learned_patterns_tombstones), 0)::bigint"
+    };
+}
+
+/// A read-only transaction whose one snapshot serves every statement in it.
+const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// PostgreSQL pattern store.
 #[derive(Debug, Clone)]
-pub struct PgStore;
+pub struct PgStore {
+    /// Connections with `search_path` = `schema`.
+    pool: PgPool,
+    /// The validated schema name.
+    schema: String,
+}
+
+/// Maps a driver error to a query error saying what was being done.
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+/// Accepts only a plain identifier, so that it can be quoted into SQL and connection options.
+fn validate_schema(schema: &str) -> Result<(), String> {
+    let mut chars = schema.chars();
+    let plain = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && schema.len() <= 63;
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid PostgreSQL schema name {schema:?}: use a plain identifier \
+             ([A-Za-z_][A-Za-z0-9_]*, at most 63 characters)"
+        ))
+    }
+}
+
+fn decode(row: &PgRow) -> Result<PatternRow, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    let metadata: Option<serde_json::Value> = row.try_get("metadata")?;
+    Ok(PatternRow {
+        id: row.try_get("id")?,
+        pattern: row.try_get("pattern")?,
+        normalized_pattern: row.try_get("normalized_pattern")?,
+        category: row.try_get("category")?,
+        confidence: row.try_get("confidence")?,
+        times_used: row.try_get("times_used")?,
+        times_correct: row.try_get("times_correct")?,
+        accuracy: row.try_get("accuracy")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        created_by: row.try_get("created_by")?,
+        enabled: row.try_get("enabled")?,
+        status: PatternStatus::parse(&status),
+        metadata: metadata.unwrap_or(serde_json::Value::Null),
+        updated_at: row.try_get("updated_at")?,
+        revision: row.try_get("revision")?,
+    })
+}
+
+fn decode_all(rows: &[PgRow], what: &'static str) -> Result<Vec<PatternRow>, StoreError> {
+    rows.iter().map(|r| decode(r).map_err(q(what))).collect()
+}
+
+/// `Null` metadata is stored as SQL NULL.
+fn metadata_param(v: &serde_json::Value) -> Option<&serde_json::Value> {
+    (!v.is_null()).then_some(v)
+}
 
 impl PgStore {
-    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> { todo!() }
-    pub async fn migrate(&self) -> Result<(), StoreError> { todo!() }
-    pub async fn load_full(&self) -> Result<FullLoad, StoreError> { todo!() }
-    pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> { todo!() }
-    pub async fn load_ids(&self, ids: &[i64]) -> Result<Vec<PatternRow>, StoreError> { todo!() }
-    pub async fn revision(&self) -> Result<i64, StoreError> { todo!() }
-    pub async fn get(&self, id: i64) -> Result<Option<PatternRow>, StoreError> { todo!() }
-    pub async fn list(&self, q: &ListQuery) -> Result<Vec<PatternRow>, StoreError> { todo!() }
-    pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> { todo!() }
-    pub async fn set_status(&self, id: i64, status: PatternStatus, enabled: bool) -> Result<Option<PatternRow>, StoreError> { todo!() }
-    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> { todo!() }
-    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> { todo!() }
-    pub async fn close(&self) { todo!() }
+    /// Opens the pool (one connection is made to check the URL). Does not create the schema.
+    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect {
+            backend: BACKEND,
+            source,
+        };
+        validate_schema(&opts.schema)
+            .map_err(|e| connect_err(sqlx::Error::Configuration(e.into())))?;
+        let options = PgConnectOptions::from_str(&opts.url)
+            .map_err(connect_err)?
+            .application_name("hotplane")
+            // Quoted: the schema is used exactly as configured, like CREATE SCHEMA below.
+            .options([
+                ("search_path", format!("\"{}\"", opts.schema)),
+                ("TimeZone", "UTC".to_owned()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(PgStore {
+            pool,
+            schema: opts.schema.clone(),
+        })
+    }
+
+    /// Creates the schema if missing, then runs the migrations inside it.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&self.schema)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("looking up the schema"))?;
+        if !exists {
+            // Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when
+            // the schema exists. The name is a validated plain identifier.
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema);
+            if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&self.pool).await {
+                // Another replica creating it at the same moment is fine.
+                let raced = e
+                    .as_database_error()
+                    .is_some_and(|d| d.code().as_deref() == Some("23505"));
+                if !raced {
+                    return Err(q("creating the schema")(e));
+                }
+            }
+        }
+        let current: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("checking the search_path"))?;
+        if current.as_deref() != Some(self.schema.as_str()) {
+            return Err(StoreError::Query {
+                what: "checking the search_path",
+                source: sqlx::Error::Configuration(
+                    format!(
+                        "connections resolve to schema {current:?}, not {:?} (does the URL \
+                         override search_path?)",
+                        self.schema
+                    )
+                    .into(),
+                ),
+            });
+        }
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: BACKEND,
+                source,
+            })
+    }
+
+    /// Served rows, the snapshot as cursor and the newest revision, all from one snapshot.
+    pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
+        const WHAT: &str = "reading all served patterns";
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SNAPSHOT)
+            .await
+            .map_err(q(WHAT))?;
+        let (snapshot, revision) = head(&mut tx, WHAT).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(FullLoad {
+            rows: decode_all(&rows, WHAT)?,
+            cursor: Cursor::Postgres { snapshot },
+            revision,
+        })
+    }
+
+    /// Rows and tombstones written by transactions not visible in the cursor's snapshot, i.e.
+    /// committed since, whatever their id: a low-id transaction that committed late is included.
+    /// `revision >= xmin` bounds the index scan; every id below xmin was visible.
+    pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
+        const WHAT: &str = "reading changed patterns";
+        let Cursor::Postgres { snapshot: prev } = since else {
+            return Err(StoreError::ForeignCursor);
+        };
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SNAPSHOT)
+            .await
+            .map_err(q(WHAT))?;
+        let (snapshot, revision) = head(&mut tx, WHAT).await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns \
+              WHERE revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                AND NOT pg_visible_in_snapshot(revision::text::xid8, $1::pg_snapshot)"
+        ))
+        .bind(prev)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        let mut deleted: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM auto_learned_patterns_tombstones \
+              WHERE revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                AND NOT pg_visible_in_snapshot(revision::text::xid8, $1::pg_snapshot)",
+        )
+        .bind(prev)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        tx.commit().await.map_err(q(WHAT))?;
+        let changed = decode_all(&rows, WHAT)?;
+        // An id deleted and then inserted again (explicit ids) exists: it is changed, not gone.
+        deleted.retain(|id| !changed.iter().any(|r| r.id == *id));
+        Ok(DeltaLoad {
+            changed,
+            deleted,
+            cursor: Cursor::Postgres { snapshot },
+            revision,
+        })
+    }
+
+    /// Rows by id, in any state.
+    pub async fn load_ids(&self, ids: &[i64]) -> Result<Vec<PatternRow>, StoreError> {
+        const WHAT: &str = "reading patterns by id";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE id = ANY($1::bigint[])"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(WHAT))?;
+        decode_all(&rows, WHAT)
+    }
+
+    /// The newest row or tombstone revision.
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar(concat!("SELECT ", revision_expr!()))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the store revision"))
+    }
+
+    /// One row by id.
+    pub async fn get(&self, id: i64) -> Result<Option<PatternRow>, StoreError> {
+        const WHAT: &str = "reading a pattern";
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q(WHAT))?;
+        row.as_ref().map(|r| decode(r).map_err(q(WHAT))).transpose()
+    }
+
+    /// A keyset page: `id > after_id`, ascending, optionally filtered.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<PatternRow>, StoreError> {
+        const WHAT: &str = "listing patterns";
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns \
+              WHERE id > $1 \
+                AND ($2::text IS NULL OR COALESCE(status, 'pending') = $2) \
+                AND ($3::text IS NULL OR COALESCE(category, '') = $3) \
+              ORDER BY id LIMIT $4"
+        ))
+        .bind(query.after_id)
+        .bind(query.status.as_ref().map(PatternStatus::as_str))
+        .bind(query.category.as_deref())
+        .bind(query.limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(WHAT))?;
+        decode_all(&rows, WHAT)
+    }
+
+    /// Upsert keyed on the normalized text. A transaction-scoped advisory lock on that text
+    /// serializes learners of the same text (there is no unique index to lean on: legacy tables
+    /// hold duplicates), so there is no check-then-insert race between hotplane replicas.
+    pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> {
+        const WHAT: &str = "learning a pattern";
+        let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.learn_lock_key(&p.normalized_pattern))
+            .execute(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        // The best row, by the same order that resolves duplicates when serving.
+        let best = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE normalized_pattern = $1 \
+              ORDER BY COALESCE(accuracy, 0) DESC, COALESCE(times_used, 0) DESC, \
+                       created_at DESC, id DESC \
+              LIMIT 1 FOR UPDATE"
+        ))
+        .bind(&p.normalized_pattern)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        let outcome = match best.as_ref().map(decode).transpose().map_err(q(WHAT))? {
+            Some(row)
+                if row.category == p.category
+                    && row.confidence.to_bits() == p.confidence.to_bits()
+                    && row.metadata == p.metadata =>
+            {
+                LearnOutcome {
+                    row,
+                    created: false,
+                    updated: false,
+                }
+            }
+            // Status and enabled are left alone: learning never overrides an operator.
+            Some(row) => {
+                let updated = sqlx::query(concat!(
+                    "UPDATE auto_learned_patterns \
+                        SET category = $2, confidence = $3, metadata = $4 \
+                      WHERE id = $1 RETURNING ",
+                    columns!()
+                ))
+                .bind(row.id)
+                .bind(&p.category)
+                .bind(p.confidence)
+                .bind(metadata_param(&p.metadata))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q(WHAT))?;
+                LearnOutcome {
+                    row: decode(&updated).map_err(q(WHAT))?,
+                    created: false,
+                    updated: true,
+                }
+            }
+            None => self.insert(&mut tx, p).await?,
+        };
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(outcome)
+    }
+
+    /// Inserts a new row; if the raw text exists under another normalized text (a changed
+    /// normalizer, or another writer), that row is brought up to date instead.
+    async fn insert(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        p: &NewPattern,
+    ) -> Result<LearnOutcome, StoreError> {
+        const WHAT: &str = "inserting a learned pattern";
+        // `xmax = 0` only on a freshly inserted tuple; the stamp trigger sets the revision to
+        // this transaction only when content changed, which tells an update from a no-op.
+        let row = sqlx::query(concat!(
+            "INSERT INTO auto_learned_patterns \
+                 (pattern, normalized_pattern, category, confidence, metadata, created_by, \
+                  status, enabled) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, true) \
+             ON CONFLICT (pattern) DO UPDATE \
+                SET normalized_pattern = EXCLUDED.normalized_pattern, \
+                    category = EXCLUDED.category, confidence = EXCLUDED.confidence, \
+                    metadata = EXCLUDED.metadata \
+             RETURNING (xmax = 0) AS inserted, \
+                       (revision = pg_current_xact_id()::text::bigint) AS touched, ",
+            columns!()
+        ))
+        .bind(&p.pattern)
+        .bind(&p.normalized_pattern)
+        .bind(&p.category)
+        .bind(p.confidence)
+        .bind(metadata_param(&p.metadata))
+        .bind(&p.created_by)
+        .bind(p.initial_status.as_str())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(q(WHAT))?;
+        let inserted: bool = row.try_get("inserted").map_err(q(WHAT))?;
+        let touched: bool = row.try_get("touched").map_err(q(WHAT))?;
+        Ok(LearnOutcome {
+            row: decode(&row).map_err(q(WHAT))?,
+            created: inserted,
+            updated: !inserted && touched,
+        })
+    }
+
+    /// The advisory lock key for learning `normalized` in this schema (a stable hash: every
+    /// replica must compute the same key).
+    fn learn_lock_key(&self, normalized: &str) -> i64 {
+        let key = format!("hotplane.learn\0{}\0{}", self.schema, normalized);
+        // Reinterpreting the 64 bits as the lock's signed key is intended.
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as i64
+    }
+
+    /// Sets status and enabled; the row as stored, or `None` if the id does not exist.
+    pub async fn set_status(
+        &self,
+        id: i64,
+        status: PatternStatus,
+        enabled: bool,
+    ) -> Result<Option<PatternRow>, StoreError> {
+        const WHAT: &str = "setting a pattern's status";
+        let row = sqlx::query(concat!(
+            "UPDATE auto_learned_patterns SET status = $2, enabled = $3 WHERE id = $1 RETURNING ",
+            columns!()
+        ))
+        .bind(id)
+        .bind(status.as_str())
+        .bind(enabled)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q(WHAT))?;
+        row.as_ref().map(|r| decode(r).map_err(q(WHAT))).transpose()
+    }
+
+    /// Hard-deletes a row (the delete trigger writes its tombstone).
+    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM auto_learned_patterns WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("deleting a pattern"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// One UPDATE for the whole batch. Hits are merged per id first (an UPDATE ... FROM applies
+    /// at most one source row per target row) and sorted, so concurrent flushers lock rows in
+    /// the same order. Unknown ids match nothing.
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let mut merged: BTreeMap<i64, (i64, DateTime<Utc>)> = BTreeMap::new();
+        for h in hits {
+            let e = merged.entry(h.id).or_insert((0, h.last_used_at));
+            e.0 = e.0.saturating_add(h.count);
+            e.1 = e.1.max(h.last_used_at);
+        }
+        let ids: Vec<i64> = merged.keys().copied().collect();
+        let counts: Vec<i64> = merged.values().map(|v| v.0).collect();
+        let times: Vec<DateTime<Utc>> = merged.values().map(|v| v.1).collect();
+        sqlx::query(
+            "UPDATE auto_learned_patterns AS p \
+                SET times_used = COALESCE(p.times_used, 0) + h.count, \
+                    last_used_at = GREATEST(p.last_used_at, h.last_used_at) \
+               FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) \
+                    AS h(id, count, last_used_at) \
+              WHERE p.id = h.id",
+        )
+        .bind(ids)
+        .bind(counts)
+        .bind(times)
+        .execute(&self.pool)
+        .await
+        .map_err(q("flushing hit counts"))?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The snapshot (as cursor text) and revision of the transaction `tx`, in its first statement.
+async fn head(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    what: &'static str,
+) -> Result<(String, i64), StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT pg_current_snapshot()::text AS snapshot, ",
+        revision_expr!(),
+        " AS revision"
+    ))
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(q(what))?;
+    Ok((
+        row.try_get("snapshot").map_err(q(what))?,
+        row.try_get("revision").map_err(q(what))?,
+    ))
 }

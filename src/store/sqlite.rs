@@ -1,22 +1,482 @@
-//! Stub: to be implemented.
-#![allow(unused_variables, clippy::unused_async)]
-use super::*;
+//! The SQLite store: the embedded default, one file (or `sqlite::memory:` for tests).
+//!
+//! SQLite runs one writer at a time, so a counter bumped by triggers inside each writing
+//! transaction hands out revisions in commit order; the cursor is simply the highest revision a
+//! load saw. Writers here take the lock up front (`BEGIN IMMEDIATE`) so that a read followed by
+//! a write in one transaction cannot be overtaken (no check-then-insert race).
+//!
+//! Times are written as UTC text, `YYYY-MM-DDTHH:MM:SS.SSSZ`, the format of the columns'
+//! defaults, and compared with `julianday()` so rows written by other clients in another
+//! format still compare correctly.
 
+use std::{collections::BTreeMap, str::FromStr, time::Duration};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{
+    Row,
+    migrate::Migrator,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
+    },
+};
+
+use super::{
+    Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
+};
+use crate::model::{NewPattern, PatternRow, PatternStatus};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const BACKEND: &str = "sqlite";
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SELECT list every read uses (NULLs filled as in the PostgreSQL store, for rows other
+/// clients wrote).
+macro_rules! columns {
+    () => {
+        "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
+         CAST(COALESCE(confidence, 0) AS REAL) AS confidence, \
+         COALESCE(times_used, 0) AS times_used, COALESCE(times_correct, 0) AS times_correct, \
+         CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, last_used_at, \
+         COALESCE(created_by, '') AS created_by, COALESCE(enabled, 0) AS enabled, \
+         COALESCE(status, 'pending') AS status, metadata, updated_at, revision"
+    };
+}
+
+const REVISION_SQL: &str = "SELECT value FROM hotplane_revision WHERE id = 1";
+
+/// SQLite pattern store.
 #[derive(Debug, Clone)]
-pub struct SqliteStore;
+pub struct SqliteStore {
+    /// The pool (a single, never-closed connection for an in-memory database).
+    pool: SqlitePool,
+}
+
+/// Maps a driver error to a query error saying what was being done.
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+fn decode(row: &SqliteRow) -> Result<PatternRow, StoreError> {
+    const WHAT: &str = "decoding a pattern row";
+    let id: i64 = row.try_get("id").map_err(q(WHAT))?;
+    let get = |e| StoreError::Query {
+        what: WHAT,
+        source: e,
+    };
+    let status: String = row.try_get("status").map_err(get)?;
+    let metadata: Option<String> = row.try_get("metadata").map_err(get)?;
+    let metadata = match metadata {
+        None => serde_json::Value::Null,
+        Some(text) => serde_json::from_str(&text).map_err(|e| StoreError::BadRow {
+            id,
+            reason: format!("metadata is not valid JSON: {e}"),
+        })?,
+    };
+    Ok(PatternRow {
+        id,
+        pattern: row.try_get("pattern").map_err(get)?,
+        normalized_pattern: row.try_get("normalized_pattern").map_err(get)?,
+        category: row.try_get("category").map_err(get)?,
+        confidence: row.try_get("confidence").map_err(get)?,
+        times_used: row.try_get("times_used").map_err(get)?,
+        times_correct: row.try_get("times_correct").map_err(get)?,
+        accuracy: row.try_get("accuracy").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        last_used_at: row.try_get("last_used_at").map_err(get)?,
+        created_by: row.try_get("created_by").map_err(get)?,
+        enabled: row.try_get("enabled").map_err(get)?,
+        status: PatternStatus::parse(&status),
+        metadata,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+        revision: row.try_get("revision").map_err(get)?,
+    })
+}
+
+fn decode_all(rows: &[SqliteRow]) -> Result<Vec<PatternRow>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+/// Metadata as stored: JSON text, or NULL for `Null`.
+fn metadata_text(v: &serde_json::Value) -> Option<String> {
+    (!v.is_null()).then(|| v.to_string())
+}
+
+/// A time as the columns store it.
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Whether the URL names an in-memory database (which exists once per connection).
+fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
 
 impl SqliteStore {
-    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> { todo!() }
-    pub async fn migrate(&self) -> Result<(), StoreError> { todo!() }
-    pub async fn load_full(&self) -> Result<FullLoad, StoreError> { todo!() }
-    pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> { todo!() }
-    pub async fn load_ids(&self, ids: &[i64]) -> Result<Vec<PatternRow>, StoreError> { todo!() }
-    pub async fn revision(&self) -> Result<i64, StoreError> { todo!() }
-    pub async fn get(&self, id: i64) -> Result<Option<PatternRow>, StoreError> { todo!() }
-    pub async fn list(&self, q: &ListQuery) -> Result<Vec<PatternRow>, StoreError> { todo!() }
-    pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> { todo!() }
-    pub async fn set_status(&self, id: i64, status: PatternStatus, enabled: bool) -> Result<Option<PatternRow>, StoreError> { todo!() }
-    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> { todo!() }
-    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> { todo!() }
-    pub async fn close(&self) { todo!() }
+    /// Opens the pool, creating the database file if missing.
+    pub async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect {
+            backend: BACKEND,
+            source,
+        };
+        let memory = is_memory(&opts.url);
+        let mut options = SqliteConnectOptions::from_str(&opts.url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(opts.acquire_timeout);
+        if memory {
+            // One connection that is never closed: the database lives and dies with it.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            // WAL: readers (loads) never block the writer, nor it them.
+            options = options
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal);
+            pool = pool.max_connections(opts.max_connections.max(1));
+        }
+        let pool = pool.connect_with(options).await.map_err(connect_err)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Runs the migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                backend: BACKEND,
+                source,
+            })
+    }
+
+    /// A transaction holding the write lock from its first statement.
+    async fn begin_write(&self, what: &'static str) -> Result<Tx, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(q(what))
+    }
+
+    /// Served rows and the revision, in one read transaction (one WAL snapshot).
+    pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
+        const WHAT: &str = "reading all served patterns";
+        let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
+        let revision: i64 = sqlx::query_scalar(REVISION_SQL)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(FullLoad {
+            rows: decode_all(&rows)?,
+            cursor: Cursor::Sqlite { revision },
+            revision,
+        })
+    }
+
+    /// Rows and tombstones with a revision above the cursor's, in one read transaction.
+    pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
+        const WHAT: &str = "reading changed patterns";
+        let Cursor::Sqlite { revision: prev } = since else {
+            return Err(StoreError::ForeignCursor);
+        };
+        let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
+        let revision: i64 = sqlx::query_scalar(REVISION_SQL)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE revision > ?1"
+        ))
+        .bind(prev)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        let mut deleted: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM auto_learned_patterns_tombstones WHERE revision > ?1",
+        )
+        .bind(prev)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        tx.commit().await.map_err(q(WHAT))?;
+        let changed = decode_all(&rows)?;
+        // An id deleted and then inserted again (explicit ids) exists: it is changed, not gone.
+        deleted.retain(|id| !changed.iter().any(|r| r.id == *id));
+        Ok(DeltaLoad {
+            changed,
+            deleted,
+            cursor: Cursor::Sqlite { revision },
+            revision,
+        })
+    }
+
+    /// Rows by id, in any state.
+    pub async fn load_ids(&self, ids: &[i64]) -> Result<Vec<PatternRow>, StoreError> {
+        const WHAT: &str = "reading patterns by id";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One bound JSON array instead of a variable number of placeholders.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(serde_json::Value::from(ids.to_vec()).to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(WHAT))?;
+        decode_all(&rows)
+    }
+
+    /// The store revision (the counter equals the newest row or tombstone revision).
+    pub async fn revision(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar(REVISION_SQL)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the store revision"))
+    }
+
+    /// One row by id.
+    pub async fn get(&self, id: i64) -> Result<Option<PatternRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(q("reading a pattern"))?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// A keyset page: `id > after_id`, ascending, optionally filtered.
+    pub async fn list(&self, query: &ListQuery) -> Result<Vec<PatternRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns \
+              WHERE id > ?1 \
+                AND (?2 IS NULL OR COALESCE(status, 'pending') = ?2) \
+                AND (?3 IS NULL OR COALESCE(category, '') = ?3) \
+              ORDER BY id LIMIT ?4"
+        ))
+        .bind(query.after_id)
+        .bind(query.status.as_ref().map(PatternStatus::as_str))
+        .bind(query.category.as_deref())
+        .bind(query.limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("listing patterns"))?;
+        decode_all(&rows)
+    }
+
+    /// Upsert keyed on the normalized text, inside `BEGIN IMMEDIATE`: no other writer can slip
+    /// in between the lookup and the write.
+    pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> {
+        const WHAT: &str = "learning a pattern";
+        let mut tx = self.begin_write(WHAT).await?;
+        // The best row, by the same order that resolves duplicates when serving.
+        let best = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM auto_learned_patterns WHERE normalized_pattern = ?1 \
+              ORDER BY COALESCE(accuracy, 0) DESC, COALESCE(times_used, 0) DESC, \
+                       julianday(created_at) DESC, id DESC \
+              LIMIT 1"
+        ))
+        .bind(&p.normalized_pattern)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        let existing = match best.as_ref().map(decode).transpose()? {
+            Some(row) => Some(row),
+            // The raw text may exist under another normalized text (a changed normalizer, or
+            // another writer): `pattern` is unique, so that row is the one to bring up to date.
+            None => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM auto_learned_patterns WHERE pattern = ?1"
+            ))
+            .bind(&p.pattern)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q(WHAT))?
+            .as_ref()
+            .map(decode)
+            .transpose()?,
+        };
+        let outcome = match existing {
+            Some(row) => {
+                // Status and enabled are left alone: learning never overrides an operator.
+                let same = row.normalized_pattern == p.normalized_pattern
+                    && row.category == p.category
+                    && row.confidence.to_bits() == p.confidence.to_bits()
+                    && row.metadata == p.metadata;
+                if same {
+                    LearnOutcome {
+                        row,
+                        created: false,
+                        updated: false,
+                    }
+                } else {
+                    sqlx::query(
+                        "UPDATE auto_learned_patterns \
+                            SET normalized_pattern = ?2, category = ?3, confidence = ?4, \
+                                metadata = ?5 \
+                          WHERE id = ?1",
+                    )
+                    .bind(row.id)
+                    .bind(&p.normalized_pattern)
+                    .bind(&p.category)
+                    .bind(p.confidence)
+                    .bind(metadata_text(&p.metadata))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q(WHAT))?;
+                    LearnOutcome {
+                        row: fetch(&mut tx, row.id, WHAT).await?,
+                        created: false,
+                        updated: true,
+                    }
+                }
+            }
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO auto_learned_patterns \
+                         (pattern, normalized_pattern, category, confidence, metadata, \
+                          created_by, status, enabled) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) RETURNING id",
+                )
+                .bind(&p.pattern)
+                .bind(&p.normalized_pattern)
+                .bind(&p.category)
+                .bind(p.confidence)
+                .bind(metadata_text(&p.metadata))
+                .bind(&p.created_by)
+                .bind(p.initial_status.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q(WHAT))?;
+                LearnOutcome {
+                    row: fetch(&mut tx, id, WHAT).await?,
+                    created: true,
+                    updated: false,
+                }
+            }
+        };
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(outcome)
+    }
+
+    /// Sets status and enabled; the row as stored, or `None` if the id does not exist.
+    pub async fn set_status(
+        &self,
+        id: i64,
+        status: PatternStatus,
+        enabled: bool,
+    ) -> Result<Option<PatternRow>, StoreError> {
+        const WHAT: &str = "setting a pattern's status";
+        let mut tx = self.begin_write(WHAT).await?;
+        let done =
+            sqlx::query("UPDATE auto_learned_patterns SET status = ?2, enabled = ?3 WHERE id = ?1")
+                .bind(id)
+                .bind(status.as_str())
+                .bind(enabled)
+                .execute(&mut *tx)
+                .await
+                .map_err(q(WHAT))?;
+        let row = if done.rows_affected() == 0 {
+            None
+        } else {
+            // Read back after the triggers stamped it (RETURNING would not show their work).
+            Some(fetch(&mut tx, id, WHAT).await?)
+        };
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(row)
+    }
+
+    /// Hard-deletes a row (the delete trigger writes its tombstone).
+    pub async fn delete(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM auto_learned_patterns WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("deleting a pattern"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The whole batch in one transaction. The update trigger does not watch times_used or
+    /// last_used_at, so the revision stays. Unknown ids match nothing.
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+        const WHAT: &str = "flushing hit counts";
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let mut merged: BTreeMap<i64, (i64, DateTime<Utc>)> = BTreeMap::new();
+        for h in hits {
+            let e = merged.entry(h.id).or_insert((0, h.last_used_at));
+            e.0 = e.0.saturating_add(h.count);
+            e.1 = e.1.max(h.last_used_at);
+        }
+        let mut tx = self.begin_write(WHAT).await?;
+        for (id, (count, last)) in merged {
+            sqlx::query(
+                "UPDATE auto_learned_patterns \
+                    SET times_used = COALESCE(times_used, 0) + ?2, \
+                        last_used_at = CASE \
+                            WHEN julianday(last_used_at) >= julianday(?3) THEN last_used_at \
+                            ELSE ?3 END \
+                  WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(count)
+            .bind(time_text(last))
+            .execute(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        }
+        tx.commit().await.map_err(q(WHAT))
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Reads one row that must exist, inside `tx`.
+async fn fetch(tx: &mut Tx, id: i64, what: &'static str) -> Result<PatternRow, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM auto_learned_patterns WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(q(what))?;
+    decode(&row)
 }
