@@ -11,7 +11,9 @@ use hotplane::{
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
-use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::db::TestDb;
 
@@ -95,13 +97,27 @@ impl TestApp {
         }
     }
 
-    /// Waits until the first pattern load has succeeded.
+    /// Waits until health reports SERVING (after the first pattern load), as a client would:
+    /// on the health Watch stream, not by polling.
     pub async fn wait_ready(&self) {
-        let mut ready = self.engine.ready();
-        tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        let mut health = self.health.clone();
+        let mut stream = health
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
             .await
-            .expect("server became ready before the deadline")
-            .expect("engine alive");
+            .expect("health watch")
+            .into_inner();
+        tokio::time::timeout(DEADLINE, async {
+            while let Some(msg) = stream.message().await.expect("health stream") {
+                if msg.status == ServingStatus::Serving as i32 {
+                    return;
+                }
+            }
+            panic!("health stream ended before SERVING");
+        })
+        .await
+        .expect("server became SERVING before the deadline");
     }
 
     /// Stops the server gracefully and returns what `run_until_stopped` returned.
