@@ -280,3 +280,24 @@ mod tests {
         assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
     }
 }
+
+/// The existing deployment's table, as it was created there.
+pub fn legacy_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE {schema}.auto_learned_patterns (
+            id SERIAL PRIMARY KEY,
+            pattern VARCHAR(200) UNIQUE NOT NULL,
+            normalized_pattern VARCHAR(200) NOT NULL,
+            category VARCHAR(50),
+            confidence FLOAT,
+            times_used INTEGER DEFAULT 0,
+            times_correct INTEGER DEFAULT 0,
+            accuracy FLOAT DEFAULT 0,
+            created_at TIMESTAMP DEFAULT NOW(),
+            last_used_at TIMESTAMP,
+            created_by VARCHAR(50) DEFAULT 'llm',
+            enabled BOOLEAN DEFAULT TRUE,
+            status VARCHAR(20) DEFAULT 'pending'
+        )"
+    )
+}

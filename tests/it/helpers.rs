@@ -6,6 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use hotplane::{
     config::Config,
     engine::Engine,
+    pb,
     pb::{hot_reload_client::HotReloadClient, patterns_client::PatternsClient},
     startup::Application,
 };
@@ -189,4 +190,57 @@ pub async fn sql(db: &TestDb, statements: &[&str]) {
         client.exec(s).await;
     }
     client.close().await;
+}
+
+/// A LearnPattern request with no metadata.
+pub fn learn_req(query: &str, category: &str, confidence: f64) -> pb::LearnPatternRequest {
+    pb::LearnPatternRequest {
+        query: query.into(),
+        category: category.into(),
+        confidence,
+        metadata: None,
+        created_by: String::new(),
+    }
+}
+
+/// A MatchPattern request with no options.
+pub fn match_req(query: &str) -> pb::MatchPatternRequest {
+    pb::MatchPatternRequest {
+        query: query.into(),
+        min_confidence: None,
+        min_generation: 0,
+    }
+}
+
+/// A Reload of the pattern cache: delta, `full`, or one row.
+pub fn reload_req(full: bool, pattern_id: Option<i64>) -> pb::ReloadRequest {
+    pb::ReloadRequest {
+        target: pb::Target::Patterns.into(),
+        pattern_id,
+        full,
+        reason: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// MatchPattern of one query, expected to succeed.
+pub async fn matches(app: &mut TestApp, query: &str) -> pb::MatchPatternResponse {
+    app.patterns
+        .match_pattern(match_req(query))
+        .await
+        .expect("match succeeds")
+        .into_inner()
+}
+
+/// The pattern a query matches, if any.
+pub async fn served(app: &mut TestApp, query: &str) -> Option<pb::MatchedPattern> {
+    app.patterns
+        .match_pattern(pb::MatchPatternRequest {
+            query: query.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("match")
+        .into_inner()
+        .pattern
 }

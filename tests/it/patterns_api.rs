@@ -8,44 +8,8 @@ use tonic_types::StatusExt;
 
 use crate::{
     both_backends,
-    helpers::{Backend, TestApp, eventually},
+    helpers::{Backend, TestApp, eventually, learn_req, match_req, matches, reload_req},
 };
-
-fn learn_req(query: &str, category: &str, confidence: f64) -> pb::LearnPatternRequest {
-    pb::LearnPatternRequest {
-        query: query.into(),
-        category: category.into(),
-        confidence,
-        metadata: None,
-        created_by: String::new(),
-    }
-}
-
-fn match_req(query: &str) -> pb::MatchPatternRequest {
-    pb::MatchPatternRequest {
-        query: query.into(),
-        min_confidence: None,
-        min_generation: 0,
-    }
-}
-
-fn reload_req(full: bool, pattern_id: Option<i64>) -> pb::ReloadRequest {
-    pb::ReloadRequest {
-        target: pb::Target::Patterns.into(),
-        pattern_id,
-        full,
-        reason: "test".into(),
-        ..Default::default()
-    }
-}
-
-async fn matches(app: &mut TestApp, query: &str) -> pb::MatchPatternResponse {
-    app.patterns
-        .match_pattern(match_req(query))
-        .await
-        .expect("match succeeds")
-        .into_inner()
-}
 
 /// The field named in an INVALID_ARGUMENT's BadRequest details.
 fn bad_field(status: &tonic::Status) -> String {

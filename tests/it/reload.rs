@@ -8,31 +8,9 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::{
     both_backends,
-    db::TestDb,
-    helpers::{Backend, TestApp, sql},
+    db::{TestDb, legacy_ddl},
+    helpers::{Backend, TestApp, reload_req, served, sql},
 };
-
-fn reload_req(full: bool, pattern_id: Option<i64>) -> pb::ReloadRequest {
-    pb::ReloadRequest {
-        target: pb::Target::Patterns.into(),
-        pattern_id,
-        full,
-        reason: "test".into(),
-        ..Default::default()
-    }
-}
-
-async fn served(app: &mut TestApp, query: &str) -> Option<pb::MatchedPattern> {
-    app.patterns
-        .match_pattern(pb::MatchPatternRequest {
-            query: query.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("match")
-        .into_inner()
-        .pattern
-}
 
 fn insert(id: i64, norm: &str, category: &str, accuracy: f64, used: i64) -> String {
     format!(
@@ -47,7 +25,11 @@ async fn direct_sql_changes_are_served_after_a_delta_reload(backend: Backend) {
     let many: Vec<String> = (1..=50)
         .map(|i| insert(i, &format!("riga {i}"), "bulk", 0.5, 0))
         .collect();
-    sql(&app.db, &many.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    sql(
+        &app.db,
+        &many.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
     let r = app
         .reload
         .reload(reload_req(false, None))
@@ -253,22 +235,6 @@ async fn failed_loads_keep_serving(backend: Backend) {
     assert_eq!(status.targets[0].consecutive_failures, 0);
 }
 
-/// The legacy deployment's table, as it exists in production before hotplane's migrations.
-pub const LEGACY_DDL: &str = "CREATE TABLE pilotpros.auto_learned_patterns (
-    id SERIAL PRIMARY KEY,
-    pattern VARCHAR(200) UNIQUE NOT NULL,
-    normalized_pattern VARCHAR(200) NOT NULL,
-    category VARCHAR(50),
-    confidence FLOAT,
-    times_used INTEGER DEFAULT 0,
-    times_correct INTEGER DEFAULT 0,
-    accuracy FLOAT DEFAULT 0,
-    created_at TIMESTAMP DEFAULT NOW(),
-    last_used_at TIMESTAMP,
-    created_by VARCHAR(50) DEFAULT 'llm',
-    enabled BOOLEAN DEFAULT TRUE,
-    status VARCHAR(20) DEFAULT 'pending')";
-
 /// Against the legacy `pilotpros` table, a row that breaks an invariant rejects the first load
 /// as a whole: health stays NOT_SERVING and status names the row; once the row is fixed the
 /// retried load succeeds and health turns SERVING (watched on the health stream, not polled).
@@ -278,7 +244,7 @@ async fn legacy_table_invalid_row_keeps_not_serving_until_fixed() {
     let url = db.url().to_owned();
     sql(&db, &[
         "CREATE SCHEMA pilotpros",
-        LEGACY_DDL,
+        &legacy_ddl("pilotpros"),
         "INSERT INTO pilotpros.auto_learned_patterns (pattern, normalized_pattern, category, confidence, times_used, times_correct, accuracy, status) \
          VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 10, 8, 0.8, 'approved'), \
                 ('rotto', 'rotto', 'broken', 0.95, 1, 5, 0.5, 'approved')",

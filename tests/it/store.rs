@@ -11,7 +11,7 @@ use hotplane::{
 };
 use serde_json::json;
 
-use crate::db::{SqlClient, TestDb, unique_suffix};
+use crate::db::{SqlClient, TestDb, legacy_ddl, unique_suffix};
 
 /// One `#[tokio::test]` per backend for an `async fn(TestDb)` body.
 macro_rules! on_both {
@@ -540,27 +540,6 @@ async fn pg_delta_sees_a_late_commit_with_a_lower_revision() {
     assert_eq!(third.rows_read(), 0, "{third:?}");
     sql.close().await;
     store.close().await;
-}
-
-/// The existing deployment's table, as it was created there.
-fn legacy_ddl(schema: &str) -> String {
-    format!(
-        "CREATE TABLE {schema}.auto_learned_patterns (
-            id SERIAL PRIMARY KEY,
-            pattern VARCHAR(200) UNIQUE NOT NULL,
-            normalized_pattern VARCHAR(200) NOT NULL,
-            category VARCHAR(50),
-            confidence FLOAT,
-            times_used INTEGER DEFAULT 0,
-            times_correct INTEGER DEFAULT 0,
-            accuracy FLOAT DEFAULT 0,
-            created_at TIMESTAMP DEFAULT NOW(),
-            last_used_at TIMESTAMP,
-            created_by VARCHAR(50) DEFAULT 'llm',
-            enabled BOOLEAN DEFAULT TRUE,
-            status VARCHAR(20) DEFAULT 'pending'
-        )"
-    )
 }
 
 /// Every legacy column of every row, as JSON text, for before/after comparison.
