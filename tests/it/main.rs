@@ -7,3 +7,4 @@ mod helpers;
 mod patterns_api;
 mod reload;
 mod binary;
+mod grpcurl;
