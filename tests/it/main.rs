@@ -1,10 +1,10 @@
 //! The one integration-test binary: every module below is a group of tests, sharing the
 //! helpers in `db`.
 
+mod binary;
 mod db;
-mod store;
+mod grpcurl;
 mod helpers;
 mod patterns_api;
 mod reload;
-mod binary;
-mod grpcurl;
+mod store;
