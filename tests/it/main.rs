@@ -3,6 +3,7 @@
 
 mod binary;
 mod db;
+mod engine;
 mod grpcurl;
 mod helpers;
 mod patterns_api;
