@@ -339,3 +339,78 @@ both_backends!(
     duplicates_resolve_to_the_best_row,
     failed_loads_keep_serving,
 );
+
+/// A hit-count flush that fails keeps the counts, reports the failure, never blocks matching,
+/// and writes everything once the store is back.
+async fn failed_hit_flushes_are_kept_and_retried(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let id = app
+        .patterns
+        .learn_pattern(crate::helpers::learn_req("conta anche dopo", "hits", 0.95))
+        .await
+        .expect("learn")
+        .into_inner()
+        .pattern
+        .expect("row")
+        .id;
+    sql(
+        &app.db,
+        &["ALTER TABLE auto_learned_patterns RENAME TO auto_learned_patterns_away"],
+    )
+    .await;
+    for _ in 0..4 {
+        assert!(
+            served(&mut app, "conta anche dopo").await.is_some(),
+            "matching never blocks"
+        );
+    }
+    let reload = app.reload.clone();
+    let store = crate::helpers::eventually("a failed hit flush to be reported", || {
+        let mut reload = reload.clone();
+        async move {
+            let s = reload
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .ok()?
+                .into_inner()
+                .store?;
+            (s.hit_flush_failures > 0).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(store.hits_pending, 4, "the counts are kept for the retry");
+    assert!(!store.hit_flush_last_error.is_empty());
+
+    sql(
+        &app.db,
+        &["ALTER TABLE auto_learned_patterns_away RENAME TO auto_learned_patterns"],
+    )
+    .await;
+    let patterns = app.patterns.clone();
+    crate::helpers::eventually("the kept hits to reach the store", || {
+        let mut patterns = patterns.clone();
+        async move {
+            let p = patterns
+                .get_pattern(pb::GetPatternRequest { id })
+                .await
+                .ok()?
+                .into_inner();
+            (p.pattern?.times_used == 4).then_some(())
+        }
+    })
+    .await;
+    let s = app
+        .reload
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let store = s.store.expect("store");
+    assert_eq!(store.hits_pending, 0);
+    assert!(
+        store.hit_flush_last_error.is_empty(),
+        "a success clears the error"
+    );
+}
+
+both_backends!(failed_hit_flushes_are_kept_and_retried);
