@@ -105,7 +105,12 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_EVENT_CAPACITY", default_value_t = 1024)]
     pub event_capacity: usize,
 
-    /// How long shutdown waits for running requests before closing them.
+    /// After SIGTERM, how long to keep serving while NOT_SERVING before waiting for in-flight
+    /// work: time for load balancers and Kubernetes endpoints to stop routing here.
+    #[arg(long, env = "HOTPLANE_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// How long shutdown (and `StartDrain` with `wait`) waits for running requests.
     #[arg(long, env = "HOTPLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 

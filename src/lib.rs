@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod hits;
 pub mod learn;
+pub mod lifecycle;
 pub mod model;
 pub mod normalize;
 pub mod snapshot;

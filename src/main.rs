@@ -42,5 +42,14 @@ async fn migrate(config: hotplane::config::Config) -> anyhow::Result<()> {
 
 async fn serve(config: hotplane::config::Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
-    app.run_until_stopped(hotplane::shutdown_signal()).await
+    app.run_until_stopped(async {
+        hotplane::shutdown_signal().await;
+        // The first signal starts a graceful drain; a second one means "now".
+        tokio::spawn(async {
+            hotplane::shutdown_signal().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(130);
+        });
+    })
+    .await
 }

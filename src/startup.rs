@@ -18,6 +18,7 @@ use crate::{
     api::{AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi},
     config::Config,
     engine::{Engine, EngineOptions, LoadRequest, Scope, Source},
+    lifecycle::{Drain, InFlightLayer},
     hits::HitCounter,
     learn::LearnRules,
     normalize::Normalizer,
@@ -48,6 +49,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         )
     })
 }
+
+/// How long the server waits, once it stopped accepting, for the last streams to end.
+const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -103,11 +107,18 @@ impl Application {
             } else {
                 String::new()
             },
+            drain: Drain::default(),
+            shutdown_grace: config.shutdown_grace,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = vec![
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
-            tokio::spawn(serve_when_ready(engine, health.clone(), stop_rx.clone())),
+            tokio::spawn(follow_health(
+                engine,
+                state.drain.clone(),
+                health.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(Arc::clone(&state.hits).run_flusher(
                 store,
                 config.hit_flush_interval,
@@ -153,6 +164,7 @@ impl Application {
             .context("building reflection v1alpha")?;
         let state = &self.state;
         let router = Server::builder()
+            .layer(InFlightLayer::new(state.drain.clone()))
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 HealthService::from_health_reporter(self.health.clone()),
             ))
@@ -166,27 +178,53 @@ impl Application {
                 pb::patterns_server::PatternsServer::new(PatternsApi::new(Arc::clone(state)))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(pb::drain_server::DrainServer::new(DrainApi));
+            .add_service(pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(
+                state,
+            ))));
 
-        let health = self.health.clone();
-        let (signalled_tx, mut signalled_rx) = watch::channel(false);
+        let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = router.serve_with_incoming_shutdown(
             TcpListenerStream::new(self.listener),
             async move {
-                shutdown.await;
-                info!("shutting down: health NOT_SERVING, no new connections");
-                set_health(&health, ServingStatus::NotServing).await;
-                signalled_tx.send_replace(true);
+                let _ = close_rx.await;
             },
         );
+        tokio::pin!(serve);
         info!(addr = %self.addr, instance_id = %state.instance_id, "hotplane listening");
-        let grace = self.config.shutdown_grace;
-        tokio::select! {
-            r = serve => r.context("serving gRPC")?,
-            _ = async {
-                let _ = signalled_rx.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => warn!(grace_ms = grace.as_millis() as u64, "shutdown grace expired with requests still running; closing them"),
+
+        // Serve until the shutdown signal (or until the server fails).
+        let signalled = tokio::select! {
+            r = &mut serve => { r.context("serving gRPC")?; false }
+            _ = shutdown => true,
+        };
+        if signalled {
+            // The drain sequence, serving all along: NOT_SERVING and refuse new work; give load
+            // balancers the pre-stop delay to notice; wait for running work up to the grace.
+            let drain = &state.drain;
+            drain.start_final("shutdown");
+            info!(
+                delay_ms = self.config.shutdown_delay.as_millis() as u64,
+                grace_ms = self.config.shutdown_grace.as_millis() as u64,
+                in_flight = drain.snapshot().in_flight_requests,
+                "shutting down: draining (health NOT_SERVING, new work refused)"
+            );
+            set_health(&self.health, ServingStatus::NotServing).await;
+            let waited = async {
+                tokio::time::sleep(self.config.shutdown_delay).await;
+                drain.wait_idle(self.config.shutdown_grace).await
+            };
+            tokio::select! {
+                r = &mut serve => r.context("serving gRPC")?,
+                (idle, still) = waited => if !idle {
+                    warn!(?still, "shutdown grace expired with requests still running; closing them");
+                },
+            }
+            // Stop accepting connections and let the server close; streams that would keep it
+            // open (health watches) are cut after a short bound.
+            let _ = close_tx.send(());
+            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut serve).await.is_err() {
+                info!("closing the remaining streams");
+            }
         }
 
         self.stop_tx.send_replace(true);
@@ -241,19 +279,35 @@ async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Sets health SERVING once the first load has succeeded.
-async fn serve_when_ready(engine: Engine, health: HealthReporter, mut stop: watch::Receiver<bool>) {
+/// Keeps gRPC health in step with the engine and the drain: SERVING exactly when the first
+/// pattern load has succeeded and the replica is not draining. The only writer of health while
+/// serving, so the two sources can never race each other.
+async fn follow_health(
+    engine: Engine,
+    drain: Drain,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ready = engine.ready();
-    let became_ready = tokio::select! {
-        ok = async { ready.wait_for(|r| *r).await.is_ok() } => ok,
-        _ = async { stop.wait_for(|s| *s).await.is_ok() } => false,
-    };
-    if became_ready {
-        set_health(&health, ServingStatus::Serving).await;
-        info!(
-            generation = engine.current().number,
-            "first pattern load done: SERVING"
-        );
+    let mut draining = drain.subscribe();
+    let mut last = None;
+    loop {
+        let serving = *ready.borrow_and_update() && !draining.borrow_and_update().draining;
+        if last != Some(serving) {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(&health, status).await;
+            info!(serving, generation = engine.current().number, "health changed");
+            last = Some(serving);
+        }
+        tokio::select! {
+            r = ready.changed() => if r.is_err() { return },
+            r = draining.changed() => if r.is_err() { return },
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
     }
 }
 

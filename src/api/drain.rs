@@ -1,40 +1,97 @@
-//! Drain service: designed in the API now, implemented by the lifecycle work (issue 4).
+//! Drain service handlers: start/stop draining and report in-flight work. The state and the
+//! counting live in `lifecycle`; health follows the drain state (see `startup`).
+
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use tracing::{info, warn};
 
-use crate::pb::{self, drain_server::Drain};
+use super::{AppState, check_reason, convert, error::ApiError};
+use crate::{
+    lifecycle::DrainSnapshot,
+    pb::{self, drain_server::Drain},
+};
 
-/// Answers every Drain RPC with UNIMPLEMENTED until drain lands.
-#[derive(Debug, Default)]
-pub struct DrainApi;
+/// Drain service.
+#[derive(Debug, Clone)]
+pub struct DrainApi {
+    state: Arc<AppState>,
+}
 
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "Drain.{rpc} is not implemented yet (it lands with the lifecycle work, issue 4); \
-         SIGTERM already shuts down gracefully"
-    ))
+impl DrainApi {
+    /// Handlers over shared state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        DrainApi { state }
+    }
+}
+
+/// Status view of the drain state.
+pub fn drain_pb(s: &DrainSnapshot) -> pb::DrainStatus {
+    pb::DrainStatus {
+        draining: s.draining,
+        since: s.since.map(convert::timestamp),
+        reason: s.reason.clone(),
+        in_flight_requests: s.in_flight_requests,
+        open_streams: s.open_streams,
+    }
 }
 
 #[tonic::async_trait]
 impl Drain for DrainApi {
     async fn start_drain(
         &self,
-        _req: Request<pb::StartDrainRequest>,
+        req: Request<pb::StartDrainRequest>,
     ) -> Result<Response<pb::StartDrainResponse>, Status> {
-        Err(not_yet("StartDrain"))
+        let req = req.into_inner();
+        check_reason(&req.reason)?;
+        let grace = match &req.grace {
+            None => self.state.shutdown_grace,
+            Some(d) => convert::std_duration(d)
+                .ok_or_else(|| ApiError::invalid("grace", "must be a non-negative duration"))?,
+        };
+        let reason = if req.reason.is_empty() { "StartDrain" } else { &req.reason };
+        if self.state.drain.start(reason) {
+            info!(reason, "draining: health NOT_SERVING, new work refused");
+        }
+        let (completed, still_running) = if req.wait {
+            let (done, still) = self.state.drain.wait_idle(grace).await;
+            if !done {
+                warn!(?still, grace_ms = grace.as_millis() as u64, "drain grace expired with work running");
+            }
+            (done, still)
+        } else {
+            (false, Vec::new())
+        };
+        Ok(Response::new(pb::StartDrainResponse {
+            status: Some(drain_pb(&self.state.drain.snapshot())),
+            completed,
+            still_running,
+        }))
     }
 
     async fn stop_drain(
         &self,
         _req: Request<pb::StopDrainRequest>,
     ) -> Result<Response<pb::StopDrainResponse>, Status> {
-        Err(not_yet("StopDrain"))
+        if self
+            .state
+            .drain
+            .stop()
+            .map_err(|m| ApiError::FailedPrecondition(m.into()))?
+        {
+            info!("drain stopped: taking work again");
+        }
+        Ok(Response::new(pb::StopDrainResponse {
+            status: Some(drain_pb(&self.state.drain.snapshot())),
+        }))
     }
 
     async fn get_drain_status(
         &self,
         _req: Request<pb::GetDrainStatusRequest>,
     ) -> Result<Response<pb::GetDrainStatusResponse>, Status> {
-        Err(not_yet("GetDrainStatus"))
+        Ok(Response::new(pb::GetDrainStatusResponse {
+            status: Some(drain_pb(&self.state.drain.snapshot())),
+        }))
     }
 }

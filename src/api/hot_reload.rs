@@ -210,7 +210,7 @@ impl HotReload for HotReloadApi {
                 hit_flush_last_error: flush.last_error.unwrap_or_default(),
                 hits_pending: s.hits.pending(),
             }),
-            drain: Some(pb::DrainStatus::default()),
+            drain: Some(super::drain_pb(&s.drain.snapshot())),
         }))
     }
 

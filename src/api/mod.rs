@@ -11,12 +11,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use drain::DrainApi;
+pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::HotReloadApi;
 pub use patterns::PatternsApi;
 
-use crate::{engine::Engine, hits::HitCounter, learn::LearnRules, normalize::Normalizer};
+use crate::{
+    engine::Engine, hits::HitCounter, learn::LearnRules, lifecycle::Drain, normalize::Normalizer,
+};
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -50,6 +52,10 @@ pub struct AppState {
     pub store_url: String,
     /// PostgreSQL schema (empty for SQLite), for status.
     pub store_schema: String,
+    /// Drain state and in-flight accounting.
+    pub drain: Drain,
+    /// Default wait for `StartDrain(wait)` and for shutdown.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Rejects an over-long free-text reason.

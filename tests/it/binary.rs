@@ -15,7 +15,7 @@ use tonic_health::pb::{
 use crate::helpers::DEADLINE;
 
 /// Starts the binary in `dir` with `args`, returning the child and the address it logged.
-async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
+pub async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hotplane"))
         .args(args)
         .current_dir(dir)

@@ -9,3 +9,4 @@ mod helpers;
 mod patterns_api;
 mod reload;
 mod store;
+mod drain;

@@ -1,0 +1,241 @@
+//! Drain state and in-flight accounting.
+//!
+//! [`Drain`] owns whether this replica is draining and counts the work running in it: unary
+//! requests and open server streams, per method, registered by the [`super::InFlightLayer`]
+//! around every service (not by each handler, so no handler can forget). Waiting for "zero in
+//! flight" is a `watch` on the counters, never a poll.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+/// What the drain reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DrainSnapshot {
+    /// Whether the replica is draining.
+    pub draining: bool,
+    /// When draining started.
+    pub since: Option<DateTime<Utc>>,
+    /// Why.
+    pub reason: String,
+    /// Unary requests running now.
+    pub in_flight_requests: u32,
+    /// Server streams open now.
+    pub open_streams: u32,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    draining: bool,
+    since: Option<DateTime<Utc>>,
+    reason: String,
+    /// Set by process shutdown: draining can no longer be stopped.
+    final_drain: bool,
+    /// Running unary requests per gRPC path.
+    requests: BTreeMap<String, u32>,
+    /// Open streams per gRPC path.
+    streams: BTreeMap<String, u32>,
+}
+
+impl State {
+    fn snapshot(&self) -> DrainSnapshot {
+        DrainSnapshot {
+            draining: self.draining,
+            since: self.since,
+            reason: self.reason.clone(),
+            in_flight_requests: self.requests.values().sum(),
+            open_streams: self.streams.values().sum(),
+        }
+    }
+}
+
+/// Shared drain handle (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// A std `Mutex`: held for a map update per request start/end, never across an `.await`.
+    state: Arc<Mutex<State>>,
+    /// Publishes every change, so waiters and the health task react without polling.
+    changes: Arc<watch::Sender<DrainSnapshot>>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        let (tx, _) = watch::channel(DrainSnapshot::default());
+        Drain {
+            state: Arc::default(),
+            changes: Arc::new(tx),
+        }
+    }
+}
+
+/// Decrements its method's counter when dropped (the request finished or the stream closed).
+#[derive(Debug)]
+pub struct Tracked {
+    drain: Drain,
+    path: String,
+    stream: bool,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drain.update(|s| {
+            let map = if self.stream { &mut s.streams } else { &mut s.requests };
+            if let Some(n) = map.get_mut(&self.path) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.path);
+                }
+            }
+        });
+    }
+}
+
+impl Drain {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let snap = {
+            let mut s = self.lock();
+            f(&mut s);
+            s.snapshot()
+        };
+        self.changes.send_replace(snap);
+    }
+
+    /// Counts a request (or stream) on `path` until the returned guard is dropped.
+    pub fn track(&self, path: &str, stream: bool) -> Tracked {
+        self.update(|s| {
+            let map = if stream { &mut s.streams } else { &mut s.requests };
+            *map.entry(path.to_owned()).or_default() += 1;
+        });
+        Tracked {
+            drain: self.clone(),
+            path: path.to_owned(),
+            stream,
+        }
+    }
+
+    /// Starts draining (idempotent: a second call keeps the first time and reason).
+    /// Returns whether this call started it.
+    pub fn start(&self, reason: &str) -> bool {
+        let mut started = false;
+        self.update(|s| {
+            if !s.draining {
+                s.draining = true;
+                s.since = Some(Utc::now());
+                s.reason = reason.to_owned();
+                started = true;
+            }
+        });
+        started
+    }
+
+    /// Starts the drain of a process shutdown, which `stop` cannot undo.
+    pub fn start_final(&self, reason: &str) {
+        self.start(reason);
+        self.update(|s| s.final_drain = true);
+    }
+
+    /// Stops draining. Returns whether it was draining, or an error during shutdown.
+    pub fn stop(&self) -> Result<bool, &'static str> {
+        let mut result = Ok(false);
+        self.update(|s| {
+            if s.final_drain {
+                result = Err("the process is shutting down; its drain cannot be stopped");
+                return;
+            }
+            result = Ok(s.draining);
+            s.draining = false;
+            s.since = None;
+            s.reason.clear();
+        });
+        result
+    }
+
+    /// Whether new work is refused.
+    pub fn is_draining(&self) -> bool {
+        self.lock().draining
+    }
+
+    /// The current state.
+    pub fn snapshot(&self) -> DrainSnapshot {
+        self.lock().snapshot()
+    }
+
+    /// Follows every change.
+    pub fn subscribe(&self) -> watch::Receiver<DrainSnapshot> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until no unary request is running, or `grace` passes. Returns whether it became
+    /// idle, and the paths still running otherwise (with their counts, `path xN`).
+    pub async fn wait_idle(&self, grace: Duration) -> (bool, Vec<String>) {
+        let mut rx = self.subscribe();
+        let idle = tokio::time::timeout(grace, async {
+            // The receiver starts at the current value, so an already idle replica returns at once.
+            let _ = rx.wait_for(|s| s.in_flight_requests == 0).await;
+        })
+        .await
+        .is_ok();
+        if idle {
+            return (true, Vec::new());
+        }
+        let still = self
+            .lock()
+            .requests
+            .iter()
+            .map(|(path, n)| if *n > 1 { format!("{path} x{n}") } else { path.clone() })
+            .collect();
+        (false, still)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_per_method_and_wait_idle_ends_when_the_last_guard_drops() {
+        let d = Drain::default();
+        let a = d.track("/p/A", false);
+        let b = d.track("/p/A", false);
+        let s = d.track("/p/W", true);
+        let snap = d.snapshot();
+        assert_eq!((snap.in_flight_requests, snap.open_streams), (2, 1));
+        let (idle, still) = d.wait_idle(Duration::from_millis(20)).await;
+        assert!(!idle);
+        assert_eq!(still, vec!["/p/A x2".to_owned()]);
+        drop(a);
+        let waiter = {
+            let d = d.clone();
+            tokio::spawn(async move { d.wait_idle(Duration::from_secs(30)).await })
+        };
+        drop(b);
+        assert_eq!(waiter.await.expect("join"), (true, vec![]));
+        // Streams do not hold up the unary wait; they are counted separately.
+        assert_eq!(d.snapshot().open_streams, 1);
+        drop(s);
+        assert_eq!(d.snapshot(), DrainSnapshot::default());
+    }
+
+    #[test]
+    fn start_is_idempotent_and_stop_clears() {
+        let d = Drain::default();
+        assert!(d.start("deploy"));
+        let since = d.snapshot().since;
+        assert!(!d.start("again"));
+        assert_eq!(d.snapshot().reason, "deploy");
+        assert_eq!(d.snapshot().since, since);
+        assert_eq!(d.stop(), Ok(true));
+        assert!(!d.is_draining() && d.stop() == Ok(false));
+        d.start_final("SIGTERM");
+        assert!(d.stop().is_err() && d.is_draining());
+    }
+}
