@@ -394,6 +394,31 @@ async fn example_scripts_walk_through() {
         assert_eq!(text(h, "/status"), "SERVING", "{h:#}");
     }
 
+    // Drain: out of rotation (health NOT_SERVING, matching refused), then back.
+    let started = ex.script("drain.sh", &["start"]).await.one();
+    assert!(flag(&started, "/completed"), "{started:#}");
+    assert!(flag(&started, "/status/draining"), "{started:#}");
+    assert_eq!(
+        text(&started, "/status/reason"),
+        "grpcurl example",
+        "{started:#}"
+    );
+    let not_serving = ex.script("health.sh", &[]).await.json();
+    assert!(
+        not_serving
+            .iter()
+            .all(|h| text(h, "/status") == "NOT_SERVING"),
+        "{not_serving:#?}"
+    );
+    ex.script("match.sh", &[])
+        .await
+        .failed_with("Unavailable", "draining");
+    let drain_status = ex.script("drain.sh", &["status"]).await.one();
+    assert!(flag(&drain_status, "/status/draining"), "{drain_status:#}");
+    let stopped = ex.script("drain.sh", &["stop"]).await.one();
+    assert!(!flag(&stopped, "/status/draining"), "{stopped:#}");
+    assert_matched(&ex.script("match.sh", &[]).await.one(), id);
+
     // Delete: gone from the store and from matching; reading it again is NOT_FOUND.
     let deleted = ex.script("delete.sh", &[&id_arg]).await.one();
     assert_eq!(num(&deleted, "/id"), id, "{deleted:#}");
