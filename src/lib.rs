@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod normalize;
 pub mod snapshot;
+pub mod retry;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -257,8 +257,10 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// Runs the first load, retrying with capped exponential backoff until it succeeds: a database
 /// that is briefly unreachable at start delays SERVING instead of crashing the process.
 async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff =
+        crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     loop {
+        let delay = backoff.next_delay();
         let attempt = engine.reload(LoadRequest {
             scope: Scope::Full,
             source: Source::Startup,
@@ -275,7 +277,6 @@ async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(delay) => {}
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

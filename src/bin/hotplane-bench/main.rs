@@ -1,0 +1,187 @@
+//! hotplane-bench: the benchmark suite of issue 6. Every scenario prints its figures next to a
+//! baseline measured in the same run (so results compare on a noisy machine), the ratio and the
+//! issue's target; `--json` prints one JSON document instead of the table.
+//!
+//! ```text
+//! cargo run --release --bin hotplane-bench                  # every scenario, full sizes
+//! cargo run --release --bin hotplane-bench -- lookup match  # some scenarios
+//! cargo run --release --bin hotplane-bench -- --quick       # small sizes, a few seconds
+//! ```
+//!
+//! Data is generated with a fixed seed. PostgreSQL databases are created through
+//! `--database-url` as `hotplane_bench_*` and dropped at the end; SQLite files live in a
+//! temporary directory. Servers listen on loopback only. Loops are bounded by count and time.
+
+mod data;
+mod lookup;
+mod report;
+mod stats;
+
+use std::time::Instant;
+
+use clap::{Parser, ValueEnum};
+
+use crate::{
+    report::{Machine, Report, ScenarioReport},
+    stats::CpuMark,
+};
+
+/// PostgreSQL admin URL used when `--database-url` is not given.
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The scenarios, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// normalize + lookup in process, at several snapshot sizes.
+    Lookup,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Lookup => "lookup",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Scenario::Lookup => {
+                "Normalizer::normalize + PatternSnapshot::lookup in process, single thread"
+            }
+        }
+    }
+}
+
+/// Benchmarks of hotplane: figures, same-run baselines, ratios and the targets of issue 6.
+#[derive(Debug, Parser)]
+#[command(name = "hotplane-bench", version, about, long_about = None)]
+struct Args {
+    /// Scenarios to run, in the order given (default: all).
+    #[arg(value_enum)]
+    scenarios: Vec<Scenario>,
+
+    /// Small sizes and short durations: every scenario in a few seconds (used by the tests).
+    #[arg(long)]
+    quick: bool,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// PostgreSQL admin URL: bench databases are created (and dropped) through it.
+    #[arg(long, env = "HOTPLANE_BENCH_DATABASE_URL", default_value = DEFAULT_PG_URL)]
+    database_url: String,
+
+    /// Seed of the generated data and queries.
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+
+    /// lookup: snapshot sizes (served patterns) [default: 1000,100000,1000000; quick: 1000].
+    #[arg(long, value_delimiter = ',')]
+    lookup_sizes: Option<Vec<usize>>,
+}
+
+/// What the scenarios run with: the arguments, with `--quick` applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Small sizes.
+    pub quick: bool,
+    /// PostgreSQL admin URL.
+    pub database_url: String,
+    /// Data seed.
+    pub seed: u64,
+    /// lookup: snapshot sizes.
+    pub lookup_sizes: Vec<usize>,
+    /// lookup: distinct queries per mix.
+    pub lookup_queries: usize,
+    /// lookup: timed batches per measurement.
+    pub lookup_batches: usize,
+}
+
+impl Settings {
+    fn from_args(a: &Args) -> Settings {
+        let q = a.quick;
+        Settings {
+            quick: q,
+            database_url: a.database_url.clone(),
+            seed: a.seed,
+            lookup_sizes: a.lookup_sizes.clone().unwrap_or_else(|| {
+                if q {
+                    vec![1000]
+                } else {
+                    vec![1000, 100_000, 1_000_000]
+                }
+            }),
+            lookup_queries: if q { 5_000 } else { 100_000 },
+            lookup_batches: if q { 50 } else { 1000 },
+        }
+    }
+}
+
+/// A progress line on stderr (stdout carries only the report).
+pub fn progress(msg: impl AsRef<str>) {
+    eprintln!("[hotplane-bench] {}", msg.as_ref());
+}
+
+async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<ScenarioReport> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let load_before = stats::loadavg();
+    let cpu = CpuMark::now();
+    let mut notes = Vec::new();
+    let figures = match scenario {
+        Scenario::Lookup => {
+            let settings = s.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut notes = Vec::new();
+                lookup::run(&settings, &mut notes).map(|f| (f, notes))
+            })
+            .await?
+            .map(|(f, n)| {
+                notes = n;
+                f
+            })?
+        }
+    };
+    Ok(ScenarioReport {
+        name: scenario.name(),
+        method: scenario.method().to_owned(),
+        figures,
+        notes,
+        seconds: started.elapsed().as_secs_f64(),
+        loadavg: (load_before, stats::loadavg()),
+        cpu: cpu.since(cores),
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings::from_args(&args);
+    let scenarios = if args.scenarios.is_empty() {
+        Scenario::value_variants().to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = Report {
+        version: env!("CARGO_PKG_VERSION"),
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        quick: settings.quick,
+        machine: Machine::detect(),
+        scenarios: Vec::new(),
+    };
+    for scenario in scenarios {
+        progress(format!("scenario {}", scenario.name()));
+        let r = rt.block_on(run_scenario(scenario, &settings))?;
+        report.scenarios.push(r);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
