@@ -101,7 +101,8 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_HIT_FLUSH_BATCH", default_value_t = 5000)]
     pub hit_flush_batch: usize,
 
-    /// Capacity of the internal event channel (reload events for status streams).
+    /// Capacity of the internal event channels and of the WatchStatus replay buffer (events a
+    /// stream can resume from with `after_event_id`).
     #[arg(long, env = "HOTPLANE_EVENT_CAPACITY", default_value_t = 1024)]
     pub event_capacity: usize,
 
@@ -113,6 +114,23 @@ pub struct Config {
     /// How long shutdown (and `StartDrain` with `wait`) waits for running requests.
     #[arg(long, env = "HOTPLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Interval between WatchStatus heartbeats (so dashboards can tell quiet from dead).
+    #[arg(long, env = "HOTPLANE_WATCH_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub watch_heartbeat: Duration,
+
+    /// WatchStatus streams end cleanly after this long so clients reconnect and rebalance
+    /// after scale-out (0s: never).
+    #[arg(long, env = "HOTPLANE_WATCH_MAX_AGE", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub watch_max_age: Duration,
+
+    /// HTTP/2 keepalive PING interval, keeping long idle streams alive through proxies.
+    #[arg(long, env = "HOTPLANE_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_interval: Duration,
+
+    /// How long to wait for a keepalive PING answer before closing the connection.
+    #[arg(long, env = "HOTPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
 
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
     #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]

@@ -7,13 +7,14 @@
 pub mod api;
 pub mod config;
 pub mod engine;
+pub mod events;
 pub mod hits;
 pub mod learn;
 pub mod lifecycle;
 pub mod model;
 pub mod normalize;
-pub mod snapshot;
 pub mod retry;
+pub mod snapshot;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -6,8 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     server::{HealthReporter, HealthService},
@@ -15,12 +14,16 @@ use tonic_health::{
 use tracing::{info, warn};
 
 use crate::{
-    api::{AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi},
+    api::{
+        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
+        generation_pb,
+    },
     config::Config,
-    engine::{Engine, EngineOptions, LoadRequest, Scope, Source},
-    lifecycle::{Drain, InFlightLayer},
+    engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
+    events::EventHub,
     hits::HitCounter,
     learn::LearnRules,
+    lifecycle::{Drain, InFlightLayer},
     normalize::Normalizer,
     pb,
     store::{Store, StoreOptions, redact_url},
@@ -80,11 +83,13 @@ impl Application {
             .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
 
+        let events = EventHub::new(config.event_capacity);
         let engine = Engine::start(
             store.clone(),
             EngineOptions {
                 retain: config.retain_generations,
                 event_capacity: config.event_capacity,
+                sink: Some(engine_event_sink(events.clone())),
             },
         );
         let health = HealthReporter::new();
@@ -109,10 +114,17 @@ impl Application {
             },
             drain: Drain::default(),
             shutdown_grace: config.shutdown_grace,
+            events: events.clone(),
+            watch: WatchOptions {
+                heartbeat: config.watch_heartbeat,
+                max_age: config.watch_max_age,
+            },
+            closing: watch::channel(false).0,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = vec![
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
+            tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
                 engine,
                 state.drain.clone(),
@@ -164,6 +176,8 @@ impl Application {
             .context("building reflection v1alpha")?;
         let state = &self.state;
         let router = Server::builder()
+            .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
             .layer(InFlightLayer::new(state.drain.clone()))
             .add_service(tonic_health::pb::health_server::HealthServer::new(
                 HealthService::from_health_reporter(self.health.clone()),
@@ -178,13 +192,15 @@ impl Application {
                 pb::patterns_server::PatternsServer::new(PatternsApi::new(Arc::clone(state)))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(
-                state,
-            ))));
+            .add_service(pb::drain_server::DrainServer::new(DrainApi::new(
+                Arc::clone(state),
+            )));
 
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(self.listener),
+            // TCP_NODELAY: gRPC writes headers, data and trailers as separate small frames;
+            // with Nagle's algorithm a reply can wait for the peer's delayed ACK (~40 ms).
+            TcpIncoming::from(self.listener).with_nodelay(Some(true)),
             async move {
                 let _ = close_rx.await;
             },
@@ -219,10 +235,20 @@ impl Application {
                     warn!(?still, "shutdown grace expired with requests still running; closing them");
                 },
             }
-            // Stop accepting connections and let the server close; streams that would keep it
-            // open (health watches) are cut after a short bound.
+            // WatchStatus streams send a final event and end; then stop accepting connections
+            // and let the server close. Streams that would keep it open (health watches) are cut
+            // after a short bound.
+            state.closing.send_replace(true);
+            let _ = tokio::time::timeout(STREAM_CLOSE_GRACE, async {
+                let mut d = drain.subscribe();
+                let _ = d.wait_for(|s| s.open_streams == 0).await;
+            })
+            .await;
             let _ = close_tx.send(());
-            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut serve).await.is_err() {
+            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut serve)
+                .await
+                .is_err()
+            {
                 info!("closing the remaining streams");
             }
         }
@@ -301,13 +327,63 @@ async fn follow_health(
                 ServingStatus::NotServing
             };
             set_health(&health, status).await;
-            info!(serving, generation = engine.current().number, "health changed");
+            info!(
+                serving,
+                generation = engine.current().number,
+                "health changed"
+            );
             last = Some(serving);
         }
         tokio::select! {
             r = ready.changed() => if r.is_err() { return },
             r = draining.changed() => if r.is_err() { return },
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+    }
+}
+
+/// Turns the engine's reload events into WatchStatus events (called synchronously by the
+/// engine, so a reload is announced before the requests it served get their answer).
+fn engine_event_sink(hub: EventHub) -> EventSink {
+    Arc::new(move |event| {
+        let mut out = pb::WatchStatusResponse {
+            target: pb::Target::Patterns.into(),
+            ..Default::default()
+        };
+        match &event.kind {
+            EventKind::ReloadStarted { .. } => out.kind = pb::EventKind::ReloadStarted.into(),
+            EventKind::ReloadSucceeded { generation, .. } => {
+                out.kind = pb::EventKind::ReloadSucceeded.into();
+                out.generation = Some(generation_pb(generation));
+            }
+            EventKind::ReloadFailed { error, .. } => {
+                out.kind = pb::EventKind::ReloadFailed.into();
+                out.error = error.clone();
+            }
+        }
+        hub.publish(out);
+    })
+}
+
+/// Publishes every change of the drain state (not of the in-flight counts) as an event.
+async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut rx = state.drain.subscribe();
+    let mut draining = rx.borrow_and_update().draining;
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+        let snap = rx.borrow_and_update().clone();
+        if snap.draining != draining {
+            draining = snap.draining;
+            let mut status = crate::api::hot_reload_status(&state);
+            status.drain = Some(drain_pb(&snap));
+            state.events.publish(pb::WatchStatusResponse {
+                kind: pb::EventKind::DrainChanged.into(),
+                status: Some(status),
+                ..Default::default()
+            });
         }
     }
 }

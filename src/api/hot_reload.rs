@@ -27,25 +27,47 @@ impl HotReloadApi {
         HotReloadApi { state }
     }
 
-    fn target_status(&self) -> pb::TargetStatus {
-        let engine = &self.state.engine;
-        let h = engine.health();
-        let current = engine.current();
-        pb::TargetStatus {
-            target: pb::Target::Patterns.into(),
-            current: (current.number > 0).then(|| generation_pb(&current)),
-            last_success_at: h.last_success_at.map(convert::timestamp),
-            last_error: h.last_error.unwrap_or_default(),
-            last_error_at: h.last_error_at.map(convert::timestamp),
-            consecutive_failures: h.consecutive_failures,
-            loads_total: h.loads_total,
-            failures_total: h.failures_total,
-            loading: h.loading,
-            retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
-            pinned: false,
-            pending_changes: 0,
-            coalesced_total: h.coalesced_total,
-        }
+}
+
+/// Status of the pattern target.
+fn target_status(state: &AppState) -> pb::TargetStatus {
+    let engine = &state.engine;
+    let h = engine.health();
+    let current = engine.current();
+    pb::TargetStatus {
+        target: pb::Target::Patterns.into(),
+        current: (current.number > 0).then(|| generation_pb(&current)),
+        last_success_at: h.last_success_at.map(convert::timestamp),
+        last_error: h.last_error.unwrap_or_default(),
+        last_error_at: h.last_error_at.map(convert::timestamp),
+        consecutive_failures: h.consecutive_failures,
+        loads_total: h.loads_total,
+        failures_total: h.failures_total,
+        loading: h.loading,
+        retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
+        pinned: false,
+        pending_changes: 0,
+        coalesced_total: h.coalesced_total,
+    }
+}
+
+/// The full status of this instance (GetStatus, and WatchStatus snapshots and heartbeats).
+pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
+    let flush = s.hits.stats();
+    pb::GetStatusResponse {
+        instance_id: s.instance_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: Some(convert::timestamp(s.started_at)),
+        targets: vec![target_status(s)],
+        store: Some(pb::StoreStatus {
+            backend: s.engine.store().backend().to_owned(),
+            url: s.store_url.clone(),
+            schema: s.store_schema.clone(),
+            hit_flush_failures: flush.failures,
+            hit_flush_last_error: flush.last_error.unwrap_or_default(),
+            hits_pending: s.hits.pending(),
+        }),
+        drain: Some(super::drain_pb(&s.drain.snapshot())),
     }
 }
 
@@ -195,34 +217,16 @@ impl HotReload for HotReloadApi {
         &self,
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        let s = &self.state;
-        let flush = s.hits.stats();
-        Ok(Response::new(pb::GetStatusResponse {
-            instance_id: s.instance_id.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            started_at: Some(convert::timestamp(s.started_at)),
-            targets: vec![self.target_status()],
-            store: Some(pb::StoreStatus {
-                backend: s.engine.store().backend().to_owned(),
-                url: s.store_url.clone(),
-                schema: s.store_schema.clone(),
-                hit_flush_failures: flush.failures,
-                hit_flush_last_error: flush.last_error.unwrap_or_default(),
-                hits_pending: s.hits.pending(),
-            }),
-            drain: Some(super::drain_pb(&s.drain.snapshot())),
-        }))
+        Ok(Response::new(status_pb(&self.state)))
     }
 
     type WatchStatusStream = WatchStream;
 
     async fn watch_status(
         &self,
-        _req: Request<pb::WatchStatusRequest>,
+        req: Request<pb::WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        Err(Status::unimplemented(
-            "HotReload.WatchStatus is not implemented yet (it lands with the lifecycle work, \
-             issue 4); poll GetStatus meanwhile",
-        ))
+        let stream = super::watch::open(Arc::clone(&self.state), req.into_inner(), self.state.watch);
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -6,6 +6,7 @@ mod drain;
 mod error;
 mod hot_reload;
 mod patterns;
+mod watch;
 
 use std::sync::Arc;
 
@@ -13,11 +14,12 @@ use chrono::{DateTime, Utc};
 
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
-pub use hot_reload::HotReloadApi;
+pub use hot_reload::{HotReloadApi, generation_pb, status_pb as hot_reload_status};
 pub use patterns::PatternsApi;
+pub use watch::WatchOptions;
 
 use crate::{
-    engine::Engine, hits::HitCounter, learn::LearnRules, lifecycle::Drain, normalize::Normalizer,
+    engine::Engine, events::EventHub, hits::HitCounter, learn::LearnRules, lifecycle::Drain, normalize::Normalizer,
 };
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
@@ -56,6 +58,12 @@ pub struct AppState {
     pub drain: Drain,
     /// Default wait for `StartDrain(wait)` and for shutdown.
     pub shutdown_grace: std::time::Duration,
+    /// Status events for WatchStatus streams.
+    pub events: EventHub,
+    /// WatchStatus stream settings.
+    pub watch: WatchOptions,
+    /// Turns true when the server is about to close: streams send a final event and end.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Rejects an over-long free-text reason.

@@ -66,6 +66,19 @@ impl PatternsApi {
         Ok(report.generation_after)
     }
 
+    /// Announces a served pattern change on the status stream.
+    fn announce(&self, kind: pb::EventKind, id: i64, generation: u64) {
+        let current = self.state.engine.current();
+        let info = (current.number == generation).then(|| super::generation_pb(&current));
+        self.state.events.publish(pb::WatchStatusResponse {
+            kind: kind.into(),
+            target: pb::Target::Patterns.into(),
+            pattern_id: id,
+            generation: info,
+            ..Default::default()
+        });
+    }
+
     async fn set_status(
         &self,
         id: i64,
@@ -88,6 +101,12 @@ impl PatternsApi {
             "pattern status changed"
         );
         let generation = self.serve_write(id, reason).await?;
+        let kind = if enabled {
+            pb::EventKind::PatternApproved
+        } else {
+            pb::EventKind::PatternDisabled
+        };
+        self.announce(kind, id, generation);
         Ok((pattern_pb(&row), generation))
     }
 }
@@ -274,6 +293,7 @@ impl Patterns for PatternsApi {
             "pattern learned"
         );
         let generation = self.serve_write(outcome.row.id, "learn").await?;
+        self.announce(pb::EventKind::PatternLearned, outcome.row.id, generation);
         let served = self
             .state
             .engine
@@ -416,6 +436,7 @@ impl Patterns for PatternsApi {
         }
         info!(id = req.id, reason = %req.reason, "pattern deleted");
         let generation = self.serve_write(req.id, &req.reason).await?;
+        self.announce(pb::EventKind::PatternDeleted, req.id, generation);
         Ok(Response::new(pb::DeletePatternResponse {
             id: req.id,
             generation,

@@ -226,13 +226,30 @@ pub struct TargetHealth {
     pub loading: bool,
 }
 
+/// A function every engine event is handed to synchronously, before the requests served by
+/// that load get their answer: so an observer (the status stream) sees a reload before anything
+/// a caller does after it. It must be quick and must not block.
+pub type EventSink = Arc<dyn Fn(&EngineEvent) + Send + Sync>;
+
 /// Engine settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EngineOptions {
     /// Previous generations kept for rollback.
     pub retain: usize,
     /// Capacity of the event channel (slow subscribers lag, they never slow the engine).
     pub event_capacity: usize,
+    /// Optional synchronous observer of every event.
+    pub sink: Option<EventSink>,
+}
+
+impl std::fmt::Debug for EngineOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineOptions")
+            .field("retain", &self.retain)
+            .field("event_capacity", &self.event_capacity)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl Default for EngineOptions {
@@ -240,6 +257,7 @@ impl Default for EngineOptions {
         EngineOptions {
             retain: 10,
             event_capacity: 1024,
+            sink: None,
         }
     }
 }
@@ -365,11 +383,15 @@ impl Inner {
             book.next_event_id += 1;
             book.next_event_id
         };
-        // No subscribers is normal.
-        let _ = self.events.send(EngineEvent {
+        let event = EngineEvent {
             id,
             at: Utc::now(),
             kind,
-        });
+        };
+        if let Some(sink) = &self.opts.sink {
+            sink(&event);
+        }
+        // No subscribers is normal.
+        let _ = self.events.send(event);
     }
 }

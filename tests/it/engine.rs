@@ -37,6 +37,7 @@ async fn events_retention_noops_and_failures() {
         EngineOptions {
             retain: 2,
             event_capacity: 64,
+            sink: None,
         },
     );
     let mut events = engine.subscribe();

@@ -394,6 +394,24 @@ async fn example_scripts_walk_through() {
         assert_eq!(text(h, "/status"), "SERVING", "{h:#}");
     }
 
+    // Watch: a snapshot first; resuming from an event id replays what followed it.
+    let watched = ex.script_env("watch.sh", &[], &[("MAX_TIME", "1")]).await;
+    watched.failed_with("DeadlineExceeded", "");
+    assert!(
+        watched.stdout.contains("EVENT_KIND_SNAPSHOT"),
+        "{}",
+        watched.stdout
+    );
+    let resumed = ex
+        .script_env("watch.sh", &["1"], &[("MAX_TIME", "1")])
+        .await;
+    assert!(
+        resumed.stdout.contains("EVENT_KIND_PATTERN_LEARNED")
+            && !resumed.stdout.contains("EVENT_KIND_SNAPSHOT"),
+        "resume from event 1 replays the events after it: {}",
+        resumed.stdout
+    );
+
     // Drain: out of rotation (health NOT_SERVING, matching refused), then back.
     let started = ex.script("drain.sh", &["start"]).await.one();
     assert!(flag(&started, "/completed"), "{started:#}");

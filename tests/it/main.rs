@@ -10,3 +10,4 @@ mod patterns_api;
 mod reload;
 mod store;
 mod drain;
+mod watch;

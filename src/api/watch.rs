@@ -1,0 +1,151 @@
+//! The WatchStatus stream: a snapshot (or a replay from `after_event_id`), then live events and
+//! heartbeats, from a producer task per stream.
+//!
+//! The producer owns nothing shared: it reads the hub's broadcast and writes to a small bounded
+//! channel that tonic drains to the client. A slow client blocks only its own producer, whose
+//! broadcast receiver then lags and is answered with a `resync` snapshot. A client that goes away
+//! closes the channel and ends the producer; the maximum stream age and process shutdown end it
+//! cleanly (shutdown first sends a final status event).
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::debug;
+
+use super::{AppState, hot_reload::status_pb};
+use crate::{
+    events::{Event, Start},
+    pb,
+};
+
+/// Messages buffered per stream before its producer waits (and then lags and resyncs).
+const STREAM_BUFFER: usize = 64;
+
+/// Stream settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// Interval between heartbeats.
+    pub heartbeat: Duration,
+    /// Streams end cleanly after this long, so clients reconnect and rebalance; zero: never.
+    pub max_age: Duration,
+}
+
+/// Which events a stream wants.
+struct Filter {
+    targets: Vec<i32>,
+    kinds: Vec<i32>,
+}
+
+impl Filter {
+    fn new(req: &pb::WatchStatusRequest) -> Self {
+        let unspecified = |v: &i32| *v != 0;
+        Filter {
+            targets: req.targets.iter().copied().filter(unspecified).collect(),
+            kinds: req.kinds.iter().copied().filter(unspecified).collect(),
+        }
+    }
+
+    /// Events without a target (drain, bus) pass a target filter.
+    fn pass(&self, e: &pb::WatchStatusResponse) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&e.kind))
+            && (self.targets.is_empty() || e.target == 0 || self.targets.contains(&e.target))
+    }
+}
+
+fn status_event(state: &AppState, kind: pb::EventKind, id: u64, resync: bool) -> pb::WatchStatusResponse {
+    pb::WatchStatusResponse {
+        event_id: id,
+        at: Some(super::convert::timestamp(chrono::Utc::now())),
+        kind: kind.into(),
+        resync,
+        status: Some(status_pb(state)),
+        ..Default::default()
+    }
+}
+
+/// Opens a stream for `req`.
+pub fn open(
+    state: Arc<AppState>,
+    req: pb::WatchStatusRequest,
+    opts: WatchOptions,
+) -> ReceiverStream<Result<pb::WatchStatusResponse, Status>> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(produce(state, req, opts, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn produce(
+    state: Arc<AppState>,
+    req: pb::WatchStatusRequest,
+    opts: WatchOptions,
+    tx: mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
+) {
+    let filter = Filter::new(&req);
+    let mut closing = state.closing.subscribe();
+    let (start, mut live, last_id) = state.events.subscribe(req.after_event_id);
+    // A send fails only when the client went away: then the producer just ends.
+    let send = |msg: pb::WatchStatusResponse| {
+        let tx = tx.clone();
+        async move { tx.send(Ok(msg)).await.is_ok() }
+    };
+    let first_ok = match start {
+        Start::Snapshot { resync } => {
+            send(status_event(&state, pb::EventKind::Snapshot, last_id, resync)).await
+        }
+        Start::Replay(events) => {
+            let mut ok = true;
+            for e in events.iter().filter(|e| filter.pass(e)) {
+                if !send(Event::unwrap_or_clone(Arc::clone(e))).await {
+                    ok = false;
+                    break;
+                }
+            }
+            ok
+        }
+    };
+    if !first_ok {
+        return;
+    }
+    let mut heartbeat = tokio::time::interval(opts.heartbeat.max(Duration::from_millis(10)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await; // the first tick is immediate; the snapshot just went out
+    let expires = async {
+        if opts.max_age.is_zero() {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(opts.max_age).await
+        }
+    };
+    tokio::pin!(expires);
+    loop {
+        let sent = tokio::select! {
+            _ = tx.closed() => return,
+            _ = &mut expires => {
+                debug!("watch stream reached its maximum age");
+                return;
+            }
+            _ = async { closing.wait_for(|c| *c).await.is_ok() } => {
+                let last = state.events.last_id();
+                let _ = send(status_event(&state, pb::EventKind::DrainChanged, last, false)).await;
+                return;
+            }
+            _ = heartbeat.tick() => {
+                send(status_event(&state, pb::EventKind::Heartbeat, state.events.last_id(), false)).await
+            }
+            r = live.recv() => match r {
+                Ok(e) if filter.pass(&e) => send(Event::unwrap_or_clone(e)).await,
+                Ok(_) => true,
+                Err(RecvError::Lagged(n)) => {
+                    debug!(missed = n, "watch stream fell behind; sending a resync snapshot");
+                    send(status_event(&state, pb::EventKind::Snapshot, state.events.last_id(), true)).await
+                }
+                Err(RecvError::Closed) => return,
+            },
+        };
+        if !sent {
+            return;
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The status event hub: one sequence of numbered events for every WatchStatus stream.
+//!
+//! Sources (the engine's reloads, drain changes, pattern writes, later the bus and the fleet)
+//! publish here; the hub gives each event the next id, keeps the newest ones in a bounded replay
+//! buffer for `after_event_id` resumption, and fans them out on a bounded broadcast channel. A
+//! stream that falls behind the channel is told it lagged and resyncs with a snapshot: no
+//! subscriber can slow a publisher or another subscriber.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use chrono::Utc;
+use tokio::sync::broadcast;
+
+use crate::{api::convert, pb};
+
+/// A published event (shared by every stream that sends it).
+pub type Event = Arc<pb::WatchStatusResponse>;
+
+/// Where a new subscriber starts.
+#[derive(Debug)]
+pub enum Start {
+    /// Send these buffered events (all after the requested id), then follow live.
+    Replay(Vec<Event>),
+    /// The requested id is older than the buffer (or 0): start with a snapshot. `resync` is true
+    /// when the client asked to resume and could not.
+    Snapshot {
+        /// Whether the client asked to resume from an id the buffer no longer holds.
+        resync: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Ring {
+    next_id: u64,
+    buffer: VecDeque<Event>,
+}
+
+/// The hub (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct EventHub {
+    /// A std `Mutex`: publishing (id, buffer push, broadcast send) and subscribing (replay copy,
+    /// receiver creation) happen under it, so a new subscriber sees every event exactly once.
+    ring: Arc<Mutex<Ring>>,
+    capacity: usize,
+    tx: broadcast::Sender<Event>,
+}
+
+impl EventHub {
+    /// A hub keeping the last `capacity` events for replay and as the live channel's bound.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let (tx, _) = broadcast::channel(capacity);
+        EventHub {
+            ring: Arc::new(Mutex::new(Ring {
+                next_id: 1,
+                buffer: VecDeque::with_capacity(capacity),
+            })),
+            capacity,
+            tx,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes an event: `event_id` and `at` are set here. Returns the id.
+    pub fn publish(&self, mut event: pb::WatchStatusResponse) -> u64 {
+        let mut ring = self.lock();
+        let id = ring.next_id;
+        ring.next_id += 1;
+        event.event_id = id;
+        event.at = Some(convert::timestamp(Utc::now()));
+        let event = Arc::new(event);
+        if ring.buffer.len() == self.capacity {
+            ring.buffer.pop_front();
+        }
+        ring.buffer.push_back(Arc::clone(&event));
+        // No stream open is normal.
+        let _ = self.tx.send(event);
+        id
+    }
+
+    /// The id of the newest event (0 if none yet).
+    pub fn last_id(&self) -> u64 {
+        self.lock().next_id - 1
+    }
+
+    /// Subscribes for events after `after_event_id` (0: from now, starting with a snapshot).
+    /// Also returns the id of the newest event at that moment (what a snapshot reflects).
+    pub fn subscribe(&self, after_event_id: u64) -> (Start, broadcast::Receiver<Event>, u64) {
+        let ring = self.lock();
+        let rx = self.tx.subscribe();
+        let last = ring.next_id - 1;
+        let oldest = ring.buffer.front().map_or(ring.next_id, |e| e.event_id);
+        let start = if after_event_id == 0 {
+            Start::Snapshot { resync: false }
+        } else if after_event_id > last {
+            // An id from the future (another process, or before a restart): the client's view
+            // cannot be trusted, so resync.
+            Start::Snapshot { resync: true }
+        } else if after_event_id + 1 < oldest {
+            Start::Snapshot { resync: true }
+        } else {
+            Start::Replay(
+                ring.buffer
+                    .iter()
+                    .filter(|e| e.event_id > after_event_id)
+                    .cloned()
+                    .collect(),
+            )
+        };
+        (start, rx, last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: pb::EventKind) -> pb::WatchStatusResponse {
+        pb::WatchStatusResponse {
+            kind: kind.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ids_increase_and_resume_replays_exactly_what_was_missed() {
+        let hub = EventHub::new(4);
+        for _ in 0..6 {
+            hub.publish(event(pb::EventKind::Heartbeat));
+        }
+        assert_eq!(hub.last_id(), 6);
+        // Buffer holds 3..=6: resuming after 2 or later replays; after 1 must resync.
+        match hub.subscribe(4).0 {
+            Start::Replay(events) => {
+                assert_eq!(events.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![5, 6])
+            }
+            other => panic!("{other:?}"),
+        }
+        match hub.subscribe(2).0 {
+            Start::Replay(events) => assert_eq!(events.len(), 4),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(hub.subscribe(1).0, Start::Snapshot { resync: true }));
+        assert!(matches!(hub.subscribe(99).0, Start::Snapshot { resync: true }));
+        assert!(matches!(hub.subscribe(0).0, Start::Snapshot { resync: false }));
+        assert!(matches!(hub.subscribe(6).0, Start::Replay(ref v) if v.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_sees_later_events_live_and_lags_instead_of_blocking() {
+        let hub = EventHub::new(2);
+        let (_, mut rx, _) = hub.subscribe(0);
+        hub.publish(event(pb::EventKind::Heartbeat));
+        assert_eq!(rx.recv().await.expect("live").event_id, 1);
+        for _ in 0..5 {
+            hub.publish(event(pb::EventKind::Heartbeat)); // never blocks on the slow receiver
+        }
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
+    }
+}
