@@ -13,8 +13,11 @@
 //! temporary directory. Servers listen on loopback only. Loops are bounded by count and time.
 
 mod data;
+mod db;
 mod lookup;
+mod reload;
 mod report;
+mod server;
 mod stats;
 
 use std::time::Instant;
@@ -22,6 +25,7 @@ use std::time::Instant;
 use clap::{Parser, ValueEnum};
 
 use crate::{
+    db::Backend,
     report::{Machine, Report, ScenarioReport},
     stats::CpuMark,
 };
@@ -34,12 +38,16 @@ const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 enum Scenario {
     /// normalize + lookup in process, at several snapshot sizes.
     Lookup,
+    /// Full and delta reloads through the engine on PostgreSQL and SQLite, start to SERVING,
+    /// memory per pattern.
+    Reload,
 }
 
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::Lookup => "lookup",
+            Scenario::Reload => "reload",
         }
     }
 
@@ -47,6 +55,9 @@ impl Scenario {
         match self {
             Scenario::Lookup => {
                 "Normalizer::normalize + PatternSnapshot::lookup in process, single thread"
+            }
+            Scenario::Reload => {
+                "Engine::reload over a real Store vs the raw fetch of the same rows, alternately"
             }
         }
     }
@@ -79,6 +90,24 @@ struct Args {
     /// lookup: snapshot sizes (served patterns) [default: 1000,100000,1000000; quick: 1000].
     #[arg(long, value_delimiter = ',')]
     lookup_sizes: Option<Vec<usize>>,
+
+    /// reload: store sizes (served patterns) [default: 1000,10000,100000,1000000; quick: 1000].
+    /// Delta reloads, start to SERVING and memory are measured at the largest.
+    #[arg(long, value_delimiter = ',')]
+    reload_sizes: Option<Vec<usize>>,
+
+    /// Stores to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "postgres,sqlite"
+    )]
+    backends: Vec<Backend>,
+
+    /// Internal: measure the memory of loading the store at this URL and print JSON.
+    #[arg(long, hide = true)]
+    memory_probe: Option<String>,
 }
 
 /// What the scenarios run with: the arguments, with `--quick` applied.
@@ -96,6 +125,16 @@ pub struct Settings {
     pub lookup_queries: usize,
     /// lookup: timed batches per measurement.
     pub lookup_batches: usize,
+    /// Stores to measure.
+    pub backends: Vec<Backend>,
+    /// reload: store sizes.
+    pub reload_sizes: Vec<usize>,
+    /// reload: full reloads (and floors) per size, at most.
+    pub reload_reps: usize,
+    /// reload: delta reloads at the largest size.
+    pub delta_trials: usize,
+    /// reload: start-to-SERVING measurements at the largest size, at most.
+    pub startup_reps: usize,
 }
 
 impl Settings {
@@ -114,6 +153,17 @@ impl Settings {
             }),
             lookup_queries: if q { 5_000 } else { 100_000 },
             lookup_batches: if q { 50 } else { 1000 },
+            backends: a.backends.clone(),
+            reload_sizes: a.reload_sizes.clone().unwrap_or_else(|| {
+                if q {
+                    vec![1000]
+                } else {
+                    vec![1000, 10_000, 100_000, 1_000_000]
+                }
+            }),
+            reload_reps: if q { 2 } else { 7 },
+            delta_trials: if q { 3 } else { 30 },
+            startup_reps: if q { 1 } else { 3 },
         }
     }
 }
@@ -142,6 +192,7 @@ async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<Scenar
                 f
             })?
         }
+        Scenario::Reload => reload::run(s, &mut notes).await?,
     };
     Ok(ScenarioReport {
         name: scenario.name(),
@@ -156,6 +207,9 @@ async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<Scenar
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(url) = &args.memory_probe {
+        return reload::probe_memory(url);
+    }
     let settings = Settings::from_args(&args);
     let scenarios = if args.scenarios.is_empty() {
         Scenario::value_variants().to_vec()

@@ -13,18 +13,22 @@ use crate::stats::CpuUse;
 pub enum Target {
     /// value ≤ limit (in the figure's unit).
     AtMost(f64),
+    /// ratio to the baseline ≤ limit.
+    RatioAtMost(f64),
 }
 
 impl Target {
-    fn met(self, value: f64, _ratio: Option<f64>) -> Option<bool> {
+    fn met(self, value: f64, ratio: Option<f64>) -> Option<bool> {
         match self {
             Target::AtMost(limit) => Some(value <= limit),
+            Target::RatioAtMost(limit) => ratio.map(|r| r <= limit),
         }
     }
 
     fn text(self, unit: &str) -> String {
         match self {
             Target::AtMost(limit) => format!("<= {} {unit}", num(limit)),
+            Target::RatioAtMost(limit) => format!("ratio <= {limit}"),
         }
     }
 }
@@ -331,7 +335,7 @@ mod tests {
     fn targets_check_value_or_ratio() {
         let f = Figure::new("x", 250.0, "ns", "floor", 100.0).target(Target::AtMost(300.0));
         assert_eq!((f.met, f.ratio), (Some(true), Some(2.5)));
-        let f = Figure::new("x", 350.0, "ns", "floor", 100.0).target(Target::AtMost(300.0));
+        let f = Figure::new("x", 250.0, "ns", "floor", 100.0).target(Target::RatioAtMost(1.3));
         assert_eq!(f.met, Some(false));
     }
 }

@@ -1,5 +1,7 @@
-//! Measuring helpers: percentiles, and how busy the machine was (from `/proc/stat`), so every
-//! figure can say what else was running.
+//! Measuring helpers: percentiles, process memory from `/proc/self/status`, and how busy the
+//! machine was (from `/proc/stat`), so every figure can say what else was running.
+
+use std::time::Duration;
 
 /// Distribution of a set of samples (same unit as the samples).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -38,6 +40,43 @@ pub fn summarize(samples: &mut [f64]) -> Summary {
 fn rank(sorted: &[f64], p: f64) -> f64 {
     let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[idx]
+}
+
+/// Milliseconds of a duration, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Resident memory of this process, from `/proc/self/status`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Rss {
+    /// `VmRSS`: resident now, bytes.
+    pub now: u64,
+    /// `VmHWM`: the highest resident size since start (or since [`reset_peak`]), bytes.
+    pub peak: u64,
+}
+
+/// Reads `VmRSS` and `VmHWM`; zeros where `/proc` is unavailable.
+pub fn rss() -> Rss {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    Rss {
+        now: field("VmRSS:"),
+        peak: field("VmHWM:"),
+    }
+}
+
+/// Resets `VmHWM` to the current RSS (Linux ≥ 4.0: writing 5 to `clear_refs`), so that the
+/// next [`rss`] reports the peak of what ran in between. False if the kernel refused.
+pub fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The 1-minute load average.
@@ -135,6 +174,8 @@ mod tests {
 
     #[test]
     fn proc_readers_do_not_fail() {
+        let r = rss();
+        assert!(r.now > 0 && r.peak >= r.now);
         let mark = CpuMark::now();
         let u = mark.since(2);
         assert!(u.other_cores >= 0.0);

@@ -1,0 +1,451 @@
+//! Bench databases: a fresh PostgreSQL database (`hotplane_bench_<pid>_<n>_<nanos>`, created
+//! through the admin URL and dropped at the end) or a fresh SQLite file in a temporary
+//! directory; filled fast (COPY on PostgreSQL, one transaction of prepared multi-row INSERTs on
+//! SQLite), and the raw fetch that is the floor of a full reload.
+
+use std::{
+    path::PathBuf,
+    str::FromStr,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use chrono::SecondsFormat;
+use hotplane::{
+    model::PatternRow,
+    store::{Store, StoreOptions, redact_url},
+};
+use sqlx::{
+    AssertSqlSafe, Connection, Executor, PgConnection,
+    postgres::{PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions},
+};
+
+/// Which store a measurement runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// PostgreSQL through the admin URL.
+    Postgres,
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+}
+
+impl Backend {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The SELECT list of the PostgreSQL store's full load, copied from `src/store/postgres.rs` so
+/// the floor reads exactly what the store reads (keep the two in step).
+const PG_COLUMNS: &str = "id::bigint AS id, pattern::text AS pattern, \
+     normalized_pattern::text AS normalized_pattern, \
+     COALESCE(category, '')::text AS category, \
+     COALESCE(confidence, 0)::float8 AS confidence, \
+     COALESCE(times_used, 0)::bigint AS times_used, \
+     COALESCE(times_correct, 0)::bigint AS times_correct, \
+     COALESCE(accuracy, 0)::float8 AS accuracy, \
+     COALESCE(created_at::timestamptz, 'epoch'::timestamptz) AS created_at, \
+     last_used_at::timestamptz AS last_used_at, \
+     COALESCE(created_by, '')::text AS created_by, \
+     COALESCE(enabled, false) AS enabled, \
+     COALESCE(status, 'pending')::text AS status, \
+     metadata::jsonb AS metadata, \
+     COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
+         AS updated_at, \
+     revision::bigint AS revision";
+
+/// The same for the SQLite store (`src/store/sqlite.rs`).
+const SQLITE_COLUMNS: &str = "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
+     CAST(COALESCE(confidence, 0) AS REAL) AS confidence, \
+     COALESCE(times_used, 0) AS times_used, COALESCE(times_correct, 0) AS times_correct, \
+     CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, last_used_at, \
+     COALESCE(created_by, '') AS created_by, COALESCE(enabled, 0) AS enabled, \
+     COALESCE(status, 'pending') AS status, metadata, updated_at, revision";
+
+/// Columns the bench writes (the rest take their defaults; the triggers stamp revisions).
+const INSERT_COLUMNS: &str = "pattern, normalized_pattern, category, confidence, times_used, \
+     times_correct, accuracy, created_at, created_by, enabled, status, metadata";
+const INSERT_PARAMS: usize = 12;
+
+/// Rows per SQLite INSERT statement (12 parameters each; SQLite allows 32,766 per statement).
+const SQLITE_ROWS_PER_INSERT: usize = 500;
+
+enum Kind {
+    Postgres { admin_url: String, name: String },
+    Sqlite { dir: PathBuf },
+}
+
+/// A fresh bench database, removed by [`BenchDb::remove`] (or, as a fallback, when dropped).
+pub struct BenchDb {
+    backend: Backend,
+    url: String,
+    kind: Kind,
+    removed: bool,
+}
+
+/// A name no other run uses: pid, a per-process counter and the clock.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}_{n}_{nanos}", std::process::id())
+}
+
+/// `url` with its database path replaced by `name` (query parameters kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority..].find('/') {
+        Some(i) => &base[..authority + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+impl BenchDb {
+    /// Creates an empty database and runs hotplane's migrations in it.
+    pub async fn create(backend: Backend, admin_url: &str) -> anyhow::Result<BenchDb> {
+        let db = match backend {
+            Backend::Postgres => {
+                let name = format!("hotplane_bench_{}", unique_suffix());
+                let mut admin = PgConnection::connect(admin_url).await.with_context(|| {
+                    format!(
+                        "connecting to PostgreSQL at {} (--database-url)",
+                        redact_url(admin_url)
+                    )
+                })?;
+                admin
+                    .execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .await
+                    .with_context(|| format!("creating database {name}"))?;
+                let _ = admin.close().await;
+                BenchDb {
+                    backend,
+                    url: with_database(admin_url, &name),
+                    kind: Kind::Postgres {
+                        admin_url: admin_url.to_owned(),
+                        name,
+                    },
+                    removed: false,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("hotplane-bench-{}", unique_suffix()));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                BenchDb {
+                    backend,
+                    url: format!("sqlite://{}", dir.join("hotplane.db").display()),
+                    kind: Kind::Sqlite { dir },
+                    removed: false,
+                }
+            }
+        };
+        db.store(1).await?.close().await;
+        Ok(db)
+    }
+
+    /// The database URL, as hotplane is configured with it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connected, migrated hotplane store.
+    pub async fn store(&self, max_connections: u32) -> anyhow::Result<Store> {
+        let store = Store::connect(&StoreOptions {
+            url: self.url.clone(),
+            schema: "public".into(),
+            max_connections,
+            acquire_timeout: Duration::from_secs(30),
+        })
+        .await
+        .context("connecting the store")?;
+        store.migrate().await.context("migrating the store")?;
+        Ok(store)
+    }
+
+    /// A plain driver pool on the database: another client, as far as hotplane can tell.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(match self.backend {
+            Backend::Postgres => Client::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect(&self.url)
+                    .await
+                    .context("connecting a raw PostgreSQL client")?,
+            ),
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(&self.url)?
+                    .busy_timeout(Duration::from_secs(30));
+                Client::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options)
+                        .await
+                        .context("connecting a raw SQLite client")?,
+                )
+            }
+        })
+    }
+
+    /// Inserts `rows` (in order, so ids are `1..=n`) and leaves the database as a steady
+    /// state would: PostgreSQL vacuumed and analyzed, the SQLite WAL checkpointed.
+    pub async fn fill(&self, rows: &[PatternRow]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        match self.client().await? {
+            Client::Postgres(pool) => {
+                copy_rows(&pool, rows).await?;
+                pool.execute("VACUUM (ANALYZE) auto_learned_patterns")
+                    .await
+                    .context("vacuuming after the bulk load")?;
+                pool.close().await;
+            }
+            Client::Sqlite(pool) => {
+                insert_rows(&pool, rows).await?;
+                pool.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .await
+                    .context("checkpointing the WAL")?;
+                pool.close().await;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Drops the database (PostgreSQL) or deletes its directory (SQLite).
+    pub async fn remove(mut self) -> anyhow::Result<()> {
+        self.removed = true;
+        match &self.kind {
+            Kind::Postgres { admin_url, name } => {
+                let mut admin = PgConnection::connect(admin_url).await?;
+                admin
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .await
+                    .with_context(|| format!("dropping database {name}"))?;
+                let _ = admin.close().await;
+            }
+            Kind::Sqlite { dir } => {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BenchDb {
+    /// The fallback when a scenario failed before [`BenchDb::remove`]: drop the database on a
+    /// private thread with its own runtime (we may be inside the bench's runtime here).
+    fn drop(&mut self) {
+        if self.removed {
+            return;
+        }
+        match &self.kind {
+            Kind::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Kind::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let dropped = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async {
+                        let mut admin = PgConnection::connect(&admin_url).await?;
+                        admin
+                            .execute(AssertSqlSafe(format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            )))
+                            .await?;
+                        let _ = admin.close().await;
+                        anyhow::Ok(())
+                    })
+                })
+                .join();
+                if !matches!(dropped, Ok(Ok(()))) {
+                    eprintln!("note: could not drop bench database {}", self.url);
+                }
+            }
+        }
+    }
+}
+
+/// A raw driver pool on a bench database.
+pub enum Client {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+impl Client {
+    /// The floor of a full reload: the store's SELECT of every served row, fetched by the same
+    /// driver into a `Vec` of driver rows, with nothing decoded or built. Returns the row count.
+    pub async fn raw_fetch(&self) -> anyhow::Result<usize> {
+        let n = match self {
+            Client::Postgres(p) => {
+                let sql = format!(
+                    "SELECT {PG_COLUMNS} FROM auto_learned_patterns \
+                     WHERE enabled AND status = 'approved'"
+                );
+                sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
+            }
+            Client::Sqlite(p) => {
+                let sql = format!(
+                    "SELECT {SQLITE_COLUMNS} FROM auto_learned_patterns \
+                     WHERE enabled AND status = 'approved'"
+                );
+                sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
+            }
+        };
+        Ok(n)
+    }
+
+    /// Runs one statement; returns the rows affected.
+    pub async fn exec(&self, sql: &str) -> anyhow::Result<u64> {
+        let sql = AssertSqlSafe(sql.to_owned());
+        Ok(match self {
+            Client::Postgres(p) => p.execute(sql).await?.rows_affected(),
+            Client::Sqlite(p) => p.execute(sql).await?.rows_affected(),
+        })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Client::Postgres(p) => p.close().await,
+            Client::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// PostgreSQL: one `COPY ... FROM STDIN (FORMAT csv)`, streamed in ~1 MiB chunks.
+async fn copy_rows(pool: &PgPool, rows: &[PatternRow]) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY auto_learned_patterns ({INSERT_COLUMNS}) FROM STDIN (FORMAT csv)"
+        ))
+        .await
+        .context("starting COPY")?;
+    let mut buf = String::with_capacity(1 << 20);
+    for r in rows {
+        csv_row(&mut buf, r);
+        if buf.len() >= 1 << 20 {
+            copy.send(buf.as_bytes())
+                .await
+                .context("sending COPY data")?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        copy.send(buf.as_bytes())
+            .await
+            .context("sending COPY data")?;
+    }
+    copy.finish().await.context("finishing COPY")?;
+    Ok(())
+}
+
+/// One CSV line: text quoted (quotes doubled), NULL metadata as an unquoted empty field.
+fn csv_row(buf: &mut String, r: &PatternRow) {
+    use std::fmt::Write as _;
+    let quoted = |buf: &mut String, s: &str| {
+        buf.push('"');
+        buf.push_str(&s.replace('"', "\"\""));
+        buf.push('"');
+    };
+    quoted(buf, &r.pattern);
+    buf.push(',');
+    quoted(buf, &r.normalized_pattern);
+    buf.push(',');
+    quoted(buf, &r.category);
+    let _ = write!(
+        buf,
+        ",{},{},{},{},{},",
+        r.confidence,
+        r.times_used,
+        r.times_correct,
+        r.accuracy,
+        r.created_at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    );
+    quoted(buf, &r.created_by);
+    let _ = write!(buf, ",{},", r.enabled);
+    quoted(buf, r.status.as_str());
+    buf.push(',');
+    if !r.metadata.is_null() {
+        quoted(buf, &r.metadata.to_string());
+    }
+    buf.push('\n');
+}
+
+/// SQLite: one transaction of prepared multi-row INSERTs (the statement for a full chunk is
+/// prepared once and reused from the driver's statement cache).
+async fn insert_rows(pool: &SqlitePool, rows: &[PatternRow]) -> anyhow::Result<()> {
+    let statement = |n: usize| {
+        let one = format!("({})", ["?"; INSERT_PARAMS].join(", "));
+        format!(
+            "INSERT INTO auto_learned_patterns ({INSERT_COLUMNS}) VALUES {}",
+            vec![one; n].join(", ")
+        )
+    };
+    let full = statement(SQLITE_ROWS_PER_INSERT);
+    let mut tx = pool.begin().await?;
+    for chunk in rows.chunks(SQLITE_ROWS_PER_INSERT) {
+        let sql = if chunk.len() == SQLITE_ROWS_PER_INSERT {
+            full.clone()
+        } else {
+            statement(chunk.len())
+        };
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(&r.pattern)
+                .bind(&r.normalized_pattern)
+                .bind(&r.category)
+                .bind(r.confidence)
+                .bind(r.times_used)
+                .bind(r.times_correct)
+                .bind(r.accuracy)
+                .bind(r.created_at.to_rfc3339_opts(SecondsFormat::Millis, true))
+                .bind(&r.created_by)
+                .bind(r.enabled)
+                .bind(r.status.as_str())
+                .bind((!r.metadata.is_null()).then(|| r.metadata.to_string()));
+        }
+        q.execute(&mut *tx).await.context("inserting rows")?;
+    }
+    tx.commit().await.context("committing the inserts")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_is_swapped_in_the_url() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/postgres?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+    }
+}

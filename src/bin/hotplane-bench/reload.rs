@@ -1,0 +1,446 @@
+//! Scenario `reload`: full reloads through the real engine (`Engine::start` over a real
+//! `Store`, `Scope::Full`) against the floor — the store's own SELECT fetched by the same
+//! driver into a `Vec` of driver rows, nothing decoded or built — measured alternately in the
+//! same run. At the largest size also: a delta reload of one changed row (against the store's
+//! delta read of that row), the time from `Application::build` to health SERVING, and memory
+//! per pattern, measured in a child process (see [`probe_memory`]).
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use hotplane::{
+    config::Config,
+    engine::{Engine, EngineOptions, LoadMode, LoadRequest, Scope, Source},
+    normalize::{Normalizer, Profile},
+    snapshot::PatternSnapshot,
+    store::{Store, StoreOptions},
+};
+
+use crate::{
+    Settings,
+    data::{Dataset, Rng},
+    db::{Backend, BenchDb},
+    progress,
+    report::{Figure, Target, num},
+    server::{ServerThread, wait_serving},
+    stats::{self, Rss, summarize},
+};
+
+/// Wall-time budget for the repetitions of one measurement (at least two always run).
+const REPS_BUDGET: Duration = Duration::from_secs(30);
+/// Longest wait for SERVING.
+const SERVING_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The Python path's figures from issue 6 (2-vCPU machine): full reload and raw fetch, ms.
+fn python_ms(size: usize) -> Option<(f64, Option<f64>)> {
+    match size {
+        1_000 => Some((2.3, None)),
+        10_000 => Some((32.0, Some(3.1))),
+        100_000 => Some((421.0, Some(38.0))),
+        1_000_000 => Some((4900.0, Some(550.0))),
+        _ => None,
+    }
+}
+
+/// Milliseconds `f` took, with its output.
+async fn timed<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(f64, T)> {
+    let t0 = Instant::now();
+    let out = f.await?;
+    Ok((stats::ms(t0.elapsed()), out))
+}
+
+fn request(scope: Scope) -> LoadRequest {
+    LoadRequest {
+        scope,
+        source: Source::Grpc,
+        reason: "bench".into(),
+    }
+}
+
+/// Runs the scenario.
+pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Figure>> {
+    let normalizer = Normalizer::new(Profile::Default, None);
+    let largest = s.reload_sizes.iter().copied().max().unwrap_or(0);
+    let mut figures = Vec::new();
+    for &size in &s.reload_sizes {
+        progress(format!("reload: generating {} patterns", num(size as f64)));
+        let data = Dataset::generate(size, s.seed, &normalizer);
+        for &backend in &s.backends {
+            let case = Case {
+                s,
+                backend,
+                size,
+                data: &data,
+            };
+            case.run(size == largest, &mut figures, notes).await?;
+        }
+    }
+    notes.push(
+        "reload and floor alternate, so both see the same machine load; the floor is the \
+         store's SELECT (same columns, same WHERE) into a Vec of driver rows"
+            .into(),
+    );
+    notes.push(
+        "memory: RSS (VmRSS/VmHWM from /proc/self/status) of a child process that only loads \
+         the snapshot; glibc malloc; peak reset through /proc/self/clear_refs"
+            .into(),
+    );
+    Ok(figures)
+}
+
+/// One backend at one size.
+struct Case<'a> {
+    s: &'a Settings,
+    backend: Backend,
+    size: usize,
+    data: &'a Dataset,
+}
+
+impl Case<'_> {
+    fn label(&self) -> String {
+        format!("{} {}", self.backend.name(), num(self.size as f64))
+    }
+
+    async fn run(
+        &self,
+        largest: bool,
+        figures: &mut Vec<Figure>,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        progress(format!("reload: {}: filling", self.label()));
+        let db = BenchDb::create(self.backend, &self.s.database_url).await?;
+        let fill = db.fill(&self.data.rows).await?;
+        notes.push(format!(
+            "{}: inserted {} rows in {:.1} s",
+            self.label(),
+            num(self.data.rows.len() as f64),
+            fill.as_secs_f64()
+        ));
+        let store = db.store(4).await?;
+        let engine = Engine::start(store.clone(), EngineOptions::default());
+        progress(format!("reload: {}: full reloads", self.label()));
+        figures.push(self.full_reloads(&db, &engine, &store).await?);
+        if largest {
+            progress(format!("reload: {}: delta reloads", self.label()));
+            figures.push(self.delta_reloads(&db, &engine, &store).await?);
+        }
+        engine.shutdown();
+        store.close().await;
+        drop(engine);
+        if largest {
+            progress(format!("reload: {}: start to SERVING", self.label()));
+            figures.push(self.start_to_serving(&db).await?);
+            progress(format!("reload: {}: memory", self.label()));
+            figures.extend(self.memory(&db).await?);
+        }
+        db.remove().await
+    }
+
+    /// Full reloads and the raw fetch, alternately; plus one timing of each phase.
+    async fn full_reloads(
+        &self,
+        db: &BenchDb,
+        engine: &Engine,
+        store: &Store,
+    ) -> anyhow::Result<Figure> {
+        let client = db.client().await?;
+        let (first, _) = timed(async { Ok(engine.reload(request(Scope::Full)).await?) }).await?;
+        let served = engine.current().snapshot.len();
+        anyhow::ensure!(
+            served == self.data.served,
+            "the engine serves {served} patterns, expected {}",
+            self.data.served
+        );
+        let (mut reloads, mut floors) = (Vec::new(), Vec::new());
+        let started = Instant::now();
+        while reloads.len() < self.s.reload_reps
+            && (reloads.len() < 2 || started.elapsed() < REPS_BUDGET)
+        {
+            let (floor, n) = timed(client.raw_fetch()).await?;
+            anyhow::ensure!(
+                n == served,
+                "the raw fetch read {n} rows, expected {served}"
+            );
+            floors.push(floor);
+            let (ms, (report, _)) =
+                timed(async { Ok(engine.reload(request(Scope::Full)).await?) }).await?;
+            anyhow::ensure!(report.mode == LoadMode::Full, "not a full load");
+            reloads.push(ms);
+        }
+        client.close().await;
+        // Phases, each timed once: what the engine does inside a full reload.
+        let (decode, load) = timed(async { Ok(store.load_full().await?) }).await?;
+        let prev = std::sync::Arc::clone(&engine.current().snapshot);
+        let (build, diff) = tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            let next = PatternSnapshot::from_rows(load.rows).map_err(anyhow::Error::msg)?;
+            let build = stats::ms(t0.elapsed());
+            let t1 = Instant::now();
+            std::hint::black_box(prev.diff(&next));
+            anyhow::Ok((build, stats::ms(t1.elapsed())))
+        })
+        .await??;
+        let (reload, floor) = (summarize(&mut reloads), summarize(&mut floors));
+        let python = python_ms(self.size).map_or_else(String::new, |(full, fetch)| {
+            format!(
+                "; Python: {full} ms{}",
+                fetch.map_or_else(String::new, |f| format!(" (its raw fetch {f} ms)"))
+            )
+        });
+        let mut fig = Figure::new(
+            format!("{}: full reload, median of {}", self.label(), reload.n),
+            reload.p50,
+            "ms",
+            "raw fetch (same SELECT and driver)",
+            floor.p50,
+        )
+        .detail(format!(
+            "min {} ms (floor min {} ms); first load {} ms; phases: fetch+decode {} ms, \
+             build {} ms, diff {} ms{python}",
+            num(reload.min),
+            num(floor.min),
+            num(first),
+            num(decode),
+            num(build),
+            num(diff)
+        ));
+        if self.size == 100_000 {
+            fig = fig.target(Target::RatioAtMost(1.3));
+        } else if self.size >= 1_000_000 {
+            fig = fig.target(Target::AtMost(700.0));
+        }
+        Ok(fig)
+    }
+
+    /// Delta reloads of one row changed by another client, against the store's delta read.
+    async fn delta_reloads(
+        &self,
+        db: &BenchDb,
+        engine: &Engine,
+        store: &Store,
+    ) -> anyhow::Result<Figure> {
+        let client = db.client().await?;
+        let mut rng = Rng::new(self.s.seed, 10);
+        let (mut deltas, mut floors, mut applies, mut clones) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for k in 0..self.s.delta_trials {
+            let before = engine.current().cursor.clone().context("no cursor")?;
+            let id = 1 + rng.below(self.data.served);
+            client
+                .exec(&format!(
+                    "UPDATE auto_learned_patterns SET category = 'bench_delta_{k}' WHERE id = {id}"
+                ))
+                .await?;
+            let (ms, (report, _)) =
+                timed(async { Ok(engine.reload(request(Scope::Delta)).await?) }).await?;
+            anyhow::ensure!(
+                report.mode == LoadMode::Delta && report.counts.updated == 1,
+                "expected a delta load updating one row, got {:?} {:?}",
+                report.mode,
+                report.counts
+            );
+            deltas.push(ms);
+            let (floor, delta) = timed(async { Ok(store.load_delta(&before).await?) }).await?;
+            floors.push(floor);
+            // In process: the snapshot work of that delta, and the clone it starts with.
+            let snap = std::sync::Arc::clone(&engine.current().snapshot);
+            let (apply, clone) = tokio::task::spawn_blocking(move || {
+                let t0 = Instant::now();
+                let applied = snap.apply(delta.changed, &delta.deleted);
+                let apply = stats::ms(t0.elapsed());
+                drop(applied);
+                let t1 = Instant::now();
+                let copy = PatternSnapshot::clone(&snap);
+                let clone = stats::ms(t1.elapsed());
+                drop(copy);
+                (apply, clone)
+            })
+            .await?;
+            applies.push(apply);
+            clones.push(clone);
+        }
+        client.close().await;
+        let d = summarize(&mut deltas);
+        let f = summarize(&mut floors);
+        let mut fig = Figure::new(
+            format!(
+                "{}: delta reload of 1 changed row, median of {}",
+                self.label(),
+                d.n
+            ),
+            d.p50,
+            "ms",
+            "store.load_delta of that row",
+            f.p50,
+        )
+        .detail(format!(
+            "p99 {} ms; in process: PatternSnapshot::apply {} ms, of which cloning the maps {} ms",
+            num(d.p99),
+            num(summarize(&mut applies).p50),
+            num(summarize(&mut clones).p50)
+        ));
+        if self.size >= 1_000_000 {
+            fig = fig.target(Target::AtMost(2.0));
+        }
+        Ok(fig)
+    }
+
+    /// `Application::build` → health SERVING (on the health Watch stream), against the raw
+    /// fetch of the same rows.
+    async fn start_to_serving(&self, db: &BenchDb) -> anyhow::Result<Figure> {
+        let client = db.client().await?;
+        let (floor, _) = timed(client.raw_fetch()).await?;
+        client.close().await;
+        let mut times = Vec::new();
+        let started = Instant::now();
+        while times.len() < self.s.startup_reps
+            && (times.is_empty() || started.elapsed() < REPS_BUDGET)
+        {
+            let t0 = Instant::now();
+            let server = ServerThread::hotplane(Config::for_database(db.url())).await?;
+            wait_serving(server.addr, SERVING_DEADLINE).await?;
+            times.push(stats::ms(t0.elapsed()));
+            server.stop().await?;
+        }
+        let t = summarize(&mut times);
+        let mut fig = Figure::new(
+            format!(
+                "{}: Application::build to SERVING, median of {}",
+                self.label(),
+                t.n
+            ),
+            t.p50,
+            "ms",
+            "raw fetch",
+            floor,
+        );
+        if self.size >= 1_000_000 {
+            fig = fig.target(Target::AtMost(2000.0));
+        }
+        Ok(fig)
+    }
+
+    /// Memory per pattern, from a child process that only loads the snapshot.
+    async fn memory(&self, db: &BenchDb) -> anyhow::Result<Vec<Figure>> {
+        let exe = std::env::current_exe().context("locating the bench binary")?;
+        let url = db.url().to_owned();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(exe)
+                .args(["--memory-probe", &url])
+                .output()
+        })
+        .await?
+        .context("running the memory probe")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "the memory probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probe: Probe = serde_json::from_slice(&out.stdout).context("reading the probe")?;
+        let n = probe.served.max(1) as f64;
+        let per = |bytes: u64| bytes.saturating_sub(probe.base.now) as f64 / n;
+        let payload = self
+            .data
+            .served_rows()
+            .iter()
+            .map(|r| {
+                let text = r.pattern.len() + r.normalized_pattern.len() + r.category.len();
+                let json = if r.metadata.is_null() {
+                    0
+                } else {
+                    r.metadata.to_string().len()
+                };
+                text + r.created_by.len() + json + 9 * 8
+            })
+            .sum::<usize>() as f64
+            / self.data.served.max(1) as f64;
+        let retained = per(probe.loaded.now);
+        let mut kept = Figure::new(
+            format!("{}: retained memory per pattern (RSS)", self.label()),
+            retained,
+            "B",
+            "row payload (text, JSON, 9×8-byte fields)",
+            payload,
+        )
+        .detail(format!(
+            "RSS {} MiB before the load, {} MiB after; peak during the first load {} B/pattern; \
+             RSS after a second full reload {} B/pattern",
+            num(probe.base.now as f64 / 1048576.0),
+            num(probe.loaded.now as f64 / 1048576.0),
+            num(per(probe.loaded.peak)),
+            num(per(probe.reloaded.now)),
+        ));
+        let mut peak = Figure::new(
+            format!("{}: peak during a full reload per pattern", self.label()),
+            per(probe.reloaded.peak),
+            "B",
+            "retained (steady state)",
+            retained,
+        );
+        if self.size >= 1_000_000 {
+            kept = kept.target(Target::AtMost(200.0));
+            peak = peak.target(Target::RatioAtMost(2.0));
+        }
+        if !probe.peak_reset {
+            peak = peak.detail("the kernel refused to reset VmHWM: this is the peak since start");
+        }
+        Ok(vec![kept, peak])
+    }
+}
+
+/// What the memory probe reports (RSS in bytes).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    /// Served patterns.
+    pub served: usize,
+    /// After connecting, before loading.
+    pub base: Rss,
+    /// After the first full load (peak: during it).
+    pub loaded: Rss,
+    /// After a second full load (peak: during it, if the reset worked).
+    pub reloaded: Rss,
+    /// Whether VmHWM could be reset before the second load.
+    pub peak_reset: bool,
+}
+
+/// The child side of the memory measurement: in a fresh process (so nothing the bench
+/// allocated before is counted), connect to `url`, load every pattern through the engine,
+/// reload once more, and print a [`Probe`] as JSON on stdout.
+pub fn probe_memory(url: &str) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let probe = rt.block_on(async {
+        let store = Store::connect(&StoreOptions {
+            url: url.to_owned(),
+            schema: "public".into(),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(30),
+        })
+        .await?;
+        store.revision().await?; // the pool's connection exists before the baseline
+        let engine = Engine::start(store.clone(), EngineOptions::default());
+        let base = stats::rss();
+        stats::reset_peak();
+        engine.reload(request(Scope::Full)).await?;
+        let loaded = stats::rss();
+        let peak_reset = stats::reset_peak();
+        engine.reload(request(Scope::Full)).await?;
+        let reloaded = stats::rss();
+        let served = engine.current().snapshot.len();
+        engine.shutdown();
+        store.close().await;
+        anyhow::Ok(Probe {
+            served,
+            base,
+            loaded,
+            reloaded,
+            peak_reset,
+        })
+    })?;
+    println!("{}", serde_json::to_string(&probe)?);
+    Ok(())
+}
