@@ -360,6 +360,15 @@ fn engine_event_sink(hub: EventHub) -> EventSink {
                 out.kind = pb::EventKind::ReloadFailed.into();
                 out.error = error.clone();
             }
+            EventKind::RolledBack { generation, .. } => {
+                out.kind = pb::EventKind::Rollback.into();
+                out.generation = Some(generation_pb(generation));
+                hub.publish(out.clone());
+                out.kind = pb::EventKind::Pin.into();
+            }
+            EventKind::Unpinned { .. } => out.kind = pb::EventKind::Unpin.into(),
+            // Held reloads show in status (pending_changes), on heartbeats and snapshots.
+            EventKind::Held { .. } => return,
         }
         hub.publish(out);
     })

@@ -88,6 +88,7 @@ impl From<LoadError> for ApiError {
                 )
             }
             LoadError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            e @ LoadError::NotRetained { .. } => ApiError::NotFound(e.to_string()),
         }
     }
 }

@@ -26,7 +26,6 @@ impl HotReloadApi {
     pub fn new(state: Arc<AppState>) -> Self {
         HotReloadApi { state }
     }
-
 }
 
 /// Status of the pattern target.
@@ -45,8 +44,8 @@ fn target_status(state: &AppState) -> pb::TargetStatus {
         failures_total: h.failures_total,
         loading: h.loading,
         retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
-        pinned: false,
-        pending_changes: 0,
+        pinned: h.pinned.is_some(),
+        pending_changes: h.pending_changes,
         coalesced_total: h.coalesced_total,
     }
 }
@@ -79,6 +78,7 @@ fn source_pb(s: Source) -> pb::ReloadSource {
         Source::Poll => pb::ReloadSource::Poll,
         Source::Signal => pb::ReloadSource::Signal,
         Source::Write => pb::ReloadSource::Write,
+        Source::Rollback => pb::ReloadSource::Rollback,
     }
 }
 
@@ -203,14 +203,48 @@ impl HotReload for HotReloadApi {
         Ok(Response::new(response))
     }
 
+    #[instrument(skip_all, fields(to_generation = req.get_ref().to_generation))]
     async fn rollback(
         &self,
-        _req: Request<pb::RollbackRequest>,
+        req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
-        Err(Status::unimplemented(
-            "HotReload.Rollback is not implemented yet (it lands with the lifecycle work, \
-             issue 4); retained generations are already listed by GetStatus",
-        ))
+        let req = req.into_inner();
+        match pb::Target::try_from(req.target) {
+            Ok(pb::Target::Patterns) => {}
+            Ok(pb::Target::Unspecified) => {
+                return Err(ApiError::invalid("target", "is required (TARGET_PATTERNS)").into());
+            }
+            _ => {
+                return Err(
+                    ApiError::invalid("target", "only TARGET_PATTERNS can be rolled back").into(),
+                );
+            }
+        }
+        check_reason(&req.reason)?;
+        if req.broadcast {
+            return Err(ApiError::Unimplemented(
+                "broadcast rollback is not implemented yet (it needs the Redis bus, issue 3); \
+                 roll back each replica"
+                    .into(),
+            )
+            .into());
+        }
+        let reason = if req.reason.is_empty() {
+            "rollback".to_owned()
+        } else {
+            req.reason
+        };
+        let report = self
+            .state
+            .engine
+            .rollback(req.to_generation, reason)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::RollbackResponse {
+            generation_before: report.generation_before,
+            current: Some(generation_pb(&report.current)),
+            pinned: true,
+        }))
     }
 
     async fn get_status(
@@ -226,7 +260,8 @@ impl HotReload for HotReloadApi {
         &self,
         req: Request<pb::WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let stream = super::watch::open(Arc::clone(&self.state), req.into_inner(), self.state.watch);
+        let stream =
+            super::watch::open(Arc::clone(&self.state), req.into_inner(), self.state.watch);
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -48,12 +48,15 @@ pub(super) struct Batch {
     pub(super) reason: String,
     /// Requests merged into this batch.
     pub(super) requests: usize,
+    /// Whether any merged request came from an explicit source (see `Source::is_automatic`).
+    pub(super) explicit: bool,
     pub(super) waiters: Vec<Waiter>,
 }
 
 #[derive(Default)]
 struct Pending {
     requests: usize,
+    explicit: bool,
     full: bool,
     delta: bool,
     ids: BTreeSet<i64>,
@@ -82,6 +85,7 @@ impl Flight {
             return;
         }
         p.requests += 1;
+        p.explicit |= !req.source.is_automatic();
         if p.first.is_none() {
             p.first = Some((req.source, req.reason));
         }
@@ -145,6 +149,7 @@ impl Pending {
             source,
             reason,
             requests: self.requests,
+            explicit: self.explicit,
             waiters: self.waiters,
         }
     }

@@ -40,7 +40,17 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-async fn execute(inner: &Inner, batch: Batch) {
+async fn execute(inner: &Inner, mut batch: Batch) {
+    let _commit = inner.commit.lock().await;
+    if inner.book().health.pinned.is_some() {
+        if !batch.explicit {
+            hold(inner, batch);
+            return;
+        }
+        // Unpinning: the served content is an old generation's, so only a full read brings
+        // it back in line with the store.
+        batch.plan = Plan::Full;
+    }
     {
         let mut book = inner.book();
         book.health.loading = true;
@@ -51,7 +61,11 @@ async fn execute(inner: &Inner, batch: Batch) {
         source: batch.source,
     });
     let result = match build_plan(inner, &batch.plan).await {
-        Ok(built) => Ok(commit(inner, built, &batch)),
+        Ok(built) => {
+            let report = commit(inner, built, &batch);
+            unpin(inner);
+            Ok(report)
+        }
         Err(e) => {
             record_failure(inner, &batch, &e);
             Err(e)
@@ -62,6 +76,111 @@ async fn execute(inner: &Inner, batch: Batch) {
         // A caller that went away is normal (e.g. a cancelled RPC).
         let _ = waiter.send(result.clone().map(|r| (r, i > 0)));
     }
+}
+
+/// Records an automatic batch as pending while pinned, and answers its waiters with the
+/// current (pinned) generation.
+fn hold(inner: &Inner, batch: Batch) {
+    let pending = {
+        let mut book = inner.book();
+        book.health.pending_changes += batch.requests as u32;
+        book.health.pending_changes
+    };
+    info!(
+        source = batch.source.as_str(),
+        pending, "pinned: automatic reload held"
+    );
+    inner.emit(EventKind::Held {
+        source: batch.source,
+        pending,
+    });
+    let cur = inner.current.load_full();
+    let report = LoadReport {
+        generation_before: cur.number,
+        generation_after: cur.number,
+        counts: ChangeCounts::default(),
+        mode: LoadMode::Noop,
+        rows_read: 0,
+        current: cur,
+        duration: std::time::Duration::ZERO,
+    };
+    for waiter in batch.waiters {
+        let _ = waiter.send(Ok((report.clone(), true)));
+    }
+}
+
+fn unpin(inner: &Inner) {
+    let pending = {
+        let mut book = inner.book();
+        if book.health.pinned.take().is_none() {
+            return;
+        }
+        std::mem::take(&mut book.health.pending_changes)
+    };
+    info!(pending, "unpinned by an explicit reload");
+    inner.emit(EventKind::Unpinned { pending });
+}
+
+/// See [`super::Engine::rollback`].
+pub(super) async fn rollback(
+    inner: &Inner,
+    to: u64,
+    reason: String,
+) -> Result<LoadReport, LoadError> {
+    let _commit = inner.commit.lock().await;
+    let cur = inner.current.load_full();
+    let target = {
+        let book = inner.book();
+        let found = if to == 0 {
+            book.retained.front()
+        } else {
+            book.retained.iter().find(|g| g.number == to)
+        };
+        found.cloned().ok_or_else(|| LoadError::NotRetained {
+            wanted: to,
+            retained: book.retained.iter().map(|g| g.number).collect(),
+        })?
+    };
+    let counts = cur.snapshot.diff(&target.snapshot);
+    let next = Arc::new(Generation {
+        number: cur.number + 1,
+        snapshot: Arc::clone(&target.snapshot),
+        store_revision: target.store_revision,
+        // The cursor stays where the store was read last; unpinning reads everything anyway.
+        cursor: cur.cursor.clone(),
+        loaded_at: Utc::now(),
+        source: super::Source::Rollback,
+        load_duration: std::time::Duration::ZERO,
+        mode: target.mode,
+        reason,
+    });
+    inner.current.store(Arc::clone(&next));
+    {
+        let mut book = inner.book();
+        book.retained.push_front(Arc::clone(&cur));
+        book.retained.truncate(inner.opts.retain);
+        book.health.pinned = Some(next.number);
+        book.health.pending_changes = 0;
+    }
+    info!(
+        generation = next.number,
+        from = target.number,
+        content_hash = %next.snapshot.content_hash(),
+        "rolled back and pinned"
+    );
+    inner.emit(EventKind::RolledBack {
+        generation: Arc::clone(&next),
+        from: target.number,
+    });
+    Ok(LoadReport {
+        generation_before: cur.number,
+        generation_after: next.number,
+        counts,
+        mode: next.mode,
+        rows_read: 0,
+        current: next,
+        duration: std::time::Duration::ZERO,
+    })
 }
 
 /// Builds what `scope` asks for from the current generation, without swapping.

@@ -47,6 +47,8 @@ pub enum Source {
     Signal,
     /// A write through this replica's Patterns RPCs.
     Write,
+    /// A `HotReload.Rollback`.
+    Rollback,
 }
 
 impl Source {
@@ -59,7 +61,14 @@ impl Source {
             Source::Poll => "poll",
             Source::Signal => "signal",
             Source::Write => "write",
+            Source::Rollback => "rollback",
         }
+    }
+
+    /// Automatic sources are held (recorded as pending) while the target is pinned; explicit
+    /// ones (gRPC, writes, signals, startup) unpin it.
+    pub fn is_automatic(self) -> bool {
+        matches!(self, Source::Bus | Source::Poll)
     }
 }
 
@@ -168,6 +177,14 @@ pub enum LoadError {
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     Closed,
+    /// A rollback named a generation that is not retained.
+    #[error("generation {wanted} is not retained (retained: {retained:?})")]
+    NotRetained {
+        /// The generation asked for (0: the previous one).
+        wanted: u64,
+        /// The generations that are retained, newest first.
+        retained: Vec<u64>,
+    },
 }
 
 /// A change the engine announces on its event channel.
@@ -203,6 +220,25 @@ pub enum EventKind {
         /// The error.
         error: String,
     },
+    /// A retained generation is served again (as a new generation) and the target is pinned.
+    RolledBack {
+        /// The new generation (content of the retained one).
+        generation: Arc<Generation>,
+        /// The retained generation whose content it serves.
+        from: u64,
+    },
+    /// The target was unpinned by an explicit reload; `pending` automatic changes were held.
+    Unpinned {
+        /// Automatic reloads that were held while pinned.
+        pending: u32,
+    },
+    /// An automatic reload was held because the target is pinned.
+    Held {
+        /// Who asked.
+        source: Source,
+        /// Held so far.
+        pending: u32,
+    },
 }
 
 /// Load health of the pattern target.
@@ -224,6 +260,10 @@ pub struct TargetHealth {
     pub coalesced_total: u64,
     /// Whether a load is running.
     pub loading: bool,
+    /// The generation a rollback pinned, while pinned.
+    pub pinned: Option<u64>,
+    /// Automatic reloads held since the pin.
+    pub pending_changes: u32,
 }
 
 /// A function every engine event is handed to synchronously, before the requests served by
@@ -273,6 +313,9 @@ struct Book {
 
 struct Inner {
     current: ArcSwap<Generation>,
+    /// Held by the loader for a whole load and by a rollback: the two never interleave, so a
+    /// load built from the pre-rollback generation cannot overwrite the rollback.
+    commit: tokio::sync::Mutex<()>,
     store: Store,
     book: Mutex<Book>,
     flight: Flight,
@@ -302,6 +345,7 @@ impl Engine {
         let (ready, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(Generation::empty()),
+            commit: tokio::sync::Mutex::new(()),
             store,
             book: Mutex::new(Book::default()),
             flight: Flight::default(),
@@ -336,6 +380,13 @@ impl Engine {
         loader::build(&self.inner, &scope)
             .await
             .map(|built| built.report)
+    }
+
+    /// Serves a retained generation again, as a new generation, and pins the target: automatic
+    /// reloads (bus, poll) are then held as pending changes until an explicit reload (which
+    /// reads everything) unpins it. `to` 0 means the previous generation.
+    pub async fn rollback(&self, to: u64, reason: String) -> Result<LoadReport, LoadError> {
+        loader::rollback(&self.inner, to, reason).await
     }
 
     /// The store behind the engine.

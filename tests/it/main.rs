@@ -11,3 +11,4 @@ mod reload;
 mod store;
 mod drain;
 mod watch;
+mod rollback;
