@@ -412,6 +412,21 @@ async fn example_scripts_walk_through() {
         resumed.stdout
     );
 
+    // Rollback: the previous generation is served again, pinned; a reload unpins.
+    let rolled = ex.script("rollback.sh", &[]).await.one();
+    assert!(flag(&rolled, "/pinned"), "{rolled:#}");
+    assert_eq!(
+        text(&rolled, "/current/source"),
+        "RELOAD_SOURCE_ROLLBACK",
+        "{rolled:#}"
+    );
+    let pinned = ex.script("status.sh", &[]).await.one();
+    assert!(flag(&pinned, "/targets/0/pinned"), "{pinned:#}");
+    ex.script("reload.sh", &[]).await.success();
+    let unpinned = ex.script("status.sh", &[]).await.one();
+    assert!(!flag(&unpinned, "/targets/0/pinned"), "{unpinned:#}");
+    assert_matched(&ex.script("match.sh", &[]).await.one(), id);
+
     // Drain: out of rotation (health NOT_SERVING, matching refused), then back.
     let started = ex.script("drain.sh", &["start"]).await.one();
     assert!(flag(&started, "/completed"), "{started:#}");
