@@ -138,7 +138,10 @@ mod tests {
         // Buffer holds 3..=6: resuming after 2 or later replays; after 1 must resync.
         match hub.subscribe(4).0 {
             Start::Replay(events) => {
-                assert_eq!(events.iter().map(|e| e.event_id).collect::<Vec<_>>(), vec![5, 6])
+                assert_eq!(
+                    events.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+                    vec![5, 6]
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -146,9 +149,18 @@ mod tests {
             Start::Replay(events) => assert_eq!(events.len(), 4),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(hub.subscribe(1).0, Start::Snapshot { resync: true }));
-        assert!(matches!(hub.subscribe(99).0, Start::Snapshot { resync: true }));
-        assert!(matches!(hub.subscribe(0).0, Start::Snapshot { resync: false }));
+        assert!(matches!(
+            hub.subscribe(1).0,
+            Start::Snapshot { resync: true }
+        ));
+        assert!(matches!(
+            hub.subscribe(99).0,
+            Start::Snapshot { resync: true }
+        ));
+        assert!(matches!(
+            hub.subscribe(0).0,
+            Start::Snapshot { resync: false }
+        ));
         assert!(matches!(hub.subscribe(6).0, Start::Replay(ref v) if v.is_empty()));
     }
 
@@ -161,6 +173,9 @@ mod tests {
         for _ in 0..5 {
             hub.publish(event(pb::EventKind::Heartbeat)); // never blocks on the slow receiver
         }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(_))));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(_))
+        ));
     }
 }

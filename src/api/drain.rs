@@ -49,14 +49,22 @@ impl Drain for DrainApi {
             Some(d) => convert::std_duration(d)
                 .ok_or_else(|| ApiError::invalid("grace", "must be a non-negative duration"))?,
         };
-        let reason = if req.reason.is_empty() { "StartDrain" } else { &req.reason };
+        let reason = if req.reason.is_empty() {
+            "StartDrain"
+        } else {
+            &req.reason
+        };
         if self.state.drain.start(reason) {
             info!(reason, "draining: health NOT_SERVING, new work refused");
         }
         let (completed, still_running) = if req.wait {
             let (done, still) = self.state.drain.wait_idle(grace).await;
             if !done {
-                warn!(?still, grace_ms = grace.as_millis() as u64, "drain grace expired with work running");
+                warn!(
+                    ?still,
+                    grace_ms = grace.as_millis() as u64,
+                    "drain grace expired with work running"
+                );
             }
             (done, still)
         } else {

@@ -19,7 +19,8 @@ pub use patterns::PatternsApi;
 pub use watch::WatchOptions;
 
 use crate::{
-    engine::Engine, events::EventHub, hits::HitCounter, learn::LearnRules, lifecycle::Drain, normalize::Normalizer,
+    engine::Engine, events::EventHub, hits::HitCounter, learn::LearnRules, lifecycle::Drain,
+    normalize::Normalizer,
 };
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.

@@ -54,7 +54,12 @@ impl Filter {
     }
 }
 
-fn status_event(state: &AppState, kind: pb::EventKind, id: u64, resync: bool) -> pb::WatchStatusResponse {
+fn status_event(
+    state: &AppState,
+    kind: pb::EventKind,
+    id: u64,
+    resync: bool,
+) -> pb::WatchStatusResponse {
     pb::WatchStatusResponse {
         event_id: id,
         at: Some(super::convert::timestamp(chrono::Utc::now())),
@@ -92,7 +97,13 @@ async fn produce(
     };
     let first_ok = match start {
         Start::Snapshot { resync } => {
-            send(status_event(&state, pb::EventKind::Snapshot, last_id, resync)).await
+            send(status_event(
+                &state,
+                pb::EventKind::Snapshot,
+                last_id,
+                resync,
+            ))
+            .await
         }
         Start::Replay(events) => {
             let mut ok = true;

@@ -84,7 +84,11 @@ pub struct Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.drain.update(|s| {
-            let map = if self.stream { &mut s.streams } else { &mut s.requests };
+            let map = if self.stream {
+                &mut s.streams
+            } else {
+                &mut s.requests
+            };
             if let Some(n) = map.get_mut(&self.path) {
                 *n -= 1;
                 if *n == 0 {
@@ -112,7 +116,11 @@ impl Drain {
     /// Counts a request (or stream) on `path` until the returned guard is dropped.
     pub fn track(&self, path: &str, stream: bool) -> Tracked {
         self.update(|s| {
-            let map = if stream { &mut s.streams } else { &mut s.requests };
+            let map = if stream {
+                &mut s.streams
+            } else {
+                &mut s.requests
+            };
             *map.entry(path.to_owned()).or_default() += 1;
         });
         Tracked {
@@ -191,7 +199,13 @@ impl Drain {
             .lock()
             .requests
             .iter()
-            .map(|(path, n)| if *n > 1 { format!("{path} x{n}") } else { path.clone() })
+            .map(|(path, n)| {
+                if *n > 1 {
+                    format!("{path} x{n}")
+                } else {
+                    path.clone()
+                }
+            })
             .collect();
         (false, still)
     }

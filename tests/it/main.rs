@@ -3,12 +3,12 @@
 
 mod binary;
 mod db;
+mod drain;
 mod engine;
 mod grpcurl;
 mod helpers;
 mod patterns_api;
 mod reload;
-mod store;
-mod drain;
-mod watch;
 mod rollback;
+mod store;
+mod watch;
