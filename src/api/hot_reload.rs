@@ -88,6 +88,7 @@ fn mode_pb(m: LoadMode) -> pb::LoadMode {
         LoadMode::Delta => pb::LoadMode::Delta,
         LoadMode::Single => pb::LoadMode::Single,
         LoadMode::Noop => pb::LoadMode::Noop,
+        LoadMode::Invalidate => pb::LoadMode::Invalidate,
     }
 }
 

@@ -3,6 +3,11 @@
 //! Pushing never waits and never allocates per request beyond its waiter, so a burst of bus
 //! messages costs a few set insertions, not a queue of loads. The set of named ids is bounded:
 //! past `MAX_IDS` the batch becomes a delta read, which covers any named row that changed.
+//!
+//! Invalidations (bus `invalidate`: stop serving these ids now) ride in the same batch and are
+//! applied before its load. They cannot be widened into a read the way ids can (a read could
+//! serve the row again), so past `MAX_INVALIDATE` pending ids further ones are dropped and
+//! counted; the loader reports them.
 
 use std::{
     collections::BTreeSet,
@@ -15,6 +20,9 @@ use super::{LoadError, LoadReport, LoadRequest, Scope, Source};
 
 /// Most distinct ids one batch names before it turns into a delta read.
 const MAX_IDS: usize = 1024;
+
+/// Most distinct ids one batch invalidates; more are dropped (and reported).
+pub(super) const MAX_INVALIDATE: usize = 4096;
 
 /// Where a waiting request receives its result and whether it was coalesced.
 pub(super) type Waiter = oneshot::Sender<Result<(LoadReport, bool), LoadError>>;
@@ -30,19 +38,14 @@ pub(super) enum Plan {
     Ids(Vec<i64>),
 }
 
-impl Plan {
-    pub(super) fn from_scope(scope: &Scope) -> Plan {
-        match scope {
-            Scope::Full => Plan::Full,
-            Scope::Delta => Plan::Delta(Vec::new()),
-            Scope::Ids(ids) => Plan::Ids(ids.clone()),
-        }
-    }
-}
-
 /// A set of merged requests, taken by the loader in one go.
 pub(super) struct Batch {
-    pub(super) plan: Plan,
+    /// Ids to stop serving before the load (sorted, distinct).
+    pub(super) invalidate: Vec<i64>,
+    /// Invalidations dropped because the batch already held `MAX_INVALIDATE`.
+    pub(super) invalidate_dropped: usize,
+    /// The load, if any request asked for one (`None`: the batch only invalidates).
+    pub(super) plan: Option<Plan>,
     /// Source and reason of the first request (the one that started the batch).
     pub(super) source: Source,
     pub(super) reason: String,
@@ -56,6 +59,10 @@ pub(super) struct Batch {
 #[derive(Default)]
 struct Pending {
     requests: usize,
+    /// Requests that asked for a load (not only an invalidation).
+    loads: usize,
+    invalidate: BTreeSet<i64>,
+    invalidate_dropped: usize,
     explicit: bool,
     full: bool,
     delta: bool,
@@ -89,7 +96,19 @@ impl Flight {
         if p.first.is_none() {
             p.first = Some((req.source, req.reason));
         }
+        if !matches!(req.scope, Scope::Invalidate(_)) {
+            p.loads += 1;
+        }
         match req.scope {
+            Scope::Invalidate(ids) => {
+                for id in ids {
+                    if p.invalidate.len() < MAX_INVALIDATE || p.invalidate.contains(&id) {
+                        p.invalidate.insert(id);
+                    } else {
+                        p.invalidate_dropped += 1;
+                    }
+                }
+            }
             Scope::Full => p.full = true,
             Scope::Delta => p.delta = true,
             Scope::Ids(ids) => {
@@ -136,15 +155,19 @@ impl Flight {
 impl Pending {
     fn into_batch(self) -> Batch {
         let ids: Vec<i64> = self.ids.into_iter().collect();
-        let plan = if self.full {
-            Plan::Full
+        let plan = if self.loads == 0 {
+            None
+        } else if self.full {
+            Some(Plan::Full)
         } else if self.delta {
-            Plan::Delta(ids)
+            Some(Plan::Delta(ids))
         } else {
-            Plan::Ids(ids)
+            Some(Plan::Ids(ids))
         };
         let (source, reason) = self.first.unwrap_or((Source::Grpc, String::new()));
         Batch {
+            invalidate: self.invalidate.into_iter().collect(),
+            invalidate_dropped: self.invalidate_dropped,
             plan,
             source,
             reason,
@@ -173,14 +196,17 @@ mod tests {
         f.push(req(Scope::Ids(vec![3, 1])), None);
         f.push(req(Scope::Ids(vec![1, 2])), None);
         let b = f.next().await.expect("batch");
-        assert_eq!(b.plan, Plan::Ids(vec![1, 2, 3]));
+        assert_eq!(b.plan, Some(Plan::Ids(vec![1, 2, 3])));
         assert_eq!(b.requests, 2);
         f.push(req(Scope::Ids(vec![9])), None);
         f.push(req(Scope::Delta), None);
-        assert_eq!(f.next().await.expect("batch").plan, Plan::Delta(vec![9]));
+        assert_eq!(
+            f.next().await.expect("batch").plan,
+            Some(Plan::Delta(vec![9]))
+        );
         f.push(req(Scope::Delta), None);
         f.push(req(Scope::Full), None);
-        assert_eq!(f.next().await.expect("batch").plan, Plan::Full);
+        assert_eq!(f.next().await.expect("batch").plan, Some(Plan::Full));
     }
 
     #[tokio::test]
@@ -189,7 +215,38 @@ mod tests {
         for id in 0..(MAX_IDS as i64 + 1) {
             f.push(req(Scope::Ids(vec![id])), None);
         }
-        assert_eq!(f.next().await.expect("batch").plan, Plan::Delta(vec![]));
+        assert_eq!(
+            f.next().await.expect("batch").plan,
+            Some(Plan::Delta(vec![]))
+        );
+    }
+
+    #[tokio::test]
+    async fn invalidations_merge_into_the_batch_and_alone_need_no_load() {
+        let f = Flight::default();
+        f.push(req(Scope::Invalidate(vec![5, 3])), None);
+        f.push(req(Scope::Invalidate(vec![3])), None);
+        let b = f.next().await.expect("batch");
+        assert_eq!((b.invalidate, b.plan, b.requests), (vec![3, 5], None, 2));
+        // Mixed with reloads: invalidate first, then one load for all the reloads.
+        f.push(req(Scope::Invalidate(vec![7])), None);
+        f.push(req(Scope::Ids(vec![7])), None);
+        f.push(req(Scope::Delta), None);
+        let b = f.next().await.expect("batch");
+        assert_eq!(b.invalidate, vec![7]);
+        assert_eq!(b.plan, Some(Plan::Delta(vec![7])));
+    }
+
+    #[tokio::test]
+    async fn invalidations_past_the_bound_are_dropped_and_counted() {
+        let f = Flight::default();
+        let ids: Vec<i64> = (0..(MAX_INVALIDATE as i64 + 10)).collect();
+        f.push(req(Scope::Invalidate(ids)), None);
+        // An id already pending is not a drop.
+        f.push(req(Scope::Invalidate(vec![0])), None);
+        let b = f.next().await.expect("batch");
+        assert_eq!(b.invalidate.len(), MAX_INVALIDATE);
+        assert_eq!(b.invalidate_dropped, 10);
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ async fn execute(inner: &Inner, mut batch: Batch) {
         }
         // Unpinning: the served content is an old generation's, so only a full read brings
         // it back in line with the store.
-        batch.plan = Plan::Full;
+        batch.plan = Some(Plan::Full);
     }
     {
         let mut book = inner.book();
@@ -60,17 +60,40 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     inner.emit(EventKind::ReloadStarted {
         source: batch.source,
     });
-    let result = match build_plan(inner, &batch.plan).await {
-        Ok(built) => {
-            let report = commit(inner, built, &batch);
-            unpin(inner);
-            Ok(report)
-        }
-        Err(e) => {
-            record_failure(inner, &batch, &e);
-            Err(e)
-        }
-    };
+    if batch.invalidate_dropped > 0 {
+        warn!(
+            dropped = batch.invalidate_dropped,
+            limit = super::flight::MAX_INVALIDATE,
+            "too many invalidations pending at once; the extra ones were dropped (their rows \
+             keep serving until the store says otherwise)"
+        );
+    }
+    // Invalidations first, as their own generation: they must take effect even if the load
+    // that follows fails. Before the first load nothing is served, so there is nothing to drop.
+    let mut result = None;
+    if !batch.invalidate.is_empty() && inner.current.load().number > 0 {
+        result = Some(match build_invalidate(inner, &batch.invalidate).await {
+            Ok(built) => Ok(commit(inner, built, &batch)),
+            Err(e) => {
+                record_failure(inner, &batch, &e);
+                Err(e)
+            }
+        });
+    }
+    if let Some(plan) = &batch.plan {
+        result = Some(match build_plan(inner, plan).await {
+            Ok(built) => {
+                let report = commit(inner, built, &batch);
+                unpin(inner);
+                Ok(report)
+            }
+            Err(e) => {
+                record_failure(inner, &batch, &e);
+                Err(e)
+            }
+        });
+    }
+    let result = result.unwrap_or_else(|| Ok(unchanged(inner)));
     inner.book().health.loading = false;
     for (i, waiter) in batch.waiters.into_iter().enumerate() {
         // A caller that went away is normal (e.g. a cancelled RPC).
@@ -94,8 +117,16 @@ fn hold(inner: &Inner, batch: Batch) {
         source: batch.source,
         pending,
     });
+    let report = unchanged(inner);
+    for waiter in batch.waiters {
+        let _ = waiter.send(Ok((report.clone(), true)));
+    }
+}
+
+/// The report of a batch that changed nothing: the current generation, as it is.
+fn unchanged(inner: &Inner) -> LoadReport {
     let cur = inner.current.load_full();
-    let report = LoadReport {
+    LoadReport {
         generation_before: cur.number,
         generation_after: cur.number,
         counts: ChangeCounts::default(),
@@ -103,9 +134,6 @@ fn hold(inner: &Inner, batch: Batch) {
         rows_read: 0,
         current: cur,
         duration: std::time::Duration::ZERO,
-    };
-    for waiter in batch.waiters {
-        let _ = waiter.send(Ok((report.clone(), true)));
     }
 }
 
@@ -185,7 +213,34 @@ pub(super) async fn rollback(
 
 /// Builds what `scope` asks for from the current generation, without swapping.
 pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
-    build_plan(inner, &Plan::from_scope(scope)).await
+    match scope {
+        Scope::Full => build_plan(inner, &Plan::Full).await,
+        Scope::Delta => build_plan(inner, &Plan::Delta(Vec::new())).await,
+        Scope::Ids(ids) => build_plan(inner, &Plan::Ids(ids.clone())).await,
+        Scope::Invalidate(ids) => build_invalidate(inner, ids).await,
+    }
+}
+
+/// The current generation without `ids`: no store read, same cursor and revision (the store
+/// has not been asked anything new).
+async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError> {
+    let started = Instant::now();
+    let cur = inner.current.load_full();
+    let (snapshot, counts) = apply(&cur.snapshot, Vec::new(), ids.to_vec()).await?;
+    Ok(Built {
+        report: LoadReport {
+            generation_before: cur.number,
+            generation_after: cur.number,
+            counts,
+            mode: LoadMode::Invalidate,
+            rows_read: 0,
+            current: Arc::clone(&cur),
+            duration: started.elapsed(),
+        },
+        snapshot,
+        cursor: cur.cursor.clone(),
+        store_revision: cur.store_revision,
+    })
 }
 
 async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {

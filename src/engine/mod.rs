@@ -14,6 +14,8 @@
 
 mod flight;
 mod loader;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::VecDeque,
@@ -83,6 +85,8 @@ pub enum LoadMode {
     Single,
     /// Nothing changed in the store.
     Noop,
+    /// No store read: named rows were dropped from the served set (a bus `invalidate`).
+    Invalidate,
 }
 
 /// What a load should read.
@@ -94,6 +98,10 @@ pub enum Scope {
     Full,
     /// These rows only (served, changed or removed as the store says).
     Ids(Vec<i64>),
+    /// Stop serving these rows now, without reading the store, until a load that reads them
+    /// says otherwise (a full load, a load of the id, or a delta that sees the row change).
+    /// Applied before the load of the batch it is merged into; ignored before the first load.
+    Invalidate(Vec<i64>),
 }
 
 /// A request for a new generation.
