@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
-use crate::{normalize::Profile, store::redact_url};
+use crate::{bus::Secret, normalize::Profile, store::redact_url};
 
 /// hotplane: hot-reloads learned patterns and other in-memory state without restarts.
 #[derive(Debug, Parser)]
@@ -132,6 +132,57 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http2_keepalive_timeout: Duration,
 
+    /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or `rediss://`
+    /// for TLS. Unset: single-instance mode, no bus (the poll still runs).
+    #[arg(long, env = "HOTPLANE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// PubSub channel of reload events (the legacy deployment uses `pilotpros:patterns:reload`).
+    #[arg(
+        long,
+        env = "HOTPLANE_BUS_CHANNEL",
+        default_value = "hotplane:patterns:reload"
+    )]
+    pub bus_channel: String,
+
+    /// Shared secret: when set, every bus message must be signed (HMAC-SHA256) and fresh.
+    /// Prefer the environment variable (flags show in `ps`); `RELOAD_MESSAGE_SECRET` is accepted
+    /// as an alias.
+    #[arg(long, env = "HOTPLANE_BUS_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub bus_secret: Option<Secret>,
+
+    /// The legacy name of the bus secret, used when `HOTPLANE_BUS_SECRET` is unset.
+    #[arg(long = "reload-message-secret", env = "RELOAD_MESSAGE_SECRET", hide = true, hide_env_values = true, value_parser = parse_secret)]
+    pub reload_message_secret: Option<Secret>,
+
+    /// Signed mode: how far a message's `ts` may be from now (either way), and how long event
+    /// ids are remembered to refuse replays.
+    #[arg(long, env = "HOTPLANE_BUS_REPLAY_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub bus_replay_window: Duration,
+
+    /// First delay before reconnecting to Redis; it doubles (with jitter) up to
+    /// `--bus-reconnect-max`, and starts over after a successful subscribe.
+    #[arg(long, env = "HOTPLANE_BUS_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub bus_reconnect_min: Duration,
+
+    /// Longest delay between reconnect attempts (retries never stop).
+    #[arg(long, env = "HOTPLANE_BUS_RECONNECT_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub bus_reconnect_max: Duration,
+
+    /// How often the subscription connection is PINGed, to detect half-open connections.
+    #[arg(long, env = "HOTPLANE_BUS_PING_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub bus_ping_interval: Duration,
+
+    /// Longest a Redis connect, subscribe, PING or PUBLISH may take before the connection is
+    /// considered dead.
+    #[arg(long, env = "HOTPLANE_BUS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub bus_timeout: Duration,
+
+    /// Backstop: how often to ask the store for changes a lost bus message would have announced
+    /// (a cheap delta; `0s` disables it).
+    #[arg(long, env = "HOTPLANE_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
     #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]
     pub log_filter: String,
@@ -155,6 +206,10 @@ impl std::fmt::Debug for Config {
             .field("learn_auto_approve", &self.learn_auto_approve)
             .field("retain_generations", &self.retain_generations)
             .field("hit_flush_interval", &self.hit_flush_interval)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("bus_channel", &self.bus_channel)
+            .field("bus_secret", &self.bus_secret())
+            .field("poll_interval", &self.poll_interval)
             .finish_non_exhaustive()
     }
 }
@@ -169,7 +224,22 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Parses a secret; an empty one is a mistake (it would sign with an empty key).
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    if text.is_empty() {
+        return Err("the bus secret must not be empty".into());
+    }
+    Ok(Secret::new(text))
+}
+
 impl Config {
+    /// The bus secret: `HOTPLANE_BUS_SECRET`, else its legacy alias `RELOAD_MESSAGE_SECRET`.
+    pub fn bus_secret(&self) -> Option<&Secret> {
+        self.bus_secret
+            .as_ref()
+            .or(self.reload_message_secret.as_ref())
+    }
+
     /// The defaults with a given database URL and a port-0 listener: what tests start from.
     pub fn for_database(database_url: impl Into<String>) -> Config {
         let mut cfg = Cli::parse_from(["hotplane"]).config;
@@ -200,6 +270,32 @@ impl Config {
         }
         if self.event_capacity == 0 {
             return bad("event-capacity", "must be at least 1");
+        }
+        if let (Some(a), Some(b)) = (&self.bus_secret, &self.reload_message_secret)
+            && a != b
+        {
+            return bad(
+                "bus-secret",
+                "HOTPLANE_BUS_SECRET and RELOAD_MESSAGE_SECRET differ; set only one",
+            );
+        }
+        if self.bus_channel.is_empty() {
+            return bad("bus-channel", "must not be empty");
+        }
+        if self.bus_timeout.is_zero() || self.bus_ping_interval.is_zero() {
+            return bad(
+                "bus-timeout",
+                "bus timeouts and intervals must be greater than zero",
+            );
+        }
+        if self.bus_reconnect_min.is_zero() || self.bus_reconnect_max < self.bus_reconnect_min {
+            return bad(
+                "bus-reconnect-max",
+                "reconnect delays must be positive, the maximum at least the minimum",
+            );
+        }
+        if self.bus_replay_window.is_zero() {
+            return bad("bus-replay-window", "must be greater than zero");
         }
         Ok(())
     }
@@ -240,6 +336,43 @@ mod tests {
         let err = cli.config.validate().expect_err("1.5 is out of range");
         assert!(err.to_string().contains("learn-min-confidence"));
         assert!(Cli::try_parse_from(["hotplane", "--normalize-profile", "nope"]).is_err());
+    }
+
+    #[test]
+    fn bus_settings_parse_the_secret_has_an_alias_and_debug_hides_it() {
+        let cli = Cli::try_parse_from([
+            "hotplane",
+            "--redis-url",
+            "redis://bus:pa55@cache:6379/2",
+            "--bus-channel",
+            "pilotpros:patterns:reload",
+            "--reload-message-secret",
+            "legacy-secret",
+            "--poll-interval",
+            "0s",
+        ])
+        .expect("parses");
+        let cfg = cli.config;
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.bus_secret(), Some(&Secret::new("legacy-secret")));
+        assert!(cfg.poll_interval.is_zero());
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("pa55")
+                && !shown.contains("legacy-secret")
+                && shown.contains("bus:***@cache"),
+            "{shown}"
+        );
+        let both = Cli::try_parse_from([
+            "hotplane",
+            "--bus-secret",
+            "a",
+            "--reload-message-secret",
+            "b",
+        ])
+        .expect("parses");
+        assert!(both.config.validate().is_err(), "two different secrets");
+        assert!(Cli::try_parse_from(["hotplane", "--bus-secret", ""]).is_err());
     }
 
     #[test]

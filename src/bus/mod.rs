@@ -1,0 +1,229 @@
+//! The Redis bus: reload events between replicas, over one PubSub channel.
+//!
+//! - [`envelope`]: the message format, its checks and signing (pure).
+//! - `subscriber`: one task that stays subscribed forever (reconnects with backoff, PINGs to
+//!   catch half-open connections, runs a catch-up reload after every subscribe) and turns each
+//!   valid message into an engine request.
+//! - `publisher`: announces this replica's changes to the others.
+//! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
+//!   with or without Redis.
+//!
+//! The bus never changes served state itself: it only asks the engine ([`Engine::request`]),
+//! so bus reloads coalesce with every other source. It never blocks startup either: Redis being
+//! down is a status, not an error.
+
+pub mod backstop;
+pub mod envelope;
+mod publisher;
+mod subscriber;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::{sync::watch, task::JoinHandle};
+
+pub use envelope::{Action, Reason, Secret};
+
+use crate::{engine::Engine, store::redact_url};
+
+/// Bus settings (from `--redis-url` and the `--bus-*` flags).
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    /// Redis URL: `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS.
+    pub redis_url: String,
+    /// The PubSub channel.
+    pub channel: String,
+    /// Signed mode when set: every message must carry a valid `sig`, `ts` and `event_id`.
+    pub secret: Option<Secret>,
+    /// This instance's id, sent as `origin` and used to skip our own events.
+    pub instance_id: String,
+    /// First reconnect delay.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How often the subscription connection is PINGed.
+    pub ping_interval: Duration,
+    /// Longest a connect, subscribe, PING or PUBLISH may take before the connection is
+    /// considered dead.
+    pub timeout: Duration,
+    /// Signed mode: how far `ts` may be from now, and how long event ids are remembered.
+    pub replay_window: Duration,
+}
+
+/// Why the bus could not start (only a malformed URL: an unreachable Redis is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL {url}: {source}")]
+pub struct BusError {
+    /// The URL without password.
+    url: String,
+    /// What redis-rs said.
+    #[source]
+    source: redis::RedisError,
+}
+
+/// Why a publish failed. The local change it announces has succeeded regardless.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("publishing to Redis channel {channel} failed: {reason}")]
+pub struct PublishError {
+    /// The channel.
+    pub channel: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// What `GetStatus` shows about the bus.
+#[derive(Debug, Clone, Default)]
+pub struct BusStatus {
+    /// Whether a Redis URL is configured.
+    pub enabled: bool,
+    /// Whether the subscription is up now.
+    pub connected: bool,
+    /// The channel.
+    pub channel: String,
+    /// The Redis URL without password.
+    pub redis_url: String,
+    /// Whether messages must be signed.
+    pub signed: bool,
+    /// Since when the current subscription is up.
+    pub connected_since: Option<DateTime<Utc>>,
+    /// The most recent connection error (kept after reconnecting; see `last_error_at`).
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// When the next connection attempt is due, while disconnected.
+    pub next_retry_at: Option<DateTime<Utc>>,
+    /// Subscriptions re-established after a lost connection.
+    pub reconnects: u64,
+    /// Messages received on the channel.
+    pub messages_received: u64,
+    /// Messages that became engine requests.
+    pub messages_applied: u64,
+    /// Rejected messages by reason (every reason listed, zeros included).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Our own events, skipped.
+    pub self_skipped: u64,
+    /// When the last message arrived.
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Events this instance published.
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_failures: u64,
+    /// The most recent publish error.
+    pub last_publish_error: Option<String>,
+}
+
+/// Shared by the subscriber, the publisher and status readers. A std `Mutex`: held for a few
+/// field updates, never across an `.await`.
+#[derive(Debug)]
+struct Shared {
+    /// Settings.
+    opts: BusOptions,
+    /// The status being kept.
+    status: Mutex<BusStatus>,
+    /// Announces changes.
+    publisher: publisher::Publisher,
+}
+
+impl Shared {
+    fn status(&self) -> MutexGuard<'_, BusStatus> {
+        // Counters stay usable even if a holder panicked.
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to the bus; disabled when no Redis URL is configured. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Bus {
+    /// `None` when disabled.
+    shared: Option<Arc<Shared>>,
+}
+
+impl Bus {
+    /// No bus: single-instance mode.
+    pub fn disabled() -> Bus {
+        Bus { shared: None }
+    }
+
+    /// Starts the subscriber task (it connects in the background and retries forever) and
+    /// returns the handle and the task. Fails only for a malformed URL.
+    pub fn start(
+        opts: BusOptions,
+        engine: Engine,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Bus, JoinHandle<()>), BusError> {
+        // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
+        // only when one is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = redis::Client::open(opts.redis_url.as_str()).map_err(|source| BusError {
+            url: redact_url(&opts.redis_url),
+            source,
+        })?;
+        let status = BusStatus {
+            enabled: true,
+            channel: opts.channel.clone(),
+            redis_url: redact_url(&opts.redis_url),
+            signed: opts.secret.is_some(),
+            rejected: Reason::REJECTIONS.iter().map(|r| (r.as_str(), 0)).collect(),
+            ..BusStatus::default()
+        };
+        let shared = Arc::new(Shared {
+            publisher: publisher::Publisher::new(client.clone(), &opts),
+            opts,
+            status: Mutex::new(status),
+        });
+        let task = tokio::spawn(subscriber::run(Arc::clone(&shared), client, engine, stop));
+        Ok((
+            Bus {
+                shared: Some(shared),
+            },
+            task,
+        ))
+    }
+
+    /// Whether a Redis URL is configured.
+    pub fn enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// A snapshot of the bus status (`enabled: false` and nothing else when disabled).
+    pub fn status(&self) -> BusStatus {
+        match &self.shared {
+            Some(s) => s.status().clone(),
+            None => BusStatus::default(),
+        }
+    }
+
+    /// Announces a change that this instance has already applied and served: a `reload` of
+    /// `pattern_id` (or of whatever changed, without one) carrying our id as `origin`, so the
+    /// other replicas reload and we skip it. `Ok` without publishing when the bus is disabled.
+    pub async fn announce(
+        &self,
+        pattern_id: Option<i64>,
+        revision: i64,
+    ) -> Result<(), PublishError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let result = shared.publisher.publish(pattern_id, revision).await;
+        let mut st = shared.status();
+        match &result {
+            Ok(()) => st.published += 1,
+            Err(e) => {
+                st.publish_failures += 1;
+                st.last_publish_error = Some(e.reason.clone());
+                drop(st);
+                tracing::warn!(
+                    error = %e,
+                    pattern_id,
+                    "could not announce a change on the bus: the other replicas serve it after \
+                     their next poll or catch-up. Check Redis (see GetStatus.bus)"
+                );
+            }
+        }
+        result
+    }
+}
