@@ -61,24 +61,8 @@ async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
         .connect()
         .await
         .expect("connect");
-    let mut health = HealthClient::new(channel.clone());
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("health watch")
-        .into_inner();
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(m) = watch.message().await.expect("stream") {
-            if m.status == ServingStatus::Serving as i32 {
-                return;
-            }
-        }
-        panic!("health stream ended before SERVING");
-    })
-    .await
-    .expect("SERVING before the deadline");
+    let health = HealthClient::new(channel.clone());
+    crate::helpers::wait_serving(&health).await;
     let status = HotReloadClient::new(channel.clone())
         .get_status(pb::GetStatusRequest {})
         .await
@@ -87,7 +71,6 @@ async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
     assert_eq!(status.store.expect("store").backend, "sqlite");
 
     // Long-lived streams are the lifecycle work's to close (issue 4); the probe here is done.
-    drop(watch);
     drop(health);
     drop(channel);
     let pid = child.id().expect("pid").to_string();

@@ -1,7 +1,7 @@
 //! The test application: the real server on a port-0 listener over a fresh database, with
 //! generated gRPC clients. Every integration test starts from here.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hotplane::{
     config::Config,
@@ -43,8 +43,9 @@ pub struct TestApp {
     pub health: HealthClient<Channel>,
     /// The server's engine (to wait on generations without polling).
     pub engine: Engine,
-    /// The database behind the server (dropped after the server stops).
-    pub db: TestDb,
+    /// The database behind the server (dropped after the server stops; several apps may share
+    /// one, and the last to go drops it).
+    pub db: Arc<TestDb>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -69,8 +70,9 @@ impl TestApp {
         app
     }
 
-    /// Builds and starts a server with a prepared config, without waiting for readiness.
-    pub async fn start(config: Config, db: TestDb) -> TestApp {
+    /// Builds and starts a server with a prepared config, without waiting for readiness. Pass
+    /// an `Arc<TestDb>` clone to start several servers on one database.
+    pub async fn start(config: Config, db: impl Into<Arc<TestDb>>) -> TestApp {
         let app = Application::build(config)
             .await
             .expect("application builds");
@@ -92,33 +94,15 @@ impl TestApp {
             reload: HotReloadClient::new(channel.clone()),
             health: HealthClient::new(channel),
             engine,
-            db,
+            db: db.into(),
             stop: Some(stop_tx),
             server: Some(server),
         }
     }
 
-    /// Waits until health reports SERVING (after the first pattern load), as a client would:
-    /// on the health Watch stream, not by polling.
+    /// Waits until health reports SERVING (after the first pattern load).
     pub async fn wait_ready(&self) {
-        let mut health = self.health.clone();
-        let mut stream = health
-            .watch(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .expect("health watch")
-            .into_inner();
-        tokio::time::timeout(DEADLINE, async {
-            while let Some(msg) = stream.message().await.expect("health stream") {
-                if msg.status == ServingStatus::Serving as i32 {
-                    return;
-                }
-            }
-            panic!("health stream ended before SERVING");
-        })
-        .await
-        .expect("server became SERVING before the deadline");
+        wait_serving(&self.health).await;
     }
 
     /// Stops the server gracefully and returns what `run_until_stopped` returned.
@@ -139,6 +123,41 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// Waits until the overall health is SERVING, as a client would: on the health Watch stream,
+/// not by polling.
+pub async fn wait_serving(health: &HealthClient<Channel>) {
+    let mut stream = health
+        .clone()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health watch")
+        .into_inner();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(msg) = stream.message().await.expect("health stream") {
+            if msg.status == ServingStatus::Serving as i32 {
+                return;
+            }
+        }
+        panic!("health stream ended before SERVING");
+    })
+    .await
+    .expect("SERVING before the deadline");
+}
+
+/// The pattern target's status, from GetStatus.
+pub async fn patterns_status(app: &TestApp) -> pb::TargetStatus {
+    app.reload
+        .clone()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .targets
+        .remove(0)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline. For state that

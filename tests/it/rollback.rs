@@ -7,17 +7,7 @@ use hotplane::{
 };
 use tonic::Code;
 
-use crate::helpers::{Backend, DEADLINE, TestApp, learn_req, reload_req, served};
-
-async fn status(app: &mut TestApp) -> pb::TargetStatus {
-    app.reload
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .targets
-        .remove(0)
-}
+use crate::helpers::{Backend, DEADLINE, TestApp, learn_req, patterns_status, reload_req, served};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
@@ -33,7 +23,7 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
         .learn_pattern(learn_req("primo pattern", "a", 0.95))
         .await
         .expect("learn");
-    let good = status(&mut app).await.current.expect("gen");
+    let good = patterns_status(&app).await.current.expect("gen");
     app.patterns
         .learn_pattern(learn_req("pattern sbagliato", "b", 0.95))
         .await
@@ -79,7 +69,7 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
             .expect("held");
         assert_eq!(held.generation_after, cur.generation);
     }
-    let t = status(&mut app).await;
+    let t = patterns_status(&app).await;
     assert!(t.pinned);
     assert_eq!(t.pending_changes, 2);
     assert!(
@@ -96,7 +86,7 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
         .into_inner();
     assert_eq!(r.mode, pb::LoadMode::Full as i32);
     assert!(served(&mut app, "pattern sbagliato").await.is_some());
-    let t = status(&mut app).await;
+    let t = patterns_status(&app).await;
     assert!(!t.pinned && t.pending_changes == 0);
 
     // The stream showed rollback, pin and unpin, in that order.
