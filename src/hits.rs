@@ -16,7 +16,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::store::{HitDelta, Store};
+use crate::{
+    engine::Engine,
+    store::{HitDelta, Store},
+};
 
 const SHARDS: usize = 16;
 
@@ -124,10 +127,11 @@ impl HitCounter {
         Ok(total)
     }
 
-    /// Flushes every `interval` until `stop` turns true, then flushes one last time.
+    /// Flushes every `interval` until `stop` turns true, then flushes one last time. Each flush
+    /// writes to the engine's current store, so a blue/green store swap takes the counts along.
     pub async fn run_flusher(
         self: Arc<Self>,
-        store: Store,
+        engine: Engine,
         interval: Duration,
         batch: usize,
         mut stop: watch::Receiver<bool>,
@@ -139,7 +143,7 @@ impl HitCounter {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
-            match self.flush(&store, batch).await {
+            match self.flush(&engine.store(), batch).await {
                 Ok(0) => {}
                 Ok(n) => debug!(patterns = n, "hit counts flushed"),
                 Err(e) => warn!(
@@ -149,7 +153,7 @@ impl HitCounter {
                 ),
             }
         }
-        if let Err(e) = self.flush(&store, batch).await {
+        if let Err(e) = self.flush(&engine.store(), batch).await {
             warn!(error = %e, lost = self.pending(), "final hit-count flush failed at shutdown");
         }
     }

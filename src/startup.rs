@@ -126,13 +126,13 @@ impl Application {
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
-                engine,
+                engine.clone(),
                 state.drain.clone(),
                 health.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(Arc::clone(&state.hits).run_flusher(
-                store,
+                engine.clone(),
                 config.hit_flush_interval,
                 config.hit_flush_batch,
                 stop_rx,

@@ -112,7 +112,7 @@ impl PatternsApi {
 }
 
 impl AppState {
-    fn store(&self) -> &crate::store::Store {
+    fn store(&self) -> std::sync::Arc<crate::store::Store> {
         self.engine.store()
     }
 }

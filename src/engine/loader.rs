@@ -7,13 +7,13 @@ use chrono::Utc;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    EventKind, Generation, Inner, LoadError, LoadMode, LoadReport, Scope,
+    EventKind, Generation, Inner, LoadError, LoadMode, LoadReport, Scope, Source,
     flight::{Batch, Plan},
 };
 use crate::{
     model::PatternRow,
     snapshot::{ChangeCounts, PatternSnapshot},
-    store::Cursor,
+    store::{Cursor, Store},
 };
 
 /// A generation built but not yet swapped in.
@@ -73,25 +73,27 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     let mut result = None;
     if !batch.invalidate.is_empty() && inner.current.load().number > 0 {
         result = Some(match build_invalidate(inner, &batch.invalidate).await {
-            Ok(built) => Ok(commit(inner, built, &batch)),
+            Ok(built) => Ok(commit(inner, built, batch.source, &batch.reason)),
             Err(e) => {
-                record_failure(inner, &batch, &e);
+                record_failure(inner, batch.source, &e);
                 Err(e)
             }
         });
     }
     if let Some(plan) = &batch.plan {
-        result = Some(match build_plan(inner, plan).await {
-            Ok(built) => {
-                let report = commit(inner, built, &batch);
-                unpin(inner);
-                Ok(report)
-            }
-            Err(e) => {
-                record_failure(inner, &batch, &e);
-                Err(e)
-            }
-        });
+        result = Some(
+            match build_plan(inner, plan, &inner.store.load_full(), false).await {
+                Ok(built) => {
+                    let report = commit(inner, built, batch.source, &batch.reason);
+                    unpin(inner);
+                    Ok(report)
+                }
+                Err(e) => {
+                    record_failure(inner, batch.source, &e);
+                    Err(e)
+                }
+            },
+        );
     }
     let result = result.unwrap_or_else(|| Ok(unchanged(inner)));
     inner.book().health.loading = false;
@@ -211,12 +213,63 @@ pub(super) async fn rollback(
     })
 }
 
+/// See [`super::Engine::swap_store`].
+pub(super) async fn swap_store(
+    inner: &Inner,
+    new: Store,
+    reason: String,
+) -> Result<LoadReport, LoadError> {
+    let _commit = inner.commit.lock().await;
+    inner.emit(EventKind::ReloadStarted {
+        source: Source::Grpc,
+    });
+    // Everything is read from the new store before anything is swapped: on any failure the old
+    // store and the old generation keep serving.
+    let built = match build_plan(inner, &Plan::Full, &new, true).await {
+        Ok(built) => built,
+        Err(e) => {
+            record_failure(inner, Source::Grpc, &e);
+            new.close().await;
+            return Err(e);
+        }
+    };
+    let old = inner.store.swap(Arc::new(new));
+    let report = commit(inner, built, Source::Grpc, &reason);
+    unpin(inner);
+    info!(
+        old = old.backend(),
+        new = inner.store.load().backend(),
+        generation = report.generation_after,
+        "store swapped; closing the old pool once its running queries finish"
+    );
+    // Closing waits for checked-out connections to come back, so queries already running on
+    // the old pool finish; nothing new is sent to it.
+    tokio::spawn(async move { old.close().await });
+    Ok(report)
+}
+
 /// Builds what `scope` asks for from the current generation, without swapping.
 pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
     match scope {
-        Scope::Full => build_plan(inner, &Plan::Full).await,
-        Scope::Delta => build_plan(inner, &Plan::Delta(Vec::new())).await,
-        Scope::Ids(ids) => build_plan(inner, &Plan::Ids(ids.clone())).await,
+        Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full(), false).await,
+        Scope::Delta => {
+            build_plan(
+                inner,
+                &Plan::Delta(Vec::new()),
+                &inner.store.load_full(),
+                false,
+            )
+            .await
+        }
+        Scope::Ids(ids) => {
+            build_plan(
+                inner,
+                &Plan::Ids(ids.clone()),
+                &inner.store.load_full(),
+                false,
+            )
+            .await
+        }
         Scope::Invalidate(ids) => build_invalidate(inner, ids).await,
     }
 }
@@ -243,16 +296,22 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
     })
 }
 
-async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
+/// Builds `plan` from `store`. `new_store`: the store replaces the current one (blue/green), so
+/// its revisions are not comparable with what is served and the backwards guard is skipped.
+async fn build_plan(
+    inner: &Inner,
+    plan: &Plan,
+    store: &Store,
+    new_store: bool,
+) -> Result<Built, LoadError> {
     let started = Instant::now();
     let cur = inner.current.load_full();
-    let store = &inner.store;
     let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
 
     let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
         (Plan::Full, _) | (_, None) => {
             let full = store.load_full().await.map_err(store_err)?;
-            if cur.number > 0 && full.revision < cur.store_revision {
+            if !new_store && cur.number > 0 && full.revision < cur.store_revision {
                 return Err(LoadError::Invalid(format!(
                     "the store's revision went backwards ({} < {} served): refusing to replace \
                      newer content with an older read",
@@ -280,7 +339,7 @@ async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
             let delta = store.load_delta(since).await.map_err(store_err)?;
             let mut changed = delta.changed;
             let mut deleted = delta.deleted;
-            let extra = load_named(inner, ids, &mut deleted).await?;
+            let extra = load_named(store, ids, &mut deleted).await?;
             let rows_read = changed.len() + deleted.len() + extra.len();
             changed.extend(extra);
             let revision = delta.revision.max(cur.store_revision);
@@ -307,7 +366,7 @@ async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
         }
         (Plan::Ids(ids), Some(since)) => {
             let mut deleted = Vec::new();
-            let rows = load_named(inner, ids, &mut deleted).await?;
+            let rows = load_named(store, ids, &mut deleted).await?;
             let rows_read = rows.len() + deleted.len();
             let revision = rows
                 .iter()
@@ -344,15 +403,14 @@ async fn build_plan(inner: &Inner, plan: &Plan) -> Result<Built, LoadError> {
 
 /// Reads named rows; ids the store no longer has are added to `deleted`.
 async fn load_named(
-    inner: &Inner,
+    store: &Store,
     ids: &[i64],
     deleted: &mut Vec<i64>,
 ) -> Result<Vec<PatternRow>, LoadError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = inner
-        .store
+    let rows = store
         .load_ids(ids)
         .await
         .map_err(|e| LoadError::Store(e.to_string()))?;
@@ -383,7 +441,7 @@ async fn off_thread<T: Send + 'static>(
 
 /// Swaps the built generation in (a new number only if the content changed, or on the first
 /// load) and records the success.
-fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
+fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadReport {
     let cur = built.report.current;
     let first = cur.number == 0;
     let changed = first || built.report.counts.any();
@@ -393,7 +451,7 @@ fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
         store_revision: built.store_revision,
         cursor: built.cursor,
         loaded_at: if changed { Utc::now() } else { cur.loaded_at },
-        source: if changed { batch.source } else { cur.source },
+        source: if changed { source } else { cur.source },
         load_duration: if changed {
             built.report.duration
         } else {
@@ -401,7 +459,7 @@ fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
         },
         mode: if changed { built.report.mode } else { cur.mode },
         reason: if changed {
-            batch.reason.clone()
+            reason.to_owned()
         } else {
             cur.reason.clone()
         },
@@ -445,7 +503,7 @@ fn commit(inner: &Inner, built: Built, batch: &Batch) -> LoadReport {
     }
 }
 
-fn record_failure(inner: &Inner, batch: &Batch, e: &LoadError) {
+fn record_failure(inner: &Inner, source: Source, e: &LoadError) {
     let failures = {
         let mut book = inner.book();
         let h = &mut book.health;
@@ -463,7 +521,7 @@ fn record_failure(inner: &Inner, batch: &Batch, e: &LoadError) {
          connection and the rows named in the error, then retry with HotReload.Reload"
     );
     inner.emit(EventKind::ReloadFailed {
-        source: batch.source,
+        source: source,
         error: e.to_string(),
     });
 }

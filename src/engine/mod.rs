@@ -324,7 +324,8 @@ struct Inner {
     /// Held by the loader for a whole load and by a rollback: the two never interleave, so a
     /// load built from the pre-rollback generation cannot overwrite the rollback.
     commit: tokio::sync::Mutex<()>,
-    store: Store,
+    /// The pattern store; swapped blue/green by `swap_store`.
+    store: ArcSwap<Store>,
     book: Mutex<Book>,
     flight: Flight,
     events: broadcast::Sender<EngineEvent>,
@@ -354,7 +355,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(Generation::empty()),
             commit: tokio::sync::Mutex::new(()),
-            store,
+            store: ArcSwap::from_pointee(store),
             book: Mutex::new(Book::default()),
             flight: Flight::default(),
             events,
@@ -397,9 +398,16 @@ impl Engine {
         loader::rollback(&self.inner, to, reason).await
     }
 
+    /// Replaces the store (blue/green): reads everything from `new` first and, only if that
+    /// succeeds, swaps both the store and the served generation, then closes the old pool once
+    /// its running queries finish. On failure the old store keeps serving and `new` is closed.
+    pub async fn swap_store(&self, new: Store, reason: String) -> Result<LoadReport, LoadError> {
+        loader::swap_store(&self.inner, new, reason).await
+    }
+
     /// The store behind the engine.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    pub fn store(&self) -> Arc<Store> {
+        self.inner.store.load_full()
     }
 
     /// Load health.

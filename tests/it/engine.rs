@@ -124,3 +124,91 @@ async fn events_retention_noops_and_failures() {
         .expect_err("closed");
     assert!(closed.to_string().contains("shutting down"));
 }
+
+/// Blue/green store swap: everything is read from the new store before anything is swapped;
+/// a store that cannot be read is refused and the old one keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_store_is_all_or_nothing() {
+    let blue = TestDb::sqlite().await;
+    let green = TestDb::sqlite().await;
+    let broken = TestDb::sqlite().await;
+    let blue_store = blue.store().await;
+    blue_store
+        .learn(&pattern("solo in blu"))
+        .await
+        .expect("learn");
+    let green_store = green.store().await;
+    green_store
+        .learn(&pattern("solo in verde"))
+        .await
+        .expect("learn");
+    green_store
+        .learn(&pattern("anche in verde"))
+        .await
+        .expect("learn");
+    let engine = Engine::start(blue_store, EngineOptions::default());
+    engine
+        .reload(request(Scope::Full))
+        .await
+        .expect("first load");
+    let served = |e: &Engine, text: &str| e.current().snapshot.lookup(text, None).is_some();
+    assert!(served(&engine, "solo in blu"));
+
+    // A store whose table is gone: refused, nothing changes.
+    let broken_store = broken.store().await;
+    sql(
+        &broken,
+        &["ALTER TABLE auto_learned_patterns RENAME TO gone"],
+    )
+    .await;
+    let before = engine.current().number;
+    let err = engine
+        .swap_store(broken_store, "bad".into())
+        .await
+        .expect_err("unreadable store refused");
+    assert!(
+        err.to_string().contains("reading the store failed"),
+        "{err}"
+    );
+    assert_eq!(engine.current().number, before);
+    assert!(served(&engine, "solo in blu"));
+    engine
+        .store()
+        .learn(&pattern("ancora in blu"))
+        .await
+        .expect("writes still go to blue");
+    assert_eq!(
+        blue.client()
+            .await
+            .int("SELECT count(*) FROM auto_learned_patterns")
+            .await,
+        2
+    );
+
+    // The green store: swapped in with its content, as a new generation.
+    let report = engine
+        .swap_store(green_store, "move to green".into())
+        .await
+        .expect("swap");
+    assert_eq!(report.generation_after, before + 1);
+    assert_eq!(report.mode, LoadMode::Full);
+    assert!(served(&engine, "solo in verde") && served(&engine, "anche in verde"));
+    assert!(!served(&engine, "solo in blu"));
+    engine
+        .store()
+        .learn(&pattern("scritto dopo lo scambio"))
+        .await
+        .expect("learn");
+    assert_eq!(
+        green
+            .client()
+            .await
+            .int("SELECT count(*) FROM auto_learned_patterns")
+            .await,
+        3,
+        "writes go to the new store"
+    );
+    // Deltas now follow the new store.
+    let (r, _) = engine.reload(request(Scope::Delta)).await.expect("delta");
+    assert!(r.counts.added == 1 && served(&engine, "scritto dopo lo scambio"));
+}
