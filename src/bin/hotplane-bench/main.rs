@@ -12,15 +12,18 @@
 //! `--database-url` as `hotplane_bench_*` and dropped at the end; SQLite files live in a
 //! temporary directory. Servers listen on loopback only. Loops are bounded by count and time.
 
+mod burst;
 mod data;
 mod db;
 mod lookup;
+mod matching;
 mod reload;
 mod report;
 mod server;
 mod stats;
+mod under_load;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 
@@ -41,6 +44,13 @@ enum Scenario {
     /// Full and delta reloads through the engine on PostgreSQL and SQLite, start to SERVING,
     /// memory per pattern.
     Reload,
+    /// MatchPattern p99 over gRPC while full reloads run back to back, vs idle.
+    ReloadUnderLoad,
+    /// Many `Engine::request` calls at once (the bus path): loads run, time until idle.
+    Burst,
+    /// Closed-loop gRPC throughput and latency of MatchPattern and BatchMatchPatterns vs a
+    /// bare tonic server.
+    Match,
 }
 
 impl Scenario {
@@ -48,6 +58,9 @@ impl Scenario {
         match self {
             Scenario::Lookup => "lookup",
             Scenario::Reload => "reload",
+            Scenario::ReloadUnderLoad => "reload-under-load",
+            Scenario::Burst => "burst",
+            Scenario::Match => "match",
         }
     }
 
@@ -59,6 +72,11 @@ impl Scenario {
             Scenario::Reload => {
                 "Engine::reload over a real Store vs the raw fetch of the same rows, alternately"
             }
+            Scenario::ReloadUnderLoad => {
+                "MatchPattern over gRPC, closed loop, while HotReload.Reload(full) runs back to back"
+            }
+            Scenario::Burst => "Engine::request bursts over a PostgreSQL store (the bus path)",
+            Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",
         }
     }
 }
@@ -96,7 +114,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     reload_sizes: Option<Vec<usize>>,
 
-    /// Stores to measure.
+    /// reload: stores to measure.
     #[arg(
         long,
         value_enum,
@@ -104,6 +122,46 @@ struct Args {
         default_value = "postgres,sqlite"
     )]
     backends: Vec<Backend>,
+
+    /// reload-under-load: patterns in the store [default: 100000; quick: 1000].
+    #[arg(long)]
+    under_load_patterns: Option<usize>,
+
+    /// reload-under-load: closed-loop MatchPattern callers.
+    #[arg(long, default_value_t = 8)]
+    under_load_callers: usize,
+
+    /// reload-under-load: HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 2)]
+    under_load_connections: usize,
+
+    /// burst: patterns in the store [default: 10000; quick: 1000].
+    #[arg(long)]
+    burst_patterns: Option<usize>,
+
+    /// burst: requests per burst.
+    #[arg(long, default_value_t = 1000)]
+    burst_messages: usize,
+
+    /// match: patterns served [default: 100000; quick: 1000].
+    #[arg(long)]
+    match_patterns: Option<usize>,
+
+    /// match: closed-loop callers.
+    #[arg(long, default_value_t = 64)]
+    callers: usize,
+
+    /// match: HTTP/2 connections the callers share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+
+    /// match: measured time per target, split over the rounds [default: 10s; quick: 400ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+
+    /// match: queries per BatchMatchPatterns call.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
 
     /// Internal: measure the memory of loading the store at this URL and print JSON.
     #[arg(long, hide = true)]
@@ -125,7 +183,7 @@ pub struct Settings {
     pub lookup_queries: usize,
     /// lookup: timed batches per measurement.
     pub lookup_batches: usize,
-    /// Stores to measure.
+    /// reload: stores to measure.
     pub backends: Vec<Backend>,
     /// reload: store sizes.
     pub reload_sizes: Vec<usize>,
@@ -135,6 +193,34 @@ pub struct Settings {
     pub delta_trials: usize,
     /// reload: start-to-SERVING measurements at the largest size, at most.
     pub startup_reps: usize,
+    /// reload-under-load: patterns in the store.
+    pub under_load_patterns: usize,
+    /// reload-under-load: closed-loop callers.
+    pub under_load_callers: usize,
+    /// reload-under-load: HTTP/2 connections.
+    pub under_load_connections: usize,
+    /// reload-under-load: length of each idle and each reloading window.
+    pub under_load_window: Duration,
+    /// reload-under-load: idle/reloading window pairs.
+    pub under_load_rounds: usize,
+    /// burst: patterns in the store.
+    pub burst_patterns: usize,
+    /// burst: requests per burst.
+    pub burst_messages: usize,
+    /// match: patterns served.
+    pub match_patterns: usize,
+    /// match: closed-loop callers.
+    pub callers: usize,
+    /// match: HTTP/2 connections.
+    pub connections: usize,
+    /// match: measured time per target (all rounds).
+    pub match_duration: Duration,
+    /// match: rounds over the targets.
+    pub match_rounds: usize,
+    /// match: unmeasured start of each window.
+    pub match_warmup: Duration,
+    /// match: queries per BatchMatchPatterns call.
+    pub batch_size: usize,
 }
 
 impl Settings {
@@ -164,6 +250,26 @@ impl Settings {
             reload_reps: if q { 2 } else { 7 },
             delta_trials: if q { 3 } else { 30 },
             startup_reps: if q { 1 } else { 3 },
+            under_load_patterns: a
+                .under_load_patterns
+                .unwrap_or(if q { 1000 } else { 100_000 }),
+            under_load_callers: a.under_load_callers.max(1),
+            under_load_connections: a.under_load_connections.max(1),
+            under_load_window: Duration::from_millis(if q { 300 } else { 3000 }),
+            under_load_rounds: if q { 1 } else { 3 },
+            burst_patterns: a.burst_patterns.unwrap_or(if q { 1000 } else { 10_000 }),
+            burst_messages: a.burst_messages.max(1),
+            match_patterns: a.match_patterns.unwrap_or(if q { 1000 } else { 100_000 }),
+            callers: a.callers.max(1),
+            connections: a.connections.max(1),
+            match_duration: a.duration.unwrap_or(Duration::from_millis(if q {
+                400
+            } else {
+                10_000
+            })),
+            match_rounds: if q { 1 } else { 2 },
+            match_warmup: Duration::from_millis(if q { 100 } else { 500 }),
+            batch_size: a.batch_size.clamp(1, 1000),
         }
     }
 }
@@ -193,6 +299,9 @@ async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<Scenar
             })?
         }
         Scenario::Reload => reload::run(s, &mut notes).await?,
+        Scenario::ReloadUnderLoad => under_load::run(s, &mut notes).await?,
+        Scenario::Burst => burst::run(s, &mut notes).await?,
+        Scenario::Match => matching::run(s, &mut notes).await?,
     };
     Ok(ScenarioReport {
         name: scenario.name(),

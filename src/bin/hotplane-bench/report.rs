@@ -15,6 +15,8 @@ pub enum Target {
     AtMost(f64),
     /// ratio to the baseline ≤ limit.
     RatioAtMost(f64),
+    /// ratio to the baseline ≥ limit.
+    RatioAtLeast(f64),
 }
 
 impl Target {
@@ -22,6 +24,7 @@ impl Target {
         match self {
             Target::AtMost(limit) => Some(value <= limit),
             Target::RatioAtMost(limit) => ratio.map(|r| r <= limit),
+            Target::RatioAtLeast(limit) => ratio.map(|r| r >= limit),
         }
     }
 
@@ -29,6 +32,7 @@ impl Target {
         match self {
             Target::AtMost(limit) => format!("<= {} {unit}", num(limit)),
             Target::RatioAtMost(limit) => format!("ratio <= {limit}"),
+            Target::RatioAtLeast(limit) => format!("ratio >= {limit}"),
         }
     }
 }
@@ -304,7 +308,7 @@ pub fn num(v: f64) -> String {
             grouped.insert(0, '-');
         }
         grouped
-    } else if a >= 100.0 {
+    } else if a >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -327,6 +331,7 @@ mod tests {
         assert_eq!(num(212.4), "212");
         assert_eq!(num(21.24), "21.2");
         assert_eq!(num(2.124), "2.12");
+        assert_eq!(num(3.0), "3");
         assert_eq!(num(0.0), "0");
         assert_eq!(num(0.01234), "0.012");
     }
@@ -337,5 +342,7 @@ mod tests {
         assert_eq!((f.met, f.ratio), (Some(true), Some(2.5)));
         let f = Figure::new("x", 250.0, "ns", "floor", 100.0).target(Target::RatioAtMost(1.3));
         assert_eq!(f.met, Some(false));
+        let f = Figure::new("x", 1.0, "loads", "none", 0.0).target(Target::RatioAtLeast(0.9));
+        assert_eq!((f.ratio, f.met), (None, None));
     }
 }
