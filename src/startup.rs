@@ -18,6 +18,7 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
         generation_pb,
     },
+    bus::{Bus, BusOptions, backstop},
     config::Config,
     engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
     events::EventHub,
@@ -95,6 +96,20 @@ impl Application {
         let health = HealthReporter::new();
         set_health(&health, ServingStatus::NotServing).await;
 
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let instance_id = instance_id(addr);
+        // Redis being down is not an error here: the subscriber connects in the background and
+        // keeps retrying. Only a malformed URL stops startup.
+        let (bus, bus_task) = match &config.redis_url {
+            Some(url) => {
+                let opts = bus_options(&config, url, &instance_id);
+                let (bus, task) = Bus::start(opts, engine.clone(), stop_rx.clone())
+                    .context("starting the Redis bus; check --redis-url / HOTPLANE_REDIS_URL")?;
+                (bus, Some(task))
+            }
+            None => (Bus::disabled(), None),
+        };
+
         let state = Arc::new(AppState {
             engine: engine.clone(),
             normalizer: Normalizer::new(config.normalize_profile, config.stop_words.clone()),
@@ -104,7 +119,7 @@ impl Application {
                 auto_approve: config.learn_auto_approve,
             },
             hits: Arc::new(HitCounter::default()),
-            instance_id: instance_id(addr),
+            instance_id,
             started_at: Utc::now(),
             store_url: redact_url(&config.database_url),
             store_schema: if store.backend() == "postgres" {
@@ -120,9 +135,9 @@ impl Application {
                 max_age: config.watch_max_age,
             },
             closing: watch::channel(false).0,
+            bus,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let background = vec![
+        let mut background = vec![
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
@@ -135,9 +150,15 @@ impl Application {
                 engine.clone(),
                 config.hit_flush_interval,
                 config.hit_flush_batch,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(backstop::run(
+                state.engine.clone(),
+                config.poll_interval,
                 stop_rx,
             )),
         ];
+        background.extend(bus_task);
         Ok(Application {
             listener,
             addr,
@@ -394,6 +415,21 @@ async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bo
                 ..Default::default()
             });
         }
+    }
+}
+
+/// Bus settings from the config.
+fn bus_options(config: &Config, url: &str, instance_id: &str) -> BusOptions {
+    BusOptions {
+        redis_url: url.to_owned(),
+        channel: config.bus_channel.clone(),
+        secret: config.bus_secret().cloned(),
+        instance_id: instance_id.to_owned(),
+        reconnect_min: config.bus_reconnect_min,
+        reconnect_max: config.bus_reconnect_max,
+        ping_interval: config.bus_ping_interval,
+        timeout: config.bus_timeout,
+        replay_window: config.bus_replay_window,
     }
 }
 

@@ -67,6 +67,35 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
             hits_pending: s.hits.pending(),
         }),
         drain: Some(super::drain_pb(&s.drain.snapshot())),
+        bus: Some(bus_pb(&s.bus.status())),
+    }
+}
+
+/// Status view of the bus.
+fn bus_pb(b: &crate::bus::BusStatus) -> pb::BusStatus {
+    pb::BusStatus {
+        enabled: b.enabled,
+        connected: b.connected,
+        channel: b.channel.clone(),
+        redis_url: b.redis_url.clone(),
+        signed: b.signed,
+        connected_since: b.connected_since.map(convert::timestamp),
+        last_error: b.last_error.clone().unwrap_or_default(),
+        last_error_at: b.last_error_at.map(convert::timestamp),
+        next_retry_at: b.next_retry_at.map(convert::timestamp),
+        reconnects: b.reconnects,
+        messages_received: b.messages_received,
+        messages_applied: b.messages_applied,
+        rejected: b
+            .rejected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        self_skipped: b.self_skipped,
+        last_message_at: b.last_message_at.map(convert::timestamp),
+        published: b.published,
+        publish_failures: b.publish_failures,
+        last_publish_error: b.last_publish_error.clone().unwrap_or_default(),
     }
 }
 
@@ -124,11 +153,18 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         Err(_) => return Err(ApiError::invalid("target", "unknown target value")),
     }
     check_reason(&req.reason)?;
-    if req.broadcast || req.wait_for_fleet.is_some() {
+    if req.wait_for_fleet.is_some() {
         return Err(ApiError::Unimplemented(
-            "broadcast and wait_for_fleet are not implemented yet (they land with the Redis \
-             bus, issue 3); reload each replica or omit them"
+            "wait_for_fleet is not implemented yet (it lands with the fleet heartbeats, \
+             issue 3); broadcast works without it, and GetStatus on each replica shows its \
+             generation"
                 .into(),
+        ));
+    }
+    if req.broadcast && req.validate_only {
+        return Err(ApiError::invalid(
+            "broadcast",
+            "cannot be combined with validate_only (nothing is swapped to announce)",
         ));
     }
     if !req.database_url.is_empty() {
@@ -171,6 +207,7 @@ fn reload_response(
         validate_only,
         coalesced,
         current: Some(generation_pb(&report.current)),
+        publish_error: String::new(),
     }
 }
 
@@ -186,6 +223,14 @@ impl HotReload for HotReloadApi {
         let started = Instant::now();
         let req = req.into_inner();
         let scope = reload_scope(&req)?;
+        if req.broadcast && !self.state.bus.enabled() {
+            return Err(ApiError::FailedPrecondition(
+                "broadcast needs the Redis bus: start hotplane with --redis-url \
+                 (HOTPLANE_REDIS_URL), or reload each replica"
+                    .into(),
+            )
+            .into());
+        }
         let engine = &self.state.engine;
         let response = if req.validate_only {
             let report = engine.validate(scope).await.map_err(ApiError::from)?;
@@ -199,7 +244,11 @@ impl HotReload for HotReloadApi {
                 })
                 .await
                 .map_err(ApiError::from)?;
-            reload_response(&report, coalesced, false, started)
+            let mut response = reload_response(&report, coalesced, false, started);
+            if req.broadcast {
+                response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
+            }
+            response
         };
         Ok(Response::new(response))
     }

@@ -65,6 +65,19 @@ pub struct AppState {
     pub watch: WatchOptions,
     /// Turns true when the server is about to close: streams send a final event and end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The Redis bus (disabled without a Redis URL): announces this replica's changes.
+    pub bus: crate::bus::Bus,
+}
+
+/// Announces a change this replica has applied and serves, on the bus, and returns the error
+/// text for the response's `publish_error` (empty when announced or when there is no bus). The
+/// bus counts and logs failures; the change itself stands either way.
+async fn publish_change(state: &AppState, pattern_id: Option<i64>) -> String {
+    let revision = state.engine.current().store_revision;
+    match state.bus.announce(pattern_id, revision).await {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Rejects an over-long free-text reason.

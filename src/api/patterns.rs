@@ -306,6 +306,7 @@ impl Patterns for PatternsApi {
             updated: outcome.updated,
             served,
             generation,
+            publish_error: super::publish_change(&self.state, Some(outcome.row.id)).await,
         }))
     }
 
@@ -399,6 +400,7 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::ApprovePatternResponse {
             pattern: Some(pattern),
             generation,
+            publish_error: super::publish_change(&self.state, Some(req.id)).await,
         }))
     }
 
@@ -414,6 +416,7 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::DisablePatternResponse {
             pattern: Some(pattern),
             generation,
+            publish_error: super::publish_change(&self.state, Some(req.id)).await,
         }))
     }
 
@@ -440,6 +443,7 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::DeletePatternResponse {
             id: req.id,
             generation,
+            publish_error: super::publish_change(&self.state, Some(req.id)).await,
         }))
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod binary;
+mod bus;
 mod db;
 mod drain;
 mod engine;
