@@ -39,23 +39,28 @@ pub const SERVICE_NAMES: [&str; 3] = [
 
 /// Opens the store described by the config (without migrating).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    Store::connect(&StoreOptions {
-        url: config.database_url.clone(),
-        schema: config.database_schema.clone(),
-        max_connections: config.database_max_connections,
-        acquire_timeout: config.database_acquire_timeout,
-    })
-    .await
-    .with_context(|| {
-        format!(
-            "opening the pattern store at {}; check --database-url / HOTPLANE_DATABASE_URL",
-            redact_url(&config.database_url)
-        )
-    })
+    Store::connect(&store_options(config))
+        .await
+        .with_context(|| {
+            format!(
+                "opening the pattern store at {}; check --database-url / HOTPLANE_DATABASE_URL",
+                redact_url(&config.database_url)
+            )
+        })
 }
 
 /// How long the server waits, once it stopped accepting, for the last streams to end.
 const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The store settings of a config.
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        url: config.database_url.clone(),
+        schema: config.database_schema.clone(),
+        max_connections: config.database_max_connections,
+        acquire_timeout: config.database_acquire_timeout,
+    }
+}
 
 /// A built, bound, not yet serving application.
 pub struct Application {
@@ -121,7 +126,8 @@ impl Application {
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),
-            store_url: redact_url(&config.database_url),
+            store_url: arc_swap::ArcSwap::from_pointee(redact_url(&config.database_url)),
+            store_options: store_options(&config),
             store_schema: if store.backend() == "postgres" {
                 config.database_schema.clone()
             } else {

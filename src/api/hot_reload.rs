@@ -4,7 +4,7 @@ use std::{pin::Pin, sync::Arc, time::Instant};
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use tracing::instrument;
+use tracing::{instrument, warn};
 
 use super::{
     AppState, check_reason, convert,
@@ -13,6 +13,7 @@ use super::{
 use crate::{
     engine::{Generation, LoadMode, LoadReport, LoadRequest, Scope, Source},
     pb::{self, hot_reload_server::HotReload},
+    store::{Store, StoreError, redact_url},
 };
 
 /// HotReload service.
@@ -25,6 +26,62 @@ impl HotReloadApi {
     /// Handlers over shared state.
     pub fn new(state: Arc<AppState>) -> Self {
         HotReloadApi { state }
+    }
+
+    /// `Reload(TARGET_STORE)`: opens a new pool (to `database_url`, or the current URL),
+    /// migrates it, and swaps it in blue/green through the engine. Any failure keeps the
+    /// current store serving and says why.
+    async fn reload_store(
+        &self,
+        req: pb::ReloadRequest,
+        started: Instant,
+    ) -> ApiResult<pb::ReloadResponse> {
+        check_reason(&req.reason)?;
+        let not_for_store =
+            |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_STORE"));
+        if req.pattern_id.is_some() {
+            return not_for_store("pattern_id");
+        }
+        if req.validate_only {
+            return not_for_store("validate_only");
+        }
+        if req.broadcast || req.wait_for_fleet.is_some() {
+            return not_for_store("broadcast");
+        }
+        if !req.redis_url.is_empty() {
+            return not_for_store("redis_url");
+        }
+        let mut opts = self.state.store_options.clone();
+        if !req.database_url.is_empty() {
+            opts.url = req.database_url.clone();
+        }
+        let keep = |what: &str, e: &dyn std::fmt::Display| {
+            warn!(error = %e, "{what}; the current store keeps serving");
+            ApiError::FailedPrecondition(format!("{what}; the current store keeps serving: {e}"))
+        };
+        let store = Store::connect(&opts).await.map_err(|e| match e {
+            StoreError::UnsupportedUrl(_) => ApiError::invalid("database_url", e.to_string()),
+            e => keep("connecting to the new store failed", &e),
+        })?;
+        if let Err(e) = store.migrate().await {
+            store.close().await;
+            return Err(keep("migrating the new store failed", &e));
+        }
+        let reason = if req.reason.is_empty() {
+            "store swap".to_owned()
+        } else {
+            req.reason
+        };
+        let report = self
+            .state
+            .engine
+            .swap_store(store, reason)
+            .await
+            .map_err(|e| keep("loading patterns from the new store failed", &e))?;
+        self.state.store_url.store(Arc::new(redact_url(&opts.url)));
+        let mut response = reload_response(&report, false, false, started);
+        response.target = pb::Target::Store.into();
+        Ok(response)
     }
 }
 
@@ -60,7 +117,7 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
         targets: vec![target_status(s)],
         store: Some(pb::StoreStatus {
             backend: s.engine.store().backend().to_owned(),
-            url: s.store_url.clone(),
+            url: s.store_url.load().as_ref().clone(),
             schema: s.store_schema.clone(),
             hit_flush_failures: flush.failures,
             hit_flush_last_error: flush.last_error.unwrap_or_default(),
@@ -146,7 +203,7 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         Ok(other) => {
             return Err(ApiError::Unimplemented(format!(
                 "reloading {} is not implemented yet (it lands with the lifecycle work, \
-                 issue 4); only TARGET_PATTERNS can be reloaded",
+                 issue 4); TARGET_PATTERNS and TARGET_STORE can be reloaded",
                 other.as_str_name()
             )));
         }
@@ -222,6 +279,9 @@ impl HotReload for HotReloadApi {
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         let started = Instant::now();
         let req = req.into_inner();
+        if req.target == pb::Target::Store as i32 {
+            return Ok(Response::new(self.reload_store(req, started).await?));
+        }
         let scope = reload_scope(&req)?;
         if req.broadcast && !self.state.bus.enabled() {
             return Err(ApiError::FailedPrecondition(

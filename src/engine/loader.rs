@@ -521,7 +521,7 @@ fn record_failure(inner: &Inner, source: Source, e: &LoadError) {
          connection and the rows named in the error, then retry with HotReload.Reload"
     );
     inner.emit(EventKind::ReloadFailed {
-        source: source,
+        source,
         error: e.to_string(),
     });
 }

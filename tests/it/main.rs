@@ -13,4 +13,5 @@ mod patterns_api;
 mod reload;
 mod rollback;
 mod store;
+mod store_swap;
 mod watch;

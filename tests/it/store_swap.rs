@@ -1,0 +1,155 @@
+//! Reload(TARGET_STORE): a blue/green swap of the database pool under concurrent load.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use hotplane::{
+    model::{NewPattern, PatternStatus},
+    pb,
+};
+use tonic::Code;
+
+use crate::{
+    db::TestDb,
+    helpers::{Backend, TestApp, learn_req, match_req, patterns_status, served},
+};
+
+fn store_reload(url: &str) -> pb::ReloadRequest {
+    pb::ReloadRequest {
+        target: pb::Target::Store.into(),
+        database_url: url.into(),
+        reason: "move database".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_swap_under_load_drops_no_request_and_failures_keep_the_old_store() {
+    // A short acquire timeout: the unreachable store below fails in 1 s, not 5.
+    let mut app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database_acquire_timeout = std::time::Duration::from_secs(1)
+    })
+    .await;
+    app.patterns
+        .learn_pattern(learn_req("dal database blu", "blue", 0.95))
+        .await
+        .expect("learn");
+    let green = TestDb::postgres().await;
+    let green_store = green.store().await;
+    green_store
+        .learn(&NewPattern {
+            pattern: "dal database verde".into(),
+            normalized_pattern: "dal database verde".into(),
+            category: "green".into(),
+            confidence: 0.95,
+            metadata: serde_json::Value::Null,
+            created_by: "test".into(),
+            initial_status: PatternStatus::Approved,
+        })
+        .await
+        .expect("seed green");
+    green_store.close().await;
+
+    // Concurrent readers and a writer run through the swap; every request must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for i in 0..4 {
+        let (mut client, stop, ok, failed) = (
+            app.patterns.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let result = if i == 0 {
+                    n += 1;
+                    client
+                        .learn_pattern(learn_req(
+                            &format!("scritto durante lo scambio {n}"),
+                            "w",
+                            0.95,
+                        ))
+                        .await
+                        .map(|_| ())
+                } else {
+                    client
+                        .match_pattern(match_req("dal database blu"))
+                        .await
+                        .map(|_| ())
+                };
+                let counter = if result.is_ok() { &ok } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let before = patterns_status(&app).await.current.expect("gen").generation;
+    let r = app
+        .reload
+        .reload(store_reload(green.url()))
+        .await
+        .expect("swap")
+        .into_inner();
+    assert_eq!(r.target, pb::Target::Store as i32);
+    assert!(r.generation_after > before && r.changed);
+    assert_eq!(r.mode, pb::LoadMode::Full as i32);
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.expect("load task");
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the swap"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    assert!(served(&mut app, "dal database verde").await.is_some());
+    assert!(served(&mut app, "dal database blu").await.is_none());
+    // New writes go to the green database.
+    app.patterns
+        .learn_pattern(learn_req("dopo lo scambio", "after", 0.95))
+        .await
+        .expect("learn");
+    let green_sql = green.client().await;
+    assert_eq!(
+        green_sql
+            .int("SELECT count(*) FROM auto_learned_patterns WHERE pattern = 'dopo lo scambio'")
+            .await,
+        1
+    );
+
+    // A store that cannot be reached, or an unsupported URL: refused, green keeps serving.
+    let err = app
+        .reload
+        .reload(store_reload("postgres://postgres@127.0.0.1:1/nowhere"))
+        .await
+        .expect_err("unreachable");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("current store keeps serving"),
+        "{}",
+        err.message()
+    );
+    let err = app
+        .reload
+        .reload(store_reload("mysql://x/y"))
+        .await
+        .expect_err("unsupported");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(served(&mut app, "dal database verde").await.is_some());
+    let status = app
+        .reload
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let url = status.store.expect("store").url;
+    assert!(
+        url.ends_with(green.url().rsplit('/').next().expect("db name")),
+        "{url}"
+    );
+}
