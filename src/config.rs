@@ -137,6 +137,11 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// `rediss://` only: a PEM file with the CA certificate(s) that signed the Redis server's
+    /// certificate, trusted instead of the system's roots (for a private CA).
+    #[arg(long, env = "HOTPLANE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
+
     /// PubSub channel of reload events (the legacy deployment uses `pilotpros:patterns:reload`).
     #[arg(
         long,

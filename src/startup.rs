@@ -428,6 +428,7 @@ async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bo
 fn bus_options(config: &Config, url: &str, instance_id: &str) -> BusOptions {
     BusOptions {
         redis_url: url.to_owned(),
+        ca_file: config.redis_ca_file.clone(),
         channel: config.bus_channel.clone(),
         secret: config.bus_secret().cloned(),
         instance_id: instance_id.to_owned(),

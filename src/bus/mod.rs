@@ -35,6 +35,8 @@ use crate::{engine::Engine, store::redact_url};
 pub struct BusOptions {
     /// Redis URL: `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS.
     pub redis_url: String,
+    /// `rediss://`: PEM CA certificate(s) trusted instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// The PubSub channel.
     pub channel: String,
     /// Signed mode when set: every message must carry a valid `sig`, `ts` and `event_id`.
@@ -54,15 +56,27 @@ pub struct BusOptions {
     pub replay_window: Duration,
 }
 
-/// Why the bus could not start (only a malformed URL: an unreachable Redis is not an error).
+/// Why the bus could not start: bad settings only (an unreachable Redis is not an error).
 #[derive(Debug, thiserror::Error)]
-#[error("invalid Redis URL {url}: {source}")]
-pub struct BusError {
-    /// The URL without password.
-    url: String,
-    /// What redis-rs said.
-    #[source]
-    source: redis::RedisError,
+pub enum BusError {
+    /// The URL does not parse, or the CA file holds no usable certificate.
+    #[error("setting up the Redis client for {url}: {source}")]
+    Client {
+        /// The URL without password.
+        url: String,
+        /// What redis-rs said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The CA file cannot be read.
+    #[error("reading the Redis CA file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a publish failed. The local change it announces has succeeded regardless.
@@ -158,7 +172,21 @@ impl Bus {
         // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
         // only when one is installed already, which is just as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(opts.redis_url.as_str()).map_err(|source| BusError {
+        let client = match &opts.ca_file {
+            None => redis::Client::open(opts.redis_url.as_str()),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(opts.redis_url.as_str(), certs)
+            }
+        }
+        .map_err(|source| BusError::Client {
             url: redact_url(&opts.redis_url),
             source,
         })?;
