@@ -267,8 +267,8 @@ impl Application {
             // after a short bound.
             state.closing.send_replace(true);
             let _ = tokio::time::timeout(STREAM_CLOSE_GRACE, async {
-                let mut d = drain.subscribe();
-                let _ = d.wait_for(|s| s.open_streams == 0).await;
+                let mut counts = drain.subscribe_counts();
+                let _ = counts.wait_for(|(_, streams)| *streams == 0).await;
             })
             .await;
             let _ = close_tx.send(());

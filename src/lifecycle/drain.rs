@@ -59,8 +59,12 @@ impl State {
 pub struct Drain {
     /// A std `Mutex`: held for a map update per request start/end, never across an `.await`.
     state: Arc<Mutex<State>>,
-    /// Publishes every change, so waiters and the health task react without polling.
+    /// Publishes drain state changes (start/stop), so the health task reacts without polling.
+    /// Not sent on every request: that would wake the observers twice per RPC.
     changes: Arc<watch::Sender<DrainSnapshot>>,
+    /// In-flight (requests, streams) after every change, for `wait_idle`. Sending with no
+    /// receiver waiting wakes nobody.
+    counts: Arc<watch::Sender<(u32, u32)>>,
 }
 
 impl Default for Drain {
@@ -69,6 +73,7 @@ impl Default for Drain {
         Drain {
             state: Arc::default(),
             changes: Arc::new(tx),
+            counts: Arc::new(watch::channel((0, 0)).0),
         }
     }
 }
@@ -105,12 +110,18 @@ impl Drain {
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) {
-        let snap = {
+        let (snap, state_changed) = {
             let mut s = self.lock();
+            let before = (s.draining, s.since, s.reason.clone());
             f(&mut s);
-            s.snapshot()
+            let changed = before != (s.draining, s.since, s.reason.clone());
+            (s.snapshot(), changed)
         };
-        self.changes.send_replace(snap);
+        self.counts
+            .send_replace((snap.in_flight_requests, snap.open_streams));
+        if state_changed {
+            self.changes.send_replace(snap);
+        }
     }
 
     /// Counts a request (or stream) on `path` until the returned guard is dropped.
@@ -177,18 +188,23 @@ impl Drain {
         self.lock().snapshot()
     }
 
-    /// Follows every change.
+    /// Follows drain state changes (start, stop; not in-flight counts).
     pub fn subscribe(&self) -> watch::Receiver<DrainSnapshot> {
         self.changes.subscribe()
+    }
+
+    /// Follows the in-flight counts: (unary requests, open streams).
+    pub fn subscribe_counts(&self) -> watch::Receiver<(u32, u32)> {
+        self.counts.subscribe()
     }
 
     /// Waits until no unary request is running, or `grace` passes. Returns whether it became
     /// idle, and the paths still running otherwise (with their counts, `path xN`).
     pub async fn wait_idle(&self, grace: Duration) -> (bool, Vec<String>) {
-        let mut rx = self.subscribe();
+        let mut rx = self.subscribe_counts();
         let idle = tokio::time::timeout(grace, async {
             // The receiver starts at the current value, so an already idle replica returns at once.
-            let _ = rx.wait_for(|s| s.in_flight_requests == 0).await;
+            let _ = rx.wait_for(|(requests, _)| *requests == 0).await;
         })
         .await
         .is_ok();
