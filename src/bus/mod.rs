@@ -1,6 +1,7 @@
 //! The Redis bus: reload events between replicas, over one PubSub channel.
 //!
-//! - [`envelope`]: the message format, its checks and signing (pure).
+//! - [`envelope`], [`signing`], [`verifier`]: the message format, its signature, and the checks
+//!   every message passes (pure code).
 //! - `subscriber`: one task that stays subscribed forever (reconnects with backoff, PINGs to
 //!   catch half-open connections, runs a catch-up reload after every subscribe) and turns each
 //!   valid message into an engine request.
@@ -15,7 +16,9 @@
 pub mod backstop;
 pub mod envelope;
 mod publisher;
+pub mod signing;
 mod subscriber;
+pub mod verifier;
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +29,8 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use envelope::{Action, Reason, Secret};
+pub use envelope::{Action, Reason};
+pub use signing::Secret;
 
 use crate::{engine::Engine, store::redact_url};
 

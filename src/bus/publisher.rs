@@ -13,7 +13,7 @@ use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::{BusOptions, PublishError, Secret, envelope};
+use super::{BusOptions, PublishError, Secret, signing};
 
 /// Publishes events on the bus channel.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl Publisher {
         let Value::Object(map) = fields else {
             unreachable!("json! of an object literal is an object")
         };
-        envelope::seal(map, self.secret.as_ref())
+        signing::seal(map, self.secret.as_ref())
     }
 
     /// Publishes a reload event; `Err` says why it did not reach Redis.

@@ -25,7 +25,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     Shared,
-    envelope::{Action, Envelope, REPLAY_MEMORY, Reason, Rejected, Verifier},
+    envelope::{Action, Envelope, Reason, Rejected},
+    verifier::{REPLAY_MEMORY, Verifier},
 };
 use crate::{
     engine::{Engine, LoadRequest, Scope, Source},
