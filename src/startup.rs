@@ -18,7 +18,7 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
         generation_pb,
     },
-    bus::{Bus, BusOptions, backstop},
+    bus::{Bus, BusEvent, BusOptions, BusSink, backstop},
     config::Config,
     engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
     events::EventHub,
@@ -108,7 +108,8 @@ impl Application {
         let (bus, bus_task) = match &config.redis_url {
             Some(url) => {
                 let opts = bus_options(&config, url, &instance_id);
-                let (bus, task) = Bus::start(opts, engine.clone(), stop_rx.clone())
+                let sink = bus_event_sink(events.clone());
+                let (bus, task) = Bus::start(opts, engine.clone(), Some(sink), stop_rx.clone())
                     .context("starting the Redis bus; check --redis-url / HOTPLANE_REDIS_URL")?;
                 (bus, Some(task))
             }
@@ -422,6 +423,22 @@ async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bo
             });
         }
     }
+}
+
+/// Publishes the bus's connects and disconnects as WatchStatus events.
+fn bus_event_sink(hub: EventHub) -> BusSink {
+    Arc::new(move |event| {
+        let (kind, error) = match event {
+            BusEvent::Connected { .. } => (pb::EventKind::BusConnected, String::new()),
+            BusEvent::Disconnected { error } => (pb::EventKind::BusDisconnected, error),
+        };
+        hub.publish(pb::WatchStatusResponse {
+            kind: kind.into(),
+            target: pb::Target::Bus.into(),
+            error,
+            ..Default::default()
+        });
+    })
 }
 
 /// Bus settings from the config.

@@ -93,6 +93,24 @@ pub struct PublishError {
     pub reason: String,
 }
 
+/// A change of the subscription's state, for whoever wants to announce it (WatchStatus).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// Subscribed (again, when `reconnect`); a catch-up reload was requested.
+    Connected {
+        /// Whether a previous subscription had been lost.
+        reconnect: bool,
+    },
+    /// The subscription was lost, or the first attempt failed; retries go on.
+    Disconnected {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Receives [`BusEvent`]s. Called on the subscriber task: it must not block.
+pub type BusSink = Arc<dyn Fn(BusEvent) + Send + Sync>;
+
 /// What `GetStatus` shows about the bus.
 #[derive(Debug, Clone, Default)]
 pub struct BusStatus {
@@ -136,17 +154,32 @@ pub struct BusStatus {
 
 /// Shared by the subscriber, the publisher and status readers. A std `Mutex`: held for a few
 /// field updates, never across an `.await`.
-#[derive(Debug)]
 struct Shared {
     /// Settings.
     opts: BusOptions,
+    /// Told about connects and disconnects.
+    sink: Option<BusSink>,
     /// The status being kept.
     status: Mutex<BusStatus>,
     /// Announces changes.
     publisher: publisher::Publisher,
 }
 
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
+    fn emit(&self, event: BusEvent) {
+        if let Some(sink) = &self.sink {
+            sink(event);
+        }
+    }
+
     fn status(&self) -> MutexGuard<'_, BusStatus> {
         // Counters stay usable even if a holder panicked.
         self.status.lock().unwrap_or_else(|e| e.into_inner())
@@ -167,10 +200,12 @@ impl Bus {
     }
 
     /// Starts the subscriber task (it connects in the background and retries forever) and
-    /// returns the handle and the task. Fails only for a malformed URL.
+    /// returns the handle and the task; `sink` hears of connects and disconnects. Fails only
+    /// for bad settings (a malformed URL, an unreadable CA file).
     pub fn start(
         opts: BusOptions,
         engine: Engine,
+        sink: Option<BusSink>,
         stop: watch::Receiver<bool>,
     ) -> Result<(Bus, JoinHandle<()>), BusError> {
         // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
@@ -205,6 +240,7 @@ impl Bus {
         let shared = Arc::new(Shared {
             publisher: publisher::Publisher::new(client.clone(), &opts),
             opts,
+            sink,
             status: Mutex::new(status),
         });
         let task = tokio::spawn(subscriber::run(Arc::clone(&shared), client, engine, stop));

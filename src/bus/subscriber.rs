@@ -24,7 +24,7 @@ use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::{
-    Shared,
+    BusEvent, Shared,
     envelope::{Action, Envelope, Reason, Rejected},
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -64,6 +64,9 @@ pub(super) async fn run(
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
     let mut warnings = RateLimit::default();
     let mut subscribed_before = false;
+    // Whether a Disconnected event is owed: once per loss (or for the first failed attempt),
+    // not once per retry.
+    let mut up = true;
     loop {
         let attempt = tokio::select! {
             r = connect(&client, &opts.channel, opts.timeout) => r,
@@ -93,7 +96,11 @@ pub(super) async fn run(
                     reconnect = subscribed_before,
                     "bus subscribed; catch-up reload requested"
                 );
+                shared.emit(BusEvent::Connected {
+                    reconnect: subscribed_before,
+                });
                 subscribed_before = true;
+                up = true;
                 let ended = serve(
                     pubsub,
                     &shared,
@@ -113,6 +120,11 @@ pub(super) async fn run(
             }
             Err(e) => e,
         };
+        if std::mem::replace(&mut up, false) {
+            shared.emit(BusEvent::Disconnected {
+                error: error.clone(),
+            });
+        }
         let delay = backoff.next_delay();
         {
             let mut st = shared.status();

@@ -806,6 +806,21 @@ async fn a_half_open_connection_is_detected_and_replaced() {
     config.bus_ping_interval = Duration::from_millis(100);
     config.bus_timeout = Duration::from_millis(500);
     let mut app = start(config, &db).await;
+    // WatchStatus announces the loss and the new subscription.
+    let mut events = app
+        .reload
+        .clone()
+        .watch_status(pb::WatchStatusRequest {
+            targets: vec![pb::Target::Bus.into()],
+            kinds: vec![
+                pb::EventKind::BusConnected.into(),
+                pb::EventKind::BusDisconnected.into(),
+            ],
+            after_event_id: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
 
     redis.signal("STOP").await;
     let st = wait_bus(&app, "the PING timeout", |s| !s.connected).await;
@@ -816,6 +831,22 @@ async fn a_half_open_connection_is_detected_and_replaced() {
         s.connected && s.reconnects >= 1
     })
     .await;
+    let mut seen = Vec::new();
+    while seen.last() != Some(&pb::EventKind::BusConnected) {
+        let e = tokio::time::timeout(crate::helpers::DEADLINE, events.message())
+            .await
+            .expect("an event before the deadline")
+            .expect("stream ok")
+            .expect("stream open");
+        match e.kind() {
+            pb::EventKind::Snapshot => continue,
+            kind => seen.push(kind),
+        }
+    }
+    assert_eq!(
+        seen,
+        [pb::EventKind::BusDisconnected, pb::EventKind::BusConnected]
+    );
 
     // The new subscription works.
     sql(&db, &[&insert(9, "dopo la pausa")]).await;
