@@ -183,6 +183,21 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_BUS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub bus_timeout: Duration,
 
+    /// How often this instance writes its state (generation, revision, hash, draining) to the
+    /// fleet registry in Redis; also right after every successful load.
+    #[arg(long, env = "HOTPLANE_FLEET_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub fleet_heartbeat: Duration,
+
+    /// How long an instance stays listed in the fleet without a heartbeat (a crashed one drops
+    /// out after this).
+    #[arg(long, env = "HOTPLANE_FLEET_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub fleet_ttl: Duration,
+
+    /// The address other services reach this instance at, as listed in the fleet (default: the
+    /// bound listen address).
+    #[arg(long, env = "HOTPLANE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+
     /// Backstop: how often to ask the store for changes a lost bus message would have announced
     /// (a cheap delta; `0s` disables it).
     #[arg(long, env = "HOTPLANE_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -301,6 +316,12 @@ impl Config {
         }
         if self.bus_replay_window.is_zero() {
             return bad("bus-replay-window", "must be greater than zero");
+        }
+        if self.fleet_heartbeat.is_zero() || self.fleet_ttl <= self.fleet_heartbeat {
+            return bad(
+                "fleet-ttl",
+                "the heartbeat must be positive and the TTL longer than the heartbeat",
+            );
         }
         Ok(())
     }

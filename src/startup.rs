@@ -18,7 +18,10 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
         generation_pb,
     },
-    bus::{Bus, BusEvent, BusOptions, BusSink, backstop},
+    bus::{
+        Bus, BusEvent, BusOptions, BusSink, backstop,
+        fleet::{Member, Reporter},
+    },
     config::Config,
     engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
     events::EventHub,
@@ -162,10 +165,19 @@ impl Application {
             tokio::spawn(backstop::run(
                 state.engine.clone(),
                 config.poll_interval,
-                stop_rx,
+                stop_rx.clone(),
             )),
         ];
         background.extend(bus_task);
+        let advertised = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| addr.to_string());
+        background.extend(state.bus.start_fleet(
+            fleet_reporter(&state, advertised),
+            state.engine.clone(),
+            stop_rx,
+        ));
         Ok(Application {
             listener,
             addr,
@@ -425,6 +437,29 @@ async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bo
     }
 }
 
+/// What this instance tells the fleet about itself.
+fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
+    let (engine, drain, instance_id) = (
+        state.engine.clone(),
+        state.drain.clone(),
+        state.instance_id.clone(),
+    );
+    Arc::new(move || {
+        let current = engine.current();
+        Member {
+            instance_id: instance_id.clone(),
+            addr: addr.clone(),
+            generation: current.number,
+            content_hash: current.snapshot.content_hash(),
+            store_revision: current.store_revision,
+            item_count: current.snapshot.len() as u64,
+            draining: drain.snapshot().draining,
+            last_error: engine.health().last_error,
+            updated_at_ms: Utc::now().timestamp_millis(),
+        }
+    })
+}
+
 /// Publishes the bus's connects and disconnects as WatchStatus events.
 fn bus_event_sink(hub: EventHub) -> BusSink {
     Arc::new(move |event| {
@@ -454,6 +489,8 @@ fn bus_options(config: &Config, url: &str, instance_id: &str) -> BusOptions {
         ping_interval: config.bus_ping_interval,
         timeout: config.bus_timeout,
         replay_window: config.bus_replay_window,
+        fleet_heartbeat: config.fleet_heartbeat,
+        fleet_ttl: config.fleet_ttl,
     }
 }
 

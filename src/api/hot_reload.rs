@@ -125,6 +125,66 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
         }),
         drain: Some(super::drain_pb(&s.drain.snapshot())),
         bus: Some(bus_pb(&s.bus.status())),
+        fleet: s.bus.fleet().map(|v| fleet_pb(&v, &s.engine.current())),
+    }
+}
+
+/// Longest `wait_for_fleet` accepted.
+const MAX_FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Checks `wait_for_fleet`: needs broadcast, at most [`MAX_FLEET_WAIT`].
+fn fleet_wait(req: &pb::ReloadRequest) -> ApiResult<Option<std::time::Duration>> {
+    let Some(d) = &req.wait_for_fleet else {
+        return Ok(None);
+    };
+    if !req.broadcast {
+        return Err(ApiError::invalid(
+            "wait_for_fleet",
+            "needs broadcast (the other instances learn of the reload from the bus)",
+        ));
+    }
+    match convert::std_duration(d) {
+        Some(wait) if wait <= MAX_FLEET_WAIT => Ok(Some(wait)),
+        _ => Err(ApiError::invalid(
+            "wait_for_fleet",
+            "must be a non-negative duration of at most 5 minutes",
+        )),
+    }
+}
+
+/// Fleet view of one member.
+fn member_pb(m: &crate::bus::fleet::Member, converged: bool) -> pb::FleetMember {
+    pb::FleetMember {
+        instance_id: m.instance_id.clone(),
+        addr: m.addr.clone(),
+        generation: m.generation,
+        content_hash: m.content_hash.clone(),
+        store_revision: m.store_revision,
+        item_count: m.item_count,
+        draining: m.draining,
+        last_error: m.last_error.clone().unwrap_or_default(),
+        updated_at: chrono::DateTime::from_timestamp_millis(m.updated_at_ms)
+            .map(convert::timestamp),
+        converged,
+    }
+}
+
+/// Status view of the fleet; a member is `converged` when it serves what this instance does.
+fn fleet_pb(v: &crate::bus::fleet::FleetView, me: &Generation) -> pb::FleetStatus {
+    let hash = me.snapshot.content_hash();
+    pb::FleetStatus {
+        members: v
+            .members
+            .iter()
+            .map(|m| {
+                let same = m.content_hash == hash && m.store_revision == me.store_revision;
+                member_pb(m, same)
+            })
+            .collect(),
+        converged: v.agrees(),
+        read_at: v.read_at.map(convert::timestamp),
+        error: v.error.clone().unwrap_or_default(),
+        truncated: v.truncated,
     }
 }
 
@@ -210,14 +270,6 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         Err(_) => return Err(ApiError::invalid("target", "unknown target value")),
     }
     check_reason(&req.reason)?;
-    if req.wait_for_fleet.is_some() {
-        return Err(ApiError::Unimplemented(
-            "wait_for_fleet is not implemented yet (it lands with the fleet heartbeats, \
-             issue 3); broadcast works without it, and GetStatus on each replica shows its \
-             generation"
-                .into(),
-        ));
-    }
     if req.broadcast && req.validate_only {
         return Err(ApiError::invalid(
             "broadcast",
@@ -265,6 +317,9 @@ fn reload_response(
         coalesced,
         current: Some(generation_pb(&report.current)),
         publish_error: String::new(),
+        fleet: Vec::new(),
+        fleet_converged: false,
+        fleet_error: String::new(),
     }
 }
 
@@ -283,6 +338,7 @@ impl HotReload for HotReloadApi {
             return Ok(Response::new(self.reload_store(req, started).await?));
         }
         let scope = reload_scope(&req)?;
+        let wait = fleet_wait(&req)?;
         if req.broadcast && !self.state.bus.enabled() {
             return Err(ApiError::FailedPrecondition(
                 "broadcast needs the Redis bus: start hotplane with --redis-url \
@@ -307,6 +363,18 @@ impl HotReload for HotReloadApi {
             let mut response = reload_response(&report, coalesced, false, started);
             if req.broadcast {
                 response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
+            }
+            if let Some(wait) = wait {
+                let revision = report.current.store_revision;
+                if let Some(found) = self.state.bus.wait_for_fleet(revision, wait).await {
+                    response.fleet = found
+                        .members
+                        .iter()
+                        .map(|(m, ok)| member_pb(m, *ok))
+                        .collect();
+                    response.fleet_converged = found.converged;
+                    response.fleet_error = found.error.unwrap_or_default();
+                }
             }
             response
         };

@@ -15,6 +15,8 @@
 
 pub mod backstop;
 pub mod envelope;
+pub mod fleet;
+mod link;
 mod publisher;
 pub mod signing;
 mod subscriber;
@@ -58,6 +60,10 @@ pub struct BusOptions {
     pub timeout: Duration,
     /// Signed mode: how far `ts` may be from now, and how long event ids are remembered.
     pub replay_window: Duration,
+    /// How often this instance writes its fleet state.
+    pub fleet_heartbeat: Duration,
+    /// How long a fleet state lives without a new heartbeat.
+    pub fleet_ttl: Duration,
 }
 
 /// Why the bus could not start: bad settings only (an unreachable Redis is not an error).
@@ -163,6 +169,10 @@ struct Shared {
     status: Mutex<BusStatus>,
     /// Announces changes.
     publisher: publisher::Publisher,
+    /// The command connection (publishing, fleet heartbeats).
+    link: link::Link,
+    /// The fleet as last read by the heartbeat.
+    fleet: Mutex<fleet::FleetView>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -183,6 +193,10 @@ impl Shared {
     fn status(&self) -> MutexGuard<'_, BusStatus> {
         // Counters stay usable even if a holder panicked.
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fleet(&self) -> MutexGuard<'_, fleet::FleetView> {
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -238,7 +252,9 @@ impl Bus {
             ..BusStatus::default()
         };
         let shared = Arc::new(Shared {
-            publisher: publisher::Publisher::new(client.clone(), &opts),
+            publisher: publisher::Publisher::new(&opts),
+            link: link::Link::new(client.clone(), opts.timeout),
+            fleet: Mutex::new(fleet::FleetView::default()),
             opts,
             sink,
             status: Mutex::new(status),
@@ -250,6 +266,30 @@ impl Bus {
             },
             task,
         ))
+    }
+
+    /// Starts the fleet heartbeat (`None` when the bus is disabled): `reporter` says what this
+    /// instance serves; a heartbeat follows every successful load of `engine`.
+    pub fn start_fleet(
+        &self,
+        reporter: fleet::Reporter,
+        engine: Engine,
+        stop: watch::Receiver<bool>,
+    ) -> Option<JoinHandle<()>> {
+        let shared = Arc::clone(self.shared.as_ref()?);
+        Some(tokio::spawn(fleet::run(shared, reporter, engine, stop)))
+    }
+
+    /// The live instances as the last heartbeat read them (`None` when the bus is disabled).
+    pub fn fleet(&self) -> Option<fleet::FleetView> {
+        self.shared.as_ref().map(|s| s.fleet().clone())
+    }
+
+    /// Waits up to `wait` until every live instance serves at least store `revision`
+    /// (`None` when the bus is disabled).
+    pub async fn wait_for_fleet(&self, revision: i64, wait: Duration) -> Option<fleet::FleetWait> {
+        let shared = self.shared.as_ref()?;
+        Some(fleet::wait(shared, revision, wait).await)
     }
 
     /// Whether a Redis URL is configured.
@@ -276,7 +316,10 @@ impl Bus {
         let Some(shared) = &self.shared else {
             return Ok(());
         };
-        let result = shared.publisher.publish(pattern_id, revision).await;
+        let result = shared
+            .publisher
+            .publish(&shared.link, pattern_id, revision)
+            .await;
         let mut st = shared.status();
         match &result {
             Ok(()) => st.published += 1,

@@ -22,16 +22,16 @@ use crate::{
     helpers::{TestApp, eventually, learn_req, served, sql},
 };
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("HOTPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn channel(prefix: &str) -> String {
+pub(crate) fn channel(prefix: &str) -> String {
     format!("{prefix}:{}", unique_suffix())
 }
 
 /// Bus settings for tests: quick reconnects and PINGs, no poll.
-fn bus_config(db: &TestDb, redis: &str, channel: &str) -> Config {
+pub(crate) fn bus_config(db: &TestDb, redis: &str, channel: &str) -> Config {
     let mut c = Config::for_database(db.url());
     c.hit_flush_interval = Duration::from_millis(50);
     c.redis_url = Some(redis.to_owned());
@@ -44,7 +44,7 @@ fn bus_config(db: &TestDb, redis: &str, channel: &str) -> Config {
     c
 }
 
-async fn status(app: &TestApp) -> pb::GetStatusResponse {
+pub(crate) async fn status(app: &TestApp) -> pb::GetStatusResponse {
     app.reload
         .clone()
         .get_status(pb::GetStatusRequest {})
@@ -53,12 +53,16 @@ async fn status(app: &TestApp) -> pb::GetStatusResponse {
         .into_inner()
 }
 
-async fn bus_status(app: &TestApp) -> pb::BusStatus {
+pub(crate) async fn bus_status(app: &TestApp) -> pb::BusStatus {
     status(app).await.bus.expect("bus status")
 }
 
 /// Waits until the bus status satisfies `ok`, and returns it.
-async fn wait_bus(app: &TestApp, what: &str, ok: impl Fn(&pb::BusStatus) -> bool) -> pb::BusStatus {
+pub(crate) async fn wait_bus(
+    app: &TestApp,
+    what: &str,
+    ok: impl Fn(&pb::BusStatus) -> bool,
+) -> pb::BusStatus {
     eventually(what, || async {
         let b = bus_status(app).await;
         ok(&b).then_some(b)
@@ -68,7 +72,7 @@ async fn wait_bus(app: &TestApp, what: &str, ok: impl Fn(&pb::BusStatus) -> bool
 
 /// Waits until every request the engine has queued so far is served (e.g. the catch-up after
 /// subscribing): a request pushed now joins their batch or a later one.
-async fn settle(app: &TestApp) {
+pub(crate) async fn settle(app: &TestApp) {
     app.engine
         .reload(LoadRequest {
             scope: Scope::Delta,
@@ -80,7 +84,7 @@ async fn settle(app: &TestApp) {
 }
 
 /// Starts an app, waits for SERVING and for the bus subscription, then settles.
-async fn start(config: Config, db: &Arc<TestDb>) -> TestApp {
+pub(crate) async fn start(config: Config, db: &Arc<TestDb>) -> TestApp {
     let app = TestApp::start(config, Arc::clone(db)).await;
     app.wait_ready().await;
     wait_bus(&app, "the bus to subscribe", |b| b.connected).await;
@@ -88,7 +92,7 @@ async fn start(config: Config, db: &Arc<TestDb>) -> TestApp {
     app
 }
 
-async fn wait_served(app: &mut TestApp, query: &str) -> pb::MatchedPattern {
+pub(crate) async fn wait_served(app: &mut TestApp, query: &str) -> pb::MatchedPattern {
     let what = format!("{query:?} to be served");
     eventually(&what, || {
         let mut app = app.patterns.clone();
@@ -106,7 +110,7 @@ async fn wait_served(app: &mut TestApp, query: &str) -> pb::MatchedPattern {
     .await
 }
 
-async fn wait_not_served(app: &TestApp, query: &str) {
+pub(crate) async fn wait_not_served(app: &TestApp, query: &str) {
     let what = format!("{query:?} to stop being served");
     eventually(&what, || {
         let mut app = app.patterns.clone();
@@ -126,7 +130,7 @@ async fn wait_not_served(app: &TestApp, query: &str) {
 }
 
 /// A served row written by "another service", with plain SQL.
-fn insert(id: i64, normalized: &str) -> String {
+pub(crate) fn insert(id: i64, normalized: &str) -> String {
     format!(
         "INSERT INTO auto_learned_patterns (id, pattern, normalized_pattern, category, confidence, \
          times_used, times_correct, accuracy, created_by, enabled, status) VALUES \
@@ -135,7 +139,7 @@ fn insert(id: i64, normalized: &str) -> String {
 }
 
 /// PUBLISHes with a client of our own; returns how many subscribers received it.
-async fn publish(url: &str, channel: &str, payload: impl AsRef<[u8]>) -> i64 {
+pub(crate) async fn publish(url: &str, channel: &str, payload: impl AsRef<[u8]>) -> i64 {
     let client = redis::Client::open(url).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()
