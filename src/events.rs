@@ -1,6 +1,6 @@
 //! The status event hub: one sequence of numbered events for every WatchStatus stream.
 //!
-//! Sources (the engine's reloads, drain changes, pattern writes, later the bus and the fleet)
+//! Sources (the engine's reloads, drain changes, pattern writes, bus connects and disconnects)
 //! publish here; the hub gives each event the next id, keeps the newest ones in a bounded replay
 //! buffer for `after_event_id` resumption, and fans them out on a bounded broadcast channel. A
 //! stream that falls behind the channel is told it lagged and resyncs with a snapshot: no

@@ -1,7 +1,8 @@
 //! The swap engine: the one place where the served pattern cache changes.
 //!
-//! Every reload, whatever asked for it (startup, gRPC, a pattern write, later the bus and the
-//! poller), is a [`LoadRequest`] handed to [`Engine::reload`]. One loader task executes them:
+//! Every reload, whatever asked for it (startup, gRPC, a pattern write, a bus message, the
+//! backstop poll), is a [`LoadRequest`] handed to [`Engine::reload`] or [`Engine::request`]; a
+//! bus `invalidate` is one too ([`Scope::Invalidate`]). One loader task executes them:
 //! requests that arrive while a load runs are merged into at most one further load (single
 //! flight), so a burst of N requests costs about two loads. A load builds a complete new
 //! [`PatternSnapshot`] off to the side, then publishes it with one `ArcSwap` store; readers get
