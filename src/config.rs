@@ -133,7 +133,7 @@ pub struct Config {
     pub http2_keepalive_timeout: Duration,
 
     /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or `rediss://`
-    /// for TLS. Unset: single-instance mode, no bus (the poll still runs).
+    /// for TLS. Unset or empty: single-instance mode, no bus (the poll still runs).
     #[arg(long, env = "HOTPLANE_REDIS_URL")]
     pub redis_url: Option<String>,
 

@@ -108,7 +108,8 @@ impl Application {
         let instance_id = instance_id(addr);
         // Redis being down is not an error here: the subscriber connects in the background and
         // keeps retrying. Only a malformed URL stops startup.
-        let (bus, bus_task) = match &config.redis_url {
+        // An empty URL (e.g. `HOTPLANE_REDIS_URL=` in a compose file) means no bus, like unset.
+        let (bus, bus_task) = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => {
                 let opts = bus_options(&config, url, &instance_id);
                 let sink = bus_event_sink(events.clone());

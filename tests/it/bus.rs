@@ -911,3 +911,35 @@ async fn a_burst_of_messages_costs_a_handful_of_loads() {
     assert!(loads <= 20, "{BURST} messages cost {loads} loads");
     assert!(after.coalesced_total - before.coalesced_total >= BURST - 20);
 }
+
+/// Without a Redis URL (unset, or empty as in `HOTPLANE_REDIS_URL=`), hotplane runs alone: the
+/// status says the bus is disabled, there is no fleet, and a broadcast reload is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_redis_url_there_is_no_bus() {
+    let mut app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| {
+        c.redis_url = Some(String::new());
+    })
+    .await;
+    let st = status(&app).await;
+    assert!(!st.bus.expect("bus status").enabled);
+    assert!(st.fleet.is_none());
+    let learned = app
+        .patterns
+        .learn_pattern(learn_req("nessun bus", "x", 0.95))
+        .await
+        .expect("learn")
+        .into_inner();
+    assert_eq!(
+        learned.publish_error, "",
+        "nothing to announce, nothing failed"
+    );
+    let err = app
+        .reload
+        .reload(pb::ReloadRequest {
+            broadcast: true,
+            ..crate::helpers::reload_req(false, None)
+        })
+        .await
+        .expect_err("broadcast needs a bus");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}
