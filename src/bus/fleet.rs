@@ -165,58 +165,69 @@ impl Keys {
 }
 
 /// Heartbeats every `--fleet-heartbeat`, and at once after every successful load (so a fleet
-/// wait sees new revisions quickly), until `stop`; then removes this instance.
+/// wait sees new revisions quickly), until `stop`; then removes this instance. A heartbeat in
+/// progress never holds up the stop, and the removal is bounded by the bus timeout: an
+/// unreachable Redis must not delay shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
     reporter: Reporter,
     engine: Engine,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (keys, link) = (Keys::new(&shared.opts.channel), &shared.link);
+    let keys = Keys::new(&shared.opts.channel);
     let mut tick = tokio::time::interval(shared.opts.fleet_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut loads = engine.subscribe();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            event = loads.recv() => match event {
-                Ok(e) if matches!(e.kind, EventKind::ReloadSucceeded { .. }) => {}
-                Ok(_) => continue,
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            },
-            // (The guard `wait_for` returns must not live across the awaits below.)
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => {
-                let me = reporter();
-                if let Err(e) = keys.forget(link, &me.instance_id).await {
-                    warn!(error = %e, "could not remove this instance from the fleet; it expires \
-                        with its TTL");
-                }
-                return;
+        let beat = async {
+            tokio::select! {
+                _ = tick.tick() => {}
+                event = loads.recv() => match event {
+                    Ok(e) if matches!(e.kind, EventKind::ReloadSucceeded { .. }) => {}
+                    Ok(_) => return true,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return false,
+                },
             }
-        }
-        let me = reporter();
-        let result = match keys.beat(link, &me, shared.opts.fleet_ttl).await {
-            Ok(()) => keys.read(link).await,
-            Err(e) => Err(e),
+            heartbeat(&shared, &keys, &reporter()).await;
+            true
         };
-        let mut view = shared.fleet();
-        match result {
-            Ok((members, truncated)) => {
-                if view.error.take().is_some() {
-                    info!(members = members.len(), "fleet heartbeat works again");
-                }
-                view.members = members;
-                view.truncated = truncated;
-                view.read_at = Some(Utc::now());
+        tokio::select! {
+            go_on = beat => if !go_on { return },
+            // (The guard `wait_for` returns must not live across an await.)
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
+        }
+    }
+    let id = reporter().instance_id;
+    let removed = tokio::time::timeout(shared.opts.timeout, keys.forget(&shared.link, &id)).await;
+    if !matches!(removed, Ok(Ok(()))) {
+        warn!("could not remove this instance from the fleet; it drops out after --fleet-ttl");
+    }
+}
+
+/// Writes our state, reads the fleet, and records the result for status.
+async fn heartbeat(shared: &Shared, keys: &Keys, me: &Member) {
+    let link = &shared.link;
+    let result = match keys.beat(link, me, shared.opts.fleet_ttl).await {
+        Ok(()) => keys.read(link).await,
+        Err(e) => Err(e),
+    };
+    let mut view = shared.fleet();
+    match result {
+        Ok((members, truncated)) => {
+            if view.error.take().is_some() {
+                info!(members = members.len(), "fleet heartbeat works again");
             }
-            Err(e) => {
-                if view.error.is_none() {
-                    warn!(error = %e, "fleet heartbeat failed; other instances will stop listing \
-                        this one after the TTL. Check Redis (see GetStatus.bus)");
-                }
-                view.error = Some(e);
+            view.members = members;
+            view.truncated = truncated;
+            view.read_at = Some(Utc::now());
+        }
+        Err(e) => {
+            if view.error.is_none() {
+                warn!(error = %e, "fleet heartbeat failed; other instances will stop listing \
+                    this one after the TTL. Check Redis (see GetStatus.bus)");
             }
+            view.error = Some(e);
         }
     }
 }

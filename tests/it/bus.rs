@@ -943,3 +943,21 @@ async fn without_a_redis_url_there_is_no_bus() {
         .expect_err("broadcast needs a bus");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 }
+
+/// A Redis that stopped answering (SIGSTOP) does not hold up shutdown: the subscriber, the
+/// heartbeat and the fleet removal all give up within the bus timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_an_unresponsive_redis() {
+    let redis = PrivateRedis::start().await;
+    let db = Arc::new(TestDb::sqlite().await);
+    let mut config = bus_config(&db, &redis.url(), &channel("hotplane:shutdown"));
+    config.bus_timeout = Duration::from_secs(2);
+    config.fleet_heartbeat = Duration::from_millis(50);
+    let app = start(config, &db).await;
+    redis.signal("STOP").await;
+    let started = std::time::Instant::now();
+    app.stop().await.expect("stops cleanly");
+    let took = started.elapsed();
+    redis.signal("CONT").await;
+    assert!(took < Duration::from_millis(3500), "shutdown took {took:?}");
+}
