@@ -61,7 +61,9 @@ struct Pending {
     requests: usize,
     /// Requests that asked for a load (not only an invalidation).
     loads: usize,
+    /// Ids to stop serving before the load (bounded by `MAX_INVALIDATE`).
     invalidate: BTreeSet<i64>,
+    /// Invalidations refused because the set was full.
     invalidate_dropped: usize,
     explicit: bool,
     full: bool,
