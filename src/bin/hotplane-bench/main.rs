@@ -25,6 +25,7 @@ mod under_load;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 
 use crate::{
@@ -96,6 +97,10 @@ struct Args {
     /// Print one JSON document instead of the table.
     #[arg(long)]
     json: bool,
+
+    /// Also write the JSON document to this file (the table still goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<std::path::PathBuf>,
 
     /// PostgreSQL admin URL: bench databases are created (and dropped) through it.
     #[arg(long, env = "HOTPLANE_BENCH_DATABASE_URL", default_value = DEFAULT_PG_URL)]
@@ -341,8 +346,12 @@ fn main() -> anyhow::Result<()> {
         let r = rt.block_on(run_scenario(scenario, &settings))?;
         report.scenarios.push(r);
     }
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.table());
     }

@@ -174,13 +174,18 @@ impl Case<'_> {
         // Phases, each timed once: what the engine does inside a full reload.
         let (decode, load) = timed(async { Ok(store.load_full().await?) }).await?;
         let prev = std::sync::Arc::clone(&engine.current().snapshot);
-        let (build, diff) = tokio::task::spawn_blocking(move || {
+        let (build, diff, dropped) = tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let next = PatternSnapshot::from_rows(load.rows).map_err(anyhow::Error::msg)?;
             let build = stats::ms(t0.elapsed());
             let t1 = Instant::now();
             std::hint::black_box(prev.diff(&next));
-            anyhow::Ok((build, stats::ms(t1.elapsed())))
+            let diff = stats::ms(t1.elapsed());
+            // What freeing the replaced generation costs (the engine does it where the last
+            // reference goes: in the loader task, on a runtime worker).
+            let t2 = Instant::now();
+            drop(next);
+            anyhow::Ok((build, diff, stats::ms(t2.elapsed())))
         })
         .await??;
         let (reload, floor) = (summarize(&mut reloads), summarize(&mut floors));
@@ -199,13 +204,14 @@ impl Case<'_> {
         )
         .detail(format!(
             "min {} ms (floor min {} ms); first load {} ms; phases: fetch+decode {} ms, \
-             build {} ms, diff {} ms{python}",
+             build {} ms, diff {} ms, dropping the replaced snapshot {} ms{python}",
             num(reload.min),
             num(floor.min),
             num(first),
             num(decode),
             num(build),
-            num(diff)
+            num(diff),
+            num(dropped)
         ));
         if self.size == 100_000 {
             fig = fig.target(Target::RatioAtMost(1.3));
@@ -294,18 +300,20 @@ impl Case<'_> {
         let client = db.client().await?;
         let (floor, _) = timed(client.raw_fetch()).await?;
         client.close().await;
-        let mut times = Vec::new();
+        let (mut times, mut builds) = (Vec::new(), Vec::new());
         let started = Instant::now();
         while times.len() < self.s.startup_reps
             && (times.is_empty() || started.elapsed() < REPS_BUDGET)
         {
             let t0 = Instant::now();
             let server = ServerThread::hotplane(Config::for_database(db.url())).await?;
+            builds.push(stats::ms(t0.elapsed()));
             wait_serving(server.addr, SERVING_DEADLINE).await?;
             times.push(stats::ms(t0.elapsed()));
             server.stop().await?;
         }
         let t = summarize(&mut times);
+        let b = summarize(&mut builds);
         let mut fig = Figure::new(
             format!(
                 "{}: Application::build to SERVING, median of {}",
@@ -316,30 +324,22 @@ impl Case<'_> {
             "ms",
             "raw fetch",
             floor,
-        );
+        )
+        .detail(format!(
+            "Application::build (connect, migrate, bind) {} ms, then the first load until \
+             SERVING",
+            num(b.p50)
+        ));
         if self.size >= 1_000_000 {
             fig = fig.target(Target::AtMost(2000.0));
         }
         Ok(fig)
     }
 
-    /// Memory per pattern, from a child process that only loads the snapshot.
+    /// Memory per pattern, from a child process that only loads the snapshot; then again
+    /// with every row's metadata set to NULL, which shows what the JSON metadata costs.
     async fn memory(&self, db: &BenchDb) -> anyhow::Result<Vec<Figure>> {
-        let exe = std::env::current_exe().context("locating the bench binary")?;
-        let url = db.url().to_owned();
-        let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(exe)
-                .args(["--memory-probe", &url])
-                .output()
-        })
-        .await?
-        .context("running the memory probe")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "the memory probe failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let probe: Probe = serde_json::from_slice(&out.stdout).context("reading the probe")?;
+        let probe = run_probe(db.url()).await?;
         let n = probe.served.max(1) as f64;
         let per = |bytes: u64| bytes.saturating_sub(probe.base.now) as f64 / n;
         let payload = self
@@ -387,8 +387,47 @@ impl Case<'_> {
         if !probe.peak_reset {
             peak = peak.detail("the kernel refused to reset VmHWM: this is the peak since start");
         }
-        Ok(vec![kept, peak])
+        let client = db.client().await?;
+        client
+            .exec("UPDATE auto_learned_patterns SET metadata = NULL")
+            .await?;
+        client.close().await;
+        let bare = run_probe(db.url()).await?;
+        let without = bare.loaded.now.saturating_sub(bare.base.now) as f64 / n;
+        let metadata = Figure::new(
+            format!("{}: retained per pattern, metadata NULL", self.label()),
+            without,
+            "B",
+            "retained with metadata",
+            retained,
+        )
+        .detail(format!(
+            "the metadata (JSON objects on 70% of rows, as serde_json::Value) costs {} B/pattern; \
+             size_of::<PatternRow>() = {} B",
+            num(retained - without),
+            std::mem::size_of::<hotplane::model::PatternRow>()
+        ));
+        Ok(vec![kept, peak, metadata])
     }
+}
+
+/// Runs the memory probe as a child process on `url`.
+async fn run_probe(url: &str) -> anyhow::Result<Probe> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let url = url.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(["--memory-probe", &url])
+            .output()
+    })
+    .await?
+    .context("running the memory probe")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the memory probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("reading the memory probe's report")
 }
 
 /// What the memory probe reports (RSS in bytes).

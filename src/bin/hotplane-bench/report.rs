@@ -241,8 +241,7 @@ fn figure_table(figures: &[Figure]) -> String {
                 f.case.clone(),
                 format!("{} {}", num(f.value), f.unit),
                 baseline,
-                f.ratio
-                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+                f.ratio.map_or_else(|| "-".to_owned(), num),
                 f.target.map_or_else(String::new, |t| t.text(f.unit)),
                 match f.met {
                     Some(true) => "met".to_owned(),
