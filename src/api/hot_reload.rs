@@ -124,95 +124,11 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
             hits_pending: s.hits.pending(),
         }),
         drain: Some(super::drain_pb(&s.drain.snapshot())),
-        bus: Some(bus_pb(&s.bus.status())),
-        fleet: s.bus.fleet().map(|v| fleet_pb(&v, &s.engine.current())),
-    }
-}
-
-/// Longest `wait_for_fleet` accepted.
-const MAX_FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Checks `wait_for_fleet`: needs broadcast, at most [`MAX_FLEET_WAIT`].
-fn fleet_wait(req: &pb::ReloadRequest) -> ApiResult<Option<std::time::Duration>> {
-    let Some(d) = &req.wait_for_fleet else {
-        return Ok(None);
-    };
-    if !req.broadcast {
-        return Err(ApiError::invalid(
-            "wait_for_fleet",
-            "needs broadcast (the other instances learn of the reload from the bus)",
-        ));
-    }
-    match convert::std_duration(d) {
-        Some(wait) if wait <= MAX_FLEET_WAIT => Ok(Some(wait)),
-        _ => Err(ApiError::invalid(
-            "wait_for_fleet",
-            "must be a non-negative duration of at most 5 minutes",
-        )),
-    }
-}
-
-/// Fleet view of one member.
-fn member_pb(m: &crate::bus::fleet::Member, converged: bool) -> pb::FleetMember {
-    pb::FleetMember {
-        instance_id: m.instance_id.clone(),
-        addr: m.addr.clone(),
-        generation: m.generation,
-        content_hash: m.content_hash.clone(),
-        store_revision: m.store_revision,
-        item_count: m.item_count,
-        draining: m.draining,
-        last_error: m.last_error.clone().unwrap_or_default(),
-        updated_at: chrono::DateTime::from_timestamp_millis(m.updated_at_ms)
-            .map(convert::timestamp),
-        converged,
-    }
-}
-
-/// Status view of the fleet; a member is `converged` when it serves what this instance does.
-fn fleet_pb(v: &crate::bus::fleet::FleetView, me: &Generation) -> pb::FleetStatus {
-    let hash = me.snapshot.content_hash();
-    pb::FleetStatus {
-        members: v
-            .members
-            .iter()
-            .map(|m| {
-                let same = m.content_hash == hash && m.store_revision == me.store_revision;
-                member_pb(m, same)
-            })
-            .collect(),
-        converged: v.agrees(),
-        read_at: v.read_at.map(convert::timestamp),
-        error: v.error.clone().unwrap_or_default(),
-        truncated: v.truncated,
-    }
-}
-
-/// Status view of the bus.
-fn bus_pb(b: &crate::bus::BusStatus) -> pb::BusStatus {
-    pb::BusStatus {
-        enabled: b.enabled,
-        connected: b.connected,
-        channel: b.channel.clone(),
-        redis_url: b.redis_url.clone(),
-        signed: b.signed,
-        connected_since: b.connected_since.map(convert::timestamp),
-        last_error: b.last_error.clone().unwrap_or_default(),
-        last_error_at: b.last_error_at.map(convert::timestamp),
-        next_retry_at: b.next_retry_at.map(convert::timestamp),
-        reconnects: b.reconnects,
-        messages_received: b.messages_received,
-        messages_applied: b.messages_applied,
-        rejected: b
-            .rejected
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect(),
-        self_skipped: b.self_skipped,
-        last_message_at: b.last_message_at.map(convert::timestamp),
-        published: b.published,
-        publish_failures: b.publish_failures,
-        last_publish_error: b.last_publish_error.clone().unwrap_or_default(),
+        bus: Some(super::bus::bus_pb(&s.bus.status())),
+        fleet: s
+            .bus
+            .fleet()
+            .map(|v| super::bus::fleet_pb(&v, &s.engine.current())),
     }
 }
 
@@ -338,7 +254,7 @@ impl HotReload for HotReloadApi {
             return Ok(Response::new(self.reload_store(req, started).await?));
         }
         let scope = reload_scope(&req)?;
-        let wait = fleet_wait(&req)?;
+        let wait = super::bus::fleet_wait(&req)?;
         if req.broadcast && !self.state.bus.enabled() {
             return Err(ApiError::FailedPrecondition(
                 "broadcast needs the Redis bus: start hotplane with --redis-url \
@@ -370,7 +286,7 @@ impl HotReload for HotReloadApi {
                     response.fleet = found
                         .members
                         .iter()
-                        .map(|(m, ok)| member_pb(m, *ok))
+                        .map(|(m, ok)| super::bus::member_pb(m, *ok))
                         .collect();
                     response.fleet_converged = found.converged;
                     response.fleet_error = found.error.unwrap_or_default();

@@ -1,6 +1,7 @@
 //! The gRPC API layer: thin handlers that validate and translate requests, call the engine or
 //! the store, and translate results back. No business logic lives here.
 
+mod bus;
 pub mod convert;
 mod drain;
 mod error;
