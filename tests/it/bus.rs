@@ -447,6 +447,34 @@ async fn signed_mode_applies_valid_messages_and_rejects_the_rest() {
     );
 }
 
+/// In signed mode, what a replica announces is signed with the shared secret and accepted by
+/// its peers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_announcements_are_accepted_by_peers() {
+    let db = Arc::new(TestDb::postgres().await);
+    let (url, ch) = (redis_url(), channel("hotplane:signed-peers"));
+    let signed = || {
+        let mut c = bus_config(&db, &url, &ch);
+        c.bus_secret = Some(Secret::new("shared by the fleet"));
+        c
+    };
+    let mut a = start(signed(), &db).await;
+    let mut b = start(signed(), &db).await;
+    let learned = a
+        .patterns
+        .learn_pattern(learn_req("annuncio firmato", "x", 0.95))
+        .await
+        .expect("learn")
+        .into_inner();
+    assert_eq!(learned.publish_error, "");
+    wait_served(&mut b, "annuncio firmato").await;
+    let st = bus_status(&b).await;
+    assert_eq!(st.messages_applied, 1);
+    assert!(st.rejected.values().all(|n| *n == 0), "{:?}", st.rejected);
+    wait_bus(&a, "A to skip its own event", |s| s.self_skipped == 1).await;
+    assert!(served(&mut a, "annuncio firmato").await.is_some());
+}
+
 /// A `redis-server` of the test's own, on a free port, killed when dropped.
 struct PrivateRedis {
     /// Its port (plain or TLS).
