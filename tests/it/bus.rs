@@ -363,19 +363,19 @@ async fn invalidate_stops_serving_until_a_load_reads_the_row() {
     assert_eq!(wait_served(&mut app, "fatture scadute").await.id, id);
 }
 
-/// The README's Python publisher (its first ```python block, run with python3) produces the
-/// message for `fields`, signed when `secret` is given.
+/// The README's Python publisher (the ```python block that defines `bus_message`, run with
+/// python3) produces the message for `fields`, signed when `secret` is given.
 async fn python_message(fields: &str, secret: Option<&str>) -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let start = readme
-        .find("```python\n")
-        .expect("a python block in README.md")
-        + 10;
-    let end = start + readme[start..].find("```").expect("the block ends");
+    let block = readme
+        .split("```python\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(code, _)| code))
+        .find(|code| code.contains("def bus_message("))
+        .expect("README.md has a python block defining bus_message");
     let program = format!(
-        "{}\nimport json, sys\nprint(bus_message(json.loads(sys.argv[1]), *sys.argv[2:]))\n",
-        &readme[start..end]
+        "{block}\nimport json, sys\nprint(bus_message(json.loads(sys.argv[1]), *sys.argv[2:]))\n"
     );
     let mut cmd = Command::new("python3");
     cmd.arg("-c").arg(program).arg(fields).args(secret);
