@@ -7,7 +7,6 @@ mod bus;
 mod db;
 mod drain;
 mod engine;
-mod fleet;
 mod grpcurl;
 mod helpers;
 mod patterns_api;
