@@ -36,8 +36,8 @@ impl std::fmt::Debug for Secret {
 /// - strings escaped as `\"` `\\` `\n` `\r` `\t` `\b` `\f`, every other character outside
 ///   printable ASCII (space to `~`) as `\u00e9`, lower-case hex, UTF-16 surrogate pairs above
 ///   U+FFFF;
-/// - integers as written; fractional numbers in Python's `repr` form (`1.5`, `123.0`, `1e-05`,
-///   `1e+16`).
+/// - integers as written (within 64 bits: larger ones parse as floats and will not match);
+///   fractional numbers in Python's `repr` form (`1.5`, `123.0`, `1e-05`, `1e+16`).
 ///
 /// A publisher signs the object it is about to send (without `sig`), then adds
 /// `"sig": hex(HMAC-SHA256(secret, canonical))`; a receiver recomputes the text from the object
