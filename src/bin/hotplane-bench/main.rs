@@ -98,6 +98,10 @@ struct Args {
     #[arg(long)]
     json: bool,
 
+    /// Print Markdown tables instead of the table (what BENCHMARKS.md holds).
+    #[arg(long, conflicts_with = "json")]
+    markdown: bool,
+
     /// Also write the JSON document to this file (the table still goes to stdout).
     #[arg(long, value_name = "FILE")]
     json_out: Option<std::path::PathBuf>,
@@ -352,6 +356,8 @@ fn main() -> anyhow::Result<()> {
     }
     if args.json {
         println!("{json}");
+    } else if args.markdown {
+        print!("{}", report.markdown());
     } else {
         print!("{}", report.table());
     }

@@ -186,6 +186,57 @@ impl Report {
             .collect()
     }
 
+    /// The figures as Markdown tables, one per scenario (for BENCHMARKS.md).
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        for s in &self.scenarios {
+            let _ = writeln!(out, "### `{}`\n", s.name);
+            let _ = writeln!(
+                out,
+                "{} ({:.1} s; load average {:.2} → {:.2}; CPU busy {:.2} cores, of which the \
+                 bench {:.2})\n",
+                s.method,
+                s.seconds,
+                s.loadavg.0,
+                s.loadavg.1,
+                s.cpu.machine_cores,
+                s.cpu.bench_cores
+            );
+            out.push_str("| figure | value | baseline (same run) | ratio | target | |\n");
+            out.push_str("|---|---:|---|---:|---|---|\n");
+            for f in &s.figures {
+                let baseline = f.baseline.map_or_else(
+                    || "-".to_owned(),
+                    |b| format!("{} {} ({})", num(b), f.unit, f.baseline_name),
+                );
+                let detail = if f.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("<br>{}", f.detail)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {}{detail} | {} {} | {baseline} | {} | {} | {} |",
+                    f.case,
+                    num(f.value),
+                    f.unit,
+                    f.ratio.map_or_else(|| "-".to_owned(), num),
+                    f.target.map_or_else(String::new, |t| t.text(f.unit)),
+                    match f.met {
+                        Some(true) => "met",
+                        Some(false) => "**missed**",
+                        None => "",
+                    }
+                );
+            }
+            for note in &s.notes {
+                let _ = writeln!(out, "\n- {note}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// The readable table.
     pub fn table(&self) -> String {
         let mut out = String::new();
