@@ -210,6 +210,10 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "HOTPLANE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Authentication, TLS and rate limits (see `crate::auth`).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -230,6 +234,7 @@ impl std::fmt::Debug for Config {
             .field("bus_channel", &self.bus_channel)
             .field("bus_secret", &self.bus_secret())
             .field("poll_interval", &self.poll_interval)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -290,6 +295,9 @@ impl Config {
         }
         if self.event_capacity == 0 {
             return bad("event-capacity", "must be at least 1");
+        }
+        if let Err((field, reason)) = self.auth.validate() {
+            return Err(ConfigError { field, reason });
         }
         if let (Some(a), Some(b)) = (&self.bus_secret, &self.reload_message_secret)
             && a != b

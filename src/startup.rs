@@ -6,7 +6,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{
+    Server, ServerTlsConfig,
+    server::{Router, TcpIncoming},
+};
 use tonic_health::{
     ServingStatus,
     server::{HealthReporter, HealthService},
@@ -18,6 +21,7 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
         generation_pb,
     },
+    auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, server_tls_config},
     bus::{
         Bus, BusEvent, BusOptions, BusSink, backstop,
         fleet::{Member, Reporter},
@@ -69,6 +73,12 @@ fn store_options(config: &Config) -> StoreOptions {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The plaintext health-only listener (`--health-listen`, with TLS on).
+    health_listener: Option<(TcpListener, SocketAddr)>,
+    /// TLS of the gRPC port, when configured.
+    tls: Option<ServerTlsConfig>,
+    /// The auth layer (credentials, scopes, rate limits), shared by every connection.
+    auth: AuthLayer,
     state: Arc<AppState>,
     health: HealthReporter,
     config: Config,
@@ -91,6 +101,7 @@ impl Application {
             .await
             .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        let (auth, tls, health_listener) = security(&config).await?;
 
         let events = EventHub::new(config.event_capacity);
         let engine = Engine::start(
@@ -182,6 +193,9 @@ impl Application {
         Ok(Application {
             listener,
             addr,
+            health_listener,
+            tls,
+            auth,
             state,
             health,
             config,
@@ -193,6 +207,11 @@ impl Application {
     /// The bound gRPC address (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the plaintext health-only listener, when `--health-listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The swap engine, for tests and embedding.
@@ -216,13 +235,19 @@ impl Application {
             .build_v1alpha()
             .context("building reflection v1alpha")?;
         let state = &self.state;
-        let router = Server::builder()
+        let mut server = Server::builder()
             .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
+            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout));
+        if let Some(tls) = self.tls.clone() {
+            server = server
+                .tls_config(tls)
+                .context("configuring TLS (--tls-cert-file, --tls-key-file)")?;
+        }
+        // Auth outermost: a refused request is neither counted nor served.
+        let router = server
+            .layer(self.auth.clone())
             .layer(InFlightLayer::new(state.drain.clone()))
-            .add_service(tonic_health::pb::health_server::HealthServer::new(
-                HealthService::from_health_reporter(self.health.clone()),
-            ))
+            .add_service(health_service(&self.health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
@@ -247,7 +272,15 @@ impl Application {
             },
         );
         tokio::pin!(serve);
-        info!(addr = %self.addr, instance_id = %state.instance_id, "hotplane listening");
+        let (health_stop, health_task) = match self.health_listener {
+            Some((listener, addr)) => {
+                info!(%addr, "plaintext health listening");
+                let (stop, task) = serve_health_only(listener, &self.health);
+                (Some(stop), Some(task))
+            }
+            None => (None, None),
+        };
+        info!(addr = %self.addr, instance_id = %state.instance_id, tls = self.tls.is_some(), "hotplane listening");
 
         // Serve until the shutdown signal (or until the server fails).
         let signalled = tokio::select! {
@@ -294,6 +327,15 @@ impl Application {
             }
         }
 
+        if let (Some(stop), Some(mut task)) = (health_stop, health_task) {
+            let _ = stop.send(());
+            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
         self.stop_tx.send_replace(true);
         state.engine.shutdown();
         for task in self.background {
@@ -303,6 +345,82 @@ impl Application {
         info!("hotplane stopped");
         Ok(())
     }
+}
+
+/// The security pieces of a config: the auth layer (credentials read, rate limits set), the TLS
+/// settings (PEM files read), and the plaintext health-only listener, bound. Every file is read
+/// here, so a bad path stops startup with a message naming the flag.
+async fn security(
+    config: &Config,
+) -> anyhow::Result<(
+    AuthLayer,
+    Option<ServerTlsConfig>,
+    Option<(TcpListener, SocketAddr)>,
+)> {
+    let auth = &config.auth;
+    let authenticator = Authenticator::from_config(auth)?;
+    if !authenticator.has_credentials() {
+        info!(
+            "no credentials configured: read RPCs are open, state-changing RPCs accepted only from loopback"
+        );
+        if !config.listen.ip().is_loopback() {
+            warn!(
+                listen = %config.listen,
+                "listening beyond loopback without credentials: state-changing RPCs from the network are refused until --auth-tokens-file, --auth-jwt-* or --tls-client-ca-file is set"
+            );
+        }
+    }
+    let limiter = RateLimiter::new(RateLimit {
+        per_second: auth.admin_rate,
+        burst: auth.admin_burst,
+    });
+    let layer = AuthLayer::new(Arc::new(authenticator), Arc::new(limiter));
+    let tls = server_tls_config(auth)?;
+    let health = match auth.health_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await.with_context(|| {
+                format!("binding the health listener on {at} (--health-listen)")
+            })?;
+            let addr = listener
+                .local_addr()
+                .context("reading the health address")?;
+            Some((listener, addr))
+        }
+        None => None,
+    };
+    Ok((layer, tls, health))
+}
+
+fn health_service(
+    health: &HealthReporter,
+) -> tonic_health::pb::health_server::HealthServer<HealthService> {
+    tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
+        health.clone(),
+    ))
+}
+
+/// Serves `grpc.health.v1` alone, in plaintext, until the returned sender fires: for probes
+/// that cannot speak TLS. Nothing else is reachable on this port.
+fn serve_health_only(
+    listener: TcpListener,
+    health: &HealthReporter,
+) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router: Router = Server::builder().add_service(health_service(health));
+    let task = tokio::spawn(async move {
+        let served = router
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "the plaintext health listener failed");
+        }
+    });
+    (stop, task)
 }
 
 /// Reflection over every type a client can meet: the hotplane API, the health service, and the

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every module below is a group of tests, sharing the
 //! helpers in `db`.
 
+mod auth;
 mod bench;
 mod binary;
 mod bus;
@@ -14,4 +15,5 @@ mod reload;
 mod rollback;
 mod store;
 mod store_swap;
+mod tls;
 mod watch;

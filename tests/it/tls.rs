@@ -1,0 +1,383 @@
+//! TLS and mTLS on the gRPC port, and the plaintext health-only port, with certificates from a
+//! throwaway private CA made by the openssl CLI.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use hotplane::{config::Config, startup::Application};
+use serde_json::json;
+use tokio::{process::Command, sync::oneshot, task::JoinHandle};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::{
+    auth::{ADMIN_TOKEN, Need, RPCS, call, passed, tokens_file},
+    db::TestDb,
+    helpers::wait_serving,
+};
+
+/// Runs `openssl args` in `dir`, which must succeed.
+pub async fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("openssl runs (./scripts/test.sh installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A private CA (P-256), a server certificate for localhost / 127.0.0.1, and client
+/// certificates `CN=deployer` and `CN=viewer`.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    async fn make() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(
+            d.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("server.ext");
+        std::fs::write(
+            d.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("client.ext");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            d,
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=hotplane test CA",
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+        for (name, subject, ext) in [
+            ("server", "/CN=localhost", "server.ext"),
+            ("deployer", "/CN=deployer", "client.ext"),
+            ("viewer", "/CN=viewer", "client.ext"),
+        ] {
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            openssl(
+                d,
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", &key, "-out", &csr, "-subj", subject],
+                ]
+                .concat(),
+            )
+            .await;
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    ext,
+                ],
+            )
+            .await;
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("pki file")
+    }
+
+    /// Client TLS trusting the CA, presenting `client`'s certificate if given.
+    fn client(&self, client: Option<&str>) -> ClientTlsConfig {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
+            .domain_name("localhost");
+        match client {
+            Some(name) => tls.identity(Identity::from_pem(
+                self.read(&format!("{name}.pem")),
+                self.read(&format!("{name}.key")),
+            )),
+            None => tls,
+        }
+    }
+
+    fn serve_tls(&self, c: &mut Config) {
+        c.auth.tls_cert_file = Some(self.path("server.pem"));
+        c.auth.tls_key_file = Some(self.path("server.key"));
+    }
+}
+
+/// A server started from `config` (TLS or not), stopped when dropped.
+struct Server {
+    addr: SocketAddr,
+    health_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+    _db: TestDb,
+}
+
+impl Server {
+    async fn start(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Server {
+        let mut config = Config::for_database(db.url());
+        tweak(&mut config);
+        let app = Application::build(config).await.expect("builds");
+        let (addr, health_addr) = (app.local_addr(), app.health_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            health_addr,
+            stop: Some(stop),
+            task,
+            _db: db,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("no panic")
+            .expect("stops cleanly");
+    }
+
+    /// A TLS channel, or the connection error.
+    async fn tls_channel(&self, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("client tls")
+            .connect()
+            .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// TLS on the gRPC port: a client trusting the CA gets every RPC (loopback default, no
+/// credentials configured); a plaintext client gets nothing. The plaintext health port
+/// answers health and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_every_rpc_and_the_health_port_only_health() {
+    let pki = Pki::make().await;
+    let server = Server::start(TestDb::sqlite().await, |c| {
+        pki.serve_tls(c);
+        c.auth.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let ch = server
+        .tls_channel(pki.client(None))
+        .await
+        .expect("TLS connects");
+    wait_serving(&HealthClient::new(ch.clone())).await;
+    for (rpc, _) in RPCS {
+        let r = call(&ch, None, rpc).await;
+        assert!(passed(&r), "{rpc} over TLS: {r:?}");
+    }
+
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let r = call(&plain, None, "GetStatus").await;
+        assert!(r.is_err(), "plaintext must not reach the TLS port: {r:?}");
+    }
+
+    let health_addr = server.health_addr.expect("health port bound");
+    let health = Channel::from_shared(format!("http://{health_addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("plaintext health");
+    HealthClient::new(health.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health on the plaintext port");
+    let other = call(&health, None, "GetStatus")
+        .await
+        .expect_err("only health there");
+    assert_eq!(other.code(), Code::Unimplemented, "{other:?}");
+    let reload = call(&health, None, "Reload")
+        .await
+        .expect_err("only health there");
+    assert_eq!(reload.code(), Code::Unimplemented, "{reload:?}");
+    server.stop().await;
+}
+
+/// mTLS: the certificate's subject is the caller; the tokens file gives `CN=deployer` admin,
+/// other certificates get `--tls-client-scopes` (read). Without a certificate, no RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_subject_is_the_caller_and_a_certificate_is_required() {
+    let pki = Pki::make().await;
+    let tokens = tokens_file(
+        pki.dir.path(),
+        json!({"clients": [{"subject": "CN=deployer", "scopes": ["admin"]}]}),
+    );
+    let server = Server::start(TestDb::sqlite().await, |c| {
+        pki.serve_tls(c);
+        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+        c.auth.auth_tokens_file = Some(tokens);
+    })
+    .await;
+    let deployer = server
+        .tls_channel(pki.client(Some("deployer")))
+        .await
+        .expect("deployer connects");
+    wait_serving(&HealthClient::new(deployer.clone())).await;
+    for (rpc, _) in RPCS {
+        let r = call(&deployer, None, rpc).await;
+        assert!(passed(&r), "{rpc} as CN=deployer: {r:?}");
+    }
+    let viewer = server
+        .tls_channel(pki.client(Some("viewer")))
+        .await
+        .expect("viewer connects");
+    for (rpc, need) in RPCS {
+        let r = call(&viewer, None, rpc).await;
+        if *need == Need::Admin {
+            let err = r.expect_err(rpc);
+            assert_eq!(err.code(), Code::PermissionDenied, "{rpc}: {err:?}");
+            assert!(
+                err.message().contains("CN=viewer"),
+                "the subject is the caller: {err:?}"
+            );
+        } else {
+            assert!(
+                !matches!(&r, Err(s) if s.code() == Code::PermissionDenied),
+                "{rpc}: {r:?}"
+            );
+        }
+    }
+    // No certificate: the handshake (or, with TLS 1.3, the first call) fails.
+    if let Ok(anonymous) = server.tls_channel(pki.client(None)).await {
+        for rpc in ["GetStatus", "Reload"] {
+            let r = call(&anonymous, Some(ADMIN_TOKEN), rpc).await;
+            assert!(r.is_err(), "{rpc} without a client certificate: {r:?}");
+        }
+    }
+    server.stop().await;
+}
+
+/// Optional client certificates: a connection without one needs a bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_mtls_falls_back_to_bearer_tokens() {
+    let pki = Pki::make().await;
+    let tokens = tokens_file(pki.dir.path(), json!({}));
+    let server = Server::start(TestDb::sqlite().await, |c| {
+        pki.serve_tls(c);
+        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+        c.auth.tls_client_cert_optional = true;
+        c.auth.auth_tokens_file = Some(tokens);
+    })
+    .await;
+    let ch = server
+        .tls_channel(pki.client(None))
+        .await
+        .expect("connects without a certificate");
+    wait_serving(&HealthClient::new(ch.clone())).await;
+    assert_eq!(
+        call(&ch, None, "GetStatus")
+            .await
+            .expect_err("no credentials")
+            .code(),
+        Code::Unauthenticated
+    );
+    call(&ch, Some(ADMIN_TOKEN), "Reload")
+        .await
+        .expect("bearer token over TLS");
+    let viewer = server
+        .tls_channel(pki.client(Some("viewer")))
+        .await
+        .expect("viewer");
+    call(&viewer, None, "GetStatus")
+        .await
+        .expect("certificate: read by default");
+    assert_eq!(
+        call(&viewer, None, "Reload")
+            .await
+            .expect_err("read only")
+            .code(),
+        Code::PermissionDenied
+    );
+    server.stop().await;
+}
+
+/// Bad TLS settings stop startup with a message naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_files_stop_startup_naming_the_flag() {
+    let pki = Pki::make().await;
+    let db = TestDb::sqlite().await;
+    let mut config = Config::for_database(db.url());
+    pki.serve_tls(&mut config);
+    config.auth.tls_key_file = Some(pki.path("ca.pem"));
+    let err = Application::build(config)
+        .await
+        .err()
+        .expect("a certificate is not a key");
+    assert!(format!("{err:#}").contains("--tls-key-file"), "{err:#}");
+    let mut config = Config::for_database(db.url());
+    config.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+    let err = Application::build(config)
+        .await
+        .err()
+        .expect("mTLS without TLS");
+    assert!(format!("{err:#}").contains("tls-client-ca-file"), "{err:#}");
+}
