@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{
-    Server, ServerTlsConfig,
+    Server,
     server::{Router, TcpIncoming},
 };
 use tonic_health::{
@@ -21,7 +21,7 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
         generation_pb,
     },
-    auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, server_tls_config},
+    auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
     bus::{
         Bus, BusEvent, BusOptions, BusSink, backstop,
         fleet::{Member, Reporter},
@@ -75,8 +75,8 @@ pub struct Application {
     addr: SocketAddr,
     /// The plaintext health-only listener (`--health-listen`, with TLS on).
     health_listener: Option<(TcpListener, SocketAddr)>,
-    /// TLS of the gRPC port, when configured.
-    tls: Option<ServerTlsConfig>,
+    /// TLS of the gRPC port, when configured (reloadable).
+    tls: Option<Arc<ServerTls>>,
     /// The auth layer (credentials, scopes, rate limits), shared by every connection.
     auth: AuthLayer,
     state: Arc<AppState>,
@@ -214,6 +214,12 @@ impl Application {
         self.health_listener.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// The TLS settings of the gRPC port, when TLS is on: `reload()` re-reads the certificate
+    /// files for new connections.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.tls.clone()
+    }
+
     /// The swap engine, for tests and embedding.
     pub fn engine(&self) -> &Engine {
         &self.state.engine
@@ -235,16 +241,10 @@ impl Application {
             .build_v1alpha()
             .context("building reflection v1alpha")?;
         let state = &self.state;
-        let mut server = Server::builder()
-            .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout));
-        if let Some(tls) = self.tls.clone() {
-            server = server
-                .tls_config(tls)
-                .context("configuring TLS (--tls-cert-file, --tls-key-file)")?;
-        }
         // Auth outermost: a refused request is neither counted nor served.
-        let router = server
+        let router = Server::builder()
+            .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
             .layer(self.auth.clone())
             .layer(InFlightLayer::new(state.drain.clone()))
             .add_service(health_service(&self.health))
@@ -263,15 +263,23 @@ impl Application {
             )));
 
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = router.serve_with_incoming_shutdown(
+        let closed = async move {
+            let _ = close_rx.await;
+        };
+        let mut serve: std::pin::Pin<
+            Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+        > = match &self.tls {
+            Some(tls) => Box::pin(
+                router
+                    .serve_with_incoming_shutdown(Arc::clone(tls).incoming(self.listener), closed),
+            ),
             // TCP_NODELAY: gRPC writes headers, data and trailers as separate small frames;
             // with Nagle's algorithm a reply can wait for the peer's delayed ACK (~40 ms).
-            TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-            async move {
-                let _ = close_rx.await;
-            },
-        );
-        tokio::pin!(serve);
+            None => Box::pin(router.serve_with_incoming_shutdown(
+                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                closed,
+            )),
+        };
         let (health_stop, health_task) = match self.health_listener {
             Some((listener, addr)) => {
                 info!(%addr, "plaintext health listening");
@@ -354,7 +362,7 @@ async fn security(
     config: &Config,
 ) -> anyhow::Result<(
     AuthLayer,
-    Option<ServerTlsConfig>,
+    Option<Arc<ServerTls>>,
     Option<(TcpListener, SocketAddr)>,
 )> {
     let auth = &config.auth;
@@ -375,7 +383,7 @@ async fn security(
         burst: auth.admin_burst,
     });
     let layer = AuthLayer::new(Arc::new(authenticator), Arc::new(limiter));
-    let tls = server_tls_config(auth)?;
+    let tls = ServerTls::from_config(auth)?;
     let health = match auth.health_listen {
         Some(at) => {
             let listener = TcpListener::bind(at).await.with_context(|| {

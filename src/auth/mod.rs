@@ -22,7 +22,7 @@ pub use config::{AuthConfig, JwtAlgorithm, JwtSecret};
 pub use layer::{AuthLayer, AuthService};
 pub use limit::{RateLimit, RateLimiter};
 pub use methods::{ADMIN_METHODS, Access, READ_METHODS, access};
-pub use tls::{certificate_subject, server_tls_config};
+pub use tls::{ServerTls, certificate_subject};
 pub use tokens::{TokenFile, hash_token};
 
 use jwt::JwtVerifier;

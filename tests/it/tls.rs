@@ -156,6 +156,7 @@ impl Pki {
 struct Server {
     addr: SocketAddr,
     health_addr: Option<SocketAddr>,
+    tls: Option<std::sync::Arc<hotplane::auth::ServerTls>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     _db: TestDb,
@@ -166,7 +167,7 @@ impl Server {
         let mut config = Config::for_database(db.url());
         tweak(&mut config);
         let app = Application::build(config).await.expect("builds");
-        let (addr, health_addr) = (app.local_addr(), app.health_addr());
+        let (addr, health_addr, tls) = (app.local_addr(), app.health_addr(), app.tls());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
@@ -174,6 +175,7 @@ impl Server {
         Server {
             addr,
             health_addr,
+            tls,
             stop: Some(stop),
             task,
             _db: db,
@@ -380,4 +382,58 @@ async fn bad_tls_files_stop_startup_naming_the_flag() {
         .err()
         .expect("mTLS without TLS");
     assert!(format!("{err:#}").contains("tls-client-ca-file"), "{err:#}");
+}
+
+/// Certificates rotate without a restart: after the files are replaced and reloaded, new
+/// connections get the new certificate, open ones keep working, and a bad file keeps the
+/// running certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing() {
+    let (old, new) = (Pki::make().await, Pki::make().await);
+    let live = tempfile::tempdir().expect("tempdir");
+    let install = |pki: &Pki| {
+        for f in ["server.pem", "server.key"] {
+            std::fs::copy(pki.path(f), live.path().join(f)).expect("copy");
+        }
+    };
+    install(&old);
+    let server = Server::start(TestDb::sqlite().await, |c| {
+        c.auth.tls_cert_file = Some(live.path().join("server.pem"));
+        c.auth.tls_key_file = Some(live.path().join("server.key"));
+    })
+    .await;
+    let open = server.tls_channel(old.client(None)).await.expect("old CA");
+    wait_serving(&HealthClient::new(open.clone())).await;
+
+    install(&new);
+    let tls = server.tls.clone().expect("TLS on");
+    tls.reload().expect("new files load");
+    call(&open, None, "GetStatus")
+        .await
+        .expect("an open connection keeps working");
+    let fresh = server
+        .tls_channel(new.client(None))
+        .await
+        .expect("new CA connects");
+    call(&fresh, None, "GetStatus")
+        .await
+        .expect("served with the new certificate");
+    let stale = match server.tls_channel(old.client(None)).await {
+        Ok(ch) => call(&ch, None, "GetStatus").await.is_err(),
+        Err(_) => true,
+    };
+    assert!(
+        stale,
+        "a client trusting only the old CA must not accept the new certificate"
+    );
+
+    std::fs::write(live.path().join("server.key"), "not a key").expect("break the key");
+    let err = tls.reload().expect_err("a bad key is refused");
+    assert!(format!("{err:#}").contains("--tls-key-file"), "{err:#}");
+    let still = server
+        .tls_channel(new.client(None))
+        .await
+        .expect("the running certificate stays");
+    call(&still, None, "GetStatus").await.expect("served");
+    server.stop().await;
 }
