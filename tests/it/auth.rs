@@ -606,3 +606,25 @@ async fn health_and_reflection_stay_open_with_credentials_configured() {
         "{reply:?}"
     );
 }
+
+/// The README's one-liner for a token's hash gives what the tokens file expects.
+#[tokio::test]
+async fn the_readme_hash_one_liner_matches() {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", "printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1"])
+        .env("TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("sh runs");
+    assert!(out.status.success(), "{out:?}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains("printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1"),
+        "the README shows this command"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        hash_token(ADMIN_TOKEN)
+    );
+}
