@@ -628,3 +628,52 @@ async fn the_readme_hash_one_liner_matches() {
         hash_token(ADMIN_TOKEN)
     );
 }
+
+/// Paths that look like an open or read method but are not exactly one never reach a
+/// state-changing handler without credentials: the router matches exact paths, and anything
+/// the auth layer does not know needs `admin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_paths_do_not_bypass_the_scopes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = tokens_file(dir.path(), json!({}));
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.auth.auth_tokens_file = Some(tokens)).await;
+    let ch = channel_to(app.addr).await;
+    for path in [
+        "/grpc.health.v1.Health/../hotplane.v1.Drain/StartDrain",
+        "/grpc.health.v1.Health/%2e%2e/hotplane.v1.Drain/StartDrain",
+        "/grpc.reflection.v1.ServerReflection/../../hotplane.v1.Drain/StartDrain",
+        "//hotplane.v1.Drain/StartDrain",
+        "/hotplane.v1.Drain/StartDrain/",
+        "/hotplane.v1.Drain//StartDrain",
+        "/hotplane.v1.Drain/StartDrain%00",
+        "/hotplane.v1.Drain/startdrain",
+    ] {
+        let mut grpc = tonic::client::Grpc::new(ch.clone());
+        grpc.ready().await.expect("ready");
+        let r: Result<tonic::Response<pb::StartDrainResponse>, Status> = grpc
+            .unary(
+                Request::new(pb::StartDrainRequest {
+                    reason: "crafted".into(),
+                    ..Default::default()
+                }),
+                path.parse().expect("path"),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await;
+        let code = r.expect_err(path).code();
+        assert!(
+            matches!(code, Code::Unimplemented | Code::Unauthenticated),
+            "{path}: {code:?}"
+        );
+    }
+    let drain = DrainClient::new(ch)
+        .get_drain_status(with_token(pb::GetDrainStatusRequest {}, Some(READ_TOKEN)))
+        .await
+        .expect("drain status")
+        .into_inner();
+    assert!(
+        !drain.status.expect("status").draining,
+        "nothing drained the server"
+    );
+}
