@@ -31,28 +31,57 @@ struct Bucket {
 /// Token buckets keyed by caller name.
 #[derive(Debug)]
 pub struct RateLimiter {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: HashMap<String, Bucket>,
 }
 
 impl RateLimiter {
     /// A limiter applying `limit` to every caller.
     pub fn new(limit: RateLimit) -> RateLimiter {
         RateLimiter {
-            limit,
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                limit,
+                buckets: HashMap::new(),
+            }),
         }
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> RateLimit {
+        self.lock().limit
+    }
+
+    /// Applies a new limit from now on (a config reload). Buckets keep their tokens, capped
+    /// at the new burst, so a reload neither grants a fresh burst nor takes one away.
+    pub fn set_limit(&self, limit: RateLimit) {
+        let mut state = self.lock();
+        let burst = f64::from(limit.burst.max(1));
+        for bucket in state.buckets.values_mut() {
+            bucket.tokens = bucket.tokens.min(burst);
+        }
+        state.limit = limit;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state is a plain map of numbers: a panic elsewhere cannot leave it inconsistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a token from `caller`'s bucket, or says how long until one is there.
     pub fn check(&self, caller: &str) -> Result<(), Duration> {
-        let RateLimit { per_second, burst } = self.limit;
+        let mut state = self.lock();
+        let RateLimit { per_second, burst } = state.limit;
         if per_second <= 0.0 {
             return Ok(());
         }
         let burst = f64::from(burst.max(1));
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = &mut state.buckets;
         let refill = |b: &mut Bucket| {
             let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
             b.tokens = (b.tokens + elapsed * per_second).min(burst);
@@ -115,6 +144,34 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_new_limit_applies_at_once_without_a_fresh_burst() {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 10,
+        });
+        for _ in 0..8 {
+            assert_eq!(limiter.check("ci"), Ok(()));
+        }
+        limiter.set_limit(RateLimit {
+            per_second: 0.5,
+            burst: 1,
+        });
+        assert_eq!(limiter.check("ci"), Ok(()), "2 tokens left, capped at 1");
+        assert_eq!(
+            limiter.check("ci"),
+            Err(Duration::from_secs(2)),
+            "the new rate"
+        );
+        assert_eq!(limiter.check("new"), Ok(()));
+        assert!(limiter.check("new").is_err(), "the new burst");
+        limiter.set_limit(RateLimit {
+            per_second: 0.0,
+            burst: 1,
+        });
+        assert_eq!(limiter.check("ci"), Ok(()), "0: no limit");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn zero_rate_means_no_limit() {
         let limiter = RateLimiter::new(RateLimit {
             per_second: 0.0,
@@ -144,6 +201,6 @@ mod tests {
             Ok(()),
             "refilled buckets were dropped"
         );
-        assert!(limiter.buckets.lock().expect("lock").len() <= MAX_CALLERS);
+        assert!(limiter.lock().buckets.len() <= MAX_CALLERS);
     }
 }
