@@ -1,11 +1,21 @@
 //! JWT bearer tokens: one configured algorithm and key, `exp` required, `nbf`, `aud` and (when
 //! configured) `iss` checked, the caller's name and scopes read from configurable claims.
+//!
+//! A client sends the same token on every call until it expires, and an RSA or ECDSA
+//! signature check costs far more than a MatchPattern; so verified tokens are remembered (by
+//! their SHA-256, up to [`CACHE_MAX`], never past their `exp`). Refused tokens are not.
+
+use std::{collections::HashMap, sync::Mutex};
 
 use anyhow::Context;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{AuthConfig, AuthError, JwtAlgorithm, Scopes};
+
+/// Most verified tokens remembered; past it, expired ones are dropped, then all.
+pub const CACHE_MAX: usize = 4096;
 
 /// Verifies JWTs against the configured key.
 pub(super) struct JwtVerifier {
@@ -13,6 +23,15 @@ pub(super) struct JwtVerifier {
     validation: Validation,
     scope_claim: String,
     name_claim: String,
+    /// Verified tokens by SHA-256: who they name and until when (`exp`, Unix seconds).
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+#[derive(Debug, Clone)]
+struct Verified {
+    name: String,
+    scopes: Scopes,
+    exp: u64,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -82,11 +101,44 @@ impl JwtVerifier {
             validation,
             scope_claim: config.auth_jwt_scope_claim.clone(),
             name_claim: config.auth_jwt_name_claim.clone(),
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
     /// The caller's name and scopes, or why the token is refused (never echoing the token).
     pub(super) fn verify(&self, token: &str) -> Result<(String, Scopes), AuthError> {
+        let id: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(hit) = self.remembered(&id, now) {
+            return Ok(hit);
+        }
+        let (name, scopes, exp) = self.check(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= CACHE_MAX {
+            let leeway = self.validation.leeway;
+            verified.retain(|_, v| now <= v.exp.saturating_add(leeway));
+            if verified.len() >= CACHE_MAX {
+                verified.clear();
+            }
+        }
+        let remembered = Verified {
+            name: name.clone(),
+            scopes,
+            exp,
+        };
+        verified.insert(id, remembered);
+        Ok((name, scopes))
+    }
+
+    /// A token verified before and not expired at `now` (with the leeway, as `decode` checks).
+    fn remembered(&self, id: &[u8; 32], now: u64) -> Option<(String, Scopes)> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let v = verified.get(id)?;
+        (now <= v.exp.saturating_add(self.validation.leeway)).then(|| (v.name.clone(), v.scopes))
+    }
+
+    /// Full verification: signature, claims, name and scopes (and `exp`, for the cache).
+    fn check(&self, token: &str) -> Result<(String, Scopes, u64), AuthError> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| {
             AuthError::Unauthenticated(format!("invalid JWT: {}", reason(e.kind())))
@@ -106,7 +158,9 @@ impl JwtVerifier {
             Some(Value::Array(items)) => Scopes::from_names(items.iter().filter_map(Value::as_str)),
             _ => Scopes::default(),
         };
-        Ok((name, scopes))
+        // `decode` required `exp` and checked it is a number in the future.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok((name, scopes, exp))
     }
 }
 
@@ -121,5 +175,85 @@ fn reason(kind: &ErrorKind) -> &'static str {
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not accepted",
         ErrorKind::MissingRequiredClaim(_) => "a required claim (exp, aud, iss) is missing",
         _ => "malformed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn verifier() -> JwtVerifier {
+        let cli = crate::config::Cli::try_parse_from([
+            "hotplane",
+            "--auth-jwt-algorithm",
+            "hs256",
+            "--auth-jwt-secret",
+            SECRET,
+            "--auth-jwt-audience",
+            "hotplane",
+            "--auth-jwt-leeway",
+            "5s",
+        ])
+        .expect("parses");
+        JwtVerifier::from_config(&cli.config.auth)
+            .expect("builds")
+            .expect("configured")
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encodes")
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_until_they_expire_refused_ones_never() {
+        let v = verifier();
+        let now = jsonwebtoken::get_current_timestamp();
+        let exp = now + 100;
+        let admin = Scopes {
+            read: false,
+            admin: true,
+        };
+        let good = token(
+            serde_json::json!({"sub": "ci", "aud": "hotplane", "exp": exp, "scope": "admin"}),
+        );
+        let id: [u8; 32] = Sha256::digest(good.as_bytes()).into();
+        assert!(v.remembered(&id, now).is_none());
+        assert_eq!(v.verify(&good), Ok(("ci".into(), admin)));
+        assert_eq!(v.remembered(&id, now), Some(("ci".into(), admin)));
+        assert!(v.remembered(&id, exp + 5).is_some(), "within the leeway");
+        assert!(
+            v.remembered(&id, exp + 6).is_none(),
+            "never past exp + leeway"
+        );
+
+        let expired = token(serde_json::json!({"sub": "ci", "aud": "hotplane", "exp": now - 3600}));
+        assert!(v.verify(&expired).is_err());
+        let id: [u8; 32] = Sha256::digest(expired.as_bytes()).into();
+        assert!(
+            v.remembered(&id, 0).is_none(),
+            "refused tokens are not remembered"
+        );
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let v = verifier();
+        let exp = jsonwebtoken::get_current_timestamp() + 100;
+        for i in 0..=CACHE_MAX {
+            let t =
+                token(serde_json::json!({"sub": format!("c{i}"), "aud": "hotplane", "exp": exp}));
+            assert!(v.verify(&t).is_ok());
+        }
+        assert!(v.verified.lock().expect("lock").len() <= CACHE_MAX);
     }
 }
