@@ -18,12 +18,12 @@ use tracing::{info, warn};
 
 use crate::{
     api::{
-        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions, drain_pb,
-        generation_pb,
+        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions,
+        bus_event_sink, drain_pb, generation_pb,
     },
     auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
     bus::{
-        Bus, BusEvent, BusOptions, BusSink, backstop,
+        Bus, BusOptions, backstop,
         fleet::{Member, Reporter},
     },
     config::Config,
@@ -582,24 +582,10 @@ fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
             item_count: current.snapshot.len() as u64,
             draining: drain.snapshot().draining,
             last_error: engine.health().last_error,
+            rollback_error: None, // filled in by the heartbeat
+            rollback_hash: None,
             updated_at_ms: Utc::now().timestamp_millis(),
         }
-    })
-}
-
-/// Publishes the bus's connects and disconnects as WatchStatus events.
-fn bus_event_sink(hub: EventHub) -> BusSink {
-    Arc::new(move |event| {
-        let (kind, error) = match event {
-            BusEvent::Connected { .. } => (pb::EventKind::BusConnected, String::new()),
-            BusEvent::Disconnected { error } => (pb::EventKind::BusDisconnected, error),
-        };
-        hub.publish(pb::WatchStatusResponse {
-            kind: kind.into(),
-            target: pb::Target::Bus.into(),
-            error,
-            ..Default::default()
-        });
     })
 }
 

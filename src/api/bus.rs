@@ -1,30 +1,43 @@
-//! Status views of the Redis bus and the fleet, and the check of `Reload.wait_for_fleet`: the
-//! API side of `crate::bus`.
+//! The API side of `crate::bus`: `Reload(TARGET_BUS)`, the broadcast part of `Rollback`, the
+//! checks of `wait_for_fleet`, status views of the bus and the fleet, and the WatchStatus events
+//! the bus produces.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use tracing::{info, warn};
 
 use super::{
-    convert,
+    AppState, check_reason, convert,
     error::{ApiError, ApiResult},
+    generation_pb,
 };
 use crate::{
     bus::{
-        BusStatus,
-        fleet::{FleetView, Member},
+        BusEvent, BusSink, BusStatus, SwapError,
+        fleet::{FleetView, FleetWait, Member},
     },
-    engine::Generation,
+    engine::{Generation, LoadReport},
+    events::EventHub,
     pb,
 };
 
 /// Longest `wait_for_fleet` accepted.
 const MAX_FLEET_WAIT: Duration = Duration::from_secs(300);
 
-/// Checks `wait_for_fleet`: needs broadcast, at most [`MAX_FLEET_WAIT`].
+/// Checks `Reload.wait_for_fleet`: needs broadcast, at most [`MAX_FLEET_WAIT`].
 pub(super) fn fleet_wait(req: &pb::ReloadRequest) -> ApiResult<Option<Duration>> {
-    let Some(d) = &req.wait_for_fleet else {
+    check_fleet_wait(req.wait_for_fleet.as_ref(), req.broadcast)
+}
+
+/// Checks a `wait_for_fleet`: needs broadcast, at most [`MAX_FLEET_WAIT`].
+fn check_fleet_wait(
+    wait: Option<&prost_types::Duration>,
+    broadcast: bool,
+) -> ApiResult<Option<Duration>> {
+    let Some(d) = wait else {
         return Ok(None);
     };
-    if !req.broadcast {
+    if !broadcast {
         return Err(ApiError::invalid(
             "wait_for_fleet",
             "needs broadcast (the other instances learn of the reload from the bus)",
@@ -50,6 +63,7 @@ pub(super) fn member_pb(m: &Member, converged: bool) -> pb::FleetMember {
         item_count: m.item_count,
         draining: m.draining,
         last_error: m.last_error.clone().unwrap_or_default(),
+        rollback_error: m.rollback_error.clone().unwrap_or_default(),
         updated_at: chrono::DateTime::from_timestamp_millis(m.updated_at_ms)
             .map(convert::timestamp),
         converged,
@@ -100,5 +114,165 @@ pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
         published: b.published,
         publish_failures: b.publish_failures,
         last_publish_error: b.last_publish_error.clone().unwrap_or_default(),
+        swaps: b.swaps,
+        swapped_at: b.swapped_at.map(convert::timestamp),
+        handover_duplicates: b.handover_duplicates,
+        rollbacks_followed: b.rollbacks_followed,
+        rollbacks_failed: b.rollbacks_failed,
+        last_rollback_error: b.last_rollback_error.clone().unwrap_or_default(),
     }
+}
+
+/// `Reload(TARGET_BUS)`: swaps the Redis connection blue/green (the new one is subscribed
+/// before the old one unsubscribes); any failure keeps the current connection. Announced on
+/// WatchStatus as reload events with target BUS.
+pub(super) async fn reload_bus(
+    state: &AppState,
+    req: pb::ReloadRequest,
+    started: Instant,
+) -> ApiResult<pb::ReloadResponse> {
+    check_reason(&req.reason)?;
+    let not_for_bus = |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_BUS"));
+    if req.pattern_id.is_some() {
+        return not_for_bus("pattern_id");
+    }
+    if req.full {
+        return not_for_bus("full");
+    }
+    if req.broadcast || req.wait_for_fleet.is_some() {
+        return not_for_bus("broadcast");
+    }
+    if !req.database_url.is_empty() {
+        return not_for_bus("database_url");
+    }
+    if !state.bus.enabled() {
+        return Err(ApiError::FailedPrecondition(
+            SwapError::Disabled.to_string(),
+        ));
+    }
+    let event = |kind: pb::EventKind, error: String| {
+        state.events.publish(pb::WatchStatusResponse {
+            kind: kind.into(),
+            target: pb::Target::Bus.into(),
+            error,
+            ..Default::default()
+        });
+    };
+    if !req.validate_only {
+        event(pb::EventKind::ReloadStarted, String::new());
+    }
+    let url = Some(req.redis_url.as_str()).filter(|u| !u.is_empty());
+    let swapped = match state.bus.reload(url, req.validate_only).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "bus swap refused; the current Redis connection keeps running");
+            if !req.validate_only {
+                event(pb::EventKind::ReloadFailed, e.to_string());
+            }
+            return Err(match e {
+                SwapError::InvalidUrl(m) => ApiError::invalid("redis_url", m),
+                e => ApiError::FailedPrecondition(format!(
+                    "the new Redis connection failed; the current one keeps running: {e}"
+                )),
+            });
+        }
+    };
+    if !req.validate_only {
+        info!(from = %swapped.previous_url, to = %swapped.url, reason = %req.reason, "bus swapped");
+        event(pb::EventKind::ReloadSucceeded, String::new());
+    }
+    let current = state.engine.current();
+    Ok(pb::ReloadResponse {
+        target: pb::Target::Bus.into(),
+        generation_before: current.number,
+        generation_after: current.number,
+        duration: Some(convert::duration(started.elapsed())),
+        validate_only: req.validate_only,
+        current: Some(generation_pb(&current)),
+        redis_url: swapped.url,
+        previous_redis_url: swapped.previous_url,
+        ..Default::default()
+    })
+}
+
+/// Checks a broadcast rollback before anything is rolled back: it needs the bus, and a valid
+/// `wait_for_fleet`.
+pub(super) fn check_rollback(
+    state: &AppState,
+    req: &pb::RollbackRequest,
+) -> ApiResult<Option<Duration>> {
+    let wait = check_fleet_wait(req.wait_for_fleet.as_ref(), req.broadcast)?;
+    if req.broadcast && !state.bus.enabled() {
+        return Err(ApiError::FailedPrecondition(
+            "broadcast needs the Redis bus: start hotplane with --redis-url \
+             (HOTPLANE_REDIS_URL), or roll back each replica"
+                .into(),
+        ));
+    }
+    Ok(wait)
+}
+
+/// After a local rollback with broadcast: announces the content hash now served, and with a
+/// wait, waits for every live instance to serve it (or to report that it cannot).
+pub(super) async fn broadcast_rollback(
+    state: &AppState,
+    report: &LoadReport,
+    wait: Option<Duration>,
+    response: &mut pb::RollbackResponse,
+) {
+    let hash = report.current.snapshot.content_hash();
+    let revision = report.current.store_revision;
+    if let Err(e) = state.bus.announce_rollback(&hash, revision).await {
+        response.publish_error = e.to_string();
+    }
+    if let Some(wait) = wait
+        && let Some(found) = state.bus.wait_for_content(&hash, wait).await
+    {
+        let (members, converged, error) = fleet_result(found);
+        response.fleet = members;
+        response.fleet_converged = converged;
+        response.fleet_error = error;
+    }
+}
+
+/// A fleet wait's outcome, as response fields: members, converged, error.
+pub(super) fn fleet_result(found: FleetWait) -> (Vec<pb::FleetMember>, bool, String) {
+    let members = found
+        .members
+        .iter()
+        .map(|(m, ok)| member_pb(m, *ok))
+        .collect();
+    (members, found.converged, found.error.unwrap_or_default())
+}
+
+/// Publishes the bus's events on WatchStatus: connects and disconnects (target BUS), fleet
+/// members joining and leaving, and broadcast rollbacks not followed (target PATTERNS).
+pub fn bus_event_sink(hub: EventHub) -> BusSink {
+    Arc::new(move |event| {
+        let mut out = pb::WatchStatusResponse {
+            target: pb::Target::Bus.into(),
+            ..Default::default()
+        };
+        match event {
+            BusEvent::Connected { .. } => out.kind = pb::EventKind::BusConnected.into(),
+            BusEvent::Disconnected { error } => {
+                out.kind = pb::EventKind::BusDisconnected.into();
+                out.error = error;
+            }
+            BusEvent::MemberJoined(m) => {
+                out.kind = pb::EventKind::FleetMemberJoined.into();
+                out.fleet_member = Some(member_pb(&m, false));
+            }
+            BusEvent::MemberLeft(m) => {
+                out.kind = pb::EventKind::FleetMemberLeft.into();
+                out.fleet_member = Some(member_pb(&m, false));
+            }
+            BusEvent::RollbackFailed { error } => {
+                out.kind = pb::EventKind::RollbackFailed.into();
+                out.target = pb::Target::Patterns.into();
+                out.error = error;
+            }
+        }
+        hub.publish(out);
+    })
 }

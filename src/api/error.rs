@@ -88,7 +88,9 @@ impl From<LoadError> for ApiError {
                 )
             }
             LoadError::Closed => ApiError::Unavailable("the server is shutting down".into()),
-            e @ LoadError::NotRetained { .. } => ApiError::NotFound(e.to_string()),
+            e @ (LoadError::NotRetained { .. } | LoadError::ContentNotRetained { .. }) => {
+                ApiError::NotFound(e.to_string())
+            }
         }
     }
 }

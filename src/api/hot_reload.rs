@@ -236,6 +236,8 @@ fn reload_response(
         fleet: Vec::new(),
         fleet_converged: false,
         fleet_error: String::new(),
+        // Fields of other targets.
+        ..Default::default()
     }
 }
 
@@ -252,6 +254,11 @@ impl HotReload for HotReloadApi {
         let req = req.into_inner();
         if req.target == pb::Target::Store as i32 {
             return Ok(Response::new(self.reload_store(req, started).await?));
+        }
+        if req.target == pb::Target::Bus as i32 {
+            return Ok(Response::new(
+                super::bus::reload_bus(&self.state, req, started).await?,
+            ));
         }
         let scope = reload_scope(&req)?;
         let wait = super::bus::fleet_wait(&req)?;
@@ -283,13 +290,11 @@ impl HotReload for HotReloadApi {
             if let Some(wait) = wait {
                 let revision = report.current.store_revision;
                 if let Some(found) = self.state.bus.wait_for_fleet(revision, wait).await {
-                    response.fleet = found
-                        .members
-                        .iter()
-                        .map(|(m, ok)| super::bus::member_pb(m, *ok))
-                        .collect();
-                    response.fleet_converged = found.converged;
-                    response.fleet_error = found.error.unwrap_or_default();
+                    (
+                        response.fleet,
+                        response.fleet_converged,
+                        response.fleet_error,
+                    ) = super::bus::fleet_result(found);
                 }
             }
             response
@@ -315,14 +320,7 @@ impl HotReload for HotReloadApi {
             }
         }
         check_reason(&req.reason)?;
-        if req.broadcast {
-            return Err(ApiError::Unimplemented(
-                "broadcast rollback is not implemented yet (it needs the Redis bus, issue 3); \
-                 roll back each replica"
-                    .into(),
-            )
-            .into());
-        }
+        let wait = super::bus::check_rollback(&self.state, &req)?;
         let reason = if req.reason.is_empty() {
             "rollback".to_owned()
         } else {
@@ -334,11 +332,16 @@ impl HotReload for HotReloadApi {
             .rollback(req.to_generation, reason)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::RollbackResponse {
+        let mut response = pb::RollbackResponse {
             generation_before: report.generation_before,
             current: Some(generation_pb(&report.current)),
             pinned: true,
-        }))
+            ..Default::default()
+        };
+        if req.broadcast {
+            super::bus::broadcast_rollback(&self.state, &report, wait, &mut response).await;
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_status(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use bus::bus_event_sink;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::{HotReloadApi, generation_pb, status_pb as hot_reload_status};

@@ -8,6 +8,8 @@
 //! {"action":"reload","pattern_id":null}           legacy: reload whatever changed (delta)
 //! {"action":"invalidate","pattern_id":123,        stop serving row 123 now
 //!  "event_id":"…","origin":"…","target":"patterns","revision":42,"ts":1700000000,"sig":"…"}
+//! {"action":"rollback","content_hash":"…",         serve the retained generation with this
+//!  "origin":"…", …}                                 content again, pinned (broadcast Rollback)
 //! ```
 //!
 //! Optional fields: `event_id` (unique per event), `origin` (the publishing instance; a replica
@@ -108,6 +110,8 @@ pub enum Action {
     Reload,
     /// Stop serving `pattern_id` now, until a load that reads the row says otherwise.
     Invalidate,
+    /// Serve the retained generation whose content hash is `content_hash` again, pinned.
+    Rollback,
 }
 
 impl Action {
@@ -116,6 +120,7 @@ impl Action {
         match self {
             Action::Reload => "reload",
             Action::Invalidate => "invalidate",
+            Action::Rollback => "rollback",
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct Envelope {
     pub action: Action,
     /// The row, if the message names one (always for `invalidate`).
     pub pattern_id: Option<i64>,
+    /// The content to roll back to (always for `rollback`, never otherwise).
+    pub content_hash: Option<String>,
     /// Unique event id, for replay detection.
     pub event_id: Option<String>,
     /// The publishing instance's id.
@@ -167,6 +174,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, Rejected> {
         None | Some(Value::Null) => return reject(Reason::UnknownAction, "no action"),
         Some(Value::String(a)) if a == "reload" => Action::Reload,
         Some(Value::String(a)) if a == "invalidate" => Action::Invalidate,
+        Some(Value::String(a)) if a == "rollback" => Action::Rollback,
         Some(Value::String(a)) => return reject(Reason::UnknownAction, format!("action {a:?}")),
         Some(v) => return wrong("action", "a string", v),
     };
@@ -189,9 +197,17 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, Rejected> {
     if action == Action::Invalidate && pattern_id.is_none() {
         return reject(Reason::MissingPatternId, "invalidate names no pattern_id");
     }
+    let content_hash = nonempty_string(&object, "content_hash")?;
+    if (action == Action::Rollback) != content_hash.is_some() {
+        return reject(
+            Reason::WrongType,
+            "content_hash is required by a rollback and allowed on nothing else",
+        );
+    }
     let envelope = Envelope {
         action,
         pattern_id,
+        content_hash,
         event_id: nonempty_string(&object, "event_id")?,
         origin: nonempty_string(&object, "origin")?,
         revision: match object.get("revision") {
@@ -262,9 +278,35 @@ mod tests {
         .envelope;
         assert_eq!(e.action, Action::Invalidate);
         assert_eq!(e.pattern_id, Some(7));
+        assert_eq!(e.content_hash, None);
         assert_eq!(e.event_id.as_deref(), Some("e1"));
         assert_eq!(e.origin.as_deref(), Some("a"));
         assert_eq!((e.revision, e.ts), (Some(-3), Some(1_700_000_000.5)));
+    }
+
+    #[test]
+    fn rollbacks_carry_a_content_hash_and_nothing_else_does() {
+        let e = decode(br#"{"action":"rollback","content_hash":"00ab","origin":"a"}"#)
+            .expect("ok")
+            .envelope;
+        assert_eq!(
+            (e.action, e.content_hash.as_deref()),
+            (Action::Rollback, Some("00ab"))
+        );
+        assert_eq!(Action::Rollback.as_str(), "rollback");
+        for bad in [
+            &br#"{"action":"rollback"}"#[..],
+            br#"{"action":"rollback","content_hash":""}"#,
+            br#"{"action":"rollback","content_hash":12}"#,
+            br#"{"action":"reload","content_hash":"00ab"}"#,
+        ] {
+            assert_eq!(
+                reason(bad),
+                Reason::WrongType,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

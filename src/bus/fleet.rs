@@ -8,6 +8,12 @@
 //! takes the set (no `SCAN` of a shared keyspace) and the states in one `MGET`; ids whose state
 //! expired (a crashed instance) are removed from the set by whoever notices. A stopping instance
 //! deletes its own key, so nobody waits for it.
+//!
+//! The heartbeat follows the bus's current connection: after a swap (`Reload(TARGET_BUS)`) it
+//! beats at once on the new Redis, then removes this instance from the old one, unless both
+//! URLs reach the same server (same `run_id`), where the fresh entry must stay. Each read is
+//! compared with the previous one, and instances that appear or disappear are announced
+//! (WatchStatus fleet member joined / left).
 
 use std::{
     sync::Arc,
@@ -19,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast::error::RecvError, watch};
 use tracing::{info, warn};
 
-use super::{Shared, link::Link};
+use super::{BusEvent, Conn, Shared, link::Link};
 use crate::engine::{Engine, EventKind};
 
 /// Most members listed (the rest are left out, and the view says so).
@@ -45,6 +51,13 @@ pub struct Member {
     /// Its last pattern load error, if the last load failed.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Why it could not follow the last broadcast rollback, while it serves the generation it
+    /// served then (filled in by the heartbeat, not by the reporter).
+    #[serde(default)]
+    pub rollback_error: Option<String>,
+    /// The content hash of that rollback (a fleet wait for it stops waiting for this member).
+    #[serde(default)]
+    pub rollback_hash: Option<String>,
     /// When it wrote this state, Unix milliseconds.
     pub updated_at_ms: i64,
 }
@@ -77,12 +90,33 @@ impl FleetView {
     }
 }
 
-/// What `wait_for_fleet` found.
+/// Where one member stands in a fleet wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It serves what is awaited.
+    Converged,
+    /// It reported that it cannot get there: waiting longer is pointless.
+    Failed,
+    /// Not yet.
+    Pending,
+}
+
+impl From<bool> for Verdict {
+    fn from(converged: bool) -> Verdict {
+        if converged {
+            Verdict::Converged
+        } else {
+            Verdict::Pending
+        }
+    }
+}
+
+/// What a fleet wait found.
 #[derive(Debug, Clone, Default)]
 pub struct FleetWait {
-    /// Every live member and whether it serves at least the awaited revision.
+    /// Every live member and whether it serves what was awaited.
     pub members: Vec<(Member, bool)>,
-    /// Whether all of them did before the deadline.
+    /// Whether all of them did before the deadline (or before every other one failed).
     pub converged: bool,
     /// Why the fleet could not be read, if it could not.
     pub error: Option<String>,
@@ -164,10 +198,11 @@ impl Keys {
     }
 }
 
-/// Heartbeats every `--fleet-heartbeat`, and at once after every successful load (so a fleet
-/// wait sees new revisions quickly), until `stop`; then removes this instance. A heartbeat in
-/// progress never holds up the stop, and the removal is bounded by the bus timeout: an
-/// unreachable Redis must not delay shutdown.
+/// Heartbeats every `--fleet-heartbeat`, and at once after every successful load or rollback
+/// (so a fleet wait sees new revisions quickly) and when kicked (a swap, a rollback not
+/// followed), until `stop`; then removes this instance. A heartbeat in progress never holds up
+/// the stop, and the removal is bounded by the bus timeout: an unreachable Redis must not delay
+/// shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
     reporter: Reporter,
@@ -178,18 +213,28 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(shared.opts.fleet_heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut loads = engine.subscribe();
+    let mut beating_on = shared.conn();
     loop {
         let beat = async {
             tokio::select! {
                 _ = tick.tick() => {}
+                _ = shared.fleet_kick.notified() => {}
                 event = loads.recv() => match event {
-                    Ok(e) if matches!(e.kind, EventKind::ReloadSucceeded { .. }) => {}
+                    Ok(e) if matches!(
+                        e.kind,
+                        EventKind::ReloadSucceeded { .. } | EventKind::RolledBack { .. }
+                    ) => {}
                     Ok(_) => return true,
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return false,
                 },
             }
-            heartbeat(&shared, &keys, &reporter()).await;
+            let conn = shared.conn();
+            heartbeat(&shared, &keys, &conn, &me(&shared, &reporter)).await;
+            if !Arc::ptr_eq(&conn, &beating_on) {
+                let old = std::mem::replace(&mut beating_on, conn);
+                leave_old(&shared, &keys, &old, &beating_on, &reporter().instance_id).await;
+            }
             true
         };
         tokio::select! {
@@ -199,61 +244,142 @@ pub(super) async fn run(
         }
     }
     let id = reporter().instance_id;
-    let removed = tokio::time::timeout(shared.opts.timeout, keys.forget(&shared.link, &id)).await;
+    let link = &shared.conn().link;
+    let removed = tokio::time::timeout(shared.opts.timeout, keys.forget(link, &id)).await;
     if !matches!(removed, Ok(Ok(()))) {
         warn!("could not remove this instance from the fleet; it drops out after --fleet-ttl");
     }
 }
 
-/// Writes our state, reads the fleet, and records the result for status.
-async fn heartbeat(shared: &Shared, keys: &Keys, me: &Member) {
-    let link = &shared.link;
+/// This instance's state: the reporter's, plus a broadcast rollback it could not follow while
+/// it still serves the generation it served then.
+fn me(shared: &Shared, reporter: &Reporter) -> Member {
+    let mut me = reporter();
+    if let Some((generation, hash, error)) = shared.rollback_error().as_ref()
+        && *generation == me.generation
+    {
+        me.rollback_error = Some(error.clone());
+        me.rollback_hash = Some(hash.clone());
+    }
+    me
+}
+
+/// After a swap: removes this instance from the fleet of the Redis it left, unless that is the
+/// server it now beats on (then the entry just written must stay). Best effort: an entry that
+/// cannot be removed expires after the TTL.
+async fn leave_old(shared: &Shared, keys: &Keys, old: &Conn, new: &Conn, id: &str) {
+    let limit = shared.opts.timeout;
+    let ids = tokio::time::timeout(limit, async {
+        (old.link.server_id().await, new.link.server_id().await)
+    })
+    .await;
+    let same = match ids {
+        Ok((Ok(a), Ok(b))) => a == b,
+        _ => {
+            info!(
+                "after the bus swap, the old Redis did not answer; this instance's old fleet \
+                   entry expires after --fleet-ttl"
+            );
+            return;
+        }
+    };
+    if !same
+        && !matches!(
+            tokio::time::timeout(limit, keys.forget(&old.link, id)).await,
+            Ok(Ok(()))
+        )
+    {
+        info!("could not remove this instance from the old Redis's fleet; it expires there");
+    }
+}
+
+/// Writes our state, reads the fleet, records the result for status, and announces members
+/// that joined or left since the last read.
+async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member) {
+    let link = &conn.link;
     let result = match keys.beat(link, me, shared.opts.fleet_ttl).await {
         Ok(()) => keys.read(link).await,
         Err(e) => Err(e),
     };
-    let mut view = shared.fleet();
-    match result {
-        Ok((members, truncated)) => {
-            if view.error.take().is_some() {
-                info!(members = members.len(), "fleet heartbeat works again");
+    let mut changes = Vec::new();
+    {
+        let mut view = shared.fleet();
+        match result {
+            Ok((members, truncated)) => {
+                if view.error.take().is_some() {
+                    info!(members = members.len(), "fleet heartbeat works again");
+                }
+                changes = membership_changes(&view.members, &members);
+                view.members = members;
+                view.truncated = truncated;
+                view.read_at = Some(Utc::now());
             }
-            view.members = members;
-            view.truncated = truncated;
-            view.read_at = Some(Utc::now());
-        }
-        Err(e) => {
-            if view.error.is_none() {
-                warn!(error = %e, "fleet heartbeat failed; other instances will stop listing \
-                    this one after the TTL. Check Redis (see GetStatus.bus)");
+            Err(e) => {
+                if view.error.is_none() {
+                    warn!(error = %e, "fleet heartbeat failed; other instances will stop listing \
+                        this one after the TTL. Check Redis (see GetStatus.bus)");
+                }
+                view.error = Some(e);
             }
-            view.error = Some(e);
         }
+    }
+    for change in changes {
+        match &change {
+            BusEvent::MemberJoined(m) => {
+                info!(instance_id = %m.instance_id, addr = %m.addr, "fleet member joined")
+            }
+            BusEvent::MemberLeft(m) => info!(instance_id = %m.instance_id, "fleet member left"),
+            _ => {}
+        }
+        shared.emit(change);
     }
 }
 
-/// Reads the fleet until every live member serves at least `revision`, or `wait` ends.
-pub(super) async fn wait(shared: &Shared, revision: i64, wait: Duration) -> FleetWait {
+/// The members of `after` not in `before` (joined) and of `before` not in `after` (left, as
+/// last seen). Both lists are sorted by id.
+fn membership_changes(before: &[Member], after: &[Member]) -> Vec<BusEvent> {
+    let listed = |list: &[Member], id: &str| {
+        list.binary_search_by(|m| m.instance_id.as_str().cmp(id))
+            .is_ok()
+    };
+    let joined = after
+        .iter()
+        .filter(|m| !listed(before, &m.instance_id))
+        .map(|m| BusEvent::MemberJoined(m.clone()));
+    let left = before
+        .iter()
+        .filter(|m| !listed(after, &m.instance_id))
+        .map(|m| BusEvent::MemberLeft(m.clone()));
+    joined.chain(left).collect()
+}
+
+/// Reads the fleet until no live member is `Pending` by `verdict` (or `wait` ends); converged
+/// when every one is `Converged`.
+pub(super) async fn wait(
+    shared: &Shared,
+    wait: Duration,
+    verdict: impl Fn(&Member) -> Verdict,
+) -> FleetWait {
     let keys = Keys::new(&shared.opts.channel);
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(20);
     loop {
-        let read = keys.read(&shared.link).await;
+        // The current connection on every read: a swap during the wait moves it along.
+        let read = keys.read(&shared.conn().link).await;
         let timed_out = Instant::now() >= deadline;
         match read {
             Ok((members, _)) => {
-                let converged =
-                    !members.is_empty() && members.iter().all(|m| m.store_revision >= revision);
-                if converged || timed_out {
+                let verdicts: Vec<Verdict> = members.iter().map(&verdict).collect();
+                let settled = !members.is_empty() && !verdicts.contains(&Verdict::Pending);
+                if settled || timed_out {
                     return FleetWait {
+                        converged: !members.is_empty()
+                            && verdicts.iter().all(|v| *v == Verdict::Converged),
                         members: members
                             .into_iter()
-                            .map(|m| {
-                                let ok = m.store_revision >= revision;
-                                (m, ok)
-                            })
+                            .zip(verdicts)
+                            .map(|(m, v)| (m, v == Verdict::Converged))
                             .collect(),
-                        converged,
                         error: None,
                     };
                 }
@@ -287,8 +413,38 @@ mod tests {
             item_count: 0,
             draining: false,
             last_error: None,
+            rollback_error: None,
+            rollback_hash: None,
             updated_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn membership_changes_name_who_joined_and_who_left() {
+        let ids = |events: Vec<BusEvent>| -> Vec<String> {
+            events
+                .into_iter()
+                .map(|e| match e {
+                    BusEvent::MemberJoined(m) => format!("+{}", m.instance_id),
+                    BusEvent::MemberLeft(m) => format!("-{}", m.instance_id),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let (a, b, c) = (
+            member("a", "h", 1),
+            member("b", "h", 1),
+            member("c", "h", 1),
+        );
+        assert_eq!(
+            ids(membership_changes(&[], &[a.clone(), b.clone()])),
+            ["+a", "+b"]
+        );
+        assert_eq!(
+            ids(membership_changes(&[a.clone(), b.clone()], &[a.clone(), c])),
+            ["+c", "-b"]
+        );
+        assert!(membership_changes(std::slice::from_ref(&a), &[a]).is_empty());
     }
 
     #[test]
@@ -308,7 +464,9 @@ mod tests {
         let m = member("a", "h", 3);
         let json = serde_json::to_string(&m).expect("json");
         assert_eq!(serde_json::from_str::<Member>(&json).expect("parse"), m);
-        let without_error = json.replace(",\"last_error\":null", "");
+        let without_error = json
+            .replace(",\"last_error\":null", "")
+            .replace(",\"rollback_error\":null,\"rollback_hash\":null", "");
         assert_eq!(
             serde_json::from_str::<Member>(&without_error).expect("parse"),
             m

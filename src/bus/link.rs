@@ -42,6 +42,17 @@ impl Link {
         Err(last)
     }
 
+    /// The Redis server's `run_id` (unique per server process): tells whether two URLs reach
+    /// the same server, so a swap does not remove this instance's fleet entry from the Redis it
+    /// keeps using.
+    pub(super) async fn server_id(&self) -> Result<String, String> {
+        let info: String = self.query(redis::cmd("INFO").arg("server")).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| "INFO server has no run_id".to_owned())
+    }
+
     async fn try_query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
         let mut conn = self.connection().await?;
         match bounded(self.timeout, cmd.query_async::<T>(&mut conn)).await {

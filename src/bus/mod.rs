@@ -6,16 +6,26 @@
 //!   catch half-open connections, runs a catch-up reload after every subscribe) and turns each
 //!   valid message into an engine request.
 //! - `publisher`: announces this replica's changes to the others.
+//! - `follow`: follows other replicas' broadcast rollbacks (by content hash).
 //! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
 //!   with or without Redis.
 //!
-//! The bus never changes served state itself: it only asks the engine ([`Engine::request`]),
-//! so bus reloads coalesce with every other source. It never blocks startup either: Redis being
-//! down is a status, not an error.
+//! The bus never changes served state itself: it only asks the engine ([`Engine::request`],
+//! [`Engine::rollback_to_hash`]), so bus reloads coalesce with every other source. It never
+//! blocks startup either: Redis being down is a status, not an error.
+//!
+//! **Swapping the connection** ([`Bus::reload`], `Reload(TARGET_BUS)`): the new Redis URL is
+//! connected and subscribed first (any failure leaves everything as it was); then the
+//! subscriber task adopts it: the publisher and the fleet heartbeat switch to it, the old
+//! connection is unsubscribed, the messages it had received are handled, and only then is it
+//! closed. So every message published meanwhile reaches one of the two subscriptions; one that
+//! reached both (same Redis) is applied once when it carries an `event_id`, and coalesces in
+//! the engine otherwise (every action is idempotent).
 
 pub mod backstop;
 pub mod envelope;
 pub mod fleet;
+mod follow;
 mod link;
 mod publisher;
 pub mod signing;
@@ -28,8 +38,12 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::{
+    sync::{Notify, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
 
 pub use envelope::{Action, Reason};
 pub use signing::Secret;
@@ -89,6 +103,35 @@ pub enum BusError {
     },
 }
 
+/// Why `Reload(TARGET_BUS)` did not swap the connection. The current one keeps running.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SwapError {
+    /// No Redis URL is configured: there is no bus to swap.
+    #[error(
+        "no Redis bus is configured: start hotplane with --redis-url (HOTPLANE_REDIS_URL); the \
+         channel, secret and fleet settings are fixed at start"
+    )]
+    Disabled,
+    /// The URL does not parse (or the CA file is unusable for it).
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// The new Redis could not be connected or subscribed to in time.
+    #[error("{0}")]
+    Failed(String),
+    /// The process is stopping.
+    #[error("the bus is shutting down")]
+    Stopping,
+}
+
+/// What a swap did.
+#[derive(Debug, Clone)]
+pub struct Swapped {
+    /// The URL before, without password.
+    pub previous_url: String,
+    /// The URL now, without password.
+    pub url: String,
+}
+
 /// Why a publish failed. The local change it announces has succeeded regardless.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("publishing to Redis channel {channel} failed: {reason}")]
@@ -110,6 +153,15 @@ pub enum BusEvent {
     /// The subscription was lost, or the first attempt failed; retries go on.
     Disconnected {
         /// Why.
+        error: String,
+    },
+    /// The fleet view lists an instance it did not list before.
+    MemberJoined(fleet::Member),
+    /// An instance left the fleet view (it stopped, or its heartbeat expired); as last seen.
+    MemberLeft(fleet::Member),
+    /// A broadcast rollback from another instance could not be followed.
+    RollbackFailed {
+        /// Why (the content hash is not retained).
         error: String,
     },
 }
@@ -156,6 +208,82 @@ pub struct BusStatus {
     pub publish_failures: u64,
     /// The most recent publish error.
     pub last_publish_error: Option<String>,
+    /// Connection swaps made by `Reload(TARGET_BUS)`.
+    pub swaps: u64,
+    /// When the last swap completed.
+    pub swapped_at: Option<DateTime<Utc>>,
+    /// Messages received on both connections during a swap, skipped the second time.
+    pub handover_duplicates: u64,
+    /// Broadcast rollbacks followed.
+    pub rollbacks_followed: u64,
+    /// Broadcast rollbacks that could not be followed.
+    pub rollbacks_failed: u64,
+    /// Why the last one could not.
+    pub last_rollback_error: Option<String>,
+}
+
+/// One Redis connection generation: the URL, its client, and the command connection (publishing,
+/// fleet heartbeats and reads). Replaced as a whole by a swap; whoever loaded the old one
+/// finishes with it.
+struct Conn {
+    /// The URL, with credentials: never printed (see `redacted`).
+    url: String,
+    /// Opens subscriptions.
+    client: redis::Client,
+    /// The command connection.
+    link: link::Link,
+}
+
+impl Conn {
+    fn new(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Conn, BusError> {
+        let client = client(url, ca_file)?;
+        Ok(Conn {
+            url: url.to_owned(),
+            link: link::Link::new(client.clone(), timeout),
+            client,
+        })
+    }
+
+    fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("url", &self.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Redis client for `url`, trusting `ca_file` for `rediss://` when given.
+fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, BusError> {
+    // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
+    // only when one is installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match ca_file {
+        None => redis::Client::open(url),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certs)
+        }
+    }
+    .map_err(|source| BusError::Client {
+        url: redact_url(url),
+        source,
+    })
 }
 
 /// Shared by the subscriber, the publisher and status readers. A std `Mutex`: held for a few
@@ -169,10 +297,19 @@ struct Shared {
     status: Mutex<BusStatus>,
     /// Announces changes.
     publisher: publisher::Publisher,
-    /// The command connection (publishing, fleet heartbeats).
-    link: link::Link,
+    /// The current connection (swapped by `Bus::reload`, only by the subscriber task).
+    conn: ArcSwap<Conn>,
     /// The fleet as last read by the heartbeat.
     fleet: Mutex<fleet::FleetView>,
+    /// Asks the fleet task for a heartbeat now (after a swap, or a rollback not followed).
+    fleet_kick: Notify,
+    /// Hands a new, subscribed connection to the subscriber task.
+    handovers: mpsc::Sender<subscriber::Handover>,
+    /// One swap at a time.
+    swapping: tokio::sync::Mutex<()>,
+    /// The last broadcast rollback not followed: the generation served then, the content hash
+    /// asked for, and why. Reported in the fleet while that generation is served.
+    rollback_error: Mutex<Option<(u64, String, String)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -198,6 +335,43 @@ impl Shared {
     fn fleet(&self) -> MutexGuard<'_, fleet::FleetView> {
         self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn rollback_error(&self) -> MutexGuard<'_, Option<(u64, String, String)>> {
+        self.rollback_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current connection.
+    fn conn(&self) -> Arc<Conn> {
+        self.conn.load_full()
+    }
+
+    /// Publishes `what`, counting and logging the outcome.
+    async fn announce(
+        &self,
+        what: publisher::Announcement,
+        revision: i64,
+    ) -> Result<(), PublishError> {
+        let conn = self.conn();
+        let result = self.publisher.publish(&conn.link, &what, revision).await;
+        let mut st = self.status();
+        match &result {
+            Ok(()) => st.published += 1,
+            Err(e) => {
+                st.publish_failures += 1;
+                st.last_publish_error = Some(e.reason.clone());
+                drop(st);
+                tracing::warn!(
+                    error = %e,
+                    announcement = ?what,
+                    "could not announce a change on the bus: the other replicas serve it after \
+                     their next poll or catch-up. Check Redis (see GetStatus.bus)"
+                );
+            }
+        }
+        result
+    }
 }
 
 /// Handle to the bus; disabled when no Redis URL is configured. Cheap to clone.
@@ -222,50 +396,91 @@ impl Bus {
         sink: Option<BusSink>,
         stop: watch::Receiver<bool>,
     ) -> Result<(Bus, JoinHandle<()>), BusError> {
-        // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
-        // only when one is installed already, which is just as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match &opts.ca_file {
-            None => redis::Client::open(opts.redis_url.as_str()),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem),
-                };
-                redis::Client::build_with_tls(opts.redis_url.as_str(), certs)
-            }
-        }
-        .map_err(|source| BusError::Client {
-            url: redact_url(&opts.redis_url),
-            source,
-        })?;
+        let conn = Conn::new(&opts.redis_url, opts.ca_file.as_deref(), opts.timeout)?;
         let status = BusStatus {
             enabled: true,
             channel: opts.channel.clone(),
-            redis_url: redact_url(&opts.redis_url),
+            redis_url: conn.redacted(),
             signed: opts.secret.is_some(),
             rejected: Reason::REJECTIONS.iter().map(|r| (r.as_str(), 0)).collect(),
             ..BusStatus::default()
         };
+        let (handovers, handover_rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             publisher: publisher::Publisher::new(&opts),
-            link: link::Link::new(client.clone(), opts.timeout),
+            conn: ArcSwap::from_pointee(conn),
             fleet: Mutex::new(fleet::FleetView::default()),
+            fleet_kick: Notify::new(),
+            handovers,
+            swapping: tokio::sync::Mutex::new(()),
+            rollback_error: Mutex::new(None),
             opts,
             sink,
             status: Mutex::new(status),
         });
-        let task = tokio::spawn(subscriber::run(Arc::clone(&shared), client, engine, stop));
+        let (asks, ask_rx) = watch::channel(None);
+        let subscriber = subscriber::run(
+            Arc::clone(&shared),
+            engine.clone(),
+            handover_rx,
+            asks,
+            stop.clone(),
+        );
+        let follower = follow::run(Arc::clone(&shared), engine, ask_rx, stop);
+        let task = tokio::spawn(async move {
+            tokio::join!(subscriber, follower);
+        });
         Ok((
             Bus {
                 shared: Some(shared),
             },
             task,
         ))
+    }
+
+    /// Swaps the Redis connection blue/green (`Reload(TARGET_BUS)`): connects and subscribes to
+    /// `redis_url` (the current URL when `None`), and only then hands it to the subscriber task,
+    /// which moves the publisher and the fleet heartbeat to it, unsubscribes the old connection,
+    /// handles what the old one had received, and closes it. With `validate_only`, the new
+    /// connection is dropped once subscribed. On any error nothing has changed.
+    pub async fn reload(
+        &self,
+        redis_url: Option<&str>,
+        validate_only: bool,
+    ) -> Result<Swapped, SwapError> {
+        let shared = self.shared.as_ref().ok_or(SwapError::Disabled)?;
+        let _one_at_a_time = shared.swapping.lock().await;
+        let old = shared.conn();
+        let url = redis_url.unwrap_or(&old.url);
+        let opts = &shared.opts;
+        let conn = Conn::new(url, opts.ca_file.as_deref(), opts.timeout).map_err(|e| match e {
+            BusError::Client { .. } => SwapError::InvalidUrl(e.to_string()),
+            BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
+        })?;
+        let pubsub = subscriber::connect(&conn.client, &opts.channel, opts.timeout)
+            .await
+            .map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())))?;
+        let swapped = Swapped {
+            previous_url: old.redacted(),
+            url: conn.redacted(),
+        };
+        if validate_only {
+            return Ok(swapped);
+        }
+        let (done, confirmed) = oneshot::channel();
+        let handover = subscriber::Handover {
+            conn: Arc::new(conn),
+            pubsub,
+            done,
+        };
+        shared
+            .handovers
+            .send(handover)
+            .await
+            .map_err(|_| SwapError::Stopping)?;
+        confirmed.await.map_err(|_| SwapError::Stopping)?;
+        shared.fleet_kick.notify_one();
+        Ok(swapped)
     }
 
     /// Starts the fleet heartbeat (`None` when the bus is disabled): `reporter` says what this
@@ -289,7 +504,28 @@ impl Bus {
     /// (`None` when the bus is disabled).
     pub async fn wait_for_fleet(&self, revision: i64, wait: Duration) -> Option<fleet::FleetWait> {
         let shared = self.shared.as_ref()?;
-        Some(fleet::wait(shared, revision, wait).await)
+        let verdict = |m: &fleet::Member| fleet::Verdict::from(m.store_revision >= revision);
+        Some(fleet::wait(shared, wait, verdict).await)
+    }
+
+    /// Waits up to `wait` until every live instance serves `content_hash`, or reported that it
+    /// cannot roll back to it (`None` when the bus is disabled).
+    pub async fn wait_for_content(
+        &self,
+        content_hash: &str,
+        wait: Duration,
+    ) -> Option<fleet::FleetWait> {
+        let shared = self.shared.as_ref()?;
+        let verdict = |m: &fleet::Member| {
+            if m.content_hash == content_hash {
+                fleet::Verdict::Converged
+            } else if m.rollback_hash.as_deref() == Some(content_hash) {
+                fleet::Verdict::Failed
+            } else {
+                fleet::Verdict::Pending
+            }
+        };
+        Some(fleet::wait(shared, wait, verdict).await)
     }
 
     /// Whether a Redis URL is configured.
@@ -313,28 +549,29 @@ impl Bus {
         pattern_id: Option<i64>,
         revision: i64,
     ) -> Result<(), PublishError> {
-        let Some(shared) = &self.shared else {
-            return Ok(());
-        };
-        let result = shared
-            .publisher
-            .publish(&shared.link, pattern_id, revision)
-            .await;
-        let mut st = shared.status();
-        match &result {
-            Ok(()) => st.published += 1,
-            Err(e) => {
-                st.publish_failures += 1;
-                st.last_publish_error = Some(e.reason.clone());
-                drop(st);
-                tracing::warn!(
-                    error = %e,
-                    pattern_id,
-                    "could not announce a change on the bus: the other replicas serve it after \
-                     their next poll or catch-up. Check Redis (see GetStatus.bus)"
-                );
+        match &self.shared {
+            None => Ok(()),
+            Some(shared) => {
+                let what = publisher::Announcement::Reload(pattern_id);
+                shared.announce(what, revision).await
             }
         }
-        result
+    }
+
+    /// Announces a rollback this instance has made: the other replicas serve their retained
+    /// generation with `content_hash` (pinned). `Ok` without publishing when the bus is
+    /// disabled.
+    pub async fn announce_rollback(
+        &self,
+        content_hash: &str,
+        revision: i64,
+    ) -> Result<(), PublishError> {
+        match &self.shared {
+            None => Ok(()),
+            Some(shared) => {
+                let what = publisher::Announcement::Rollback(content_hash.to_owned());
+                shared.announce(what, revision).await
+            }
+        }
     }
 }

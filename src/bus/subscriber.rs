@@ -8,24 +8,31 @@
 //! - After every subscribe, it asks the engine for a catch-up delta: Redis keeps nothing for a
 //!   disconnected subscriber, so whatever was published meanwhile is found in the store instead.
 //! - Each valid message becomes an engine request and nothing more (fire-and-forget, so a burst
-//!   coalesces in the engine's single flight). Bad messages are counted by reason, logged at
-//!   most once per reason per [`WARN_EVERY`], and dropped: they never reach the engine.
+//!   coalesces in the engine's single flight); a `rollback` goes to the follower (`follow`).
+//!   Bad messages are counted by reason, logged at most once per reason per [`WARN_EVERY`], and
+//!   dropped: they never reach the engine.
+//! - It adopts a new connection when `Bus::reload` hands one over (already subscribed): the
+//!   current connection is switched first, then the old subscription is unsubscribed and what
+//!   it had received is handled before it is dropped (see [`Handover`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    pin::Pin,
     sync::Arc,
+    task::Poll,
     time::{Duration, Instant},
 };
 
 use chrono::Utc;
-use redis::aio::PubSub;
-use tokio::sync::watch;
-use tokio_stream::StreamExt;
+use redis::aio::{PubSub, PubSubStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::{Stream, StreamExt};
 use tracing::{debug, info, warn};
 
 use super::{
-    BusEvent, Shared,
-    envelope::{Action, Envelope, Reason, Rejected},
+    BusEvent, Conn, Shared,
+    envelope::{Action, Envelope, Reason, Rejected, decode},
+    follow::Ask,
     verifier::{REPLAY_MEMORY, Verifier},
 };
 use crate::{
@@ -39,41 +46,92 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Longest `origin` quoted in a generation's reason.
 const MAX_ORIGIN_IN_REASON: usize = 64;
 
+/// Most event ids of an old subscription remembered to skip their copies on the new one.
+const MAX_HANDOVER_IDS: usize = 4096;
+
+/// A new connection for the subscriber, already subscribed to the channel by `Bus::reload`.
+pub(super) struct Handover {
+    /// The connection that becomes current (publisher, fleet, later reconnects).
+    pub(super) conn: Arc<Conn>,
+    /// Its subscription; messages published since it subscribed wait in it.
+    pub(super) pubsub: PubSub,
+    /// Told once the subscription is the one being served and the old one is gone.
+    pub(super) done: oneshot::Sender<()>,
+}
+
 /// Why serving a subscription ended.
 enum Ended {
     /// The process is stopping.
     Stopped,
     /// The connection was lost (the text says how).
     Lost(String),
+    /// A new connection replaces this one (already adopted; the old one is drained).
+    Replaced(Handover),
+}
+
+/// Turns messages into engine requests (and rollbacks into asks for the follower), with the
+/// state that outlives any one connection: the replay memory, warning limits, and the event ids
+/// of a drained old subscription.
+struct Handler {
+    shared: Arc<Shared>,
+    engine: Engine,
+    verifier: Verifier,
+    warnings: RateLimit,
+    /// Event ids handled from an old subscription after a new one was up: their copies on the
+    /// new one are skipped. Cleared at the first new message with another id: messages on the
+    /// new subscription arrive in publish order, and every one published before the old
+    /// subscription ended is in this set.
+    handed_over: HashSet<String>,
+    /// Broadcast rollbacks, for the follower (latest wins).
+    rollbacks: watch::Sender<Option<Ask>>,
 }
 
 /// Runs until `stop` turns true.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    client: redis::Client,
     engine: Engine,
+    mut handovers: mpsc::Receiver<Handover>,
+    rollbacks: watch::Sender<Option<Ask>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let opts = &shared.opts;
-    let mut verifier = Verifier::new(
-        opts.secret.clone(),
-        &opts.instance_id,
-        opts.replay_window,
-        REPLAY_MEMORY,
-    );
+    let mut handler = Handler {
+        verifier: Verifier::new(
+            opts.secret.clone(),
+            &opts.instance_id,
+            opts.replay_window,
+            REPLAY_MEMORY,
+        ),
+        warnings: RateLimit::default(),
+        handed_over: HashSet::new(),
+        rollbacks,
+        engine: engine.clone(),
+        shared: Arc::clone(&shared),
+    };
     let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
-    let mut warnings = RateLimit::default();
     let mut subscribed_before = false;
     // Whether a Disconnected event is owed: once per loss (or for the first failed attempt),
     // not once per retry.
     let mut up = true;
+    // A handover adopted while serving: its subscription is served next, without connecting.
+    let mut adopted: Option<Handover> = None;
     loop {
-        let attempt = tokio::select! {
-            r = connect(&client, &opts.channel, opts.timeout) => r,
-            _ = stopped(&mut stop) => return,
+        let attempt = match adopted.take() {
+            Some(h) => Ok((h.pubsub, Some(h.done))),
+            None => {
+                let client = shared.conn().client.clone();
+                tokio::select! {
+                    r = connect(&client, &opts.channel, opts.timeout) => r.map(|p| (p, None)),
+                    Some(h) = handovers.recv() => {
+                        adopt(&shared, &h.conn);
+                        Ok((h.pubsub, Some(h.done)))
+                    }
+                    _ = stopped(&mut stop) => return,
+                }
+            }
         };
         let error = match attempt {
-            Ok(pubsub) => {
+            Ok((pubsub, done)) => {
                 backoff.reset();
                 // Requested before the status says "connected", so whoever waits for that sees
                 // the catch-up already queued in the engine.
@@ -82,40 +140,43 @@ pub(super) async fn run(
                     source: Source::Bus,
                     reason: "bus subscribed: catch-up".into(),
                 });
+                let reconnect = subscribed_before && done.is_none();
                 {
                     let mut st = shared.status();
                     st.connected = true;
                     st.connected_since = Some(Utc::now());
                     st.next_retry_at = None;
-                    if subscribed_before {
+                    if reconnect {
                         st.reconnects += 1;
                     }
                 }
                 info!(
                     channel = %opts.channel,
-                    reconnect = subscribed_before,
+                    reconnect,
+                    swap = done.is_some(),
                     "bus subscribed; catch-up reload requested"
                 );
-                shared.emit(BusEvent::Connected {
-                    reconnect: subscribed_before,
-                });
+                shared.emit(BusEvent::Connected { reconnect });
+                if let Some(done) = done {
+                    // The caller may have gone away; the swap stands regardless.
+                    let _ = done.send(());
+                }
                 subscribed_before = true;
                 up = true;
-                let ended = serve(
-                    pubsub,
-                    &shared,
-                    &engine,
-                    &mut verifier,
-                    &mut warnings,
-                    &mut stop,
-                )
-                .await;
-                let mut st = shared.status();
-                st.connected = false;
-                st.connected_since = None;
-                match ended {
-                    Ended::Stopped => return,
-                    Ended::Lost(e) => format!("connection lost: {e}"),
+                match serve(pubsub, &mut handler, &mut handovers, &mut stop).await {
+                    Ended::Replaced(h) => {
+                        adopted = Some(h);
+                        continue;
+                    }
+                    ended => {
+                        let mut st = shared.status();
+                        st.connected = false;
+                        st.connected_since = None;
+                        match ended {
+                            Ended::Lost(e) => format!("connection lost: {e}"),
+                            _ => return,
+                        }
+                    }
                 }
             }
             Err(e) => e,
@@ -143,14 +204,30 @@ pub(super) async fn run(
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
+            Some(h) = handovers.recv() => {
+                adopt(&shared, &h.conn);
+                adopted = Some(h);
+            }
             _ = stopped(&mut stop) => return,
         }
     }
 }
 
+/// Makes `conn` the current connection: publishing and the fleet heartbeat use it from now on,
+/// and so do later reconnects.
+fn adopt(shared: &Shared, conn: &Arc<Conn>) {
+    shared.conn.store(Arc::clone(conn));
+    let mut st = shared.status();
+    st.redis_url = conn.redacted();
+    st.swaps += 1;
+    st.swapped_at = Some(Utc::now());
+    drop(st);
+    info!(redis_url = %conn.redacted(), "bus: swapped to a new Redis connection");
+}
+
 /// Connects and subscribes, within `timeout` (a server that accepts TCP but never answers,
 /// e.g. a stopped process, must not hang the loop).
-async fn connect(
+pub(super) async fn connect(
     client: &redis::Client,
     channel: &str,
     timeout: Duration,
@@ -167,17 +244,18 @@ async fn connect(
     }
 }
 
-/// Handles messages until the connection is lost or the process stops.
+/// Handles messages until the connection is lost, the process stops, or a new connection is
+/// handed over.
 async fn serve(
     pubsub: PubSub,
-    shared: &Shared,
-    engine: &Engine,
-    verifier: &mut Verifier,
-    warnings: &mut RateLimit,
+    handler: &mut Handler,
+    handovers: &mut mpsc::Receiver<Handover>,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
+    let shared = Arc::clone(&handler.shared);
     let (ping_interval, timeout) = (shared.opts.ping_interval, shared.opts.timeout);
     let (mut sink, mut messages) = pubsub.split();
+    let mut ping_sink = sink.clone();
     // Runs beside the message loop (in the same select), so a slow PING never delays messages.
     let pinger = async move {
         let start = tokio::time::Instant::now() + ping_interval;
@@ -185,7 +263,7 @@ async fn serve(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+            match tokio::time::timeout(timeout, ping_sink.ping::<redis::Value>()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return format!("PING failed: {e}"),
                 Err(_) => {
@@ -198,40 +276,118 @@ async fn serve(
     loop {
         tokio::select! {
             msg = messages.next() => match msg {
-                Some(msg) => handle(msg.get_payload_bytes(), shared, engine, verifier, warnings),
+                Some(msg) => handler.handle(msg.get_payload_bytes(), false),
                 None => return Ended::Lost("closed by the server".into()),
             },
+            Some(h) = handovers.recv() => {
+                adopt(&shared, &h.conn);
+                // The new subscription is up: from here every message reaches it. What this
+                // one received before its UNSUBSCRIBE was answered is already in its buffer
+                // (Redis answers in order), so nothing falls between the two.
+                let unsubscribed =
+                    tokio::time::timeout(timeout, sink.unsubscribe(&shared.opts.channel)).await;
+                if !matches!(unsubscribed, Ok(Ok(()))) {
+                    debug!("the old subscription did not confirm UNSUBSCRIBE; dropping it");
+                }
+                let drained = drain(&mut messages, handler).await;
+                info!(drained, "old bus subscription drained and closed");
+                return Ended::Replaced(h);
+            }
             why = &mut pinger => return Ended::Lost(why),
             _ = stopped(stop) => return Ended::Stopped,
         }
     }
 }
 
-/// Checks one message and, if valid, hands it to the engine.
-fn handle(
-    bytes: &[u8],
-    shared: &Shared,
-    engine: &Engine,
-    verifier: &mut Verifier,
-    warnings: &mut RateLimit,
-) {
-    let now = Utc::now();
-    let checked = verifier.check(bytes, now.timestamp_micros() as f64 / 1e6);
-    {
-        let mut st = shared.status();
-        st.messages_received += 1;
-        st.last_message_at = Some(now);
-        match &checked {
-            Ok(_) => st.messages_applied += 1,
-            Err(r) if r.reason == Reason::SelfOrigin => st.self_skipped += 1,
-            Err(r) => *st.rejected.entry(r.reason.as_str()).or_default() += 1,
+/// Handles every message already buffered in an old subscription, without waiting for more;
+/// returns how many. Unconstrained by tokio's cooperative budget, which would otherwise report
+/// a long buffer as empty part-way through.
+async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
+    let mut drained = 0;
+    tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(msg)) = Pin::new(&mut *messages).poll_next(cx) {
+            handler.handle(msg.get_payload_bytes(), true);
+            drained += 1;
+        }
+        Poll::Ready(())
+    }))
+    .await;
+    drained
+}
+
+impl Handler {
+    /// Checks one message and, if valid, hands it to the engine (or the follower).
+    /// `from_old`: drained from a subscription being replaced.
+    fn handle(&mut self, bytes: &[u8], from_old: bool) {
+        let shared = Arc::clone(&self.shared);
+        if self.skip_handed_over(bytes, from_old) {
+            let mut st = shared.status();
+            st.messages_received += 1;
+            st.handover_duplicates += 1;
+            debug!("bus: skipped the second copy of an event received during a swap");
+            return;
+        }
+        let now = Utc::now();
+        let checked = self
+            .verifier
+            .check(bytes, now.timestamp_micros() as f64 / 1e6);
+        {
+            let mut st = shared.status();
+            st.messages_received += 1;
+            st.last_message_at = Some(now);
+            match &checked {
+                Ok(_) => st.messages_applied += 1,
+                Err(r) if r.reason == Reason::SelfOrigin => st.self_skipped += 1,
+                Err(r) => *st.rejected.entry(r.reason.as_str()).or_default() += 1,
+            }
+        }
+        match checked {
+            Ok(envelope) => match (&envelope.action, &envelope.content_hash) {
+                (Action::Rollback, Some(hash)) => {
+                    self.rollbacks.send_replace(Some(Ask {
+                        content_hash: hash.clone(),
+                        origin: origin(&envelope),
+                    }));
+                }
+                _ => self.engine.request(request_for(&envelope)),
+            },
+            Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
+            Err(r) => self.warnings.warn(&r, bytes.len()),
         }
     }
-    match checked {
-        Ok(envelope) => engine.request(request_for(&envelope)),
-        Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
-        Err(r) => warnings.warn(&r, bytes.len()),
+
+    /// Remembers the event ids drained from an old subscription, and tells whether a message
+    /// of the new one is a copy of one of them.
+    fn skip_handed_over(&mut self, bytes: &[u8], from_old: bool) -> bool {
+        if !from_old && self.handed_over.is_empty() {
+            return false;
+        }
+        let Some(id) = decode(bytes).ok().and_then(|d| d.envelope.event_id) else {
+            return false;
+        };
+        if from_old {
+            if self.handed_over.len() < MAX_HANDOVER_IDS {
+                self.handed_over.insert(id);
+            }
+            return false;
+        }
+        if self.handed_over.remove(&id) {
+            return true;
+        }
+        // Published after the old subscription ended: no copies can follow.
+        self.handed_over.clear();
+        false
     }
+}
+
+/// The message's origin, shortened for a generation's reason.
+fn origin(e: &Envelope) -> String {
+    e.origin
+        .as_deref()
+        .unwrap_or("unknown")
+        .chars()
+        .take(MAX_ORIGIN_IN_REASON)
+        .collect()
 }
 
 /// The engine request a valid message asks for.
@@ -240,16 +396,11 @@ fn request_for(e: &Envelope) -> LoadRequest {
         (Action::Reload, Some(id)) => Scope::Ids(vec![id]),
         (Action::Reload, None) => Scope::Delta,
         (Action::Invalidate, Some(id)) => Scope::Invalidate(vec![id]),
-        // decode() rejects an invalidate without an id; a delta is the safe reading anyway.
-        (Action::Invalidate, None) => Scope::Delta,
+        // decode() rejects an invalidate without an id, and the handler sends rollbacks to the
+        // follower; a delta is the safe reading anyway.
+        (Action::Invalidate, None) | (Action::Rollback, _) => Scope::Delta,
     };
-    let origin: String = e
-        .origin
-        .as_deref()
-        .unwrap_or("unknown")
-        .chars()
-        .take(MAX_ORIGIN_IN_REASON)
-        .collect();
+    let origin = origin(e);
     let what = match e.pattern_id {
         Some(id) => format!("{} {id}", e.action.as_str()),
         None => e.action.as_str().to_owned(),
@@ -305,6 +456,7 @@ mod tests {
         let env = |action, pattern_id| Envelope {
             action,
             pattern_id,
+            content_hash: None,
             event_id: None,
             origin: Some("x".repeat(500)),
             revision: None,

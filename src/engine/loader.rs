@@ -151,24 +151,48 @@ fn unpin(inner: &Inner) {
     inner.emit(EventKind::Unpinned { pending });
 }
 
-/// See [`super::Engine::rollback`].
+/// Which retained generation a rollback serves again.
+pub(super) enum Pick {
+    /// By number; 0 is the previous generation.
+    Number(u64),
+    /// By content hash (a broadcast rollback from another replica, whose numbers differ).
+    Hash(String),
+}
+
+/// See [`super::Engine::rollback`] and [`super::Engine::rollback_to_hash`].
 pub(super) async fn rollback(
     inner: &Inner,
-    to: u64,
+    pick: Pick,
     reason: String,
 ) -> Result<LoadReport, LoadError> {
     let _commit = inner.commit.lock().await;
     let cur = inner.current.load_full();
+    if let Pick::Hash(hash) = &pick
+        && cur.snapshot.content_hash() == *hash
+    {
+        // Already serving that content (e.g. the same bad batch never reached this replica):
+        // pin it in place, so automatic reloads do not move it away from what the fleet serves.
+        return Ok(pin_current(inner, cur));
+    }
     let target = {
         let book = inner.book();
-        let found = if to == 0 {
-            book.retained.front()
-        } else {
-            book.retained.iter().find(|g| g.number == to)
+        let found = match &pick {
+            Pick::Number(0) => book.retained.front(),
+            Pick::Number(to) => book.retained.iter().find(|g| g.number == *to),
+            Pick::Hash(hash) => book
+                .retained
+                .iter()
+                .find(|g| g.snapshot.content_hash() == *hash),
         };
-        found.cloned().ok_or_else(|| LoadError::NotRetained {
-            wanted: to,
-            retained: book.retained.iter().map(|g| g.number).collect(),
+        found.cloned().ok_or_else(|| match &pick {
+            Pick::Number(to) => LoadError::NotRetained {
+                wanted: *to,
+                retained: book.retained.iter().map(|g| g.number).collect(),
+            },
+            Pick::Hash(hash) => LoadError::ContentNotRetained {
+                content_hash: hash.clone(),
+                retained: book.retained.len(),
+            },
         })?
     };
     let counts = cur.snapshot.diff(&target.snapshot);
@@ -211,6 +235,35 @@ pub(super) async fn rollback(
         current: next,
         duration: std::time::Duration::ZERO,
     })
+}
+
+/// Pins the generation being served, as a rollback to it.
+fn pin_current(inner: &Inner, cur: Arc<Generation>) -> LoadReport {
+    {
+        let mut book = inner.book();
+        if book.health.pinned.is_none() {
+            book.health.pending_changes = 0;
+        }
+        book.health.pinned = Some(cur.number);
+    }
+    info!(
+        generation = cur.number,
+        content_hash = %cur.snapshot.content_hash(),
+        "rollback target already served; pinned"
+    );
+    inner.emit(EventKind::RolledBack {
+        generation: Arc::clone(&cur),
+        from: cur.number,
+    });
+    LoadReport {
+        generation_before: cur.number,
+        generation_after: cur.number,
+        counts: ChangeCounts::default(),
+        mode: cur.mode,
+        rows_read: 0,
+        current: cur,
+        duration: std::time::Duration::ZERO,
+    }
 }
 
 /// See [`super::Engine::swap_store`].

@@ -194,6 +194,16 @@ pub enum LoadError {
         /// The generations that are retained, newest first.
         retained: Vec<u64>,
     },
+    /// A rollback by content hash found no retained generation with that content.
+    #[error(
+        "no retained generation has content hash {content_hash} ({retained} generations retained)"
+    )]
+    ContentNotRetained {
+        /// The content hash asked for.
+        content_hash: String,
+        /// How many generations are retained.
+        retained: usize,
+    },
 }
 
 /// A change the engine announces on its event channel.
@@ -396,7 +406,20 @@ impl Engine {
     /// reloads (bus, poll) are then held as pending changes until an explicit reload (which
     /// reads everything) unpins it. `to` 0 means the previous generation.
     pub async fn rollback(&self, to: u64, reason: String) -> Result<LoadReport, LoadError> {
-        loader::rollback(&self.inner, to, reason).await
+        loader::rollback(&self.inner, loader::Pick::Number(to), reason).await
+    }
+
+    /// Like [`Engine::rollback`], to the retained generation whose content hash is
+    /// `content_hash` (what another replica rolled back to: generation numbers are per
+    /// process, content hashes are not). When the current generation already has that content,
+    /// it is pinned in place. `LoadError::ContentNotRetained` when no retained generation has it.
+    pub async fn rollback_to_hash(
+        &self,
+        content_hash: &str,
+        reason: String,
+    ) -> Result<LoadReport, LoadError> {
+        let pick = loader::Pick::Hash(content_hash.to_owned());
+        loader::rollback(&self.inner, pick, reason).await
     }
 
     /// Replaces the store (blue/green): reads everything from `new` first and, only if that

@@ -115,7 +115,8 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
         ]
     );
 
-    // Errors: an unknown generation, a broadcast (needs the bus), a missing target.
+    // Errors: an unknown generation, a broadcast (needs the bus: there is none here), a missing
+    // target.
     let err = app
         .reload
         .rollback(pb::RollbackRequest {
@@ -136,7 +137,8 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
         })
         .await
         .expect_err("broadcast");
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--redis-url"), "{}", err.message());
     let err = app
         .reload
         .rollback(pb::RollbackRequest::default())

@@ -1,0 +1,80 @@
+//! Following broadcast rollbacks: another replica rolled back and announced the content hash it
+//! serves now; this one serves its retained generation with that hash, pinned, through the
+//! engine ([`Engine::rollback_to_hash`]).
+//!
+//! One task, fed by a watch channel from the subscriber (the latest ask wins: a burst of
+//! rollbacks is followed to the last one, and the subscriber never waits for a rollback). A
+//! replica that does not retain the content keeps serving what it serves: the refusal is
+//! logged, counted in `GetStatus.bus`, reported in its fleet entry (so a fleet wait ends
+//! without waiting for it) and announced on WatchStatus. It never crashes or retries.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{BusEvent, Shared};
+use crate::engine::{Engine, LoadError};
+
+/// A broadcast rollback to follow.
+#[derive(Debug, Clone)]
+pub(super) struct Ask {
+    /// The content to serve.
+    pub(super) content_hash: String,
+    /// Who asked (shortened), for the generation's reason.
+    pub(super) origin: String,
+}
+
+/// Follows asks until `stop` turns true.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    engine: Engine,
+    mut asks: watch::Receiver<Option<Ask>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = asks.changed() => if r.is_err() { return },
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+        let Some(ask) = asks.borrow_and_update().clone() else {
+            continue;
+        };
+        let reason = format!("bus: rollback from {}", ask.origin);
+        match engine.rollback_to_hash(&ask.content_hash, reason).await {
+            Ok(report) => {
+                shared.status().rollbacks_followed += 1;
+                *shared.rollback_error() = None;
+                info!(
+                    content_hash = %ask.content_hash,
+                    origin = %ask.origin,
+                    generation = report.generation_after,
+                    "followed a broadcast rollback; pinned"
+                );
+            }
+            Err(LoadError::Closed) => return,
+            Err(e) => refused(&shared, &engine, &ask, e.to_string()),
+        }
+    }
+}
+
+/// Records a rollback that could not be followed, everywhere an operator looks.
+fn refused(shared: &Shared, engine: &Engine, ask: &Ask, error: String) {
+    {
+        let mut st = shared.status();
+        st.rollbacks_failed += 1;
+        st.last_rollback_error = Some(error.clone());
+    }
+    let generation = engine.current().number;
+    *shared.rollback_error() = Some((generation, ask.content_hash.clone(), error.clone()));
+    warn!(
+        content_hash = %ask.content_hash,
+        origin = %ask.origin,
+        error = %error,
+        "could not follow a broadcast rollback: this replica keeps serving generation \
+         {generation}. Roll it back by number (see GetStatus retained), or raise \
+         --retain-generations"
+    );
+    shared.emit(BusEvent::RollbackFailed { error });
+    shared.fleet_kick.notify_one();
+}
