@@ -34,7 +34,7 @@ pub mod verifier;
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
     time::Duration,
 };
 
@@ -307,6 +307,9 @@ struct Shared {
     handovers: mpsc::Sender<subscriber::Handover>,
     /// One swap at a time.
     swapping: tokio::sync::Mutex<()>,
+    /// Set while a swap subscribes a new connection, until the old one is drained: event ids
+    /// handled meanwhile may reach the new subscription too (see `subscriber::Handler`).
+    overlap: std::sync::atomic::AtomicBool,
     /// The last broadcast rollback not followed: the generation served then, the content hash
     /// asked for, and why. Reported in the fleet while that generation is served.
     rollback_error: Mutex<Option<(u64, String, String)>>,
@@ -413,6 +416,7 @@ impl Bus {
             fleet_kick: Notify::new(),
             handovers,
             swapping: tokio::sync::Mutex::new(()),
+            overlap: std::sync::atomic::AtomicBool::new(false),
             rollback_error: Mutex::new(None),
             opts,
             sink,
@@ -457,27 +461,34 @@ impl Bus {
             BusError::Client { .. } => SwapError::InvalidUrl(e.to_string()),
             BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
         })?;
-        let pubsub = subscriber::connect(&conn.client, &opts.channel, opts.timeout)
-            .await
-            .map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())))?;
+        // From here until the old subscription is drained, messages may arrive on both.
+        shared.overlap.store(!validate_only, Ordering::SeqCst);
+        let subscribed = subscriber::connect(&conn.client, &opts.channel, opts.timeout).await;
+        let pubsub = match subscribed {
+            Ok(p) if !validate_only => p,
+            other => {
+                shared.overlap.store(false, Ordering::SeqCst);
+                other.map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())))?;
+                return Ok(Swapped {
+                    previous_url: old.redacted(),
+                    url: conn.redacted(),
+                });
+            }
+        };
         let swapped = Swapped {
             previous_url: old.redacted(),
             url: conn.redacted(),
         };
-        if validate_only {
-            return Ok(swapped);
-        }
         let (done, confirmed) = oneshot::channel();
         let handover = subscriber::Handover {
             conn: Arc::new(conn),
             pubsub,
             done,
         };
-        shared
-            .handovers
-            .send(handover)
-            .await
-            .map_err(|_| SwapError::Stopping)?;
+        if shared.handovers.send(handover).await.is_err() {
+            shared.overlap.store(false, Ordering::SeqCst);
+            return Err(SwapError::Stopping);
+        }
         confirmed.await.map_err(|_| SwapError::Stopping)?;
         shared.fleet_kick.notify_one();
         Ok(swapped)

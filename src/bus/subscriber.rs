@@ -18,7 +18,7 @@
 use std::{
     collections::{HashMap, HashSet},
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     task::Poll,
     time::{Duration, Instant},
 };
@@ -77,9 +77,10 @@ struct Handler {
     engine: Engine,
     verifier: Verifier,
     warnings: RateLimit,
-    /// Event ids handled from an old subscription after a new one was up: their copies on the
-    /// new one are skipped. Cleared at the first new message with another id: messages on the
-    /// new subscription arrive in publish order, and every one published before the old
+    /// Event ids handled while a swap was under way (from its start until the old subscription
+    /// was drained), a superset of the messages that reached both subscriptions: their copies
+    /// on the new one are skipped. Cleared at the first later message with another id: messages
+    /// on the new subscription arrive in publish order, and every one published before the old
     /// subscription ended is in this set.
     handed_over: HashSet<String>,
     /// Broadcast rollbacks, for the follower (latest wins).
@@ -124,6 +125,8 @@ pub(super) async fn run(
                     r = connect(&client, &opts.channel, opts.timeout) => r.map(|p| (p, None)),
                     Some(h) = handovers.recv() => {
                         adopt(&shared, &h.conn);
+                        // No old subscription to drain: nothing can reach both.
+                        shared.overlap.store(false, Ordering::SeqCst);
                         Ok((h.pubsub, Some(h.done)))
                     }
                     _ = stopped(&mut stop) => return,
@@ -206,6 +209,7 @@ pub(super) async fn run(
             _ = tokio::time::sleep(delay) => {}
             Some(h) = handovers.recv() => {
                 adopt(&shared, &h.conn);
+                shared.overlap.store(false, Ordering::SeqCst);
                 adopted = Some(h);
             }
             _ = stopped(&mut stop) => return,
@@ -276,7 +280,7 @@ async fn serve(
     loop {
         tokio::select! {
             msg = messages.next() => match msg {
-                Some(msg) => handler.handle(msg.get_payload_bytes(), false),
+                Some(msg) => handler.handle(msg.get_payload_bytes()),
                 None => return Ended::Lost("closed by the server".into()),
             },
             Some(h) = handovers.recv() => {
@@ -290,6 +294,7 @@ async fn serve(
                     debug!("the old subscription did not confirm UNSUBSCRIBE; dropping it");
                 }
                 let drained = drain(&mut messages, handler).await;
+                shared.overlap.store(false, Ordering::SeqCst);
                 info!(drained, "old bus subscription drained and closed");
                 return Ended::Replaced(h);
             }
@@ -306,7 +311,7 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
     let mut drained = 0;
     tokio::task::unconstrained(std::future::poll_fn(|cx| {
         while let Poll::Ready(Some(msg)) = Pin::new(&mut *messages).poll_next(cx) {
-            handler.handle(msg.get_payload_bytes(), true);
+            handler.handle(msg.get_payload_bytes());
             drained += 1;
         }
         Poll::Ready(())
@@ -317,10 +322,9 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
 
 impl Handler {
     /// Checks one message and, if valid, hands it to the engine (or the follower).
-    /// `from_old`: drained from a subscription being replaced.
-    fn handle(&mut self, bytes: &[u8], from_old: bool) {
+    fn handle(&mut self, bytes: &[u8]) {
         let shared = Arc::clone(&self.shared);
-        if self.skip_handed_over(bytes, from_old) {
+        if self.skip_handed_over(bytes) {
             let mut st = shared.status();
             st.messages_received += 1;
             st.handover_duplicates += 1;
@@ -356,16 +360,17 @@ impl Handler {
         }
     }
 
-    /// Remembers the event ids drained from an old subscription, and tells whether a message
-    /// of the new one is a copy of one of them.
-    fn skip_handed_over(&mut self, bytes: &[u8], from_old: bool) -> bool {
-        if !from_old && self.handed_over.is_empty() {
+    /// Remembers the event ids handled while a swap is under way, and tells whether a message
+    /// received after it is a copy of one of them.
+    fn skip_handed_over(&mut self, bytes: &[u8]) -> bool {
+        let recording = self.shared.overlap.load(Ordering::SeqCst);
+        if !recording && self.handed_over.is_empty() {
             return false;
         }
         let Some(id) = decode(bytes).ok().and_then(|d| d.envelope.event_id) else {
             return false;
         };
-        if from_old {
+        if recording {
             if self.handed_over.len() < MAX_HANDOVER_IDS {
                 self.handed_over.insert(id);
             }

@@ -10,9 +10,11 @@
 //! Here: messages (legacy, bad, signed, invalidate, bursts) and replicas converging.
 //! `connection`: private redis-servers that stop, pause, want passwords or speak TLS.
 //! `fleet`: heartbeats, fleet status and waiting for the fleet.
+//! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
 mod connection;
 mod fleet;
+mod swap;
 
 use std::{sync::Arc, time::Duration};
 

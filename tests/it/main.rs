@@ -10,6 +10,7 @@ mod drain;
 mod engine;
 mod grpcurl;
 mod helpers;
+mod load;
 mod patterns_api;
 mod reload;
 mod rollback;

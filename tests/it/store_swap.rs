@@ -1,10 +1,5 @@
 //! Reload(TARGET_STORE): a blue/green swap of the database pool under concurrent load.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
-};
-
 use hotplane::{
     model::{NewPattern, PatternStatus},
     pb,
@@ -13,7 +8,8 @@ use tonic::Code;
 
 use crate::{
     db::TestDb,
-    helpers::{Backend, TestApp, learn_req, match_req, patterns_status, served},
+    helpers::{Backend, TestApp, learn_req, patterns_status, served},
+    load::Load,
 };
 
 fn store_reload(url: &str) -> pb::ReloadRequest {
@@ -52,61 +48,20 @@ async fn store_swap_under_load_drops_no_request_and_failures_keep_the_old_store(
         .expect("seed green");
     green_store.close().await;
 
-    // Concurrent readers and a writer run through the swap; every request must succeed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut load = Vec::new();
-    for i in 0..4 {
-        let (mut client, stop, ok, failed) = (
-            app.patterns.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        load.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let result = if i == 0 {
-                    n += 1;
-                    client
-                        .learn_pattern(learn_req(
-                            &format!("scritto durante lo scambio {n}"),
-                            "w",
-                            0.95,
-                        ))
-                        .await
-                        .map(|_| ())
-                } else {
-                    client
-                        .match_pattern(match_req("dal database blu"))
-                        .await
-                        .map(|_| ())
-                };
-                let counter = if result.is_ok() { &ok } else { &failed };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    // Concurrent readers and a writer run through the swap: requests succeed before it begins
+    // and after it returned (so the load really spans it), and every one of them succeeds.
+    let load = Load::start(&app, 3, "dal database blu", "scritto durante lo scambio");
     let before = patterns_status(&app).await.current.expect("gen").generation;
-    let r = app
-        .reload
-        .reload(store_reload(green.url()))
+    let mut client = app.reload.clone();
+    let r = load
+        .around(20, client.reload(store_reload(green.url())))
         .await
         .expect("swap")
         .into_inner();
     assert_eq!(r.target, pb::Target::Store as i32);
     assert!(r.generation_after > before && r.changed);
     assert_eq!(r.mode, pb::LoadMode::Full as i32);
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await.expect("load task");
-    }
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "no request failed during the swap"
-    );
-    assert!(ok.load(Ordering::Relaxed) > 0);
+    load.stop().await.assert_none_failed();
     assert!(served(&mut app, "dal database verde").await.is_some());
     assert!(served(&mut app, "dal database blu").await.is_none());
     // New writes go to the green database.

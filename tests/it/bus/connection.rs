@@ -14,9 +14,9 @@ use crate::{
 };
 
 /// A `redis-server` of the test's own, on a free port, killed when dropped.
-struct PrivateRedis {
+pub(crate) struct PrivateRedis {
     /// Its port (plain or TLS).
-    port: u16,
+    pub(crate) port: u16,
     /// Server arguments besides the port.
     args: Vec<String>,
     /// The URL that reaches it, with credentials.
@@ -29,7 +29,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     /// A plain server, no password.
-    async fn start() -> PrivateRedis {
+    pub(crate) async fn start() -> PrivateRedis {
         Self::start_with(&[], "", None).await
     }
 
@@ -72,7 +72,7 @@ impl PrivateRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.url.clone()
     }
 
@@ -98,7 +98,7 @@ impl PrivateRedis {
     }
 
     /// PUBLISHes with the test's own client; returns how many subscribers received it.
-    async fn publish(&self, channel: &str, payload: &str) -> i64 {
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> i64 {
         let mut conn = self
             .client
             .get_multiplexed_async_connection()
@@ -110,6 +110,14 @@ impl PrivateRedis {
             .query_async(&mut conn)
             .await
             .expect("PUBLISH")
+    }
+
+    /// A command connection of the test's own.
+    pub(crate) async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects to the private redis-server")
     }
 
     async fn stop(&mut self) {
