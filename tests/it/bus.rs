@@ -539,7 +539,8 @@ async fn a_burst_of_messages_costs_a_handful_of_loads() {
 }
 
 /// Without a Redis URL (unset, or empty as in `HOTPLANE_REDIS_URL=`), hotplane runs alone: the
-/// status says the bus is disabled, there is no fleet, and a broadcast reload is refused.
+/// status says the bus is disabled, there is no fleet, and a broadcast reload and a bus swap
+/// are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_redis_url_there_is_no_bus() {
     let mut app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| {
@@ -568,4 +569,16 @@ async fn without_a_redis_url_there_is_no_bus() {
         .await
         .expect_err("broadcast needs a bus");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    // There is no bus to swap either; the answer says how to get one.
+    let err = app
+        .reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Bus.into(),
+            redis_url: redis_url(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no bus to swap");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(err.message().contains("--redis-url"), "{}", err.message());
 }

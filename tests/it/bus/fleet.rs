@@ -194,3 +194,45 @@ async fn a_member_that_does_not_converge_is_named_when_the_wait_ends() {
         .await
         .expect("remove the ghost");
 }
+
+/// WatchStatus announces fleet members joining and leaving, with their state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_status_announces_members_joining_and_leaving() {
+    let db = Arc::new(TestDb::sqlite().await);
+    let ch = channel("hotplane:fleet-events");
+    let a = start(fleet_config(&db, &ch), &db).await;
+    let mut events = a
+        .reload
+        .clone()
+        .watch_status(pb::WatchStatusRequest {
+            kinds: vec![
+                pb::EventKind::FleetMemberJoined.into(),
+                pb::EventKind::FleetMemberLeft.into(),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let db_b = Arc::new(TestDb::sqlite().await);
+    let b = start(fleet_config(&db_b, &ch), &db_b).await;
+    let b_id = status(&b).await.instance_id;
+    let mut next_about_b = async || loop {
+        let e = tokio::time::timeout(crate::helpers::DEADLINE, events.message())
+            .await
+            .expect("an event before the deadline")
+            .expect("stream ok")
+            .expect("stream open");
+        if let Some(m) = &e.fleet_member
+            && m.instance_id == b_id
+        {
+            return (e.kind(), m.addr.clone());
+        }
+    };
+    assert_eq!(
+        next_about_b().await,
+        (pb::EventKind::FleetMemberJoined, b.addr.to_string())
+    );
+    b.stop().await.expect("B stops");
+    assert_eq!(next_about_b().await.0, pb::EventKind::FleetMemberLeft);
+}
