@@ -466,6 +466,68 @@ async fn example_scripts_walk_through() {
     assert_not_matched(&ex.script("match.sh", &[]).await.one());
 }
 
+/// The connection swaps and the broadcast rollback, on a server with a Redis bus:
+/// `reload_store.sh` reconnects to the current database and moves to another one and back;
+/// `reload_bus.sh` validates, then swaps, the Redis connection; `rollback.sh` with
+/// `BROADCAST=true` and `WAIT` rolls back the fleet (here, this one replica) and waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swap_and_broadcast_rollback_scripts() {
+    let db = std::sync::Arc::new(crate::db::TestDb::sqlite().await);
+    let redis = crate::bus::redis_url();
+    let mut config = crate::bus::bus_config(&db, &redis, &crate::bus::channel("hotplane:grpcurl"));
+    config.fleet_heartbeat = std::time::Duration::from_millis(100);
+    let app = crate::bus::start(config, &db).await;
+    let ex = Examples::new(&app);
+    let learned = ex.script("learn.sh", &[]).await.one();
+    let id = num(&learned, "/pattern/id");
+
+    // The store: reconnect, then move to an empty database, then back.
+    let same = ex.script("reload_store.sh", &[]).await.one();
+    assert_eq!(text(&same, "/target"), "TARGET_STORE", "{same:#}");
+    assert_eq!(num(&same, "/current/itemCount"), 1, "{same:#}");
+    let other = crate::db::TestDb::sqlite().await;
+    let moved = ex.script("reload_store.sh", &[other.url()]).await.one();
+    assert_eq!(num(&moved, "/current/itemCount"), 0, "{moved:#}");
+    assert!(flag(&moved, "/changed"), "{moved:#}");
+    let status = ex.script("status.sh", &[]).await.one();
+    assert_eq!(text(&status, "/store/url"), other.url(), "{status:#}");
+    ex.script("reload_store.sh", &[db.url()]).await.success();
+    assert_matched(&ex.script("match.sh", &[]).await.one(), id);
+
+    // The bus: validate, then swap (to the same Redis, given explicitly).
+    let swaps = ex.script("reload_bus.sh", &[&redis]).await.json();
+    assert_eq!(swaps.len(), 2, "validate_only, then the swap: {swaps:#?}");
+    for r in &swaps {
+        assert_eq!(text(r, "/target"), "TARGET_BUS", "{r:#}");
+        assert_eq!(text(r, "/redisUrl"), redis, "{r:#}");
+        assert_eq!(text(r, "/previousRedisUrl"), redis, "{r:#}");
+    }
+    assert!(flag(&swaps[0], "/validateOnly"), "{:#}", swaps[0]);
+    let status = ex.script("status.sh", &[]).await.one();
+    assert_eq!(num(&status, "/bus/swaps"), 1, "{status:#}");
+    assert!(flag(&status, "/bus/connected"), "{status:#}");
+    ex.script("reload_bus.sh", &["redis://127.0.0.1:1"])
+        .await
+        .failed_with("FailedPrecondition", "keeps running");
+
+    // Broadcast rollback, waiting for the fleet.
+    let rolled = ex
+        .script_env(
+            "rollback.sh",
+            &[],
+            &[("BROADCAST", "true"), ("WAIT", "10s")],
+        )
+        .await
+        .one();
+    assert!(flag(&rolled, "/pinned"), "{rolled:#}");
+    assert!(rolled.get("publishError").is_none(), "{rolled:#}");
+    assert!(flag(&rolled, "/fleetConverged"), "{rolled:#}");
+    let hash = text(&rolled, "/current/contentHash");
+    let fleet = rolled["fleet"].as_array().expect("fleet listed");
+    assert_eq!(fleet.len(), 1, "{rolled:#}");
+    assert_eq!(text(&fleet[0], "/contentHash"), hash, "{rolled:#}");
+}
+
 /// The declarations in one `grpcurl describe` output that lack a comment: the described element
 /// itself (the line after "X is a ...:") and every rpc, field and enum value line (the lines
 /// ending in ';'), each of which must directly follow a `//` line.
