@@ -179,7 +179,7 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         Ok(other) => {
             return Err(ApiError::Unimplemented(format!(
                 "reloading {} is not implemented yet (it lands with the lifecycle work, \
-                 issue 4); TARGET_PATTERNS and TARGET_STORE can be reloaded",
+                 issue 4); TARGET_PATTERNS, TARGET_STORE and TARGET_BUS can be reloaded",
                 other.as_str_name()
             )));
         }
