@@ -255,11 +255,11 @@ pub(super) async fn run(
 /// it still serves the generation it served then.
 fn me(shared: &Shared, reporter: &Reporter) -> Member {
     let mut me = reporter();
-    if let Some((generation, hash, error)) = shared.rollback_error().as_ref()
-        && *generation == me.generation
+    if let Some(refusal) = shared.rollback_error().as_ref()
+        && refusal.generation == me.generation
     {
-        me.rollback_error = Some(error.clone());
-        me.rollback_hash = Some(hash.clone());
+        me.rollback_error = Some(refusal.error.clone());
+        me.rollback_hash = Some(refusal.content_hash.clone());
     }
     me
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{BusEvent, Shared};
+use super::{BusEvent, Refusal, Shared};
 use crate::engine::{Engine, LoadError};
 
 /// A broadcast rollback to follow.
@@ -66,7 +66,11 @@ fn refused(shared: &Shared, engine: &Engine, ask: &Ask, error: String) {
         st.last_rollback_error = Some(error.clone());
     }
     let generation = engine.current().number;
-    *shared.rollback_error() = Some((generation, ask.content_hash.clone(), error.clone()));
+    *shared.rollback_error() = Some(Refusal {
+        generation,
+        content_hash: ask.content_hash.clone(),
+        error: error.clone(),
+    });
     warn!(
         content_hash = %ask.content_hash,
         origin = %ask.origin,

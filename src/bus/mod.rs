@@ -23,6 +23,7 @@
 //! the engine otherwise (every action is idempotent).
 
 pub mod backstop;
+mod conn;
 pub mod envelope;
 pub mod fleet;
 mod follow;
@@ -48,7 +49,8 @@ use tokio::{
 pub use envelope::{Action, Reason};
 pub use signing::Secret;
 
-use crate::{engine::Engine, store::redact_url};
+use crate::engine::Engine;
+use conn::Conn;
 
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
 #[derive(Debug, Clone)]
@@ -222,70 +224,6 @@ pub struct BusStatus {
     pub last_rollback_error: Option<String>,
 }
 
-/// One Redis connection generation: the URL, its client, and the command connection (publishing,
-/// fleet heartbeats and reads). Replaced as a whole by a swap; whoever loaded the old one
-/// finishes with it.
-struct Conn {
-    /// The URL, with credentials: never printed (see `redacted`).
-    url: String,
-    /// Opens subscriptions.
-    client: redis::Client,
-    /// The command connection.
-    link: link::Link,
-}
-
-impl Conn {
-    fn new(
-        url: &str,
-        ca_file: Option<&std::path::Path>,
-        timeout: Duration,
-    ) -> Result<Conn, BusError> {
-        let client = client(url, ca_file)?;
-        Ok(Conn {
-            url: url.to_owned(),
-            link: link::Link::new(client.clone(), timeout),
-            client,
-        })
-    }
-
-    fn redacted(&self) -> String {
-        redact_url(&self.url)
-    }
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("url", &self.redacted())
-            .finish_non_exhaustive()
-    }
-}
-
-/// A Redis client for `url`, trusting `ca_file` for `rediss://` when given.
-fn client(url: &str, ca_file: Option<&std::path::Path>) -> Result<redis::Client, BusError> {
-    // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
-    // only when one is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match ca_file {
-        None => redis::Client::open(url),
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(url, certs)
-        }
-    }
-    .map_err(|source| BusError::Client {
-        url: redact_url(url),
-        source,
-    })
-}
-
 /// Shared by the subscriber, the publisher and status readers. A std `Mutex`: held for a few
 /// field updates, never across an `.await`.
 struct Shared {
@@ -310,9 +248,20 @@ struct Shared {
     /// Set while a swap subscribes a new connection, until the old one is drained: event ids
     /// handled meanwhile may reach the new subscription too (see `subscriber::Handler`).
     overlap: std::sync::atomic::AtomicBool,
-    /// The last broadcast rollback not followed: the generation served then, the content hash
-    /// asked for, and why. Reported in the fleet while that generation is served.
-    rollback_error: Mutex<Option<(u64, String, String)>>,
+    /// The last broadcast rollback not followed; reported in the fleet while the generation
+    /// served then is served.
+    rollback_error: Mutex<Option<Refusal>>,
+}
+
+/// A broadcast rollback this instance could not follow.
+#[derive(Debug, Clone)]
+struct Refusal {
+    /// The generation served when it was refused.
+    generation: u64,
+    /// The content hash asked for.
+    content_hash: String,
+    /// Why it could not be followed.
+    error: String,
 }
 
 impl std::fmt::Debug for Shared {
@@ -339,7 +288,7 @@ impl Shared {
         self.fleet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn rollback_error(&self) -> MutexGuard<'_, Option<(u64, String, String)>> {
+    fn rollback_error(&self) -> MutexGuard<'_, Option<Refusal>> {
         self.rollback_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -461,23 +410,21 @@ impl Bus {
             BusError::Client { .. } => SwapError::InvalidUrl(e.to_string()),
             BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
         })?;
-        // From here until the old subscription is drained, messages may arrive on both.
-        shared.overlap.store(!validate_only, Ordering::SeqCst);
-        let subscribed = subscriber::connect(&conn.client, &opts.channel, opts.timeout).await;
-        let pubsub = match subscribed {
-            Ok(p) if !validate_only => p,
-            other => {
-                shared.overlap.store(false, Ordering::SeqCst);
-                other.map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())))?;
-                return Ok(Swapped {
-                    previous_url: old.redacted(),
-                    url: conn.redacted(),
-                });
-            }
-        };
         let swapped = Swapped {
             previous_url: old.redacted(),
             url: conn.redacted(),
+        };
+        // From here until the old subscription is drained, messages may arrive on both.
+        shared.overlap.store(!validate_only, Ordering::SeqCst);
+        let subscribed = subscriber::connect(&conn.client, &opts.channel, opts.timeout)
+            .await
+            .map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())));
+        let pubsub = match subscribed {
+            Ok(p) if !validate_only => p,
+            result => {
+                shared.overlap.store(false, Ordering::SeqCst);
+                return result.map(|_| swapped);
+            }
         };
         let (done, confirmed) = oneshot::channel();
         let handover = subscriber::Handover {

@@ -323,9 +323,8 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
 impl Handler {
     /// Checks one message and, if valid, hands it to the engine (or the follower).
     fn handle(&mut self, bytes: &[u8]) {
-        let shared = Arc::clone(&self.shared);
         if self.skip_handed_over(bytes) {
-            let mut st = shared.status();
+            let mut st = self.shared.status();
             st.messages_received += 1;
             st.handover_duplicates += 1;
             debug!("bus: skipped the second copy of an event received during a swap");
@@ -336,7 +335,7 @@ impl Handler {
             .verifier
             .check(bytes, now.timestamp_micros() as f64 / 1e6);
         {
-            let mut st = shared.status();
+            let mut st = self.shared.status();
             st.messages_received += 1;
             st.last_message_at = Some(now);
             match &checked {
