@@ -23,9 +23,11 @@ fn store_reload(url: &str) -> pb::ReloadRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_swap_under_load_drops_no_request_and_failures_keep_the_old_store() {
-    // A short acquire timeout: the unreachable store below fails in 1 s, not 5.
+    // A short acquire timeout: the unreachable store below fails in 1 s, not 5. The writer
+    // learns in a loop on purpose: the per-caller rate limit is off (see auth.rs).
     let mut app = TestApp::spawn_with(Backend::Postgres, |c| {
-        c.database_acquire_timeout = std::time::Duration::from_secs(1)
+        c.database_acquire_timeout = std::time::Duration::from_secs(1);
+        c.auth.admin_rate = 0.0;
     })
     .await;
     app.patterns

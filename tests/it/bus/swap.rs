@@ -232,6 +232,8 @@ async fn a_swap_to_a_second_redis_loses_no_message_and_fails_no_request() {
     let ch = channel("hotplane:swap");
     let mut config = bus_config(&db, &blue.url(), &ch);
     config.fleet_heartbeat = Duration::from_millis(100);
+    // The writer learns in a loop on purpose: the per-caller rate limit is off (see auth.rs).
+    config.auth.admin_rate = 0.0;
     let app = start(config, &db).await;
     let id = status(&app).await.instance_id;
     eventually("our fleet entry on blue", || async {
