@@ -6,8 +6,9 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use http::{Request, Response};
@@ -19,24 +20,78 @@ use tonic::{
 use tonic_types::{ErrorDetails, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     Access, AuthError, Authenticator, Presented, RateLimiter, Scope, access, certificate_subject,
     is_loopback_peer,
 };
 
+/// At most one warning per refusal kind per this long (the rest are counted in the next one).
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// The layer; add it with `Server::builder().layer(AuthLayer::new(..))`.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
+    refusals: Arc<RefusalLog>,
 }
 
 impl AuthLayer {
     /// A layer checking requests with `auth` and limiting state changes with `limiter`.
     pub fn new(auth: Arc<Authenticator>, limiter: Arc<RateLimiter>) -> AuthLayer {
-        AuthLayer { auth, limiter }
+        AuthLayer {
+            auth,
+            limiter,
+            refusals: Arc::default(),
+        }
+    }
+
+    /// The rate limiter (to apply a new limit on a config reload).
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+}
+
+/// Refusals are logged so an operator sees a misconfigured client or a probe from the network,
+/// but at most once per kind (code) per [`WARN_EVERY`]: a client in a loop must not flood logs.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    /// Per code: when last logged, and how many were held back since.
+    last: Mutex<Vec<(Code, Instant, u64)>>,
+}
+
+impl RefusalLog {
+    /// Logs the refusal unless one of its kind was logged within [`WARN_EVERY`]; returns the
+    /// number of refusals held back before it when it logs.
+    fn note(&self, method: &str, peer: Option<SocketAddr>, status: &Status) -> Option<u64> {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let held_back = match last.iter_mut().find(|(c, ..)| *c == status.code()) {
+            Some((_, at, held)) if now.duration_since(*at) < WARN_EVERY => {
+                *held += 1;
+                return None;
+            }
+            Some((_, at, held)) => {
+                *at = now;
+                std::mem::take(held)
+            }
+            None => {
+                last.push((status.code(), now, 0));
+                0
+            }
+        };
+        drop(last);
+        warn!(
+            method,
+            peer = ?peer,
+            code = ?status.code(),
+            reason = status.message(),
+            held_back,
+            "request refused by auth (at most one such warning per code every 10s)"
+        );
+        Some(held_back)
     }
 }
 
@@ -48,6 +103,7 @@ impl<S> Layer<S> for AuthLayer {
             inner,
             auth: Arc::clone(&self.auth),
             limiter: Arc::clone(&self.limiter),
+            refusals: Arc::clone(&self.refusals),
         }
     }
 }
@@ -58,6 +114,7 @@ pub struct AuthService<S> {
     inner: S,
     auth: Arc<Authenticator>,
     limiter: Arc<RateLimiter>,
+    refusals: Arc<RefusalLog>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -86,7 +143,9 @@ where
                 Box::pin(self.inner.call(req))
             }
             Err(status) => {
-                debug!(method = req.uri().path(), code = ?status.code(), reason = status.message(), "refused");
+                let _ = self
+                    .refusals
+                    .note(req.uri().path(), connection(&req).0, &status);
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
@@ -144,4 +203,29 @@ fn connection(req: &Request<Body>) -> (Option<SocketAddr>, Option<String>) {
             .and_then(TcpConnectInfo::remote_addr),
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_per_code_per_interval() {
+        let log = RefusalLog::default();
+        let denied = Status::permission_denied("no");
+        let unauth = Status::unauthenticated("no");
+        assert_eq!(log.note("/m", None, &denied), Some(0));
+        assert_eq!(log.note("/m", None, &denied), None);
+        assert_eq!(log.note("/m", None, &denied), None);
+        assert_eq!(
+            log.note("/m", None, &unauth),
+            Some(0),
+            "each code has its own interval"
+        );
+        // Pretend the interval passed: the next one logs, with the count held back.
+        for entry in log.last.lock().expect("lock").iter_mut() {
+            entry.1 = entry.1.checked_sub(WARN_EVERY).expect("uptime over 10 s");
+        }
+        assert_eq!(log.note("/m", None, &denied), Some(2));
+    }
 }
