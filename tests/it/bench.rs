@@ -5,12 +5,13 @@
 
 use std::process::Command;
 
-use crate::db::admin_url;
+use crate::{bus::redis_url, db::admin_url};
 
 #[test]
 fn quick_bench_runs_every_scenario_and_reports_every_figure() {
     let out = Command::new(env!("CARGO_BIN_EXE_hotplane-bench"))
         .args(["--quick", "--json", "--database-url", &admin_url()])
+        .args(["--redis-url", &redis_url()])
         .output()
         .expect("the bench binary starts");
     assert!(
@@ -27,7 +28,14 @@ fn quick_bench_runs_every_scenario_and_reports_every_figure() {
         .collect();
     assert_eq!(
         names,
-        ["lookup", "reload", "reload-under-load", "burst", "match"]
+        [
+            "lookup",
+            "reload",
+            "reload-under-load",
+            "burst",
+            "match",
+            "propagate"
+        ]
     );
     for scenario in scenarios {
         let figures = scenario["figures"].as_array().expect("a figures array");

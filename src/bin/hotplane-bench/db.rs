@@ -91,7 +91,7 @@ pub struct BenchDb {
 }
 
 /// A name no other run uses: pid, a per-process counter and the clock.
-fn unique_suffix() -> String {
+pub fn unique_suffix() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let nanos = SystemTime::now()

@@ -17,6 +17,7 @@ mod data;
 mod db;
 mod lookup;
 mod matching;
+mod propagate;
 mod reload;
 mod report;
 mod server;
@@ -37,6 +38,9 @@ use crate::{
 /// PostgreSQL admin URL used when `--database-url` is not given.
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Redis URL used when `--redis-url` is not given.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 /// The scenarios, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -52,6 +56,9 @@ enum Scenario {
     /// Closed-loop gRPC throughput and latency of MatchPattern and BatchMatchPatterns vs a
     /// bare tonic server.
     Match,
+    /// Three replicas on one Redis channel: LearnPattern on A → served by all, and a
+    /// published message → swapped on all, vs a bare Redis round trip.
+    Propagate,
 }
 
 impl Scenario {
@@ -62,6 +69,7 @@ impl Scenario {
             Scenario::ReloadUnderLoad => "reload-under-load",
             Scenario::Burst => "burst",
             Scenario::Match => "match",
+            Scenario::Propagate => "propagate",
         }
     }
 
@@ -78,6 +86,9 @@ impl Scenario {
             }
             Scenario::Burst => "Engine::request bursts over a PostgreSQL store (the bus path)",
             Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",
+            Scenario::Propagate => {
+                "three Application replicas + Redis, observed through WatchStatus streams"
+            }
         }
     }
 }
@@ -172,6 +183,18 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
 
+    /// propagate: patterns in the store [default: 10000; quick: 1000].
+    #[arg(long)]
+    propagate_patterns: Option<usize>,
+
+    /// propagate: trials per figure [default: 200; quick: 20].
+    #[arg(long)]
+    propagate_trials: Option<usize>,
+
+    /// Redis URL for propagate (a channel of its own is used, then abandoned).
+    #[arg(long, env = "HOTPLANE_BENCH_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
+    redis_url: String,
+
     /// Internal: measure the memory of loading the store at this URL and print JSON.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -230,6 +253,12 @@ pub struct Settings {
     pub match_warmup: Duration,
     /// match: queries per BatchMatchPatterns call.
     pub batch_size: usize,
+    /// propagate: patterns in the store.
+    pub propagate_patterns: usize,
+    /// propagate: trials per figure.
+    pub propagate_trials: usize,
+    /// propagate: Redis URL.
+    pub redis_url: String,
 }
 
 impl Settings {
@@ -279,6 +308,14 @@ impl Settings {
             match_rounds: if q { 1 } else { 2 },
             match_warmup: Duration::from_millis(if q { 100 } else { 500 }),
             batch_size: a.batch_size.clamp(1, 1000),
+            propagate_patterns: a
+                .propagate_patterns
+                .unwrap_or(if q { 1000 } else { 10_000 }),
+            propagate_trials: a
+                .propagate_trials
+                .unwrap_or(if q { 20 } else { 200 })
+                .max(1),
+            redis_url: a.redis_url.clone(),
         }
     }
 }
@@ -311,6 +348,7 @@ async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<Scenar
         Scenario::ReloadUnderLoad => under_load::run(s, &mut notes).await?,
         Scenario::Burst => burst::run(s, &mut notes).await?,
         Scenario::Match => matching::run(s, &mut notes).await?,
+        Scenario::Propagate => propagate::run(s, &mut notes).await?,
     };
     Ok(ScenarioReport {
         name: scenario.name(),

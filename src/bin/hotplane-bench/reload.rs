@@ -232,6 +232,7 @@ impl Case<'_> {
         let mut rng = Rng::new(self.s.seed, 10);
         let (mut deltas, mut floors, mut applies, mut clones) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let rss_before = stats::rss().now;
         for k in 0..self.s.delta_trials {
             let before = engine.current().cursor.clone().context("no cursor")?;
             let id = 1 + rng.below(self.data.served);
@@ -283,10 +284,15 @@ impl Case<'_> {
             f.p50,
         )
         .detail(format!(
-            "p99 {} ms; in process: PatternSnapshot::apply {} ms, of which cloning the maps {} ms",
+            "p99 {} ms; in process: PatternSnapshot::apply {} ms, of which cloning the maps {} \
+             ms; after {} deltas the engine retains {} generations and the bench's RSS grew by \
+             {} MiB",
             num(d.p99),
             num(summarize(&mut applies).p50),
-            num(summarize(&mut clones).p50)
+            num(summarize(&mut clones).p50),
+            d.n,
+            engine.retained().len(),
+            num(stats::rss().now.saturating_sub(rss_before) as f64 / 1048576.0)
         ));
         if self.size >= 1_000_000 {
             fig = fig.target(Target::AtMost(2.0));
