@@ -6,9 +6,18 @@
 //! best of them (highest accuracy, then times_used, then newest, then highest id), never the worst.
 //! It does no I/O and knows nothing about generations or the store.
 
-use std::{cmp::Ordering, collections::HashMap, sync::Arc};
+use std::{cmp::Ordering, fmt, hash::BuildHasher, sync::Arc};
+
+use hashbrown::HashTable;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::model::PatternRow;
+
+/// Rows a delta may change before the next delta folds them into a new base. The overlay is
+/// copied by every delta, the base is rebuilt by a fold: this bounds the first (a copy of at
+/// most this many entries, well under a millisecond) while folding rarely (at 1 M rows, once
+/// every 16 k changed rows). See BENCHMARKS.md for the measured alternatives.
+const FOLD_AT: usize = 16 * 1024;
 
 /// Counts of what a new snapshot changed relative to the one it replaces.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,47 +37,214 @@ impl ChangeCounts {
     }
 }
 
+/// Rows served with one normalized text, best first (never empty in the base).
+type Rows = Arc<[Arc<PatternRow>]>;
+
 /// The served patterns of one generation.
-#[derive(Debug, Clone, Default)]
+///
+/// Two layers, both immutable once the snapshot is published: a large `base`, shared (behind an
+/// `Arc`) by every snapshot derived from it by deltas and by the retained generations, and a
+/// small `overlay` of what changed since the base was built, which each delta copies. A one-row
+/// delta therefore costs O(overlay), not O(served rows); once the overlay holds [`FOLD_AT`] rows
+/// the delta that grows it past that folds everything into a new base (off the request threads,
+/// like every build).
+#[derive(Clone, Default)]
 pub struct PatternSnapshot {
-    /// Normalized text → every served row with that text, best first.
-    by_norm: HashMap<Box<str>, Vec<Arc<PatternRow>>>,
-    /// Id → served row.
-    by_id: HashMap<i64, Arc<PatternRow>>,
+    base: Arc<Base>,
+    overlay: Overlay,
+    /// Number of served rows.
+    len: usize,
     /// Order-independent hash of the served content: the wrapping sum of every served row's
     /// hash, so a delta updates it in O(changed rows) and replicas serving the same rows agree.
     hash: u64,
+}
+
+/// The bulk of the served rows, indexed by normalized text and by id. Both tables hold only
+/// pointers to the rows (8 bytes a slot): the keys are read from the rows themselves.
+struct Base {
+    /// Seed of the text and id hashes (random per process: texts come from clients).
+    seed: u64,
+    /// Every served text → its rows, best first.
+    by_norm: HashTable<Rows>,
+    /// Every served row, by id.
+    by_id: HashTable<Arc<PatternRow>>,
+}
+
+/// What changed since the base was built. Hashed with the base's seed, so a lookup hashes its
+/// text once for both layers.
+#[derive(Clone, Default)]
+struct Overlay {
+    /// Texts whose rows changed: every row now served with that text, best first (empty: none).
+    by_norm: HashTable<(Arc<str>, Rows)>,
+    /// Ids that changed: the row now served, or `None` when no longer served.
+    by_id: HashTable<(i64, Option<Arc<PatternRow>>)>,
+}
+
+impl fmt::Debug for PatternSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatternSnapshot")
+            .field("len", &self.len)
+            .field("overlay", &self.overlay.by_id.len())
+            .field("hash", &self.content_hash())
+            .finish()
+    }
+}
+
+/// A hash seed no other process shares.
+fn random_seed() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(0x6874_706c_616e_65u64)
+}
+
+fn text_hash(seed: u64, text: &str) -> u64 {
+    xxh3_64_with_seed(text.as_bytes(), seed)
+}
+
+fn id_hash(seed: u64, id: i64) -> u64 {
+    xxh3_64_with_seed(&id.to_le_bytes(), seed)
+}
+
+impl Default for Base {
+    fn default() -> Base {
+        Base {
+            seed: random_seed(),
+            by_norm: HashTable::new(),
+            by_id: HashTable::new(),
+        }
+    }
+}
+
+impl Base {
+    /// Indexes `rows` (served, valid, distinct ids), sorting each text's rows best first.
+    fn build(seed: u64, rows: impl Iterator<Item = Arc<PatternRow>>, len: usize) -> Base {
+        let mut by_id = HashTable::with_capacity(len);
+        // Texts are grouped through a table of vectors first, then frozen into shared slices.
+        let mut groups: HashTable<Vec<Arc<PatternRow>>> = HashTable::with_capacity(len);
+        for row in rows {
+            let h = text_hash(seed, &row.normalized_pattern);
+            match groups.find_mut(h, |g| g[0].normalized_pattern == row.normalized_pattern) {
+                Some(g) => g.push(Arc::clone(&row)),
+                None => {
+                    groups.insert_unique(h, vec![Arc::clone(&row)], |g| {
+                        text_hash(seed, &g[0].normalized_pattern)
+                    });
+                }
+            }
+            by_id.insert_unique(id_hash(seed, row.id), row, |r| id_hash(seed, r.id));
+        }
+        let mut by_norm = HashTable::with_capacity(groups.len());
+        for mut g in groups {
+            if g.len() > 1 {
+                g.sort_by(|a, b| rank(a, b));
+            }
+            let h = text_hash(seed, &g[0].normalized_pattern);
+            by_norm.insert_unique(h, Rows::from(g), |r: &Rows| {
+                text_hash(seed, &r[0].normalized_pattern)
+            });
+        }
+        Base {
+            seed,
+            by_norm,
+            by_id,
+        }
+    }
 }
 
 impl PatternSnapshot {
     /// Builds a snapshot from a full load. Rows that are not served are skipped; a served row that
     /// breaks an invariant rejects the whole load with the reason.
     pub fn from_rows(rows: Vec<PatternRow>) -> Result<Self, String> {
-        let mut snap = PatternSnapshot {
-            by_norm: HashMap::with_capacity(rows.len()),
-            by_id: HashMap::with_capacity(rows.len()),
-            hash: 0,
-        };
+        Ok(Self::from_rows_after(&PatternSnapshot::default(), rows)?.0)
+    }
+
+    /// [`Self::from_rows`] for a load that replaces `prev`, plus what it changes (as
+    /// [`Self::diff`] counts it). A row identical to the one `prev` serves (every field, hit
+    /// counters included) is shared with `prev` rather than kept twice: retained generations
+    /// then cost their index tables, not a copy of every row, and the content hash only
+    /// changes by the rows that differ.
+    pub fn from_rows_after(
+        prev: &PatternSnapshot,
+        rows: Vec<PatternRow>,
+    ) -> Result<(Self, ChangeCounts), String> {
+        let seed = prev.base.seed;
+        let mut counts = ChangeCounts::default();
+        let mut hash = prev.hash;
+        let mut served: Vec<Arc<PatternRow>> = Vec::with_capacity(rows.len());
+        let mut ids = HashTable::with_capacity(rows.len());
+        // Rows of `prev` that this load names again (same id), reused or replaced.
+        let mut seen = 0usize;
         for row in rows {
             if !row.is_served() {
                 continue;
             }
             row.check_invariants()?;
-            snap.insert(Arc::new(row));
+            let h = id_hash(seed, row.id);
+            if ids.find(h, |id: &i64| *id == row.id).is_some() {
+                return Err(format!("pattern id {}: read twice in one load", row.id));
+            }
+            ids.insert_unique(h, row.id, |id| id_hash(seed, *id));
+            let row = match prev.get(row.id) {
+                Some(old) => {
+                    seen += 1;
+                    if **old == row {
+                        Arc::clone(old)
+                    } else {
+                        if !same_content(old, &row) {
+                            counts.updated += 1;
+                        }
+                        hash = hash
+                            .wrapping_sub(row_hash(old))
+                            .wrapping_add(row_hash(&row));
+                        Arc::new(row)
+                    }
+                }
+                None => {
+                    counts.added += 1;
+                    hash = hash.wrapping_add(row_hash(&row));
+                    Arc::new(row)
+                }
+            };
+            served.push(row);
         }
-        for list in snap.by_norm.values_mut() {
-            list.sort_by(|a, b| rank(a, b));
+        if seen < prev.len {
+            for old in prev.rows() {
+                if ids
+                    .find(id_hash(seed, old.id), |id| *id == old.id)
+                    .is_none()
+                {
+                    counts.removed += 1;
+                    hash = hash.wrapping_sub(row_hash(old));
+                }
+            }
         }
-        Ok(snap)
+        drop(ids);
+        let len = served.len();
+        let next = PatternSnapshot {
+            base: Arc::new(Base::build(seed, served.into_iter(), len)),
+            overlay: Overlay::default(),
+            len,
+            hash,
+        };
+        Ok((next, counts))
     }
 
     /// Returns a new snapshot with `changed` rows applied (served ones upserted, others removed)
     /// and `deleted` ids removed, plus what changed. A changed row older than the one served
-    /// (lower revision) is ignored: an older read never replaces newer content.
+    /// (lower revision) is ignored: an older read never replaces newer content. `self` is left
+    /// as it was; the new snapshot shares its base.
     pub fn apply(
         &self,
         changed: Vec<PatternRow>,
         deleted: &[i64],
+    ) -> Result<(Self, ChangeCounts), String> {
+        self.apply_folding(changed, deleted, FOLD_AT)
+    }
+
+    /// [`Self::apply`], folding once the overlay holds more than `fold_at` ids.
+    fn apply_folding(
+        &self,
+        changed: Vec<PatternRow>,
+        deleted: &[i64],
+        fold_at: usize,
     ) -> Result<(Self, ChangeCounts), String> {
         for row in changed.iter().filter(|r| r.is_served()) {
             row.check_invariants()?;
@@ -81,12 +257,12 @@ impl PatternSnapshot {
             }
         }
         for row in changed {
-            match next.by_id.get(&row.id) {
+            match next.get(row.id) {
                 Some(cur) if cur.revision > row.revision => continue,
                 Some(cur) if same_content(cur, &row) => continue,
                 Some(_) if row.is_served() => {
                     next.remove(row.id);
-                    next.insert_sorted(Arc::new(row));
+                    next.insert(Arc::new(row));
                     counts.updated += 1;
                 }
                 Some(_) => {
@@ -94,30 +270,40 @@ impl PatternSnapshot {
                     counts.removed += 1;
                 }
                 None if row.is_served() => {
-                    next.insert_sorted(Arc::new(row));
+                    next.insert(Arc::new(row));
                     counts.added += 1;
                 }
                 None => {}
             }
         }
+        if next.overlay.by_id.len() > fold_at {
+            next = next.folded();
+        }
         Ok((next, counts))
+    }
+
+    /// The same content with the overlay folded into a new base.
+    fn folded(&self) -> PatternSnapshot {
+        let base = Base::build(self.base.seed, self.rows().cloned(), self.len);
+        PatternSnapshot {
+            base: Arc::new(base),
+            overlay: Overlay::default(),
+            len: self.len,
+            hash: self.hash,
+        }
     }
 
     /// What replacing `self` with `next` changes (used for full loads).
     pub fn diff(&self, next: &PatternSnapshot) -> ChangeCounts {
         let mut counts = ChangeCounts::default();
-        for (id, row) in &next.by_id {
-            match self.by_id.get(id) {
+        for row in next.rows() {
+            match self.get(row.id) {
                 None => counts.added += 1,
                 Some(old) if !same_content(old, row) => counts.updated += 1,
                 Some(_) => {}
             }
         }
-        counts.removed = self
-            .by_id
-            .keys()
-            .filter(|id| !next.by_id.contains_key(id))
-            .count() as u32;
+        counts.removed = self.rows().filter(|r| next.get(r.id).is_none()).count() as u32;
         counts
     }
 
@@ -128,36 +314,57 @@ impl PatternSnapshot {
         normalized: &str,
         min_confidence: Option<f64>,
     ) -> Option<&Arc<PatternRow>> {
-        let list = self.by_norm.get(normalized)?;
+        let list = self.rows_of(normalized)?;
         match min_confidence {
             None => list.first(),
             Some(min) => list.iter().find(|r| r.confidence >= min),
         }
     }
 
+    /// Every served row with this normalized text, best first.
+    fn rows_of(&self, normalized: &str) -> Option<&[Arc<PatternRow>]> {
+        let h = text_hash(self.base.seed, normalized);
+        if !self.overlay.by_norm.is_empty()
+            && let Some((_, rows)) = self
+                .overlay
+                .by_norm
+                .find(h, |(text, _)| &**text == normalized)
+        {
+            return Some(rows);
+        }
+        self.base
+            .by_norm
+            .find(h, |rows| rows[0].normalized_pattern == normalized)
+            .map(|rows| &rows[..])
+    }
+
     /// A served row by id.
     pub fn get(&self, id: i64) -> Option<&Arc<PatternRow>> {
-        self.by_id.get(&id)
+        let h = id_hash(self.base.seed, id);
+        if !self.overlay.by_id.is_empty()
+            && let Some((_, row)) = self.overlay.by_id.find(h, |(i, _)| *i == id)
+        {
+            return row.as_ref();
+        }
+        self.base.by_id.find(h, |r| r.id == id)
     }
 
     /// Whether `id` is the row answering lookups of its normalized text.
     pub fn is_winner(&self, id: i64) -> bool {
-        self.by_id.get(&id).is_some_and(|row| {
-            self.by_norm
-                .get(row.normalized_pattern.as_str())
-                .and_then(|l| l.first())
+        self.get(id).is_some_and(|row| {
+            self.lookup(&row.normalized_pattern, None)
                 .is_some_and(|best| best.id == id)
         })
     }
 
     /// Number of served rows.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.len
     }
 
     /// Whether nothing is served.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len == 0
     }
 
     /// Hash of the served content, as 16 hex digits.
@@ -167,39 +374,73 @@ impl PatternSnapshot {
 
     /// Every served row, in no particular order.
     pub fn rows(&self) -> impl Iterator<Item = &Arc<PatternRow>> {
-        self.by_id.values()
+        let seed = self.base.seed;
+        let overlay = &self.overlay.by_id;
+        self.base
+            .by_id
+            .iter()
+            .filter(move |r| {
+                overlay.is_empty()
+                    || overlay
+                        .find(id_hash(seed, r.id), |(i, _)| *i == r.id)
+                        .is_none()
+            })
+            .chain(overlay.iter().filter_map(|(_, row)| row.as_ref()))
     }
 
+    /// Adds a served row (its id not served now).
     fn insert(&mut self, row: Arc<PatternRow>) {
         self.hash = self.hash.wrapping_add(row_hash(&row));
-        self.by_norm
-            .entry(row.normalized_pattern.as_str().into())
-            .or_default()
-            .push(Arc::clone(&row));
-        self.by_id.insert(row.id, row);
-    }
-
-    fn insert_sorted(&mut self, row: Arc<PatternRow>) {
-        self.hash = self.hash.wrapping_add(row_hash(&row));
-        let list = self
-            .by_norm
-            .entry(row.normalized_pattern.as_str().into())
-            .or_default();
+        self.len += 1;
+        let mut list: Vec<Arc<PatternRow>> = self
+            .rows_of(&row.normalized_pattern)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
         let at = list.partition_point(|r| rank(r, &row) == Ordering::Less);
         list.insert(at, Arc::clone(&row));
-        self.by_id.insert(row.id, row);
+        self.set_text(&row.normalized_pattern, list);
+        self.set_id(row.id, Some(row));
     }
 
+    /// Removes a served row; returns it, or `None` if `id` is not served.
     fn remove(&mut self, id: i64) -> Option<Arc<PatternRow>> {
-        let row = self.by_id.remove(&id)?;
+        let row = Arc::clone(self.get(id)?);
         self.hash = self.hash.wrapping_sub(row_hash(&row));
-        if let Some(list) = self.by_norm.get_mut(row.normalized_pattern.as_str()) {
-            list.retain(|r| r.id != id);
-            if list.is_empty() {
-                self.by_norm.remove(row.normalized_pattern.as_str());
+        self.len -= 1;
+        let mut list: Vec<Arc<PatternRow>> = self
+            .rows_of(&row.normalized_pattern)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        list.retain(|r| r.id != id);
+        self.set_text(&row.normalized_pattern, list);
+        self.set_id(id, None);
+        Some(row)
+    }
+
+    /// Records in the overlay the rows now served with `text`.
+    fn set_text(&mut self, text: &str, list: Vec<Arc<PatternRow>>) {
+        let seed = self.base.seed;
+        let h = text_hash(seed, text);
+        let table = &mut self.overlay.by_norm;
+        match table.find_mut(h, |(t, _)| &**t == text) {
+            Some(entry) => entry.1 = list.into(),
+            None => {
+                table.insert_unique(h, (text.into(), list.into()), |(t, _)| text_hash(seed, t));
             }
         }
-        Some(row)
+    }
+
+    /// Records in the overlay the row now served with `id` (`None`: none).
+    fn set_id(&mut self, id: i64, row: Option<Arc<PatternRow>>) {
+        let seed = self.base.seed;
+        let h = id_hash(seed, id);
+        let table = &mut self.overlay.by_id;
+        match table.find_mut(h, |(i, _)| *i == id) {
+            Some(entry) => entry.1 = row,
+            None => {
+                table.insert_unique(h, (id, row), |(i, _)| id_hash(seed, *i));
+            }
+        }
     }
 }
 
@@ -380,5 +621,140 @@ mod tests {
             a.diff(&PatternSnapshot::from_rows(vec![used, row(2, "b", 0.1, 0)]).expect("ok")),
             ChangeCounts::default()
         );
+    }
+
+    /// Whatever sequence of deltas built it, a snapshot answers exactly like one built from the
+    /// same rows by a full load: same winners, same lists under min_confidence, same ids, same
+    /// count and hash, whether the overlay was folded into the base or not.
+    #[test]
+    fn deltas_with_and_without_folding_equal_a_full_load() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let texts = ["a", "b", "c", "d", "e"];
+        let initial: Vec<PatternRow> = (1..=20)
+            .map(|id| row(id, texts[(id % 5) as usize], 0.1 * (id % 7) as f64, id % 3))
+            .collect();
+        let mut truth: std::collections::BTreeMap<i64, PatternRow> =
+            initial.iter().map(|r| (r.id, r.clone())).collect();
+        let start = PatternSnapshot::from_rows(initial).expect("ok");
+        for fold_at in [usize::MAX, 0, 3] {
+            let mut snap = start.clone();
+            let mut truth = truth.clone();
+            for step in 0..200i64 {
+                let id = 1 + next(30) as i64;
+                let (changed, deleted) = match next(4) {
+                    0 => (vec![], vec![id]),
+                    1 => {
+                        let mut r = row(id, texts[next(5) as usize], 0.1 * next(10) as f64, 1);
+                        r.revision = 1000 + step;
+                        r.confidence = 0.1 * next(10) as f64;
+                        r.enabled = next(5) != 0;
+                        (vec![r], vec![])
+                    }
+                    _ => {
+                        let mut r = row(id, texts[next(5) as usize], 0.5, next(9) as i64);
+                        r.revision = 1000 + step;
+                        (vec![r], vec![])
+                    }
+                };
+                for d in &deleted {
+                    truth.remove(d);
+                }
+                for r in &changed {
+                    // hit counters are not content: a row differing only in them is not
+                    // replaced (and keeps ranking by the counters it was served with)
+                    if truth.get(&r.id).is_some_and(|cur| same_content(cur, r)) {
+                        continue;
+                    }
+                    if r.is_served() {
+                        truth.insert(r.id, r.clone());
+                    } else {
+                        truth.remove(&r.id);
+                    }
+                }
+                snap = snap
+                    .apply_folding(changed, &deleted, fold_at)
+                    .expect("ok")
+                    .0;
+                let full =
+                    PatternSnapshot::from_rows(truth.values().cloned().collect()).expect("ok");
+                assert_eq!(snap.len(), full.len(), "fold_at {fold_at} step {step}");
+                assert_eq!(snap.content_hash(), full.content_hash());
+                assert_eq!(snap.diff(&full), ChangeCounts::default());
+                assert_eq!(full.diff(&snap), ChangeCounts::default());
+                let mut ids: Vec<i64> = snap.rows().map(|r| r.id).collect();
+                ids.sort_unstable();
+                assert_eq!(ids, truth.keys().copied().collect::<Vec<_>>());
+                for t in texts {
+                    for min in [None, Some(0.35), Some(0.75)] {
+                        assert_eq!(
+                            snap.lookup(t, min).map(|r| r.id),
+                            full.lookup(t, min).map(|r| r.id),
+                            "fold_at {fold_at} step {step} text {t} min {min:?}"
+                        );
+                    }
+                }
+                for id in 1..=30 {
+                    assert_eq!(snap.is_winner(id), full.is_winner(id));
+                }
+            }
+        }
+        // the snapshot the deltas started from is untouched
+        assert_eq!(start.len(), 20);
+        truth.clear();
+    }
+
+    /// A full load after another counts like `diff`, hashes like a fresh build, and shares the
+    /// rows that did not change with the snapshot it replaces.
+    #[test]
+    fn a_full_load_after_another_shares_unchanged_rows_and_counts_changes() {
+        let (a, b, c) = (
+            row(1, "a", 0.1, 0),
+            row(2, "b", 0.1, 0),
+            row(3, "c", 0.1, 0),
+        );
+        let prev = PatternSnapshot::from_rows(vec![a.clone(), b.clone(), c.clone()]).expect("ok");
+        let mut changed = b;
+        changed.category = "other".into();
+        let mut used = c;
+        used.times_used = 7;
+        let rows = vec![a, changed, used, row(4, "d", 0.1, 0)];
+        let (next, counts) = PatternSnapshot::from_rows_after(&prev, rows.clone()).expect("ok");
+        let fresh = PatternSnapshot::from_rows(rows).expect("ok");
+        assert_eq!(counts, prev.diff(&fresh));
+        assert_eq!(
+            counts,
+            ChangeCounts {
+                added: 1,
+                updated: 1,
+                removed: 0
+            }
+        );
+        assert_eq!(next.content_hash(), fresh.content_hash());
+        let same = |id| Arc::ptr_eq(next.get(id).expect("a"), prev.get(id).expect("b"));
+        assert!(same(1), "an identical row is shared");
+        assert!(
+            !same(2) && !same(3),
+            "a changed row (even only its counters) is not"
+        );
+        assert_eq!(next.get(3).map(|r| r.times_used), Some(7));
+
+        let (gone, counts) =
+            PatternSnapshot::from_rows_after(&next, vec![row(4, "d", 0.1, 0)]).expect("ok");
+        assert_eq!(counts.removed, 3);
+        assert_eq!(
+            gone.content_hash(),
+            PatternSnapshot::from_rows(vec![row(4, "d", 0.1, 0)])
+                .expect("ok")
+                .content_hash()
+        );
+        let err = PatternSnapshot::from_rows(vec![row(5, "e", 0.1, 0), row(5, "f", 0.1, 0)])
+            .expect_err("an id read twice");
+        assert!(err.contains("pattern id 5"), "{err}");
     }
 }

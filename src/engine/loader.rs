@@ -209,13 +209,15 @@ pub(super) async fn rollback(
         reason,
     });
     inner.current.store(Arc::clone(&next));
-    {
+    let expired = {
         let mut book = inner.book();
         book.retained.push_front(Arc::clone(&cur));
-        book.retained.truncate(inner.opts.retain);
+        let expired = expire(&mut book.retained, inner.opts.retain);
         book.health.pinned = Some(next.number);
         book.health.pending_changes = 0;
-    }
+        expired
+    };
+    drop_off_thread(expired);
     info!(
         generation = next.number,
         from = target.number,
@@ -373,12 +375,10 @@ async fn build_plan(
             }
             let rows_read = full.rows.len();
             let prev = Arc::clone(&cur.snapshot);
-            let (next, counts) = off_thread(move || {
-                let next = PatternSnapshot::from_rows(full.rows)?;
-                let counts = prev.diff(&next);
-                Ok((next, counts))
-            })
-            .await?;
+            // Rows that did not change are shared with the current snapshot (and so with the
+            // retained generations), and the counts come out of the same pass.
+            let (next, counts) =
+                off_thread(move || PatternSnapshot::from_rows_after(&prev, full.rows)).await?;
             (
                 Arc::new(next),
                 counts,
@@ -518,17 +518,20 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
         },
     });
     inner.current.store(Arc::clone(&next));
-    {
+    let expired = {
         let mut book = inner.book();
+        let mut expired = Vec::new();
         if changed && !first {
             book.retained.push_front(Arc::clone(&cur));
-            book.retained.truncate(inner.opts.retain);
+            expired = expire(&mut book.retained, inner.opts.retain);
         }
         let h = &mut book.health;
         h.last_success_at = Some(Utc::now());
         h.last_error = None;
         h.consecutive_failures = 0;
-    }
+        expired
+    };
+    drop_off_thread(expired);
     if first {
         inner.ready.send_replace(true);
     }
@@ -553,6 +556,26 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
         generation_after: next.number,
         current: next,
         ..built.report
+    }
+}
+
+/// Takes the generations past the `keep` newest out of `retained`.
+fn expire(
+    retained: &mut std::collections::VecDeque<Arc<Generation>>,
+    keep: usize,
+) -> Vec<Arc<Generation>> {
+    if retained.len() <= keep {
+        return Vec::new();
+    }
+    retained.drain(keep..).collect()
+}
+
+/// Drops expired generations on the blocking pool: freeing a large snapshot (its index, and the
+/// rows no newer generation shares) takes long enough to stall a request thread, and must not
+/// happen under the book lock either.
+fn drop_off_thread(expired: Vec<Arc<Generation>>) {
+    if !expired.is_empty() {
+        tokio::task::spawn_blocking(move || drop(expired));
     }
 }
 
