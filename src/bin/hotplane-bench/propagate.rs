@@ -174,6 +174,8 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     config.redis_url = Some(s.redis_url.clone());
     config.bus_channel = bus_channel.clone();
     config.poll_interval = std::time::Duration::ZERO;
+    // Hundreds of learns in a row on purpose; the per-caller rate limit would measure itself.
+    config.auth.admin_rate = 0.0;
 
     let mut servers = Vec::new();
     for _ in 0..3 {
