@@ -37,7 +37,7 @@ impl ChangeCounts {
     }
 }
 
-/// Rows served with one normalized text, best first (never empty in the base).
+/// Rows served with one normalized text, best first.
 type Rows = Arc<[Arc<PatternRow>]>;
 
 /// The served patterns of one generation.
@@ -64,10 +64,17 @@ pub struct PatternSnapshot {
 struct Base {
     /// Seed of the text and id hashes (random per process: texts come from clients).
     seed: u64,
-    /// Every served text → its rows, best first.
-    by_norm: HashTable<Rows>,
+    /// Every served text → its rows.
+    by_norm: HashTable<Text>,
     /// Every served row, by id.
     by_id: HashTable<Arc<PatternRow>>,
+}
+
+/// The rows of one normalized text in the base: the best inline, so that a hit reads it without
+/// a further indirection; all of them, best first, only when there are several.
+struct Text {
+    best: Arc<PatternRow>,
+    all: Option<Box<[Arc<PatternRow>]>>,
 }
 
 /// What changed since the base was built. Hashed with the base's seed, so a lookup hashes its
@@ -133,12 +140,21 @@ impl Base {
         }
         let mut by_norm = HashTable::with_capacity(groups.len());
         for mut g in groups {
-            if g.len() > 1 {
-                g.sort_by(|a, b| rank(a, b));
-            }
             let h = text_hash(seed, &g[0].normalized_pattern);
-            by_norm.insert_unique(h, Rows::from(g), |r: &Rows| {
-                text_hash(seed, &r[0].normalized_pattern)
+            let text = if g.len() > 1 {
+                g.sort_by(|a, b| rank(a, b));
+                Text {
+                    best: Arc::clone(&g[0]),
+                    all: Some(g.into_boxed_slice()),
+                }
+            } else {
+                Text {
+                    best: g.swap_remove(0),
+                    all: None,
+                }
+            };
+            by_norm.insert_unique(h, text, |t: &Text| {
+                text_hash(seed, &t.best.normalized_pattern)
             });
         }
         Base {
@@ -314,15 +330,6 @@ impl PatternSnapshot {
         normalized: &str,
         min_confidence: Option<f64>,
     ) -> Option<&Arc<PatternRow>> {
-        let list = self.rows_of(normalized)?;
-        match min_confidence {
-            None => list.first(),
-            Some(min) => list.iter().find(|r| r.confidence >= min),
-        }
-    }
-
-    /// Every served row with this normalized text, best first.
-    fn rows_of(&self, normalized: &str) -> Option<&[Arc<PatternRow>]> {
         let h = text_hash(self.base.seed, normalized);
         if !self.overlay.by_norm.is_empty()
             && let Some((_, rows)) = self
@@ -330,12 +337,39 @@ impl PatternSnapshot {
                 .by_norm
                 .find(h, |(text, _)| &**text == normalized)
         {
-            return Some(rows);
+            return pick(rows, min_confidence);
         }
-        self.base
+        let text = self
+            .base
             .by_norm
-            .find(h, |rows| rows[0].normalized_pattern == normalized)
-            .map(|rows| &rows[..])
+            .find(h, |t| t.best.normalized_pattern == normalized)?;
+        match (min_confidence, &text.all) {
+            (Some(min), _) if text.best.confidence >= min => Some(&text.best),
+            (Some(_), Some(all)) => pick(all, min_confidence),
+            (Some(_), None) => None,
+            (None, _) => Some(&text.best),
+        }
+    }
+
+    /// Every served row with this normalized text, best first.
+    fn rows_of(&self, normalized: &str) -> Vec<Arc<PatternRow>> {
+        let h = text_hash(self.base.seed, normalized);
+        if let Some((_, rows)) = self
+            .overlay
+            .by_norm
+            .find(h, |(text, _)| &**text == normalized)
+        {
+            return rows.to_vec();
+        }
+        match self
+            .base
+            .by_norm
+            .find(h, |t| t.best.normalized_pattern == normalized)
+        {
+            Some(Text { all: Some(all), .. }) => all.to_vec(),
+            Some(Text { best, all: None }) => vec![Arc::clone(best)],
+            None => Vec::new(),
+        }
     }
 
     /// A served row by id.
@@ -392,10 +426,7 @@ impl PatternSnapshot {
     fn insert(&mut self, row: Arc<PatternRow>) {
         self.hash = self.hash.wrapping_add(row_hash(&row));
         self.len += 1;
-        let mut list: Vec<Arc<PatternRow>> = self
-            .rows_of(&row.normalized_pattern)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
+        let mut list = self.rows_of(&row.normalized_pattern);
         let at = list.partition_point(|r| rank(r, &row) == Ordering::Less);
         list.insert(at, Arc::clone(&row));
         self.set_text(&row.normalized_pattern, list);
@@ -407,10 +438,7 @@ impl PatternSnapshot {
         let row = Arc::clone(self.get(id)?);
         self.hash = self.hash.wrapping_sub(row_hash(&row));
         self.len -= 1;
-        let mut list: Vec<Arc<PatternRow>> = self
-            .rows_of(&row.normalized_pattern)
-            .map(<[_]>::to_vec)
-            .unwrap_or_default();
+        let mut list = self.rows_of(&row.normalized_pattern);
         list.retain(|r| r.id != id);
         self.set_text(&row.normalized_pattern, list);
         self.set_id(id, None);
@@ -441,6 +469,14 @@ impl PatternSnapshot {
                 table.insert_unique(h, (id, row), |(i, _)| id_hash(seed, *i));
             }
         }
+    }
+}
+
+/// The first of `rows` (best first) with at least `min_confidence`, or the first.
+fn pick(rows: &[Arc<PatternRow>], min_confidence: Option<f64>) -> Option<&Arc<PatternRow>> {
+    match min_confidence {
+        None => rows.first(),
+        Some(min) => rows.iter().find(|r| r.confidence >= min),
     }
 }
 

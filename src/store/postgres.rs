@@ -20,6 +20,7 @@ use sqlx::{
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
 };
+use tokio_stream::StreamExt;
 
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
@@ -231,17 +232,30 @@ impl PgStore {
             .await
             .map_err(q(WHAT))?;
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(q(WHAT))?;
+        // Streamed and decoded row by row: decoding overlaps with the server producing the next
+        // rows, and the driver's copy of each row is freed as soon as it is decoded instead of
+        // all of them being held until the last arrives.
+        let mut rows = Vec::new();
+        {
+            let mut stream = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
+            ))
+            .fetch(&mut *tx);
+            let mut at = None;
+            while let Some(row) = stream.next().await {
+                let row = row.map_err(q(WHAT))?;
+                let at = match at {
+                    Some(at) => at,
+                    None => *at.insert(columns_at(&row).map_err(q(WHAT))?),
+                };
+                rows.push(decode_at(&row, at).map_err(q(WHAT))?);
+            }
+        }
         tx.commit().await.map_err(q(WHAT))?;
         Ok(FullLoad {
-            rows: decode_all(&rows, WHAT)?,
+            rows,
             cursor: Cursor::Postgres { snapshot },
             revision,
         })
