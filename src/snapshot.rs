@@ -99,7 +99,7 @@ impl fmt::Debug for PatternSnapshot {
 
 /// A hash seed no other process shares.
 fn random_seed() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one(0x6874_706c_616e_65u64)
+    std::collections::hash_map::RandomState::new().hash_one(0x0068_7470_6c61_6e65_u64)
 }
 
 fn text_hash(seed: u64, text: &str) -> u64 {
