@@ -120,7 +120,7 @@ impl PrivateRedis {
             .expect("connects to the private redis-server")
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.expect("kill redis-server");
         }
@@ -433,7 +433,8 @@ async fn a_half_open_connection_is_detected_and_replaced() {
 }
 
 /// A Redis that stopped answering (SIGSTOP) does not hold up shutdown: the subscriber, the
-/// heartbeat and the fleet removal all give up within the bus timeout.
+/// heartbeat and the fleet removal all give up (each within the bus timeout), so the server
+/// stops well before the test's deadline instead of hanging on the frozen server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_not_held_up_by_an_unresponsive_redis() {
     let redis = PrivateRedis::start().await;
@@ -443,9 +444,9 @@ async fn shutdown_is_not_held_up_by_an_unresponsive_redis() {
     config.fleet_heartbeat = Duration::from_millis(50);
     let app = start(config, &db).await;
     redis.signal("STOP").await;
-    let started = std::time::Instant::now();
-    app.stop().await.expect("stops cleanly");
-    let took = started.elapsed();
+    let stopped = tokio::time::timeout(crate::helpers::DEADLINE, app.stop()).await;
     redis.signal("CONT").await;
-    assert!(took < Duration::from_millis(3500), "shutdown took {took:?}");
+    stopped
+        .expect("shutdown does not wait for the frozen Redis")
+        .expect("stops cleanly");
 }

@@ -531,3 +531,41 @@ async fn concurrent_swaps_run_one_at_a_time() {
         "one subscription left"
     );
 }
+
+/// A swap is also the way out of a Redis that is gone: while the bus is disconnected and
+/// retrying, Reload(TARGET_BUS) to a working Redis subscribes at once, and messages flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_rescues_a_bus_whose_redis_is_gone() {
+    let mut gone = PrivateRedis::start().await;
+    let db = Arc::new(TestDb::postgres().await);
+    seed(&db).await;
+    let ch = channel("hotplane:swap-rescue");
+    let mut config = bus_config(&db, &gone.url(), &ch);
+    // Retries far apart: the subscription below can only come from the swap.
+    config.bus_reconnect_min = Duration::from_secs(600);
+    config.bus_reconnect_max = Duration::from_secs(600);
+    let app = start(config, &db).await;
+    gone.stop().await;
+    wait_bus(&app, "the bus to notice Redis is gone", |s| !s.connected).await;
+
+    let url = redis_url();
+    let swapped = app
+        .reload
+        .clone()
+        .reload(bus_reload(&url))
+        .await
+        .expect("swap")
+        .into_inner();
+    assert_eq!(
+        (swapped.previous_redis_url, swapped.redis_url.clone()),
+        (gone.url(), url.clone())
+    );
+    let st = bus_status(&app).await;
+    assert!(st.connected, "subscribed when the swap returns");
+    assert_eq!((st.swaps, st.reconnects), (1, 0));
+    super::publish(&url, &ch, r#"{"action":"invalidate","pattern_id":7}"#).await;
+    eventually("the message on the new Redis to be applied", || async {
+        (!served_ids(&app).await.contains(&7)).then_some(())
+    })
+    .await;
+}
