@@ -30,17 +30,16 @@ mod follow;
 mod link;
 mod publisher;
 pub mod signing;
+mod status;
 mod subscriber;
 pub mod verifier;
 
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
 use tokio::{
     sync::{Notify, mpsc, oneshot, watch},
     task::JoinHandle,
@@ -48,6 +47,7 @@ use tokio::{
 
 pub use envelope::{Action, Reason};
 pub use signing::Secret;
+pub use status::{BusEvent, BusSink, BusStatus};
 
 use crate::engine::Engine;
 use conn::Conn;
@@ -142,86 +142,6 @@ pub struct PublishError {
     pub channel: String,
     /// What went wrong.
     pub reason: String,
-}
-
-/// A change of the subscription's state, for whoever wants to announce it (WatchStatus).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusEvent {
-    /// Subscribed (again, when `reconnect`); a catch-up reload was requested.
-    Connected {
-        /// Whether a previous subscription had been lost.
-        reconnect: bool,
-    },
-    /// The subscription was lost, or the first attempt failed; retries go on.
-    Disconnected {
-        /// Why.
-        error: String,
-    },
-    /// The fleet view lists an instance it did not list before.
-    MemberJoined(fleet::Member),
-    /// An instance left the fleet view (it stopped, or its heartbeat expired); as last seen.
-    MemberLeft(fleet::Member),
-    /// A broadcast rollback from another instance could not be followed.
-    RollbackFailed {
-        /// Why (the content hash is not retained).
-        error: String,
-    },
-}
-
-/// Receives [`BusEvent`]s. Called on the subscriber task: it must not block.
-pub type BusSink = Arc<dyn Fn(BusEvent) + Send + Sync>;
-
-/// What `GetStatus` shows about the bus.
-#[derive(Debug, Clone, Default)]
-pub struct BusStatus {
-    /// Whether a Redis URL is configured.
-    pub enabled: bool,
-    /// Whether the subscription is up now.
-    pub connected: bool,
-    /// The channel.
-    pub channel: String,
-    /// The Redis URL without password.
-    pub redis_url: String,
-    /// Whether messages must be signed.
-    pub signed: bool,
-    /// Since when the current subscription is up.
-    pub connected_since: Option<DateTime<Utc>>,
-    /// The most recent connection error (kept after reconnecting; see `last_error_at`).
-    pub last_error: Option<String>,
-    /// When it happened.
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// When the next connection attempt is due, while disconnected.
-    pub next_retry_at: Option<DateTime<Utc>>,
-    /// Subscriptions re-established after a lost connection.
-    pub reconnects: u64,
-    /// Messages received on the channel.
-    pub messages_received: u64,
-    /// Messages that became engine requests.
-    pub messages_applied: u64,
-    /// Rejected messages by reason (every reason listed, zeros included).
-    pub rejected: BTreeMap<&'static str, u64>,
-    /// Our own events, skipped.
-    pub self_skipped: u64,
-    /// When the last message arrived.
-    pub last_message_at: Option<DateTime<Utc>>,
-    /// Events this instance published.
-    pub published: u64,
-    /// Publishes that failed.
-    pub publish_failures: u64,
-    /// The most recent publish error.
-    pub last_publish_error: Option<String>,
-    /// Connection swaps made by `Reload(TARGET_BUS)`.
-    pub swaps: u64,
-    /// When the last swap completed.
-    pub swapped_at: Option<DateTime<Utc>>,
-    /// Messages received on both connections during a swap, skipped the second time.
-    pub handover_duplicates: u64,
-    /// Broadcast rollbacks followed.
-    pub rollbacks_followed: u64,
-    /// Broadcast rollbacks that could not be followed.
-    pub rollbacks_failed: u64,
-    /// Why the last one could not.
-    pub last_rollback_error: Option<String>,
 }
 
 /// Shared by the subscriber, the publisher and status readers. A std `Mutex`: held for a few
