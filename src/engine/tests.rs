@@ -1,5 +1,6 @@
-//! Engine unit tests for invalidation: it stops serving at once without reading the store, it
-//! lasts until a load that reads the row, and it rides in the single flight with reloads.
+//! Engine unit tests for invalidation (it stops serving at once without reading the store, it
+//! lasts until a load that reads the row, and it rides in the single flight with reloads) and
+//! for rollback by content hash.
 
 use std::time::Duration;
 
@@ -152,4 +153,53 @@ async fn invalidations_coalesce_with_reloads_into_one_batch() {
         modes,
         vec![(2, LoadMode::Invalidate), (3, LoadMode::Single)]
     );
+}
+
+/// A rollback by content hash (what a replica does for another's broadcast rollback) finds the
+/// retained generation with that content whatever its number, pins the generation served when
+/// it already has the content, and refuses content it does not retain, changing nothing.
+#[tokio::test]
+async fn rollback_to_hash_finds_retained_content_pins_in_place_or_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(&dir).await;
+    let engine = Engine::start(store.clone(), EngineOptions::default());
+    learn(&store, "alpha").await;
+    engine.reload(req(Scope::Full)).await.expect("first load");
+    let good = engine.current().snapshot.content_hash();
+    let bad_id = learn(&store, "beta").await;
+    engine.reload(req(Scope::Delta)).await.expect("delta");
+    let bad = engine.current().snapshot.content_hash();
+    assert_ne!(good, bad);
+
+    let err = engine
+        .rollback_to_hash("0000000000000000", "unit".into())
+        .await
+        .expect_err("not retained");
+    assert!(matches!(err, LoadError::ContentNotRetained { .. }), "{err}");
+    assert_eq!(
+        engine.current().snapshot.content_hash(),
+        bad,
+        "nothing changed"
+    );
+    assert!(engine.health().pinned.is_none());
+
+    let r = engine
+        .rollback_to_hash(&good, "unit".into())
+        .await
+        .expect("retained");
+    assert_eq!(r.current.snapshot.content_hash(), good);
+    assert!(!served(&engine, bad_id));
+    assert_eq!(engine.health().pinned, Some(r.generation_after));
+
+    // Asked again (a second announcement, or content this replica already served): pinned in
+    // place, no new generation.
+    let again = engine
+        .rollback_to_hash(&good, "unit".into())
+        .await
+        .expect("already served");
+    assert_eq!(
+        (again.generation_before, again.generation_after),
+        (r.generation_after, r.generation_after)
+    );
+    assert_eq!(engine.health().pinned, Some(r.generation_after));
 }
