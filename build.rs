@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "hotplane/v1/patterns.proto",
     "hotplane/v1/hot_reload.proto",
     "hotplane/v1/drain.proto",
+    "hotplane/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

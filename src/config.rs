@@ -203,6 +203,15 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
+    /// Audit trail: entries waiting to be written at most; past it new entries are dropped,
+    /// counted (GetStatus.audit.dropped) and logged, never blocking a change.
+    #[arg(long, env = "HOTPLANE_AUDIT_QUEUE_CAPACITY", default_value_t = 4096)]
+    pub audit_queue_capacity: usize,
+
+    /// Audit trail: rows older than this many days are deleted (hourly); 0 keeps them forever.
+    #[arg(long, env = "HOTPLANE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
+    pub audit_retention_days: u32,
+
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
     #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]
     pub log_filter: String,
@@ -292,6 +301,9 @@ impl Config {
         }
         if self.hit_flush_batch == 0 {
             return bad("hit-flush-batch", "must be at least 1");
+        }
+        if self.audit_queue_capacity == 0 {
+            return bad("audit-queue-capacity", "must be at least 1");
         }
         if self.event_capacity == 0 {
             return bad("event-capacity", "must be at least 1");

@@ -5,6 +5,7 @@
 //! served state changes) → `store` (SQL). `normalize` and `snapshot` are pure logic.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;

@@ -21,6 +21,7 @@ use crate::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions,
         bus_event_sink, drain_pb, generation_pb,
     },
+    audit::{self, Auditor},
     auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
     bus::{
         Bus, BusOptions, backstop,
@@ -117,6 +118,9 @@ impl Application {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let instance_id = instance_id(addr);
+        // Attached before the first load, so the startup load is recorded too.
+        let (auditor, audit_queue) = Auditor::new(config.audit_queue_capacity);
+        engine.attach_audit(auditor.clone());
         // Redis being down is not an error here: the subscriber connects in the background and
         // keeps retrying. Only a malformed URL stops startup.
         // An empty URL (e.g. `HOTPLANE_REDIS_URL=` in a compose file) means no bus, like unset.
@@ -158,8 +162,21 @@ impl Application {
             },
             closing: watch::channel(false).0,
             bus,
+            audit: auditor,
+            audit_retention_days: config.audit_retention_days,
         });
         let mut background = vec![
+            tokio::spawn(audit::writer::run(
+                audit_queue,
+                engine.clone(),
+                audit::writer::WriterOptions {
+                    instance: state.instance_id.clone(),
+                    retention: (config.audit_retention_days > 0).then(|| {
+                        Duration::from_secs(u64::from(config.audit_retention_days) * 86_400)
+                    }),
+                },
+                stop_rx.clone(),
+            )),
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
@@ -299,6 +316,14 @@ impl Application {
             // The drain sequence, serving all along: NOT_SERVING and refuse new work; give load
             // balancers the pre-stop delay to notice; wait for running work up to the grace.
             let drain = &state.drain;
+            if !drain.is_draining() {
+                let origin = audit::Origin {
+                    caller: "signal".into(),
+                    action: audit::action::DRAIN_START,
+                    target: "drain".into(),
+                };
+                crate::api::record_drain(state, origin, Source::Signal, "shutdown");
+            }
             drain.start_final("shutdown");
             info!(
                 delay_ms = self.config.shutdown_delay.as_millis() as u64,

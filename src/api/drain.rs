@@ -8,6 +8,8 @@ use tracing::{info, warn};
 
 use super::{AppState, check_reason, convert, error::ApiError};
 use crate::{
+    audit,
+    engine::Source,
     lifecycle::DrainSnapshot,
     pb::{self, drain_server::Drain},
 };
@@ -42,6 +44,7 @@ impl Drain for DrainApi {
         &self,
         req: Request<pb::StartDrainRequest>,
     ) -> Result<Response<pb::StartDrainResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         check_reason(&req.reason)?;
         let grace = match &req.grace {
@@ -56,6 +59,12 @@ impl Drain for DrainApi {
         };
         if self.state.drain.start(reason) {
             info!(reason, "draining: health NOT_SERVING, new work refused");
+            let origin = audit::Origin {
+                caller,
+                action: audit::action::DRAIN_START,
+                target: "drain".into(),
+            };
+            super::record_drain(&self.state, origin, Source::Grpc, reason);
         }
         let (completed, still_running) = if req.wait {
             let (done, still) = self.state.drain.wait_idle(grace).await;
@@ -79,7 +88,7 @@ impl Drain for DrainApi {
 
     async fn stop_drain(
         &self,
-        _req: Request<pb::StopDrainRequest>,
+        req: Request<pb::StopDrainRequest>,
     ) -> Result<Response<pb::StopDrainResponse>, Status> {
         if self
             .state
@@ -88,6 +97,12 @@ impl Drain for DrainApi {
             .map_err(|m| ApiError::FailedPrecondition(m.into()))?
         {
             info!("drain stopped: taking work again");
+            let origin = audit::Origin {
+                caller: audit::caller_of(&req),
+                action: audit::action::DRAIN_STOP,
+                target: "drain".into(),
+            };
+            super::record_drain(&self.state, origin, Source::Grpc, "StopDrain");
         }
         Ok(Response::new(pb::StopDrainResponse {
             status: Some(drain_pb(&self.state.drain.snapshot())),

@@ -11,6 +11,7 @@ use super::{
     error::{ApiError, ApiResult},
 };
 use crate::{
+    audit::{self, Origin},
     engine::{Generation, LoadMode, LoadReport, LoadRequest, Scope, Source},
     pb::{self, hot_reload_server::HotReload},
     store::{Store, StoreError, redact_url},
@@ -35,6 +36,7 @@ impl HotReloadApi {
         &self,
         req: pb::ReloadRequest,
         started: Instant,
+        caller: String,
     ) -> ApiResult<pb::ReloadResponse> {
         check_reason(&req.reason)?;
         let not_for_store =
@@ -75,7 +77,7 @@ impl HotReloadApi {
         let report = self
             .state
             .engine
-            .swap_store(store, reason)
+            .swap_store_by(store, reason, Origin::reload(caller))
             .await
             .map_err(|e| keep("loading patterns from the new store failed", &e))?;
         self.state.store_url.store(Arc::new(redact_url(&opts.url)));
@@ -129,6 +131,10 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
             .bus
             .fleet()
             .map(|v| super::bus::fleet_pb(&v, &s.engine.current())),
+        audit: Some(super::audit_status_pb(
+            &s.audit.stats(),
+            s.audit_retention_days,
+        )),
     }
 }
 
@@ -251,9 +257,12 @@ impl HotReload for HotReloadApi {
         req: Request<pb::ReloadRequest>,
     ) -> Result<Response<pb::ReloadResponse>, Status> {
         let started = Instant::now();
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         if req.target == pb::Target::Store as i32 {
-            return Ok(Response::new(self.reload_store(req, started).await?));
+            return Ok(Response::new(
+                self.reload_store(req, started, caller).await?,
+            ));
         }
         if req.target == pb::Target::Bus as i32 {
             return Ok(Response::new(
@@ -276,11 +285,14 @@ impl HotReload for HotReloadApi {
             reload_response(&report, false, true, started)
         } else {
             let (report, coalesced) = engine
-                .reload(LoadRequest {
-                    scope,
-                    source: Source::Grpc,
-                    reason: req.reason,
-                })
+                .reload_by(
+                    LoadRequest {
+                        scope,
+                        source: Source::Grpc,
+                        reason: req.reason,
+                    },
+                    Origin::reload(caller),
+                )
                 .await
                 .map_err(ApiError::from)?;
             let mut response = reload_response(&report, coalesced, false, started);
@@ -307,6 +319,7 @@ impl HotReload for HotReloadApi {
         &self,
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         match pb::Target::try_from(req.target) {
             Ok(pb::Target::Patterns) => {}
@@ -329,7 +342,7 @@ impl HotReload for HotReloadApi {
         let report = self
             .state
             .engine
-            .rollback(req.to_generation, reason)
+            .rollback_by(req.to_generation, reason, Origin::reload(caller))
             .await
             .map_err(ApiError::from)?;
         let mut response = pb::RollbackResponse {
@@ -360,5 +373,13 @@ impl HotReload for HotReloadApi {
         let stream =
             super::watch::open(Arc::clone(&self.state), req.into_inner(), self.state.watch);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let page = super::audit::list_audit(&self.state, req.get_ref()).await?;
+        Ok(Response::new(page))
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC API layer: thin handlers that validate and translate requests, call the engine or
 //! the store, and translate results back. No business logic lives here.
 
+mod audit;
 mod bus;
 pub mod convert;
 mod drain;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+pub use audit::{audit_status_pb, record_drain};
 pub use bus::bus_event_sink;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
@@ -71,6 +73,10 @@ pub struct AppState {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The Redis bus (disabled without a Redis URL): announces this replica's changes.
     pub bus: crate::bus::Bus,
+    /// The audit trail's recorder (the engine holds a clone and records every load).
+    pub audit: crate::audit::Auditor,
+    /// Audit rows older than this many days are deleted (0: never), for status.
+    pub audit_retention_days: u32,
 }
 
 /// Announces a change this replica has applied and serves, on the bus, and returns the error

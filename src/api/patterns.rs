@@ -13,6 +13,7 @@ use super::{
     error::{ApiError, ApiResult},
 };
 use crate::{
+    audit::{self, Origin},
     engine::{LoadRequest, Scope, Source},
     learn::Proposal,
     model::{PatternRow, PatternStatus},
@@ -53,15 +54,18 @@ impl PatternsApi {
 
     /// Serves a write: reloads the written row through the engine and returns the generation
     /// that includes it.
-    async fn serve_write(&self, id: i64, reason: &str) -> ApiResult<u64> {
+    async fn serve_write(&self, id: i64, reason: &str, origin: Origin) -> ApiResult<u64> {
         let (report, _) = self
             .state
             .engine
-            .reload(LoadRequest {
-                scope: Scope::Ids(vec![id]),
-                source: Source::Write,
-                reason: reason.to_owned(),
-            })
+            .reload_by(
+                LoadRequest {
+                    scope: Scope::Ids(vec![id]),
+                    source: Source::Write,
+                    reason: reason.to_owned(),
+                },
+                origin,
+            )
             .await?;
         Ok(report.generation_after)
     }
@@ -85,6 +89,7 @@ impl PatternsApi {
         reason: &str,
         status: PatternStatus,
         enabled: bool,
+        caller: String,
     ) -> ApiResult<(pb::Pattern, u64)> {
         check_id(id)?;
         check_reason(reason)?;
@@ -100,7 +105,14 @@ impl PatternsApi {
             reason,
             "pattern status changed"
         );
-        let generation = self.serve_write(id, reason).await?;
+        let act = if enabled {
+            audit::action::PATTERN_APPROVE
+        } else {
+            audit::action::PATTERN_DISABLE
+        };
+        let generation = self
+            .serve_write(id, reason, Origin::pattern(caller, act, id))
+            .await?;
         let kind = if enabled {
             pb::EventKind::PatternApproved
         } else {
@@ -266,6 +278,7 @@ impl Patterns for PatternsApi {
         &self,
         req: Request<pb::LearnPatternRequest>,
     ) -> Result<Response<pb::LearnPatternResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         let proposal = Proposal {
             query: req.query,
@@ -292,7 +305,8 @@ impl Patterns for PatternsApi {
             updated = outcome.updated,
             "pattern learned"
         );
-        let generation = self.serve_write(outcome.row.id, "learn").await?;
+        let origin = Origin::pattern(caller, audit::action::PATTERN_LEARN, outcome.row.id);
+        let generation = self.serve_write(outcome.row.id, "learn", origin).await?;
         self.announce(pb::EventKind::PatternLearned, outcome.row.id, generation);
         let served = self
             .state
@@ -393,9 +407,10 @@ impl Patterns for PatternsApi {
         &self,
         req: Request<pb::ApprovePatternRequest>,
     ) -> Result<Response<pb::ApprovePatternResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         let (pattern, generation) = self
-            .set_status(req.id, &req.reason, PatternStatus::Approved, true)
+            .set_status(req.id, &req.reason, PatternStatus::Approved, true, caller)
             .await?;
         Ok(Response::new(pb::ApprovePatternResponse {
             pattern: Some(pattern),
@@ -409,9 +424,10 @@ impl Patterns for PatternsApi {
         &self,
         req: Request<pb::DisablePatternRequest>,
     ) -> Result<Response<pb::DisablePatternResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         let (pattern, generation) = self
-            .set_status(req.id, &req.reason, PatternStatus::Disabled, false)
+            .set_status(req.id, &req.reason, PatternStatus::Disabled, false, caller)
             .await?;
         Ok(Response::new(pb::DisablePatternResponse {
             pattern: Some(pattern),
@@ -425,6 +441,7 @@ impl Patterns for PatternsApi {
         &self,
         req: Request<pb::DeletePatternRequest>,
     ) -> Result<Response<pb::DeletePatternResponse>, Status> {
+        let caller = audit::caller_of(&req);
         let req = req.into_inner();
         check_id(req.id)?;
         check_reason(&req.reason)?;
@@ -438,7 +455,8 @@ impl Patterns for PatternsApi {
             return Err(not_found(req.id).into());
         }
         info!(id = req.id, reason = %req.reason, "pattern deleted");
-        let generation = self.serve_write(req.id, &req.reason).await?;
+        let origin = Origin::pattern(caller, audit::action::PATTERN_DELETE, req.id);
+        let generation = self.serve_write(req.id, &req.reason, origin).await?;
         self.announce(pb::EventKind::PatternDeleted, req.id, generation);
         Ok(Response::new(pb::DeletePatternResponse {
             id: req.id,

@@ -41,7 +41,11 @@ pub(super) async fn run(
             continue;
         };
         let reason = format!("bus: rollback from {}", ask.origin);
-        match engine.rollback_to_hash(&ask.content_hash, reason).await {
+        let by = crate::audit::Origin::reload(format!("bus:{}", ask.origin));
+        match engine
+            .rollback_to_hash_by(&ask.content_hash, reason, by)
+            .await
+        {
             Ok(report) => {
                 shared.status().rollbacks_followed += 1;
                 *shared.rollback_error() = None;

@@ -352,7 +352,9 @@ impl Handler {
                         origin: origin(&envelope),
                     }));
                 }
-                _ => self.engine.request(request_for(&envelope)),
+                _ => self
+                    .engine
+                    .request_by(request_for(&envelope), origin_of(&envelope)),
             },
             Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
             Err(r) => self.warnings.warn(&r, bytes.len()),
@@ -392,6 +394,18 @@ fn origin(e: &Envelope) -> String {
         .chars()
         .take(MAX_ORIGIN_IN_REASON)
         .collect()
+}
+
+/// Who asked, for the audit trail: the publishing instance (`bus:<origin>`). The pattern id
+/// is in the reason, so a burst from one publisher is one requester of the load it causes.
+fn origin_of(e: &Envelope) -> crate::audit::Origin {
+    crate::audit::Origin {
+        action: match e.action {
+            Action::Invalidate => crate::audit::action::INVALIDATE,
+            Action::Reload | Action::Rollback => crate::audit::action::RELOAD,
+        },
+        ..crate::audit::Origin::reload(format!("bus:{}", origin(e)))
+    }
 }
 
 /// The engine request a valid message asks for.

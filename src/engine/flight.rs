@@ -17,12 +17,17 @@ use std::{
 use tokio::sync::{Notify, oneshot};
 
 use super::{LoadError, LoadReport, LoadRequest, Scope, Source};
+use crate::audit::{Origin, action};
 
 /// Most distinct ids one batch names before it turns into a delta read.
 const MAX_IDS: usize = 1024;
 
 /// Most distinct ids one batch invalidates; more are dropped (and reported).
 pub(super) const MAX_INVALIDATE: usize = 4096;
+
+/// Most distinct requesters (source and origin) one batch remembers for the audit trail; the
+/// rest are counted (a burst from one bus publisher is one requester).
+pub(super) const MAX_ORIGINS: usize = 64;
 
 /// Where a waiting request receives its result and whether it was coalesced.
 pub(super) type Waiter = oneshot::Sender<Result<(LoadReport, bool), LoadError>>;
@@ -54,6 +59,10 @@ pub(super) struct Batch {
     /// Whether any merged request came from an explicit source (see `Source::is_automatic`).
     pub(super) explicit: bool,
     pub(super) waiters: Vec<Waiter>,
+    /// Who asked, for the audit trail: distinct (source, origin), each with its first reason.
+    pub(super) origins: Vec<(Source, Origin, String)>,
+    /// Requests whose requester did not fit in `origins`.
+    pub(super) origins_extra: usize,
 }
 
 #[derive(Default)]
@@ -71,6 +80,8 @@ struct Pending {
     ids: BTreeSet<i64>,
     first: Option<(Source, String)>,
     waiters: Vec<Waiter>,
+    origins: Vec<(Source, Origin, String)>,
+    origins_extra: usize,
     closed: bool,
 }
 
@@ -89,9 +100,30 @@ impl Flight {
     /// Adds a request to the next batch. After `close` the waiter is dropped at once, so the
     /// caller sees `LoadError::Closed`.
     pub(super) fn push(&self, req: LoadRequest, waiter: Option<Waiter>) {
+        self.push_by(req, None, waiter);
+    }
+
+    /// [`Flight::push`] with the requester for the audit trail (`None`: the source itself).
+    pub(super) fn push_by(&self, req: LoadRequest, origin: Option<Origin>, waiter: Option<Waiter>) {
         let mut p = self.lock();
         if p.closed {
             return;
+        }
+        let origin = origin.unwrap_or_else(|| match req.scope {
+            Scope::Invalidate(_) => Origin {
+                action: action::INVALIDATE,
+                ..Origin::of_source(req.source)
+            },
+            _ => Origin::of_source(req.source),
+        });
+        if p.origins
+            .iter()
+            .any(|(s, o, _)| *s == req.source && *o == origin)
+        {
+        } else if p.origins.len() < MAX_ORIGINS {
+            p.origins.push((req.source, origin, req.reason.clone()));
+        } else {
+            p.origins_extra += 1;
         }
         p.requests += 1;
         p.explicit |= !req.source.is_automatic();
@@ -176,6 +208,8 @@ impl Pending {
             requests: self.requests,
             explicit: self.explicit,
             waiters: self.waiters,
+            origins: self.origins,
+            origins_extra: self.origins_extra,
         }
     }
 }
@@ -249,6 +283,27 @@ mod tests {
         let b = f.next().await.expect("batch");
         assert_eq!(b.invalidate.len(), MAX_INVALIDATE);
         assert_eq!(b.invalidate_dropped, 10);
+    }
+
+    #[tokio::test]
+    async fn requesters_are_remembered_once_each_and_bounded() {
+        let f = Flight::default();
+        let bus = |caller: &str| Some(Origin::reload(caller));
+        f.push_by(req(Scope::Delta), bus("bus:a"), None);
+        f.push_by(req(Scope::Ids(vec![1])), bus("bus:a"), None);
+        f.push(req(Scope::Invalidate(vec![2])), None);
+        let b = f.next().await.expect("batch");
+        let callers: Vec<_> = b
+            .origins
+            .iter()
+            .map(|(_, o, _)| (o.caller.as_str(), o.action))
+            .collect();
+        assert_eq!(callers, vec![("bus:a", "reload"), ("bus", "invalidate")]);
+        for n in 0..MAX_ORIGINS + 3 {
+            f.push_by(req(Scope::Delta), bus(&format!("bus:{n}")), None);
+        }
+        let b = f.next().await.expect("batch");
+        assert_eq!((b.origins.len(), b.origins_extra), (MAX_ORIGINS, 3));
     }
 
     #[tokio::test]

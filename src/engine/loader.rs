@@ -42,6 +42,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
 async fn execute(inner: &Inner, mut batch: Batch) {
     let _commit = inner.commit.lock().await;
+    let started = Instant::now();
+    let before = inner.current.load().number;
     if inner.book().health.pinned.is_some() {
         if !batch.explicit {
             hold(inner, batch);
@@ -97,6 +99,14 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     }
     let result = result.unwrap_or_else(|| Ok(unchanged(inner)));
     inner.book().health.loading = false;
+    let last = batch.origins.len().saturating_sub(1);
+    for (i, (source, origin, reason)) in batch.origins.iter().enumerate() {
+        let reason = match batch.origins_extra {
+            n if n > 0 && i == last => format!("{reason} (and {n} more requesters)"),
+            _ => reason.clone(),
+        };
+        inner.audit_one(*source, origin, &reason, before, &result, started);
+    }
     for (i, waiter) in batch.waiters.into_iter().enumerate() {
         // A caller that went away is normal (e.g. a cancelled RPC).
         let _ = waiter.send(result.clone().map(|r| (r, i > 0)));

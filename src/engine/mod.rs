@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::{
+    audit::{Auditor, Origin},
     snapshot::{ChangeCounts, PatternSnapshot},
     store::{Cursor, Store},
 };
@@ -342,6 +343,8 @@ struct Inner {
     events: broadcast::Sender<EngineEvent>,
     ready: watch::Sender<bool>,
     opts: EngineOptions,
+    /// The audit trail, once attached: every load, rollback and swap is recorded here.
+    audit: std::sync::OnceLock<Auditor>,
 }
 
 /// Cheap-to-clone handle to the swap engine.
@@ -372,6 +375,7 @@ impl Engine {
             events,
             ready,
             opts,
+            audit: std::sync::OnceLock::new(),
         });
         tokio::spawn(loader::run(Arc::clone(&inner)));
         Engine { inner }
@@ -395,6 +399,27 @@ impl Engine {
         self.inner.flight.push(req, None);
     }
 
+    /// [`Engine::reload`] on behalf of `origin` (who asked, for what), for the audit trail.
+    pub async fn reload_by(
+        &self,
+        req: LoadRequest,
+        origin: Origin,
+    ) -> Result<(LoadReport, bool), LoadError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.flight.push_by(req, Some(origin), Some(tx));
+        rx.await.map_err(|_| LoadError::Closed)?
+    }
+
+    /// [`Engine::request`] on behalf of `origin`, for the audit trail.
+    pub fn request_by(&self, req: LoadRequest, origin: Origin) {
+        self.inner.flight.push_by(req, Some(origin), None);
+    }
+
+    /// Records every later load, rollback and store swap on `auditor` (the first call wins).
+    pub fn attach_audit(&self, auditor: Auditor) {
+        let _ = self.inner.audit.set(auditor);
+    }
+
     /// Builds and validates a generation without swapping it in, and reports what would change.
     pub async fn validate(&self, scope: Scope) -> Result<LoadReport, LoadError> {
         loader::build(&self.inner, &scope)
@@ -406,7 +431,19 @@ impl Engine {
     /// reloads (bus, poll) are then held as pending changes until an explicit reload (which
     /// reads everything) unpins it. `to` 0 means the previous generation.
     pub async fn rollback(&self, to: u64, reason: String) -> Result<LoadReport, LoadError> {
-        loader::rollback(&self.inner, loader::Pick::Number(to), reason).await
+        self.rollback_by(to, reason, Origin::of_source(Source::Grpc))
+            .await
+    }
+
+    /// [`Engine::rollback`] on behalf of `origin`, for the audit trail.
+    pub async fn rollback_by(
+        &self,
+        to: u64,
+        reason: String,
+        origin: Origin,
+    ) -> Result<LoadReport, LoadError> {
+        self.rollback_audited(loader::Pick::Number(to), reason, Source::Grpc, origin)
+            .await
     }
 
     /// Like [`Engine::rollback`], to the retained generation whose content hash is
@@ -418,15 +455,67 @@ impl Engine {
         content_hash: &str,
         reason: String,
     ) -> Result<LoadReport, LoadError> {
+        self.rollback_to_hash_by(content_hash, reason, Origin::of_source(Source::Bus))
+            .await
+    }
+
+    /// [`Engine::rollback_to_hash`] on behalf of `origin` (a bus message), for the audit trail.
+    pub async fn rollback_to_hash_by(
+        &self,
+        content_hash: &str,
+        reason: String,
+        origin: Origin,
+    ) -> Result<LoadReport, LoadError> {
         let pick = loader::Pick::Hash(content_hash.to_owned());
-        loader::rollback(&self.inner, pick, reason).await
+        self.rollback_audited(pick, reason, Source::Bus, origin)
+            .await
+    }
+
+    async fn rollback_audited(
+        &self,
+        pick: loader::Pick,
+        reason: String,
+        source: Source,
+        origin: Origin,
+    ) -> Result<LoadReport, LoadError> {
+        let started = std::time::Instant::now();
+        let before = self.current().number;
+        let origin = Origin {
+            action: crate::audit::action::ROLLBACK,
+            ..origin
+        };
+        let result = loader::rollback(&self.inner, pick, reason.clone()).await;
+        self.inner
+            .audit_one(source, &origin, &reason, before, &result, started);
+        result
     }
 
     /// Replaces the store (blue/green): reads everything from `new` first and, only if that
     /// succeeds, swaps both the store and the served generation, then closes the old pool once
     /// its running queries finish. On failure the old store keeps serving and `new` is closed.
     pub async fn swap_store(&self, new: Store, reason: String) -> Result<LoadReport, LoadError> {
-        loader::swap_store(&self.inner, new, reason).await
+        self.swap_store_by(new, reason, Origin::of_source(Source::Grpc))
+            .await
+    }
+
+    /// [`Engine::swap_store`] on behalf of `origin`, for the audit trail.
+    pub async fn swap_store_by(
+        &self,
+        new: Store,
+        reason: String,
+        origin: Origin,
+    ) -> Result<LoadReport, LoadError> {
+        let started = std::time::Instant::now();
+        let before = self.current().number;
+        let origin = Origin {
+            action: crate::audit::action::STORE_SWAP,
+            target: "store".into(),
+            ..origin
+        };
+        let result = loader::swap_store(&self.inner, new, reason.clone()).await;
+        self.inner
+            .audit_one(Source::Grpc, &origin, &reason, before, &result, started);
+        result
     }
 
     /// The store behind the engine.
@@ -484,5 +573,50 @@ impl Inner {
         }
         // No subscribers is normal.
         let _ = self.events.send(event);
+    }
+
+    /// Records one requester's change on the audit trail (if attached). Automatic sources (bus,
+    /// poll) that changed nothing are not recorded: an idle backstop poll is not a change.
+    fn audit_one(
+        &self,
+        source: Source,
+        origin: &Origin,
+        reason: &str,
+        before: u64,
+        result: &Result<LoadReport, LoadError>,
+        started: std::time::Instant,
+    ) {
+        use crate::audit::{Entry, Outcome, action};
+        let Some(audit) = self.audit.get() else {
+            return;
+        };
+        let (after, outcome, error) = match result {
+            // A swapped store is a change even when it holds the same content, and a rollback
+            // pins even when it serves the current content.
+            Ok(r)
+                if r.generation_after != before
+                    || matches!(origin.action, action::STORE_SWAP | action::ROLLBACK) =>
+            {
+                (r.generation_after, Outcome::Ok, String::new())
+            }
+            Ok(r) => (r.generation_after, Outcome::Noop, String::new()),
+            Err(e) => (self.current.load().number, Outcome::Failed, e.to_string()),
+        };
+        if source.is_automatic() && outcome == Outcome::Noop {
+            return;
+        }
+        audit.record(Entry {
+            at: Utc::now(),
+            caller: origin.caller.clone(),
+            action: origin.action,
+            target: origin.target.clone(),
+            source: source.as_str(),
+            reason: reason.to_owned(),
+            generation_before: before,
+            generation_after: after,
+            outcome,
+            error,
+            duration: started.elapsed(),
+        });
     }
 }

@@ -15,8 +15,11 @@
 //!   (`pg_current_snapshot()`): the next delta reads every row whose transaction was not yet
 //!   visible in that snapshot, which includes late commits with lower ids.
 
+mod audit;
 mod postgres;
 mod sqlite;
+
+pub use audit::{AuditFilter, AuditRow};
 
 use chrono::{DateTime, Utc};
 

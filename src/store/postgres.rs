@@ -71,7 +71,7 @@ const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 #[derive(Debug, Clone)]
 pub struct PgStore {
     /// Connections with `search_path` = `schema`.
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The validated schema name.
     schema: String,
 }

@@ -53,7 +53,7 @@ const REVISION_SQL: &str = "SELECT value FROM hotplane_revision WHERE id = 1";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The pool (a single, never-closed connection for an in-memory database).
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 /// Maps a driver error to a query error saying what was being done.

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every module below is a group of tests, sharing the
 //! helpers in `db`.
 
+mod audit;
 mod auth;
 mod bench;
 mod binary;
