@@ -203,6 +203,15 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
+    /// WatchStatus streams one caller (authenticated name, else peer address) may hold open at
+    /// once; past it RESOURCE_EXHAUSTED. 0: no limit.
+    #[arg(
+        long,
+        env = "HOTPLANE_WATCH_MAX_STREAMS_PER_CALLER",
+        default_value_t = 16
+    )]
+    pub watch_max_streams_per_caller: u32,
+
     /// Audit trail: entries waiting to be written at most; past it new entries are dropped,
     /// counted (GetStatus.audit.dropped) and logged, never blocking a change.
     #[arg(long, env = "HOTPLANE_AUDIT_QUEUE_CAPACITY", default_value_t = 4096)]

@@ -41,9 +41,11 @@ async fn migrate(config: hotplane::config::Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: hotplane::config::Config) -> anyhow::Result<()> {
+    // Listening for signals before anything is bound: a SIGTERM during startup drains.
+    let signal = hotplane::shutdown_signal();
     let app = Application::build(config).await?;
-    app.run_until_stopped(async {
-        hotplane::shutdown_signal().await;
+    app.run_until_stopped(async move {
+        signal.await;
         // The first signal starts a graceful drain; a second one means "now".
         tokio::spawn(async {
             hotplane::shutdown_signal().await;

@@ -18,8 +18,8 @@ use tracing::{info, warn};
 
 use crate::{
     api::{
-        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, WatchOptions,
-        bus_event_sink, drain_pb, generation_pb,
+        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, StreamSlots,
+        WatchOptions, bus_event_sink, drain_pb, generation_pb,
     },
     audit::{self, Auditor},
     auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
@@ -164,6 +164,7 @@ impl Application {
             bus,
             audit: auditor,
             audit_retention_days: config.audit_retention_days,
+            watch_slots: StreamSlots::new(config.watch_max_streams_per_caller),
         });
         let mut background = vec![
             tokio::spawn(audit::writer::run(
@@ -275,9 +276,10 @@ impl Application {
                 pb::patterns_server::PatternsServer::new(PatternsApi::new(Arc::clone(state)))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(pb::drain_server::DrainServer::new(DrainApi::new(
-                Arc::clone(state),
-            )));
+            .add_service(
+                pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(state)))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            );
 
         let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
         let closed = async move {

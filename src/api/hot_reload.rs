@@ -370,8 +370,13 @@ impl HotReload for HotReloadApi {
         &self,
         req: Request<pb::WatchStatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let stream =
-            super::watch::open(Arc::clone(&self.state), req.into_inner(), self.state.watch);
+        let slot = self.state.watch_slots.acquire(&audit::caller_of(&req))?;
+        let stream = super::watch::open(
+            Arc::clone(&self.state),
+            req.into_inner(),
+            self.state.watch,
+            slot,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -8,6 +8,7 @@ mod drain;
 mod error;
 mod hot_reload;
 mod patterns;
+mod streams;
 mod watch;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::{HotReloadApi, generation_pb, status_pb as hot_reload_status};
 pub use patterns::PatternsApi;
+pub use streams::StreamSlots;
 pub use watch::WatchOptions;
 
 use crate::{
@@ -77,6 +79,8 @@ pub struct AppState {
     pub audit: crate::audit::Auditor,
     /// Audit rows older than this many days are deleted (0: never), for status.
     pub audit_retention_days: u32,
+    /// Open WatchStatus streams per caller, bounded.
+    pub watch_slots: StreamSlots,
 }
 
 /// Announces a change this replica has applied and serves, on the bus, and returns the error

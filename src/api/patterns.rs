@@ -16,7 +16,7 @@ use crate::{
     audit::{self, Origin},
     engine::{LoadRequest, Scope, Source},
     learn::Proposal,
-    model::{PatternRow, PatternStatus},
+    model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
     pb::{self, patterns_server::Patterns},
     snapshot::PatternSnapshot,
     store::ListQuery,
@@ -378,6 +378,13 @@ impl Patterns for PatternsApi {
             Ok(pb::PatternStatus::Disabled) => Some(PatternStatus::Disabled),
             Err(_) => return Err(ApiError::invalid("status", "unknown status value").into()),
         };
+        if req.category.chars().count() > MAX_CATEGORY_CHARS {
+            return Err(ApiError::invalid(
+                "category",
+                format!("must be at most {MAX_CATEGORY_CHARS} characters"),
+            )
+            .into());
+        }
         let category = Some(req.category.trim().to_owned()).filter(|c| !c.is_empty());
         let mut rows = self
             .state

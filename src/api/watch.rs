@@ -75,9 +75,14 @@ pub fn open(
     state: Arc<AppState>,
     req: pb::WatchStatusRequest,
     opts: WatchOptions,
+    slot: super::streams::Slot,
 ) -> ReceiverStream<Result<pb::WatchStatusResponse, Status>> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    tokio::spawn(produce(state, req, opts, tx));
+    tokio::spawn(async move {
+        produce(state, req, opts, tx).await;
+        // The caller's slot is free once the producer ends (client gone, age, shutdown).
+        drop(slot);
+    });
     ReceiverStream::new(rx)
 }
 

@@ -82,7 +82,11 @@ async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
         .await
         .expect("exits before the deadline")
         .expect("wait");
-    assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "SIGTERM is a clean shutdown: {exit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod bad_input;
 mod bench;
 mod binary;
 mod bus;
