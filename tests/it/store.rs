@@ -709,7 +709,7 @@ async fn pg_legacy_table_is_adopted_in_place() {
     assert_eq!(
         sql.int("SELECT count(*) FROM public._sqlx_migrations")
             .await,
-        1
+        migrations
     );
     public.close().await;
     sql.close().await;
