@@ -270,12 +270,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The caller of a gRPC request, for the audit: the authenticated caller's name when the auth
-/// layer attached one, else the peer's address (`peer:<ip>`).
+/// The caller of a gRPC request, for the audit and per-caller limits: the name the auth layer
+/// attached (`crate::auth::Caller`: a token's or JWT's name, a certificate subject). Without
+/// credentials configured the name (`loopback`, `anonymous`) says nothing about who it was, so
+/// the peer address is added: `loopback:127.0.0.1`. With no caller attached (a server built
+/// without the auth layer), `peer:<ip>`.
 pub fn caller_of<T>(req: &tonic::Request<T>) -> String {
-    match req.remote_addr() {
-        Some(addr) => format!("peer:{}", addr.ip()),
-        None => "peer:unknown".into(),
+    use crate::auth::{Caller, CredentialKind};
+    let peer = req
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.peer)
+        .or_else(|| req.remote_addr());
+    match (req.extensions().get::<Caller>(), peer) {
+        (Some(c), Some(addr))
+            if matches!(c.via, CredentialKind::Loopback | CredentialKind::Anonymous) =>
+        {
+            format!("{}:{}", c.name, addr.ip())
+        }
+        (Some(c), _) => c.name.clone(),
+        (None, Some(addr)) => format!("peer:{}", addr.ip()),
+        (None, None) => "peer:unknown".into(),
     }
 }
 

@@ -14,8 +14,9 @@ use crate::{
     helpers::{Backend, TestApp, eventually, learn_req, reload_req, served, sql},
 };
 
-/// The caller recorded for this test's own gRPC calls (no auth configured: the peer address).
-const ME: &str = "peer:127.0.0.1";
+/// The caller recorded for this test's own gRPC calls (no credentials configured: the auth
+/// layer's `loopback` and the peer address).
+const ME: &str = "loopback:127.0.0.1";
 
 fn list(action: &str, caller: &str) -> pb::ListAuditRequest {
     pb::ListAuditRequest {
@@ -452,4 +453,45 @@ async fn sigterm_drain_is_recorded_before_the_process_exits() {
         .await;
     assert_eq!(startup, 1);
     client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_caller_is_recorded_by_name() {
+    fn bearer<T>(msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        let value = format!("Bearer {}", crate::auth::ADMIN_TOKEN);
+        req.metadata_mut()
+            .insert("authorization", value.parse().expect("ascii"));
+        req
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = crate::auth::tokens_file(dir.path(), serde_json::json!({}));
+    let app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.auth.auth_tokens_file = Some(tokens)).await;
+    app.reload
+        .clone()
+        .reload(bearer(reload_req(true, None)))
+        .await
+        .expect("reload with the admin token");
+    let rows = eventually("the deployer's reload to be listed", || async {
+        let rows = app
+            .reload
+            .clone()
+            .list_audit(bearer(list("reload", "deployer")))
+            .await
+            .expect("ListAudit with the admin token")
+            .into_inner()
+            .entries;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!((rows[0].source.as_str(), rows.len()), ("grpc", 1));
+    // ListAudit is an admin RPC: no token, no trail.
+    let err = app
+        .reload
+        .clone()
+        .list_audit(list("", ""))
+        .await
+        .expect_err("no credentials");
+    assert_eq!(err.code(), Code::Unauthenticated);
 }
