@@ -141,7 +141,59 @@ fn entry_pb(r: &AuditRow) -> pb::AuditEntry {
 
 /// Records a drain start or stop (not engine state, so recorded where it happens).
 pub fn record_drain(state: &AppState, origin: Origin, source: Source, reason: &str) {
+    record(
+        state,
+        origin,
+        source,
+        reason,
+        Ok(()),
+        std::time::Duration::ZERO,
+    );
+}
+
+/// Records a `Reload(TARGET_BUS)` that was attempted: swapped, or failed with the current
+/// connection kept. Requests refused before trying (bad fields, no bus) change nothing and are
+/// not recorded.
+pub(super) fn record_bus_swap<T>(
+    state: &AppState,
+    caller: String,
+    reason: &str,
+    result: &ApiResult<T>,
+    started: std::time::Instant,
+) {
+    let outcome = match result {
+        Ok(_) => Ok(()),
+        Err(ApiError::FailedPrecondition(e)) if state.bus.enabled() => Err(e.clone()),
+        Err(_) => return,
+    };
+    let origin = Origin {
+        caller,
+        action: action::BUS_SWAP,
+        target: "bus".into(),
+    };
+    record(
+        state,
+        origin,
+        Source::Grpc,
+        reason,
+        outcome,
+        started.elapsed(),
+    );
+}
+
+fn record(
+    state: &AppState,
+    origin: Origin,
+    source: Source,
+    reason: &str,
+    outcome: Result<(), String>,
+    duration: std::time::Duration,
+) {
     let generation = state.engine.current().number;
+    let (outcome, error) = match outcome {
+        Ok(()) => (Outcome::Ok, String::new()),
+        Err(e) => (Outcome::Failed, e),
+    };
     state.audit.record(Entry {
         at: Utc::now(),
         caller: origin.caller,
@@ -151,8 +203,8 @@ pub fn record_drain(state: &AppState, origin: Origin, source: Source, reason: &s
         reason: reason.to_owned(),
         generation_before: generation,
         generation_after: generation,
-        outcome: Outcome::Ok,
-        error: String::new(),
-        duration: std::time::Duration::ZERO,
+        outcome,
+        error,
+        duration,
     });
 }

@@ -265,9 +265,12 @@ impl HotReload for HotReloadApi {
             ));
         }
         if req.target == pb::Target::Bus as i32 {
-            return Ok(Response::new(
-                super::bus::reload_bus(&self.state, req, started).await?,
-            ));
+            let (validate_only, reason) = (req.validate_only, req.reason.clone());
+            let result = super::bus::reload_bus(&self.state, req, started).await;
+            if !validate_only {
+                super::audit::record_bus_swap(&self.state, caller, &reason, &result, started);
+            }
+            return Ok(Response::new(result?));
         }
         let scope = reload_scope(&req)?;
         let wait = super::bus::fleet_wait(&req)?;

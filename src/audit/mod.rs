@@ -38,6 +38,8 @@ pub mod action {
     pub const ROLLBACK: &str = "rollback";
     /// A blue/green swap to another database.
     pub const STORE_SWAP: &str = "store_swap";
+    /// A blue/green swap of the Redis bus connection.
+    pub const BUS_SWAP: &str = "bus_swap";
     /// Draining started (StartDrain or shutdown).
     pub const DRAIN_START: &str = "drain_start";
     /// Draining stopped (StopDrain).
@@ -52,11 +54,12 @@ pub mod action {
     pub const PATTERN_DELETE: &str = "pattern_delete";
 
     /// Every action, for filter validation.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         RELOAD,
         INVALIDATE,
         ROLLBACK,
         STORE_SWAP,
+        BUS_SWAP,
         DRAIN_START,
         DRAIN_STOP,
         PATTERN_LEARN,
@@ -96,7 +99,7 @@ pub struct Origin {
     pub caller: String,
     /// One of [`action`].
     pub action: &'static str,
-    /// What was changed: `patterns`, `pattern:<id>`, `store`, `drain`.
+    /// What was changed: `patterns`, `pattern:<id>`, `store`, `bus`, `drain`.
     pub target: String,
 }
 

@@ -495,3 +495,75 @@ async fn an_authenticated_caller_is_recorded_by_name() {
         .expect_err("no credentials");
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+/// A broadcast rollback followed by a replica is recorded there with the origin as caller, and
+/// a bus swap (done and failed) by the caller who asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_rollback_and_bus_swaps_are_recorded() {
+    let db = Arc::new(TestDb::postgres().await);
+    let (redis, ch) = (redis_url(), channel("audit-rollback"));
+    let mut a = crate::bus::start(bus_config(&db, &redis, &ch), &db).await;
+    let mut b = crate::bus::start(bus_config(&db, &redis, &ch), &db).await;
+    let (a_id, b_id) = (bus_status_instance(&a).await, bus_status_instance(&b).await);
+    for text in ["prima risposta", "seconda risposta"] {
+        a.patterns
+            .learn_pattern(learn_req(text, "t", 0.95))
+            .await
+            .expect("learn");
+        crate::bus::wait_served(&mut b, text).await;
+    }
+    a.reload
+        .rollback(pb::RollbackRequest {
+            target: pb::Target::Patterns.into(),
+            reason: "bad batch".into(),
+            broadcast: true,
+            ..Default::default()
+        })
+        .await
+        .expect("broadcast rollback");
+    // Both replicas write to the one database; B's row names A as the caller.
+    let followed = wait_rows(&b, list("rollback", &format!("bus:{a_id}")), 1).await;
+    let row = &followed[0];
+    assert_eq!(
+        (
+            row.instance_id.as_str(),
+            row.source.as_str(),
+            row.result.as_str()
+        ),
+        (b_id.as_str(), "bus", "ok")
+    );
+    assert_eq!(row.generation_after, row.generation_before + 1);
+    assert!(served(&mut b, "seconda risposta").await.is_none());
+
+    // A bus swap (to the same Redis), then one that cannot connect.
+    a.reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Bus.into(),
+            reason: "same redis, new connection".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("bus swap");
+    a.reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Bus.into(),
+            redis_url: "redis://127.0.0.1:1".into(),
+            reason: "nowhere".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("nothing listens on port 1");
+    let swaps = wait_rows(&a, list("bus_swap", ME), 2).await;
+    let got: Vec<_> = swaps
+        .iter()
+        .map(|r| (r.reason.as_str(), r.result.as_str(), r.target.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("nowhere", "failed", "bus"),
+            ("same redis, new connection", "ok", "bus")
+        ]
+    );
+    assert!(!swaps[0].error.is_empty());
+}
