@@ -40,6 +40,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The name used in flags and in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Every setting of the service.
 #[derive(Clone, Args)]
 pub struct Config {
@@ -232,6 +242,11 @@ pub struct Config {
     /// Authentication, TLS and rate limits (see `crate::auth`).
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
+    /// A TOML config file, read at start and again on SIGHUP or `Reload(TARGET_CONFIG)`. A key
+    /// it sets wins over its flag and environment variable; flags, environment and defaults
+    /// give the keys it leaves out. See the README's "Config file" section.
+    #[arg(long = "config", env = "HOTPLANE_CONFIG")]
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -253,6 +268,7 @@ impl std::fmt::Debug for Config {
             .field("bus_secret", &self.bus_secret())
             .field("poll_interval", &self.poll_interval)
             .field("auth", &self.auth)
+            .field("config_file", &self.config_file)
             .finish_non_exhaustive()
     }
 }

@@ -9,11 +9,13 @@ pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod config_file;
 pub mod engine;
 pub mod events;
 pub mod hits;
 pub mod learn;
 pub mod lifecycle;
+pub mod live_config;
 pub mod model;
 pub mod normalize;
 pub mod retry;
@@ -65,5 +67,31 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
             std::future::pending::<()>().await;
         }
         tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Re-reads the config file on every SIGHUP, for as long as the process runs. A bad file is
+/// logged with every key at fault and counted in status; it never stops the process.
+pub async fn reload_config_on_sighup(reloader: startup::ConfigReloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload the config with Reload(TARGET_CONFIG)");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: re-reading the config file");
+            // The outcome is logged, counted and announced by the reload itself.
+            let _ = reloader.reload(engine::Source::Signal).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+        std::future::pending::<()>().await;
     }
 }

@@ -1,4 +1,5 @@
-//! The hotplane binary: parse config, set up logs, build the application, run it until a signal.
+//! The hotplane binary: parse config, set up logs, build the application, run it until a signal
+//! (SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config file).
 
 use std::process::ExitCode;
 
@@ -13,12 +14,21 @@ use hotplane::{
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config;
-    if let Err(e) = telemetry::init(&config.log_filter, config.log_format) {
+    // Logs start with the file's filter and format; `build` reads the file again as the live
+    // config's first generation.
+    let effective = match hotplane::live_config::startup_config(&config) {
+        Ok((effective, _)) => effective,
+        Err(e) => {
+            eprintln!("hotplane: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init(&effective.log_filter, effective.log_format) {
         eprintln!("hotplane: {e}");
         return ExitCode::from(2);
     }
     let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Migrate => migrate(config).await,
+        Command::Migrate => migrate(effective).await,
         Command::Serve => serve(config).await,
     };
     match result {
@@ -44,6 +54,7 @@ async fn serve(config: hotplane::config::Config) -> anyhow::Result<()> {
     // Listening for signals before anything is bound: a SIGTERM during startup drains.
     let signal = hotplane::shutdown_signal();
     let app = Application::build(config).await?;
+    tokio::spawn(hotplane::reload_config_on_sighup(app.config_reloader()));
     app.run_until_stopped(async move {
         signal.await;
         // The first signal starts a graceful drain; a second one means "now".

@@ -117,6 +117,8 @@ pub struct Normalizer {
     profile: Profile,
     /// The words dropped from the output.
     stop_words: StopWords,
+    /// The same words, sorted, for status.
+    listed: Box<[Box<str>]>,
 }
 
 impl Normalizer {
@@ -136,10 +138,19 @@ impl Normalizer {
                 .map(String::into_boxed_str)
                 .collect(),
         };
+        let mut listed = words.clone();
+        listed.sort();
+        listed.dedup();
         Normalizer {
             profile,
             stop_words: StopWords::new(words),
+            listed: listed.into_boxed_slice(),
         }
+    }
+
+    /// The stop words this normalizer drops, sorted.
+    pub fn stop_words(&self) -> Vec<String> {
+        self.listed.iter().map(|w| w.to_string()).collect()
     }
 
     /// The profile this normalizer applies.

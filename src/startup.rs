@@ -31,9 +31,8 @@ use crate::{
     engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
     events::EventHub,
     hits::HitCounter,
-    learn::LearnRules,
     lifecycle::{Drain, InFlightLayer},
-    normalize::Normalizer,
+    live_config::{self, LiveConfig},
     pb,
     store::{Store, StoreOptions, redact_url},
 };
@@ -91,7 +90,12 @@ impl Application {
     /// Opens and migrates the store, binds the listener and starts the engine. The first
     /// pattern load runs in the background (retried until it succeeds); health reports
     /// NOT_SERVING until then.
+    ///
+    /// `config` is the base (flags, environment, defaults); a config file it names is read over
+    /// it (see [`crate::config_file`]) and becomes the live config's first generation.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let base = config;
+        let (config, loaded) = live_config::startup_config(&base)?;
         config.validate()?;
         let store = open_store(&config).await?;
         store
@@ -137,12 +141,7 @@ impl Application {
 
         let state = Arc::new(AppState {
             engine: engine.clone(),
-            normalizer: Normalizer::new(config.normalize_profile, config.stop_words.clone()),
-            rules: LearnRules {
-                min_confidence: config.learn_min_confidence,
-                min_chars: config.learn_min_chars,
-                auto_approve: config.learn_auto_approve,
-            },
+            live: Arc::new(LiveConfig::new(base, config.clone(), loaded.as_ref())),
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),
@@ -194,7 +193,7 @@ impl Application {
             )),
             tokio::spawn(backstop::run(
                 state.engine.clone(),
-                config.poll_interval,
+                state.live.poll_interval(),
                 stop_rx.clone(),
             )),
         ];
@@ -206,6 +205,7 @@ impl Application {
         background.extend(state.bus.start_fleet(
             fleet_reporter(&state, advertised),
             state.engine.clone(),
+            state.live.fleet_timing(),
             stop_rx,
         ));
         Ok(Application {
@@ -246,6 +246,12 @@ impl Application {
     /// This process's instance id.
     pub fn instance_id(&self) -> &str {
         &self.state.instance_id
+    }
+
+    /// A handle that re-reads the config file (what SIGHUP does), usable after `run_until_stopped`
+    /// took the application.
+    pub fn config_reloader(&self) -> ConfigReloader {
+        ConfigReloader(Arc::clone(&self.state))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, waits up to the shutdown grace
@@ -458,6 +464,20 @@ fn serve_health_only(
     (stop, task)
 }
 
+/// Re-reads the config file: the same path as `Reload(TARGET_CONFIG)`.
+#[derive(Debug, Clone)]
+pub struct ConfigReloader(Arc<AppState>);
+
+impl ConfigReloader {
+    /// Re-reads and applies the config file; failures are logged (with every key at fault),
+    /// counted in status and announced on WatchStatus, and leave the running config unchanged.
+    pub async fn reload(&self, source: Source) -> Result<pb::ReloadResponse, tonic::Status> {
+        crate::api::reload_config(&self.0, source, false)
+            .await
+            .map_err(tonic::Status::from)
+    }
+}
+
 /// Reflection over every type a client can meet: the hotplane API, the health service, and the
 /// `google.rpc` error details carried by INVALID_ARGUMENT (so grpcurl can print `BadRequest`).
 fn reflection() -> tonic_reflection::server::Builder<'static> {
@@ -629,8 +649,6 @@ fn bus_options(config: &Config, url: &str, instance_id: &str) -> BusOptions {
         ping_interval: config.bus_ping_interval,
         timeout: config.bus_timeout,
         replay_window: config.bus_replay_window,
-        fleet_heartbeat: config.fleet_heartbeat,
-        fleet_ttl: config.fleet_ttl,
     }
 }
 

@@ -21,6 +21,10 @@ pub enum ApiError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Several fields are invalid (a config file with more than one mistake): every one is a
+    /// BadRequest field violation.
+    #[error("{}", .0.iter().map(|(f, r)| format!("{f}: {r}")).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<(String, String)>),
     /// The named entity does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -55,6 +59,14 @@ impl From<ApiError> for Status {
                     msg,
                     ErrorDetails::with_bad_request_violation(field, reason),
                 )
+            }
+            ApiError::InvalidFields(violations) => {
+                let msg = format!("invalid {}", ApiError::InvalidFields(violations.clone()));
+                let mut details = ErrorDetails::new();
+                for (field, reason) in violations {
+                    details.add_bad_request_violation(field, reason);
+                }
+                Status::with_error_details(Code::InvalidArgument, msg, details)
             }
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),

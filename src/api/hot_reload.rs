@@ -116,7 +116,7 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
         instance_id: s.instance_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: Some(convert::timestamp(s.started_at)),
-        targets: vec![target_status(s)],
+        targets: vec![target_status(s), super::config_reload::target_status(s)],
         store: Some(pb::StoreStatus {
             backend: s.engine.store().backend().to_owned(),
             url: s.store_url.load().as_ref().clone(),
@@ -135,10 +135,11 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
             &s.audit.stats(),
             s.audit_retention_days,
         )),
+        config: Some(super::config_reload::config_status(s)),
     }
 }
 
-fn source_pb(s: Source) -> pb::ReloadSource {
+pub(super) fn source_pb(s: Source) -> pb::ReloadSource {
     match s {
         Source::Startup => pb::ReloadSource::Startup,
         Source::Grpc => pb::ReloadSource::Grpc,
@@ -185,7 +186,8 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         Ok(other) => {
             return Err(ApiError::Unimplemented(format!(
                 "reloading {} is not implemented yet (it lands with the lifecycle work, \
-                 issue 4); TARGET_PATTERNS, TARGET_STORE and TARGET_BUS can be reloaded",
+                 issue 4); TARGET_PATTERNS, TARGET_STORE, TARGET_BUS and TARGET_CONFIG can be \
+                 reloaded",
                 other.as_str_name()
             )));
         }
@@ -271,6 +273,10 @@ impl HotReload for HotReloadApi {
                 super::audit::record_bus_swap(&self.state, caller, &reason, &result, started);
             }
             return Ok(Response::new(result?));
+        }
+        if req.target == pb::Target::Config as i32 {
+            let response = super::config_reload::reload(&self.state, req, started).await?;
+            return Ok(Response::new(response));
         }
         let scope = reload_scope(&req)?;
         let wait = super::bus::fleet_wait(&req)?;

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bus;
+mod config_reload;
 pub mod convert;
 mod drain;
 mod error;
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 pub use audit::{audit_status_pb, record_drain};
 pub use bus::bus_event_sink;
+pub use config_reload::reload_config;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::{HotReloadApi, generation_pb, status_pb as hot_reload_status};
@@ -25,8 +27,7 @@ pub use streams::StreamSlots;
 pub use watch::WatchOptions;
 
 use crate::{
-    engine::Engine, events::EventHub, hits::HitCounter, learn::LearnRules, lifecycle::Drain,
-    normalize::Normalizer,
+    engine::Engine, events::EventHub, hits::HitCounter, lifecycle::Drain, live_config::LiveConfig,
 };
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
@@ -47,10 +48,8 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 pub struct AppState {
     /// The swap engine (served patterns and reloads).
     pub engine: Engine,
-    /// Query normalizer.
-    pub normalizer: Normalizer,
-    /// Learning rules.
-    pub rules: LearnRules,
+    /// The runtime settings (normalizer, learning rules, ...) and the config file reload.
+    pub live: Arc<LiveConfig>,
     /// Hit counters.
     pub hits: Arc<HitCounter>,
     /// This process's unique id.

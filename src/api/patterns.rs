@@ -17,6 +17,7 @@ use crate::{
     engine::{LoadRequest, Scope, Source},
     learn::Proposal,
     model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
+    normalize::Normalizer,
     pb::{self, patterns_server::Patterns},
     snapshot::PatternSnapshot,
     store::ListQuery,
@@ -37,11 +38,12 @@ impl PatternsApi {
     /// Normalizes and looks up one query in `snap`, counting a hit on a match.
     fn match_one(
         &self,
+        normalizer: &Normalizer,
         snap: &PatternSnapshot,
         query: &str,
         min_confidence: Option<f64>,
     ) -> (Option<pb::MatchedPattern>, String) {
-        let normalized = self.state.normalizer.normalize(query);
+        let normalized = normalizer.normalize(query);
         if normalized.is_empty() {
             return (None, normalized);
         }
@@ -221,8 +223,13 @@ impl Patterns for PatternsApi {
         check_min_confidence(req.min_confidence)?;
         let generation = self.state.engine.current();
         check_min_generation(generation.number, req.min_generation)?;
-        let (pattern, normalized_query) =
-            self.match_one(&generation.snapshot, &req.query, req.min_confidence);
+        let settings = self.state.live.settings();
+        let (pattern, normalized_query) = self.match_one(
+            &settings.normalizer,
+            &generation.snapshot,
+            &req.query,
+            req.min_confidence,
+        );
         Ok(Response::new(pb::MatchPatternResponse {
             matched: pattern.is_some(),
             pattern,
@@ -251,15 +258,20 @@ impl Patterns for PatternsApi {
             check_query(&format!("queries[{i}]"), q)?;
         }
         check_min_confidence(req.min_confidence)?;
-        // One snapshot answers the whole batch.
+        // One snapshot and one normalizer answer the whole batch.
         let generation = self.state.engine.current();
         check_min_generation(generation.number, req.min_generation)?;
+        let settings = self.state.live.settings();
         let results = req
             .queries
             .iter()
             .map(|q| {
-                let (pattern, normalized_query) =
-                    self.match_one(&generation.snapshot, q, req.min_confidence);
+                let (pattern, normalized_query) = self.match_one(
+                    &settings.normalizer,
+                    &generation.snapshot,
+                    q,
+                    req.min_confidence,
+                );
                 pb::MatchResult {
                     matched: pattern.is_some(),
                     pattern,
@@ -287,11 +299,13 @@ impl Patterns for PatternsApi {
             metadata: metadata_json(req.metadata.as_ref()),
             created_by: req.created_by,
         };
-        let new = self
-            .state
+        // One load: the threshold and the normalizer of one config generation.
+        let settings = self.state.live.settings();
+        let new = settings
             .rules
-            .check(proposal, &self.state.normalizer)
+            .check(proposal, &settings.normalizer)
             .map_err(ApiError::from)?;
+        drop(settings);
         let outcome = self
             .state
             .store()

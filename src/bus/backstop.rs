@@ -11,23 +11,39 @@ use tokio::sync::watch;
 
 use crate::engine::{Engine, LoadRequest, Scope, Source};
 
-/// Requests a delta every `interval` until `stop` turns true; returns at once for a zero
-/// interval (the poll is disabled).
-pub async fn run(engine: Engine, interval: Duration, mut stop: watch::Receiver<bool>) {
-    if interval.is_zero() {
-        return;
-    }
-    let start = tokio::time::Instant::now() + interval;
-    let mut tick = tokio::time::interval_at(start, interval);
-    // After a stall, one poll is enough: the delta reads everything since the last load.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Requests a delta every `interval` until `stop` turns true. A new interval (the config file's
+/// `poll.interval`) takes effect at once, the next poll one new interval away; zero pauses the
+/// poll until a non-zero interval arrives.
+pub async fn run(
+    engine: Engine,
+    mut interval: watch::Receiver<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
+        let every = *interval.borrow_and_update();
+        let poll = async {
+            if every.is_zero() {
+                return std::future::pending::<()>().await;
+            }
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            // After a stall, one poll is enough: the delta reads everything since the last load.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                engine.request(LoadRequest {
+                    scope: Scope::Delta,
+                    source: Source::Poll,
+                    reason: "backstop poll".into(),
+                });
+            }
+        };
         tokio::select! {
-            _ = tick.tick() => engine.request(LoadRequest {
-                scope: Scope::Delta,
-                source: Source::Poll,
-                reason: "backstop poll".into(),
-            }),
+            () = poll => {}
+            r = interval.changed() => if r.is_err() {
+                // The live config is gone (shutting down): keep the last interval until stop.
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            },
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
         }
     }

@@ -198,19 +198,31 @@ impl Keys {
     }
 }
 
-/// Heartbeats every `--fleet-heartbeat`, and at once after every successful load or rollback
-/// (so a fleet wait sees new revisions quickly) and when kicked (a swap, a rollback not
-/// followed), until `stop`; then removes this instance. A heartbeat in progress never holds up
-/// the stop, and the removal is bounded by the bus timeout: an unreachable Redis must not delay
-/// shutdown.
+/// How often this instance heartbeats and how long its entry lives without one. Live: the
+/// config file can change both (`fleet.heartbeat`, `fleet.ttl`) without a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetTiming {
+    /// Interval between heartbeats.
+    pub heartbeat: Duration,
+    /// How long an entry lives without a heartbeat.
+    pub ttl: Duration,
+}
+
+/// Heartbeats every `timing.heartbeat`, and at once after every successful load or rollback
+/// (so a fleet wait sees new revisions quickly), when kicked (a swap, a rollback not followed)
+/// and when the timing changes (the next heartbeat is then one new interval away), until
+/// `stop`; then removes this instance. A heartbeat in progress never holds up the stop, and the
+/// removal is bounded by the bus timeout: an unreachable Redis must not delay shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
     reporter: Reporter,
     engine: Engine,
+    mut timing: watch::Receiver<FleetTiming>,
     mut stop: watch::Receiver<bool>,
 ) {
     let keys = Keys::new(&shared.opts.channel);
-    let mut tick = tokio::time::interval(shared.opts.fleet_heartbeat);
+    let mut current = *timing.borrow_and_update();
+    let mut tick = tokio::time::interval(current.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut loads = engine.subscribe();
     let mut beating_on = shared.conn();
@@ -219,6 +231,8 @@ pub(super) async fn run(
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shared.fleet_kick.notified() => {}
+                // A new timing: beat now, with the new TTL.
+                Ok(()) = timing.changed() => {}
                 event = loads.recv() => match event {
                     Ok(e) if matches!(
                         e.kind,
@@ -230,7 +244,8 @@ pub(super) async fn run(
                 },
             }
             let conn = shared.conn();
-            heartbeat(&shared, &keys, &conn, &me(&shared, &reporter)).await;
+            let ttl = timing.borrow().ttl;
+            heartbeat(&shared, &keys, &conn, &me(&shared, &reporter), ttl).await;
             if !Arc::ptr_eq(&conn, &beating_on) {
                 let old = std::mem::replace(&mut beating_on, conn);
                 leave_old(&shared, &keys, &old, &beating_on, &reporter().instance_id).await;
@@ -242,6 +257,15 @@ pub(super) async fn run(
             // (The guard `wait_for` returns must not live across an await.)
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
         }
+        let now = *timing.borrow_and_update();
+        if now.heartbeat != current.heartbeat {
+            tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + now.heartbeat,
+                now.heartbeat,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        current = now;
     }
     let id = reporter().instance_id;
     let link = &shared.conn().link;
@@ -295,9 +319,9 @@ async fn leave_old(shared: &Shared, keys: &Keys, old: &Conn, new: &Conn, id: &st
 
 /// Writes our state, reads the fleet, records the result for status, and announces members
 /// that joined or left since the last read.
-async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member) {
+async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member, ttl: Duration) {
     let link = &conn.link;
-    let result = match keys.beat(link, me, shared.opts.fleet_ttl).await {
+    let result = match keys.beat(link, me, ttl).await {
         Ok(()) => keys.read(link).await,
         Err(e) => Err(e),
     };

@@ -76,10 +76,6 @@ pub struct BusOptions {
     pub timeout: Duration,
     /// Signed mode: how far `ts` may be from now, and how long event ids are remembered.
     pub replay_window: Duration,
-    /// How often this instance writes its fleet state.
-    pub fleet_heartbeat: Duration,
-    /// How long a fleet state lives without a new heartbeat.
-    pub fleet_ttl: Duration,
 }
 
 /// Why the bus could not start: bad settings only (an unreachable Redis is not an error).
@@ -362,15 +358,19 @@ impl Bus {
     }
 
     /// Starts the fleet heartbeat (`None` when the bus is disabled): `reporter` says what this
-    /// instance serves; a heartbeat follows every successful load of `engine`.
+    /// instance serves; a heartbeat follows every successful load of `engine`; `timing` is
+    /// the live heartbeat interval and TTL.
     pub fn start_fleet(
         &self,
         reporter: fleet::Reporter,
         engine: Engine,
+        timing: watch::Receiver<fleet::FleetTiming>,
         stop: watch::Receiver<bool>,
     ) -> Option<JoinHandle<()>> {
         let shared = Arc::clone(self.shared.as_ref()?);
-        Some(tokio::spawn(fleet::run(shared, reporter, engine, stop)))
+        Some(tokio::spawn(fleet::run(
+            shared, reporter, engine, timing, stop,
+        )))
     }
 
     /// The live instances as the last heartbeat read them (`None` when the bus is disabled).

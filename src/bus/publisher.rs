@@ -107,8 +107,6 @@ mod tests {
             ping_interval: Duration::ZERO,
             timeout: Duration::ZERO,
             replay_window: Duration::ZERO,
-            fleet_heartbeat: Duration::ZERO,
-            fleet_ttl: Duration::ZERO,
         });
         let reload = p.event(&Announcement::Reload(None), 7);
         assert!(reload.contains(r#""pattern_id":null"#), "{reload}");

@@ -1,0 +1,200 @@
+//! `Reload(TARGET_CONFIG)` and SIGHUP: one function re-reads the config file through the live
+//! config, announces the reload on WatchStatus, logs it, and translates the outcome. The rules of
+//! what changes live are the live config's ([`crate::live_config`]); this only translates.
+
+use std::{sync::Arc, time::Instant};
+
+use tracing::{info, instrument, warn};
+
+use super::{
+    AppState, check_reason, convert,
+    error::{ApiError, ApiResult},
+};
+use crate::{
+    engine::Source,
+    live_config::{Change, ConfigGeneration, Outcome, ReloadError},
+    pb,
+};
+
+/// `Reload(TARGET_CONFIG)`: checks the request, then [`reload_config`].
+pub(super) async fn reload(
+    state: &AppState,
+    req: pb::ReloadRequest,
+    started: Instant,
+) -> ApiResult<pb::ReloadResponse> {
+    check_reason(&req.reason)?;
+    let not_for_config =
+        |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_CONFIG"));
+    if req.pattern_id.is_some() {
+        return not_for_config("pattern_id");
+    }
+    if req.full {
+        return not_for_config("full");
+    }
+    if req.broadcast || req.wait_for_fleet.is_some() {
+        return not_for_config("broadcast");
+    }
+    if !req.database_url.is_empty() {
+        return not_for_config("database_url");
+    }
+    if !req.redis_url.is_empty() {
+        return not_for_config("redis_url");
+    }
+    let mut response = reload_config(state, Source::Grpc, req.validate_only).await?;
+    response.duration = Some(convert::duration(started.elapsed()));
+    Ok(response)
+}
+
+/// Re-reads the config file and applies it (or, with `validate_only`, only reports what would
+/// change): the one path for gRPC and SIGHUP. Publishes reload events for target CONFIG (not
+/// for `validate_only`), and logs the outcome with every key at fault.
+#[instrument(skip(state), fields(target = "config", source = source.as_str()))]
+pub async fn reload_config(
+    state: &AppState,
+    source: Source,
+    validate_only: bool,
+) -> ApiResult<pb::ReloadResponse> {
+    let started = Instant::now();
+    let announce = |kind: pb::EventKind, generation: Option<pb::GenerationInfo>, error: String| {
+        if !validate_only {
+            state.events.publish(pb::WatchStatusResponse {
+                kind: kind.into(),
+                target: pb::Target::Config.into(),
+                generation,
+                error,
+                ..Default::default()
+            });
+        }
+    };
+    if state.live.path().is_some() {
+        announce(pb::EventKind::ReloadStarted, None, String::new());
+    }
+    let served = Arc::clone(&state.engine.current().snapshot);
+    match state.live.reload(source, validate_only, served).await {
+        Ok(outcome) => {
+            let changed: Vec<&str> = outcome.applied.iter().map(|c| c.key).collect();
+            let restart: Vec<&str> = outcome.restart_required.iter().map(|c| c.key).collect();
+            info!(
+                generation = outcome.generation_after,
+                validate_only,
+                duration_ms = started.elapsed().as_millis() as u64,
+                ?changed,
+                ?restart,
+                "config reloaded"
+            );
+            if !restart.is_empty() && !validate_only {
+                warn!(keys = ?restart, "config keys changed that only take effect after a restart");
+            }
+            announce(
+                pb::EventKind::ReloadSucceeded,
+                Some(generation_pb(&outcome.current)),
+                String::new(),
+            );
+            Ok(response(&outcome, validate_only))
+        }
+        Err(e) => {
+            warn!(error = %e, validate_only, "config reload rejected; the running config is unchanged");
+            if !matches!(e, ReloadError::NoFile) {
+                announce(pb::EventKind::ReloadFailed, None, e.to_string());
+            }
+            Err(error(e))
+        }
+    }
+}
+
+fn error(e: ReloadError) -> ApiError {
+    match e {
+        ReloadError::NoFile | ReloadError::Read(_) => ApiError::FailedPrecondition(e.to_string()),
+        ReloadError::Invalid { errors, .. } => ApiError::InvalidFields(
+            errors
+                .into_iter()
+                .map(|k| {
+                    (
+                        k.key,
+                        format!("{} (the running config is unchanged)", k.reason),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn response(o: &Outcome, validate_only: bool) -> pb::ReloadResponse {
+    pb::ReloadResponse {
+        target: pb::Target::Config.into(),
+        generation_before: o.generation_before,
+        generation_after: o.generation_after,
+        changed: !o.applied.is_empty(),
+        mode: pb::LoadMode::Full.into(),
+        validate_only,
+        current: Some(generation_pb(&o.current)),
+        config_applied: o.applied.iter().map(change_pb).collect(),
+        config_restart_required: o.restart_required.iter().map(change_pb).collect(),
+        config_path: o.path.display().to_string(),
+        ..Default::default()
+    }
+}
+
+pub(super) fn change_pb(c: &Change) -> pb::ConfigChange {
+    pb::ConfigChange {
+        key: c.key.to_owned(),
+        old_value: c.old.clone(),
+        new_value: c.new.clone(),
+        restart_reason: c.restart_reason.to_owned(),
+    }
+}
+
+/// The config generation as a `GenerationInfo`: the file's hash, the keys it sets as the item
+/// count.
+fn generation_pb(g: &ConfigGeneration) -> pb::GenerationInfo {
+    pb::GenerationInfo {
+        generation: g.number,
+        content_hash: g.content_hash.clone(),
+        store_revision: 0,
+        loaded_at: Some(convert::timestamp(g.loaded_at)),
+        source: super::hot_reload::source_pb(g.source).into(),
+        load_duration: Some(convert::duration(g.load_duration)),
+        item_count: g.keys_set as u64,
+        mode: pb::LoadMode::Full.into(),
+        reason: String::new(),
+    }
+}
+
+/// TARGET_CONFIG in `GetStatus.targets`: the file generation and reload health.
+pub(super) fn target_status(state: &AppState) -> pb::TargetStatus {
+    let h = state.live.health();
+    pb::TargetStatus {
+        target: pb::Target::Config.into(),
+        current: state.live.generation().map(|g| generation_pb(&g)),
+        last_success_at: h.last_success_at.map(convert::timestamp),
+        last_error: h.last_error.unwrap_or_default(),
+        last_error_at: h.last_error_at.map(convert::timestamp),
+        consecutive_failures: h.consecutive_failures,
+        loads_total: h.loads_total,
+        failures_total: h.failures_total,
+        ..Default::default()
+    }
+}
+
+/// `GetStatus.config`: the runtime settings in effect.
+pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
+    let s = state.live.settings();
+    let c = &s.config;
+    pb::ConfigStatus {
+        path: state
+            .live
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        log_filter: s.log_filter.clone(),
+        normalize_profile: c.normalize_profile.to_string(),
+        stop_words: s.normalizer.stop_words(),
+        learn_min_confidence: s.rules.min_confidence,
+        learn_min_chars: u32::try_from(s.rules.min_chars).unwrap_or(u32::MAX),
+        learn_auto_approve: s.rules.auto_approve,
+        poll_interval: Some(convert::duration(s.poll_interval)),
+        fleet_heartbeat: Some(convert::duration(s.fleet.heartbeat)),
+        fleet_ttl: Some(convert::duration(s.fleet.ttl)),
+        restart_pending: state.live.restart_pending().iter().map(change_pb).collect(),
+    }
+}
