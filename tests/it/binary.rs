@@ -126,3 +126,123 @@ async fn migrate_command_and_bad_config_exit_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported database URL"), "{err}");
 }
+
+/// Waits until `check` holds for this process's status.
+async fn status_until(
+    client: &HotReloadClient<tonic::transport::Channel>,
+    what: &str,
+    check: impl Fn(&pb::GetStatusResponse) -> bool,
+) -> pb::GetStatusResponse {
+    crate::helpers::eventually(what, || {
+        let mut client = client.clone();
+        let check = &check;
+        async move {
+            let s = client
+                .get_status(pb::GetStatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            check(&s).then_some(s)
+        }
+    })
+    .await
+}
+
+async fn signal(child: &Child, name: &str) {
+    let pid = child.id().expect("pid").to_string();
+    let sent = Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(sent.success());
+}
+
+fn config_target(s: &pb::GetStatusResponse) -> &pb::TargetStatus {
+    s.targets
+        .iter()
+        .find(|t| t.target == pb::Target::Config as i32)
+        .expect("TARGET_CONFIG")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("hotplane.toml");
+    std::fs::write(
+        &file,
+        "[learn]\nmin_confidence = 0.9\n[log]\nfilter = \"info\"\n",
+    )
+    .expect("write");
+    let config = file.display().to_string();
+    let (mut child, addr) = start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--config", &config],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let client = HotReloadClient::new(channel.clone());
+    let mut patterns = pb::patterns_client::PatternsClient::new(channel.clone());
+    let learn =
+        |confidence| crate::helpers::learn_req("quali workflow sono attivi", "wf", confidence);
+    assert!(
+        patterns.learn_pattern(learn(0.7)).await.is_err(),
+        "0.7 < 0.9"
+    );
+
+    std::fs::write(
+        &file,
+        "[learn]\nmin_confidence = 0.6\n[log]\nfilter = \"info,hotplane=debug\"\n",
+    )
+    .expect("write");
+    signal(&child, "-HUP").await;
+    let s = status_until(&client, "the SIGHUP reload", |s| {
+        config_target(s)
+            .current
+            .as_ref()
+            .is_some_and(|g| g.generation == 2)
+    })
+    .await;
+    let current = config_target(&s).current.clone().expect("current");
+    assert_eq!(current.source, pb::ReloadSource::Signal as i32);
+    let c = s.config.expect("config");
+    assert_eq!(c.learn_min_confidence, 0.6);
+    assert_eq!(c.log_filter, "info,hotplane=debug");
+    patterns
+        .learn_pattern(learn(0.7))
+        .await
+        .expect("0.7 >= 0.6");
+
+    // An invalid file on SIGHUP: logged and counted, the process keeps serving the old config.
+    std::fs::write(&file, "[learn]\nmin_confidence = 7\n").expect("write");
+    signal(&child, "-HUP").await;
+    let s = status_until(&client, "the failed SIGHUP reload", |s| {
+        config_target(s).failures_total == 1
+    })
+    .await;
+    let t = config_target(&s);
+    assert!(
+        t.last_error.contains("learn.min_confidence"),
+        "{}",
+        t.last_error
+    );
+    assert_eq!(t.current.as_ref().expect("current").generation, 2);
+    assert_eq!(s.config.expect("config").learn_min_confidence, 0.6);
+    patterns
+        .learn_pattern(learn(0.65))
+        .await
+        .expect("still threshold 0.6, still serving");
+
+    drop((patterns, client, channel));
+    signal(&child, "-TERM").await;
+    let exit = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits before the deadline")
+        .expect("wait");
+    assert_eq!(exit.code(), Some(0));
+}

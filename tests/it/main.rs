@@ -7,6 +7,7 @@ mod bad_input;
 mod bench;
 mod binary;
 mod bus;
+mod config_reload;
 mod db;
 mod drain;
 mod engine;
