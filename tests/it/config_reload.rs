@@ -474,3 +474,78 @@ async fn match_under_load_during_config_reloads_never_fails() {
         21
     );
 }
+
+/// A new poll interval takes effect without a restart: a row written behind hotplane's back
+/// (no bus) is picked up only by the poll, which the file first sets to an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_poll_interval_applies_without_a_restart() {
+    let (mut app, file) = spawn(Backend::Sqlite, "[poll]\ninterval = \"1h\"\n").await;
+    crate::helpers::sql(
+        &app.db,
+        &[&crate::bus::insert(77, "written behind our back")],
+    )
+    .await;
+    assert!(!matches(&mut app, "written behind our back").await.matched);
+
+    file.write("[poll]\ninterval = \"20ms\"\n");
+    let r = reload(&app, config_req()).await.expect("reload");
+    assert_eq!(r.config_applied[0].key, "poll.interval");
+    assert_eq!(r.config_applied[0].new_value, "20ms");
+    let found = crate::bus::wait_served(&mut app, "written behind our back").await;
+    assert_eq!(found.id, 77);
+    let generation = crate::helpers::patterns_status(&app)
+        .await
+        .current
+        .expect("current");
+    assert_eq!(generation.source, pb::ReloadSource::Poll as i32);
+}
+
+/// New fleet timing applies at once: the heartbeat, an hour apart at start, follows the new
+/// interval, and the entry in Redis gets the new TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_fleet_heartbeat_and_ttl_apply_without_a_restart() {
+    let db = Arc::new(crate::db::TestDb::postgres().await);
+    let ch = crate::bus::channel("hotplane:config-fleet");
+    let file = ConfigFile::new("[fleet]\nheartbeat = \"1h\"\nttl = \"2h\"\n");
+    let mut config = crate::bus::bus_config(&db, &crate::bus::redis_url(), &ch);
+    config.config_file = Some(file.path.clone());
+    let app = crate::bus::start(config, &db).await;
+    let fleet = |s: pb::GetStatusResponse| s.fleet.expect("fleet");
+    let first = eventually("the first heartbeat", || async {
+        let f = fleet(status(&app).await);
+        (f.members.len() == 1).then_some(f.read_at)
+    })
+    .await;
+
+    file.write("[fleet]\nheartbeat = \"20ms\"\nttl = \"5s\"\n");
+    let r = reload(&app, config_req()).await.expect("reload");
+    assert_eq!(keys(&r.config_applied), ["fleet.heartbeat", "fleet.ttl"]);
+    // Several heartbeats, with no load in between to cause them (the poll is off).
+    let seen = std::sync::Mutex::new(vec![first]);
+    eventually("heartbeats at the new interval", || async {
+        let at = fleet(status(&app).await).read_at;
+        let mut seen = seen.lock().expect("not poisoned");
+        if !seen.contains(&at) {
+            seen.push(at);
+        }
+        (seen.len() >= 4).then_some(())
+    })
+    .await;
+    let id = status(&app).await.instance_id;
+    let client = redis::Client::open(crate::bus::redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let ttl_ms: i64 = redis::cmd("PTTL")
+        .arg(format!("{ch}:fleet:{id}"))
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    assert!(
+        ttl_ms > 0 && ttl_ms <= 5000,
+        "the new TTL, not 2h: {ttl_ms} ms"
+    );
+    let c = status(&app).await.config.expect("config");
+    assert_eq!(c.fleet_ttl.expect("ttl").seconds, 5);
+}
