@@ -234,7 +234,12 @@ fn assert_not_matched(m: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_scripts_walk_through() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    // The server runs with a config file, so reload_config.sh has something to re-read.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("hotplane.toml");
+    std::fs::write(&config, "[learn]\nmin_confidence = 0.9\n").expect("write config");
+    let file = config.clone();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.config_file = Some(file)).await;
     let ex = Examples::new(&app);
 
     // Discovery: the services, and the API documentation that comes with them.
@@ -451,6 +456,41 @@ async fn example_scripts_walk_through() {
     let stopped = ex.script("drain.sh", &["stop"]).await.one();
     assert!(!flag(&stopped, "/status/draining"), "{stopped:#}");
     assert_matched(&ex.script("match.sh", &[]).await.one(), id);
+
+    // Live config: edit the file, reload it; an invalid file changes nothing.
+    std::fs::write(&config, "[learn]\nmin_confidence = 0.6\n").expect("write config");
+    let reloads = ex.script("reload_config.sh", &[]).await.json();
+    assert_eq!(reloads.len(), 2, "{reloads:#?}");
+    for (doc, validate_only) in reloads.iter().zip([true, false]) {
+        assert_eq!(flag(doc, "/validateOnly"), validate_only, "{doc:#}");
+        assert_eq!(
+            text(doc, "/configApplied/0/key"),
+            "learn.min_confidence",
+            "{doc:#}"
+        );
+        assert_eq!(text(doc, "/configApplied/0/newValue"), "0.6", "{doc:#}");
+    }
+    assert_eq!(num(&reloads[1], "/generationAfter"), 2, "{:#}", reloads[1]);
+    ex.script_env("learn.sh", &[], &[("CONFIDENCE", "0.65")])
+        .await
+        .success();
+    let status = ex.script("status.sh", &[]).await.one();
+    assert_eq!(
+        text(&status, "/targets/1/target"),
+        "TARGET_CONFIG",
+        "{status:#}"
+    );
+    assert_eq!(
+        status
+            .pointer("/config/learnMinConfidence")
+            .and_then(Value::as_f64),
+        Some(0.6),
+        "{status:#}"
+    );
+    std::fs::write(&config, "[learn]\nmin_confidence = 2\n").expect("write config");
+    ex.script("reload_config.sh", &[])
+        .await
+        .failed_with("InvalidArgument", "learn.min_confidence");
 
     // Delete: gone from the store and from matching; reading it again is NOT_FOUND.
     let deleted = ex.script("delete.sh", &[&id_arg]).await.one();
