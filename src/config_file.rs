@@ -199,7 +199,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "log.format", live: false, show: |c| c.log_format.as_str().to_owned(), restart_hint: "the log writer is built at start; restart the process to switch it" },
     Key { path: "database.url", live: false, show: |c| redact_url(&c.database_url), restart_hint: "the pool is opened at start; use Reload(TARGET_STORE) with database_url to move it live, or restart" },
     Key { path: "database.schema", live: false, show: |c| c.database_schema.clone(), restart_hint: RESTART },
-    Key { path: "database.max_connections", live: false, show: |c| c.database_max_connections.to_string(), restart_hint: "pool settings apply to a new pool: restart, or Reload(TARGET_STORE) after the restart-free swap learns to read them" },
+    Key { path: "database.max_connections", live: false, show: |c| c.database_max_connections.to_string(), restart_hint: "the pool is sized at start (Reload(TARGET_STORE) keeps the running pool settings); restart the process to apply it" },
     Key { path: "database.acquire_timeout", live: false, show: |c| show_duration(c.database_acquire_timeout), restart_hint: RESTART },
     Key { path: "normalize.profile", live: true, show: |c| c.normalize_profile.to_string(), restart_hint: "" },
     Key { path: "normalize.stop_words", live: true, show: |c| show_stop_words(c), restart_hint: "" },
@@ -593,6 +593,19 @@ mod tests {
             assert!(loaded.file.sets(key.path), "{}", key.path);
             assert_eq!(loaded.keys_set, 1, "{}", key.path);
         }
+    }
+
+    #[test]
+    fn the_readme_example_sets_every_key_and_is_valid() {
+        let readme = include_str!("../README.md");
+        let example = readme
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block in the README");
+        let loaded = parse(example).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(loaded.keys_set, KEYS.len(), "the example shows every key");
+        effective(&base(), &loaded.file).expect("the example is valid");
     }
 
     #[test]
