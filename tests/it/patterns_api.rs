@@ -315,9 +315,9 @@ async fn bad_input_is_refused_and_loses_nothing(backend: Backend) {
             ..Default::default()
         })
         .await
-        .expect_err("not yet");
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("issue 4"), "{}", err.message());
+        .expect_err("started without --config");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--config"), "{}", err.message());
     let err = app
         .patterns
         .get_pattern(pb::GetPatternRequest { id: -1 })
