@@ -209,7 +209,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "poll.interval", live: true, show: |c| show_duration(c.poll_interval), restart_hint: "" },
     Key { path: "fleet.heartbeat", live: true, show: |c| show_duration(c.fleet_heartbeat), restart_hint: "" },
     Key { path: "fleet.ttl", live: true, show: |c| show_duration(c.fleet_ttl), restart_hint: "" },
-    Key { path: "bus.redis_url", live: false, show: |c| c.redis_url.as_deref().map(redact_url).unwrap_or_default(), restart_hint: "the bus connects at start; restart the process to change it" },
+    Key { path: "bus.redis_url", live: false, show: |c| c.redis_url.as_deref().map(redact_url).unwrap_or_default(), restart_hint: "the bus connects at start; use Reload(TARGET_BUS) with redis_url to move it live, or restart" },
     Key { path: "bus.channel", live: false, show: |c| c.bus_channel.clone(), restart_hint: "the subscription is made at start; restart the process to change it" },
     Key { path: "shutdown.delay", live: false, show: |c| show_duration(c.shutdown_delay), restart_hint: RESTART },
     Key { path: "shutdown.grace", live: false, show: |c| show_duration(c.shutdown_grace), restart_hint: RESTART },
