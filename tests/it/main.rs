@@ -15,6 +15,7 @@ mod grpcurl;
 mod helpers;
 mod load;
 mod patterns_api;
+mod properties;
 mod reload;
 mod rollback;
 mod store;
