@@ -312,9 +312,64 @@ async fn pages_and_filters(backend: Backend) {
     }
 }
 
+/// Rows older than the retention are deleted (at start, then hourly); newer ones stay.
+async fn rows_past_the_retention_are_deleted(backend: Backend) {
+    let db = match backend {
+        Backend::Postgres => TestDb::postgres().await,
+        Backend::Sqlite => TestDb::sqlite().await,
+    };
+    db.store().await.close().await; // migrated
+    let (old, new) = match backend {
+        Backend::Postgres => ("now() - interval '10 days'", "now() - interval '1 day'"),
+        Backend::Sqlite => (
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-10 days')",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 days')",
+        ),
+    };
+    let insert = |at: &str, reason: &str| {
+        format!(
+            "INSERT INTO reload_audit (at, instance, caller, action, target, source, reason, \
+               generation_before, generation_after, result, error, duration_ms) \
+             VALUES ({at}, 'old-instance', 'someone', 'reload', 'patterns', 'grpc', '{reason}', \
+               1, 2, 'ok', '', 1.5)"
+        )
+    };
+    sql(
+        &db,
+        &[&insert(old, "ten days ago"), &insert(new, "yesterday")],
+    )
+    .await;
+    let mut config = hotplane::config::Config::for_database(db.url());
+    config.audit_retention_days = 7;
+    let app = TestApp::start(config, db).await;
+    app.wait_ready().await;
+    let kept = eventually("the expired row to be deleted", || async {
+        let rows = list_audit(&app, list("", "someone")).await.entries;
+        (rows.len() == 1).then_some(rows)
+    })
+    .await;
+    assert_eq!(kept[0].reason, "yesterday");
+    assert_eq!(
+        (
+            kept[0].generation_before,
+            kept[0].generation_after,
+            kept[0].duration
+        ),
+        (
+            1,
+            2,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 1_500_000
+            })
+        )
+    );
+}
+
 both_backends!(
     grpc_changes_are_recorded_with_caller_source_and_generations,
-    pages_and_filters
+    pages_and_filters,
+    rows_past_the_retention_are_deleted
 );
 
 async fn bus_status_full(app: &TestApp) -> pb::GetStatusResponse {
