@@ -5,7 +5,7 @@
 #     min_confidence = 0.8
 #   1. validate_only: checks the whole file and lists what would change (configApplied, old ->
 #      new); applies nothing
-#   2. applies it: live keys (log filter, normalizer, learning rules, poll interval, fleet
+#   2. applies it: live keys (log filter, normalizer, learning rules, rate limits, poll interval, fleet
 #      heartbeat and TTL) change at once; keys that need a restart (listen address, database
 #      URL, ...) are listed in configRestartRequired with the reason and keep their running value
 # An invalid file (a typo in a key, a wrong type, a value out of range) fails both with

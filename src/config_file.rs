@@ -50,6 +50,7 @@ pub struct FileConfig {
     watch: WatchSection,
     patterns: PatternsSection,
     hits: HitsSection,
+    limits: LimitsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +149,13 @@ struct HitsSection {
     flush_batch: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LimitsSection {
+    admin_rate: Option<f64>,
+    admin_burst: Option<u32>,
+}
+
 /// A duration written as text: `"30s"`, `"500ms"`, `"2m"`.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
@@ -218,6 +226,8 @@ pub const KEYS: &[Key] = &[
     Key { path: "patterns.retain_generations", live: false, show: |c| c.retain_generations.to_string(), restart_hint: RESTART },
     Key { path: "hits.flush_interval", live: false, show: |c| show_duration(c.hit_flush_interval), restart_hint: RESTART },
     Key { path: "hits.flush_batch", live: false, show: |c| c.hit_flush_batch.to_string(), restart_hint: RESTART },
+    Key { path: "limits.admin_rate", live: true, show: |c| c.auth.admin_rate.to_string(), restart_hint: "" },
+    Key { path: "limits.admin_burst", live: true, show: |c| c.auth.admin_burst.to_string(), restart_hint: "" },
 ];
 
 fn show_duration(d: Duration) -> String {
@@ -385,6 +395,8 @@ impl FileConfig {
             patterns.retain_generations,
             hits.flush_interval,
             hits.flush_batch,
+            limits.admin_rate,
+            limits.admin_burst,
         )
     }
 
@@ -432,6 +444,8 @@ impl FileConfig {
         set(&mut c.retain_generations, &self.patterns.retain_generations);
         set(&mut c.hit_flush_interval, &self.hits.flush_interval);
         set(&mut c.hit_flush_batch, &self.hits.flush_batch);
+        set(&mut c.auth.admin_rate, &self.limits.admin_rate);
+        set(&mut c.auth.admin_burst, &self.limits.admin_burst);
     }
 }
 
@@ -518,6 +532,21 @@ pub fn check(c: &Config) -> Vec<KeyError> {
     if c.watch_heartbeat.is_zero() {
         bad("watch.heartbeat", "must be greater than zero");
     }
+    if !c.auth.admin_rate.is_finite() || c.auth.admin_rate < 0.0 {
+        bad(
+            "limits.admin_rate",
+            &format!(
+                "{} is out of range: must be a number >= 0 (0: no limit)",
+                c.auth.admin_rate
+            ),
+        );
+    }
+    if c.auth.admin_rate > 0.0 && c.auth.admin_burst == 0 {
+        bad(
+            "limits.admin_burst",
+            "must be at least 1 while limits.admin_rate is set",
+        );
+    }
     if c.bus_channel.is_empty() {
         bad("bus.channel", "must not be empty");
     }
@@ -580,9 +609,8 @@ mod tests {
                 "stop_words" => "[]".to_owned(),
                 "min_confidence" => "0.5".to_owned(),
                 "auto_approve" => "true".to_owned(),
-                "max_connections" | "min_chars" | "retain_generations" | "flush_batch" => {
-                    "3".to_owned()
-                }
+                "max_connections" | "min_chars" | "retain_generations" | "flush_batch"
+                | "admin_burst" | "admin_rate" => "3".to_owned(),
                 "listen" => "\"127.0.0.1:1\"".to_owned(),
                 "profile" => "\"default\"".to_owned(),
                 "format" => "\"json\"".to_owned(),

@@ -2,7 +2,7 @@
 //! consistent set with one atomic load, and the one function that re-reads the config file.
 //!
 //! **What it owns.** The runtime [`Settings`] (log filter, normalizer, learning rules, poll
-//! interval, fleet heartbeat and TTL) behind one `ArcSwap`: MatchPattern and LearnPattern load
+//! interval, fleet heartbeat and TTL, per-caller rate limits) behind one `ArcSwap`: MatchPattern and LearnPattern load
 //! the whole set once per request, lock-free, so a request never mixes an old threshold with a
 //! new normalizer. Tasks that sleep on a setting (the backstop poll, the fleet heartbeat) follow
 //! a `watch` channel and pick up a new value without a restart. The log filter goes through the
@@ -31,6 +31,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::{
+    auth::{RateLimit, RateLimiter},
     bus::fleet::FleetTiming,
     config::Config,
     config_file::{self, FileError, KEYS, KeyError},
@@ -53,6 +54,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     /// Fleet heartbeat and TTL.
     pub fleet: FleetTiming,
+    /// Per-caller limit of state-changing RPCs.
+    pub rate_limit: RateLimit,
     /// The effective configuration these settings come from (for diffs and status).
     pub config: Config,
 }
@@ -72,6 +75,10 @@ impl Settings {
             fleet: FleetTiming {
                 heartbeat: c.fleet_heartbeat,
                 ttl: c.fleet_ttl,
+            },
+            rate_limit: RateLimit {
+                per_second: c.auth.admin_rate,
+                burst: c.auth.admin_burst,
             },
             config: c.clone(),
         }
@@ -195,6 +202,8 @@ pub struct LiveConfig {
     poll: watch::Sender<Duration>,
     /// Fleet heartbeat and TTL, for the fleet task.
     fleet: watch::Sender<FleetTiming>,
+    /// The auth layer's rate limiter, once the server has one.
+    limiter: std::sync::OnceLock<Arc<RateLimiter>>,
     book: std::sync::Mutex<Book>,
     /// Serializes reloads (gRPC and SIGHUP at once), held across the file read so an older read
     /// never overwrites a newer one.
@@ -242,6 +251,7 @@ impl LiveConfig {
             path: base.config_file.clone(),
             poll: watch::channel(settings.poll_interval).0,
             fleet: watch::channel(settings.fleet).0,
+            limiter: std::sync::OnceLock::new(),
             settings: ArcSwap::from_pointee(settings),
             started: effective,
             base,
@@ -253,6 +263,11 @@ impl LiveConfig {
     /// The settings in effect: one atomic load, no lock.
     pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
         self.settings.load()
+    }
+
+    /// Gives the live config the rate limiter of the auth layer: `limits.*` changes apply to it.
+    pub fn attach_rate_limiter(&self, limiter: Arc<RateLimiter>) {
+        let _ = self.limiter.set(limiter);
     }
 
     /// Follows the poll interval.
@@ -330,6 +345,11 @@ impl LiveConfig {
         self.poll
             .send_if_modified(|v| replace(v, settings.poll_interval));
         self.fleet.send_if_modified(|v| replace(v, settings.fleet));
+        if settings.rate_limit != old.rate_limit
+            && let Some(limiter) = self.limiter.get()
+        {
+            limiter.set_limit(settings.rate_limit);
+        }
         self.settings.store(Arc::new(settings));
         let changed_file = book.generation.as_ref().map(|g| &g.content_hash) != Some(&hash);
         if changed_file {

@@ -106,7 +106,12 @@ impl Application {
             .await
             .with_context(|| format!("binding the gRPC listener on {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let (auth, tls, health_listener) = security(&config).await?;
+        // Shared with the live config, which applies `limits.*` changes to it.
+        let limiter = Arc::new(RateLimiter::new(RateLimit {
+            per_second: config.auth.admin_rate,
+            burst: config.auth.admin_burst,
+        }));
+        let (auth, tls, health_listener) = security(&config, Arc::clone(&limiter)).await?;
 
         let events = EventHub::new(config.event_capacity);
         let engine = Engine::start(
@@ -141,7 +146,11 @@ impl Application {
 
         let state = Arc::new(AppState {
             engine: engine.clone(),
-            live: Arc::new(LiveConfig::new(base, config.clone(), loaded.as_ref())),
+            live: Arc::new({
+                let live = LiveConfig::new(base, config.clone(), loaded.as_ref());
+                live.attach_rate_limiter(limiter);
+                live
+            }),
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),
@@ -393,6 +402,7 @@ impl Application {
 /// here, so a bad path stops startup with a message naming the flag.
 async fn security(
     config: &Config,
+    limiter: Arc<RateLimiter>,
 ) -> anyhow::Result<(
     AuthLayer,
     Option<Arc<ServerTls>>,
@@ -411,11 +421,7 @@ async fn security(
             );
         }
     }
-    let limiter = RateLimiter::new(RateLimit {
-        per_second: auth.admin_rate,
-        burst: auth.admin_burst,
-    });
-    let layer = AuthLayer::new(Arc::new(authenticator), Arc::new(limiter));
+    let layer = AuthLayer::new(Arc::new(authenticator), limiter);
     let tls = ServerTls::from_config(auth)?;
     let health = match auth.health_listen {
         Some(at) => {

@@ -196,5 +196,7 @@ pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
         fleet_heartbeat: Some(convert::duration(s.fleet.heartbeat)),
         fleet_ttl: Some(convert::duration(s.fleet.ttl)),
         restart_pending: state.live.restart_pending().iter().map(change_pb).collect(),
+        admin_rate: s.rate_limit.per_second,
+        admin_burst: s.rate_limit.burst,
     }
 }

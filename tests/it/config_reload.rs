@@ -549,3 +549,37 @@ async fn new_fleet_heartbeat_and_ttl_apply_without_a_restart() {
     let c = status(&app).await.config.expect("config");
     assert_eq!(c.fleet_ttl.expect("ttl").seconds, 5);
 }
+
+/// Per-caller rate limits change live: a caller held by the limit goes through once the file
+/// lifts it, and is held again when the file restores one (no fresh burst from a reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_change_without_a_restart() {
+    let (app, file) = spawn(
+        Backend::Sqlite,
+        "[limits]\nadmin_rate = 0.001\nadmin_burst = 3\n",
+    )
+    .await;
+    learn(&app, "quali workflow sono attivi", 0.95)
+        .await
+        .expect("1 of 3");
+    learn(&app, "quanti nodi nel cluster", 0.95)
+        .await
+        .expect("2 of 3");
+    // The reload itself is a state change: the third call of the burst.
+    file.write("[limits]\nadmin_rate = 0\nadmin_burst = 3\n");
+    let r = reload(&app, config_req()).await.expect("3 of 3");
+    assert_eq!(keys(&r.config_applied), ["limits.admin_rate"]);
+    for n in 0..5 {
+        learn(&app, &format!("report numero {n}"), 0.95)
+            .await
+            .expect("no limit now");
+    }
+    file.write("[limits]\nadmin_rate = 0.001\nadmin_burst = 1\n");
+    reload(&app, config_req()).await.expect("no limit yet");
+    let held = learn(&app, "ancora uno", 0.95)
+        .await
+        .expect_err("limited again, the bucket still empty");
+    assert_eq!(held.code(), Code::ResourceExhausted, "{held:?}");
+    let c = status(&app).await.config.expect("config");
+    assert_eq!((c.admin_rate, c.admin_burst), (0.001, 1));
+}
