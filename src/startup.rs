@@ -478,7 +478,7 @@ impl ConfigReloader {
     /// Re-reads and applies the config file; failures are logged (with every key at fault),
     /// counted in status and announced on WatchStatus, and leave the running config unchanged.
     pub async fn reload(&self, source: Source) -> Result<pb::ReloadResponse, tonic::Status> {
-        crate::api::reload_config(&self.0, source, false)
+        crate::api::reload_config(&self.0, source, false, "signal".into(), "SIGHUP")
             .await
             .map_err(tonic::Status::from)
     }

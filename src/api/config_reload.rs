@@ -21,6 +21,7 @@ pub(super) async fn reload(
     state: &AppState,
     req: pb::ReloadRequest,
     started: Instant,
+    caller: String,
 ) -> ApiResult<pb::ReloadResponse> {
     check_reason(&req.reason)?;
     let not_for_config =
@@ -40,19 +41,23 @@ pub(super) async fn reload(
     if !req.redis_url.is_empty() {
         return not_for_config("redis_url");
     }
-    let mut response = reload_config(state, Source::Grpc, req.validate_only).await?;
+    let mut response =
+        reload_config(state, Source::Grpc, req.validate_only, caller, &req.reason).await?;
     response.duration = Some(convert::duration(started.elapsed()));
     Ok(response)
 }
 
 /// Re-reads the config file and applies it (or, with `validate_only`, only reports what would
 /// change): the one path for gRPC and SIGHUP. Publishes reload events for target CONFIG (not
-/// for `validate_only`), and logs the outcome with every key at fault.
-#[instrument(skip(state), fields(target = "config", source = source.as_str()))]
+/// for `validate_only`), records it in the audit trail as `caller`, and logs the outcome with
+/// every key at fault.
+#[instrument(skip(state, reason), fields(target = "config", source = source.as_str()))]
 pub async fn reload_config(
     state: &AppState,
     source: Source,
     validate_only: bool,
+    caller: String,
+    reason: &str,
 ) -> ApiResult<pb::ReloadResponse> {
     let started = Instant::now();
     let announce = |kind: pb::EventKind, generation: Option<pb::GenerationInfo>, error: String| {
@@ -90,12 +95,37 @@ pub async fn reload_config(
                 Some(generation_pb(&outcome.current)),
                 String::new(),
             );
+            if !validate_only {
+                let generations = (outcome.generation_before, outcome.generation_after);
+                let took = started.elapsed();
+                super::audit::record_config_reload(
+                    state,
+                    caller,
+                    source,
+                    reason,
+                    generations,
+                    Ok(()),
+                    took,
+                );
+            }
             Ok(response(&outcome, validate_only))
         }
         Err(e) => {
             warn!(error = %e, validate_only, "config reload rejected; the running config is unchanged");
             if !matches!(e, ReloadError::NoFile) {
                 announce(pb::EventKind::ReloadFailed, None, e.to_string());
+                if !validate_only {
+                    let now = state.live.generation().map_or(0, |g| g.number);
+                    super::audit::record_config_reload(
+                        state,
+                        caller,
+                        source,
+                        reason,
+                        (now, now),
+                        Err(e.to_string()),
+                        started.elapsed(),
+                    );
+                }
             }
             Err(error(e))
         }

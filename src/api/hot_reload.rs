@@ -275,7 +275,7 @@ impl HotReload for HotReloadApi {
             return Ok(Response::new(result?));
         }
         if req.target == pb::Target::Config as i32 {
-            let response = super::config_reload::reload(&self.state, req, started).await?;
+            let response = super::config_reload::reload(&self.state, req, started, caller).await?;
             return Ok(Response::new(response));
         }
         let scope = reload_scope(&req)?;

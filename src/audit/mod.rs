@@ -52,9 +52,11 @@ pub mod action {
     pub const PATTERN_DISABLE: &str = "pattern_disable";
     /// DeletePattern.
     pub const PATTERN_DELETE: &str = "pattern_delete";
+    /// The config file re-read (`Reload(TARGET_CONFIG)` or SIGHUP), applied or rejected.
+    pub const CONFIG_RELOAD: &str = "config_reload";
 
     /// Every action, for filter validation.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         RELOAD,
         INVALIDATE,
         ROLLBACK,
@@ -66,6 +68,7 @@ pub mod action {
         PATTERN_APPROVE,
         PATTERN_DISABLE,
         PATTERN_DELETE,
+        CONFIG_RELOAD,
     ];
 }
 

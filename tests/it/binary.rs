@@ -237,6 +237,29 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
         .learn_pattern(learn(0.65))
         .await
         .expect("still threshold 0.6, still serving");
+    // Both SIGHUPs are in the audit trail, as the signal.
+    let audited = crate::helpers::eventually("two audited SIGHUP reloads", || {
+        let mut client = client.clone();
+        async move {
+            let rows = client
+                .list_audit(pb::ListAuditRequest {
+                    action: "config_reload".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .entries;
+            (rows.len() == 2).then_some(rows)
+        }
+    })
+    .await;
+    assert!(
+        audited
+            .iter()
+            .all(|r| r.caller == "signal" && r.source == "signal" && r.reason == "SIGHUP"),
+        "{audited:?}"
+    );
 
     drop((patterns, client, channel));
     signal(&child, "-TERM").await;

@@ -583,3 +583,56 @@ async fn rate_limits_change_without_a_restart() {
     let c = status(&app).await.config.expect("config");
     assert_eq!((c.admin_rate, c.admin_burst), (0.001, 1));
 }
+
+/// The audit trail records every attempted config reload: who, the config generations, and the
+/// keys at fault for a rejected file (validate_only and a missing --config are not changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reloads_are_audited() {
+    let (app, file) = spawn(Backend::Sqlite, "[learn]\nmin_chars = 3\n").await;
+    file.write("[learn]\nmin_chars = 4\n");
+    reload(&app, config_req()).await.expect("applied");
+    reload(
+        &app,
+        pb::ReloadRequest {
+            validate_only: true,
+            ..config_req()
+        },
+    )
+    .await
+    .expect("checked only");
+    file.write("[learn]\nmin_chars = 0\n");
+    reload(&app, config_req()).await.expect_err("rejected");
+    let req = pb::ListAuditRequest {
+        action: "config_reload".into(),
+        ..Default::default()
+    };
+    let rows = eventually("two config_reload rows", || {
+        let (mut client, req) = (app.reload.clone(), req.clone());
+        async move {
+            let rows = client.list_audit(req).await.ok()?.into_inner().entries;
+            (rows.len() >= 2).then_some(rows)
+        }
+    })
+    .await;
+    assert_eq!(rows.len(), 2, "validate_only is not recorded: {rows:?}");
+    let (applied, rejected) = if rows[0].result == "ok" {
+        (&rows[0], &rows[1])
+    } else {
+        (&rows[1], &rows[0])
+    };
+    assert_eq!(applied.result, "ok", "{rows:?}");
+    assert_eq!(
+        (applied.generation_before, applied.generation_after),
+        (1, 2)
+    );
+    assert_eq!(applied.target, "config");
+    assert_eq!(applied.source, "grpc");
+    assert_eq!(applied.reason, "test");
+    assert!(applied.caller.starts_with("loopback"), "{applied:?}");
+    assert_eq!(rejected.result, "failed");
+    assert!(rejected.error.contains("learn.min_chars"), "{rejected:?}");
+    assert_eq!(
+        (rejected.generation_before, rejected.generation_after),
+        (2, 2)
+    );
+}
