@@ -125,6 +125,27 @@ async fn migrate_command_and_bad_config_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported database URL"), "{err}");
+
+    // An invalid config file stops the start, naming every key at fault.
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[learn]\nmin_confidense = 0.5\n[poll]\nintervall = \"1s\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_hotplane"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("learn.min_confidense: unknown key") && err.contains("poll.intervall"),
+        "{err}"
+    );
 }
 
 /// Waits until `check` holds for this process's status.
