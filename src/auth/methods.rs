@@ -34,6 +34,8 @@ pub const ADMIN_METHODS: &[&str] = &[
     "/hotplane.v1.Patterns/DeletePattern",
     "/hotplane.v1.HotReload/Reload",
     "/hotplane.v1.HotReload/Rollback",
+    // Reads, but the audit trail says who changed what: operators only.
+    "/hotplane.v1.HotReload/ListAudit",
     "/hotplane.v1.Drain/StartDrain",
     "/hotplane.v1.Drain/StopDrain",
 ];

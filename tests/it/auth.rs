@@ -38,6 +38,7 @@ pub const RPCS: &[(&str, Need)] = &[
     ("DeletePattern", Need::Admin),
     ("Reload", Need::Admin),
     ("Rollback", Need::Admin),
+    ("ListAudit", Need::Admin),
     ("StartDrain", Need::Admin),
     ("StopDrain", Need::Admin),
 ];
@@ -162,6 +163,10 @@ pub async fn call(channel: &Channel, token: Option<&str>, rpc: &str) -> Result<(
                 },
                 t,
             ))
+            .await
+            .map(drop),
+        "ListAudit" => h
+            .list_audit(with_token(pb::ListAuditRequest::default(), t))
             .await
             .map(drop),
         "StopDrain" => d
@@ -676,4 +681,45 @@ async fn crafted_paths_do_not_bypass_the_scopes() {
         !drain.status.expect("status").draining,
         "nothing drained the server"
     );
+}
+
+/// The table above is every RPC of every hotplane service: an RPC added later must be given a
+/// scope here (and in `hotplane::auth`, or it stays admin-only).
+#[test]
+fn the_table_covers_every_rpc() {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let mut rpcs: Vec<String> = set
+        .file
+        .iter()
+        .filter(|f| f.package() == "hotplane.v1")
+        .flat_map(|f| f.service.iter())
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_owned()))
+        .collect();
+    rpcs.sort();
+    let mut table: Vec<String> = RPCS.iter().map(|(r, _)| r.to_string()).collect();
+    table.sort();
+    assert_eq!(rpcs, table, "classify new RPCs in RPCS (tests/it/auth.rs)");
+    for (rpc, need) in RPCS {
+        let path = set
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
+            .find_map(|(pkg, s)| {
+                s.method
+                    .iter()
+                    .any(|m| m.name() == *rpc)
+                    .then(|| format!("/{pkg}.{}/{rpc}", s.name()))
+            })
+            .expect("found above");
+        let want = match need {
+            Need::Read => hotplane::auth::Scope::Read,
+            Need::Admin => hotplane::auth::Scope::Admin,
+        };
+        assert_eq!(
+            hotplane::auth::access(&path),
+            hotplane::auth::Access::Scoped(want),
+            "{path}"
+        );
+    }
 }
