@@ -151,6 +151,7 @@ impl Application {
                 live.attach_rate_limiter(limiter);
                 live
             }),
+            security: crate::auth::Security { tls: tls.clone() },
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),

@@ -50,6 +50,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The runtime settings (normalizer, learning rules, ...) and the config file reload.
     pub live: Arc<LiveConfig>,
+    /// What a config reload changes in the auth layer: rate limits, TLS certificates.
+    pub security: crate::auth::Security,
     /// Hit counters.
     pub hits: Arc<HitCounter>,
     /// This process's unique id.

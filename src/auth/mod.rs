@@ -22,11 +22,19 @@ pub use config::{AuthConfig, JwtAlgorithm, JwtSecret};
 pub use layer::{AuthLayer, AuthService};
 pub use limit::{RateLimit, RateLimiter};
 pub use methods::{ADMIN_METHODS, Access, READ_METHODS, access};
-pub use tls::{ServerTls, certificate_subject};
+pub use tls::{Loaded as LoadedTls, ServerTls, certificate_subject};
 pub use tokens::{TokenFile, hash_token};
 
 use jwt::JwtVerifier;
 use tokens::Credentials;
+
+/// What a config reload can change in the security layer: the TLS certificates (credentials
+/// are read at start; the rate limit is applied by [`crate::live_config`]).
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// TLS of the gRPC port, when on.
+    pub tls: Option<std::sync::Arc<ServerTls>>,
+}
 
 /// A permission an RPC may require.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -53,7 +53,15 @@ struct Files {
 #[derive(Debug)]
 pub struct ServerTls {
     files: Files,
-    current: ArcSwap<ServerConfig>,
+    current: ArcSwap<Loaded>,
+}
+
+/// A loaded rustls config and what it serves, to report a reload's change.
+#[derive(Debug)]
+pub struct Loaded {
+    config: Arc<ServerConfig>,
+    /// The server certificate: subject, expiry and SHA-256 fingerprint (prefix).
+    pub description: String,
 }
 
 impl ServerTls {
@@ -69,17 +77,36 @@ impl ServerTls {
             client_ca: config.tls_client_ca_file.clone(),
             client_cert_optional: config.tls_client_cert_optional,
         };
-        let current = ArcSwap::from_pointee(rustls_config(&files)?);
+        let current = ArcSwap::from_pointee(load(&files)?);
         Ok(Some(Arc::new(ServerTls { files, current })))
     }
 
     /// Re-reads the files and uses them for every new connection. On any error the running
     /// certificates stay in use, and the error says which file is wrong.
     pub fn reload(&self) -> anyhow::Result<()> {
-        let config = rustls_config(&self.files)?;
-        self.current.store(Arc::new(config));
-        info!(cert = %self.files.cert.display(), "TLS certificates reloaded");
+        let loaded = self.prepare()?;
+        self.install(loaded);
         Ok(())
+    }
+
+    /// Reads and checks the files without using them (a config reload checks everything
+    /// before it changes anything).
+    pub fn prepare(&self) -> anyhow::Result<Loaded> {
+        load(&self.files)
+    }
+
+    /// Uses a prepared config for every new connection; returns the running certificate's
+    /// description and the new one's.
+    pub fn install(&self, loaded: Loaded) -> (String, String) {
+        let new = loaded.description.clone();
+        let old = self.current.swap(Arc::new(loaded));
+        info!(cert = %self.files.cert.display(), old = %old.description, new = %new, "TLS certificates reloaded");
+        (old.description.clone(), new)
+    }
+
+    /// The running server certificate: subject, expiry and fingerprint.
+    pub fn describe(&self) -> String {
+        self.current.load().description.clone()
     }
 
     /// Accepts TCP connections on `listener` and yields them once their TLS handshake is done,
@@ -110,7 +137,7 @@ impl ServerTls {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = TlsAcceptor::from(self.current.load_full());
+                let acceptor = TlsAcceptor::from(Arc::clone(&self.current.load().config));
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -130,8 +157,9 @@ impl ServerTls {
 
 /// Builds the rustls server config from the files: the certificate chain and key, client
 /// certificates verified against the CA when one is set, HTTP/2 by ALPN (gRPC needs it).
-fn rustls_config(files: &Files) -> anyhow::Result<ServerConfig> {
+fn load(files: &Files) -> anyhow::Result<Loaded> {
     let certs = read_certs(&files.cert, "--tls-cert-file")?;
+    let description = describe(&certs[0]);
     let key_pem = read(&files.key, "--tls-key-file")?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         anyhow::anyhow!(
@@ -176,7 +204,31 @@ fn rustls_config(files: &Files) -> anyhow::Result<ServerConfig> {
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok(Loaded {
+        config: Arc::new(config),
+        description,
+    })
+}
+
+/// `CN=localhost, expires 2026-11-25T12:00:00Z, sha256 1a2b3c4d5e6f7a8b`: enough to tell two
+/// certificates apart in a reload answer and a log line.
+fn describe(cert: &CertificateDer<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let fingerprint = hex::encode(&Sha256::digest(cert.as_ref())[..8]);
+    match x509_cert::Certificate::from_der(cert.as_ref()) {
+        Ok(c) => {
+            let tbs = &c.tbs_certificate;
+            let secs = tbs.validity.not_after.to_unix_duration().as_secs();
+            let expires = i64::try_from(secs)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map_or_else(String::new, |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                });
+            format!("{}, expires {expires}, sha256 {fingerprint}", tbs.subject)
+        }
+        Err(_) => format!("sha256 {fingerprint}"),
+    }
 }
 
 fn read(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {

@@ -723,3 +723,65 @@ fn the_table_covers_every_rpc() {
         );
     }
 }
+
+fn config_reload_req() -> pb::ReloadRequest {
+    pb::ReloadRequest {
+        target: pb::Target::Config.into(),
+        reason: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// The rate limit is a live key of the config file: a reload applies it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_change_live_with_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = tokens_file(dir.path(), json!({}));
+    let file = dir.path().join("hotplane.toml");
+    std::fs::write(&file, "[limits]\nadmin_rate = 0.0003\nadmin_burst = 1\n").expect("write");
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.auth.auth_tokens_file = Some(tokens);
+        c.config_file = Some(file.clone());
+    })
+    .await;
+    let ch = channel_to(app.addr).await;
+    call(&ch, Some(ADMIN_TOKEN), "Reload")
+        .await
+        .expect("the burst of one");
+    let err = call(&ch, Some(ADMIN_TOKEN), "Reload")
+        .await
+        .expect_err("limited");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    std::fs::write(&file, "[limits]\nadmin_rate = 0.0\nadmin_burst = 1\n").expect("rewrite");
+    let answer = HotReloadClient::new(ch.clone())
+        .reload(with_token(config_reload_req(), Some(OTHER_ADMIN_TOKEN)))
+        .await
+        .expect("another admin reloads the config")
+        .into_inner();
+    let applied: Vec<&str> = answer
+        .config_applied
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(applied, ["limits.admin_rate"], "{answer:?}");
+    for _ in 0..5 {
+        call(&ch, Some(ADMIN_TOKEN), "Reload")
+            .await
+            .expect("no limit any more");
+    }
+
+    std::fs::write(&file, "[limits]\nadmin_rate = -1.0\n").expect("rewrite");
+    let err = HotReloadClient::new(ch.clone())
+        .reload(with_token(config_reload_req(), Some(OTHER_ADMIN_TOKEN)))
+        .await
+        .expect_err("a negative rate");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let field = err
+        .get_details_bad_request()
+        .expect("BadRequest")
+        .field_violations[0]
+        .field
+        .clone();
+    assert_eq!(field, "limits.admin_rate");
+}

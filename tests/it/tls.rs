@@ -384,9 +384,26 @@ async fn bad_tls_files_stop_startup_naming_the_flag() {
     assert!(format!("{err:#}").contains("tls-client-ca-file"), "{err:#}");
 }
 
-/// Certificates rotate without a restart: after the files are replaced and reloaded, new
-/// connections get the new certificate, open ones keep working, and a bad file keeps the
-/// running certificate.
+/// `Reload(TARGET_CONFIG)` (or SIGHUP) on the same server: the TLS files are re-read, also
+/// without a config file.
+async fn reload_config(
+    ch: &Channel,
+    validate_only: bool,
+) -> Result<hotplane::pb::ReloadResponse, tonic::Status> {
+    hotplane::pb::hot_reload_client::HotReloadClient::new(ch.clone())
+        .reload(hotplane::pb::ReloadRequest {
+            target: hotplane::pb::Target::Config.into(),
+            validate_only,
+            reason: "rotate".into(),
+            ..Default::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Certificates rotate without a restart: `Reload(TARGET_CONFIG)` re-reads the files; new
+/// connections get the new certificate, open ones keep working, the answer names the change,
+/// and a bad file changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing() {
     let (old, new) = (Pki::make().await, Pki::make().await);
@@ -404,10 +421,33 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
     .await;
     let open = server.tls_channel(old.client(None)).await.expect("old CA");
     wait_serving(&HealthClient::new(open.clone())).await;
+    let same = reload_config(&open, false)
+        .await
+        .expect("nothing to change");
+    assert!(!same.changed && same.config_applied.is_empty(), "{same:?}");
 
     install(&new);
-    let tls = server.tls.clone().expect("TLS on");
-    tls.reload().expect("new files load");
+    let checked = reload_config(&open, true).await.expect("validate_only");
+    assert_eq!(
+        checked.config_applied[0].key, "tls.cert_file",
+        "{checked:?}"
+    );
+    let still_old = server.tls_channel(new.client(None)).await;
+    assert!(
+        match still_old {
+            Ok(ch) => call(&ch, None, "GetStatus").await.is_err(),
+            Err(_) => true,
+        },
+        "validate_only changes nothing"
+    );
+    let answer = reload_config(&open, false).await.expect("reload");
+    let change = &answer.config_applied[0];
+    assert_eq!(change.key, "tls.cert_file");
+    assert!(
+        change.old_value.contains("CN=localhost") && change.new_value.contains("sha256"),
+        "{change:?}"
+    );
+    assert_ne!(change.old_value, change.new_value);
     call(&open, None, "GetStatus")
         .await
         .expect("an open connection keeps working");
@@ -428,12 +468,16 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
     );
 
     std::fs::write(live.path().join("server.key"), "not a key").expect("break the key");
-    let err = tls.reload().expect_err("a bad key is refused");
-    assert!(format!("{err:#}").contains("--tls-key-file"), "{err:#}");
+    let err = reload_config(&fresh, false)
+        .await
+        .expect_err("a bad key is refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--tls-key-file"), "{err:?}");
     let still = server
         .tls_channel(new.client(None))
         .await
         .expect("the running certificate stays");
     call(&still, None, "GetStatus").await.expect("served");
+    assert!(server.tls.is_some());
     server.stop().await;
 }
