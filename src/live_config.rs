@@ -475,15 +475,18 @@ async fn check_rekey(
         let mut count = 0usize;
         let mut examples = Vec::new();
         for row in served.rows() {
-            let stored = row.normalized_pattern.as_str();
-            if before.normalize(&row.pattern) != stored {
+            let stored = row.normalized_pattern();
+            if before.normalize(row.pattern()) != stored {
                 continue; // keyed by some other normalizer already; this change does not break it
             }
-            let rekeyed = after.normalize(&row.pattern);
+            let rekeyed = after.normalize(row.pattern());
             if rekeyed != stored {
                 count += 1;
                 if examples.len() < REKEY_EXAMPLES {
-                    examples.push(format!("id {} {stored:?} would become {rekeyed:?}", row.id));
+                    examples.push(format!(
+                        "id {} {stored:?} would become {rekeyed:?}",
+                        row.id()
+                    ));
                 }
             }
         }

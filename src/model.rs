@@ -81,8 +81,11 @@ pub struct PatternRow {
     pub enabled: bool,
     /// Review state.
     pub status: PatternStatus,
-    /// JSON payload returned with a match: an object, or `Null` when none.
-    pub metadata: serde_json::Value,
+    /// JSON payload returned with a match: the text of a JSON object as the store returns it
+    /// (PostgreSQL's `jsonb` output form; SQLite's stored text), or `None`. Kept as text: parsed
+    /// only when a response carries it, hashed as bytes (see BENCHMARKS.md for what a parsed
+    /// `serde_json::Value` per row cost).
+    pub metadata: Option<String>,
     /// Last change time.
     pub updated_at: DateTime<Utc>,
     /// Store revision of the row's last change (maintained by database triggers).
@@ -95,6 +98,76 @@ impl PatternRow {
         self.enabled && self.status == PatternStatus::Approved
     }
 
+    /// Checks the invariants a served row must hold (see [`RowRef::check_invariants`]).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.as_ref().check_invariants()
+    }
+
+    /// The row's served columns, borrowed.
+    pub fn as_ref(&self) -> RowRef<'_> {
+        RowRef {
+            id: self.id,
+            pattern: &self.pattern,
+            normalized_pattern: &self.normalized_pattern,
+            category: &self.category,
+            confidence: self.confidence,
+            times_used: self.times_used,
+            times_correct: self.times_correct,
+            accuracy: self.accuracy,
+            created_at_micros: self.created_at.timestamp_micros(),
+            created_by: &self.created_by,
+            served: self.is_served(),
+            metadata: self.metadata.as_deref(),
+            revision: self.revision,
+        }
+    }
+
+    /// The metadata parsed, `Null` when none.
+    pub fn metadata_json(&self) -> serde_json::Value {
+        metadata_json(self.metadata.as_deref())
+    }
+}
+
+/// Metadata text parsed into a JSON value; `Null` for none (and, defensively, for text that
+/// does not parse: stores check it when they read it).
+pub fn metadata_json(text: Option<&str>) -> serde_json::Value {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The columns of a row that the snapshot keeps or checks, borrowed from wherever the row was
+/// decoded (a [`PatternRow`], or a database row during a full load, without a copy).
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    /// Primary key.
+    pub id: i64,
+    /// Raw query text.
+    pub pattern: &'a str,
+    /// Normalized text (the lookup key).
+    pub normalized_pattern: &'a str,
+    /// Category.
+    pub category: &'a str,
+    /// Confidence, 0..1.
+    pub confidence: f64,
+    /// Times matched.
+    pub times_used: i64,
+    /// Times confirmed correct.
+    pub times_correct: i64,
+    /// Accuracy, 0..1.
+    pub accuracy: f64,
+    /// Creation time, microseconds since the Unix epoch.
+    pub created_at_micros: i64,
+    /// Who created the row.
+    pub created_by: &'a str,
+    /// `enabled AND status = 'approved'`.
+    pub served: bool,
+    /// Metadata JSON object text, or `None`.
+    pub metadata: Option<&'a str>,
+    /// Store revision of the row's last change.
+    pub revision: i64,
+}
+
+impl RowRef<'_> {
     /// Checks the invariants a served row must hold. A load containing a served row that breaks
     /// one is rejected as a whole, so the error names the row and the rule.
     pub fn check_invariants(&self) -> Result<(), String> {
@@ -127,11 +200,26 @@ impl PatternRow {
                 self.times_correct, self.times_used
             ));
         }
-        if !(self.metadata.is_object() || self.metadata.is_null()) {
+        if let Some(m) = self.metadata
+            && !m.trim_start().starts_with('{')
+        {
             return bad("metadata is not a JSON object");
         }
         Ok(())
     }
+}
+
+/// Metadata text as read from a store: `None` for SQL NULL and for JSON `null`; otherwise the
+/// text, which must be valid JSON (checked without building a tree). Whether it is an object is
+/// an invariant of served rows ([`RowRef::check_invariants`]).
+pub fn metadata_text(id: i64, text: Option<&str>) -> Result<Option<&str>, String> {
+    let Some(text) = text else { return Ok(None) };
+    if text.trim() == "null" {
+        return Ok(None);
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| format!("pattern id {id}: metadata is not valid JSON: {e}"))?;
+    Ok(Some(text))
 }
 
 /// A pattern to learn, already validated against the learning rules.

@@ -24,6 +24,12 @@ pub fn json_to_struct(v: &Json) -> Option<Struct> {
     }
 }
 
+/// Metadata text (a JSON object, as the snapshot and the store keep it) as a protobuf `Struct`;
+/// `None` for none, and for text that is not a JSON object (checked when it was loaded).
+pub fn json_text_to_struct(text: Option<&str>) -> Option<Struct> {
+    json_to_struct(&serde_json::from_str(text?).ok()?)
+}
+
 /// A protobuf `Struct` as a JSON object.
 pub fn struct_to_json(s: &Struct) -> Json {
     Json::Object(

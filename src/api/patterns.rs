@@ -19,7 +19,7 @@ use crate::{
     model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
     normalize::Normalizer,
     pb::{self, patterns_server::Patterns},
-    snapshot::PatternSnapshot,
+    snapshot::{PatternSnapshot, Row},
     store::ListQuery,
 };
 
@@ -48,7 +48,7 @@ impl PatternsApi {
             return (None, normalized);
         }
         let found = snap.lookup(&normalized, min_confidence).map(|row| {
-            self.state.hits.record(row.id);
+            self.state.hits.record(row.id());
             matched_pb(row)
         });
         (found, normalized)
@@ -165,14 +165,14 @@ fn check_min_generation(served: u64, wanted: u64) -> ApiResult<()> {
     Ok(())
 }
 
-fn matched_pb(row: &PatternRow) -> pb::MatchedPattern {
+fn matched_pb(row: Row<'_>) -> pb::MatchedPattern {
     pb::MatchedPattern {
-        id: row.id,
-        normalized_pattern: row.normalized_pattern.clone(),
-        category: row.category.clone(),
-        confidence: row.confidence,
-        accuracy: row.accuracy,
-        metadata: convert::json_to_struct(&row.metadata),
+        id: row.id(),
+        normalized_pattern: row.normalized_pattern().to_owned(),
+        category: row.category().to_owned(),
+        confidence: row.confidence(),
+        accuracy: row.accuracy(),
+        metadata: convert::json_text_to_struct(row.metadata()),
     }
 }
 
@@ -200,7 +200,7 @@ fn pattern_pb(row: &PatternRow) -> pb::Pattern {
         created_by: row.created_by.clone(),
         enabled: row.enabled,
         status: status_pb(&row.status).into(),
-        metadata: convert::json_to_struct(&row.metadata),
+        metadata: convert::json_text_to_struct(row.metadata.as_deref()),
         updated_at: Some(convert::timestamp(row.updated_at)),
         revision: row.revision,
     }

@@ -388,7 +388,7 @@ async fn build_plan(
             // Rows that did not change are shared with the current snapshot (and so with the
             // retained generations), and the counts come out of the same pass.
             let (next, counts) =
-                off_thread(move || PatternSnapshot::from_rows_after(&prev, full.rows)).await?;
+                off_thread(move || PatternSnapshot::from_records_after(&prev, full.rows)).await?;
             (
                 Arc::new(next),
                 counts,

@@ -23,7 +23,10 @@ pub use audit::{AuditFilter, AuditRow};
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{NewPattern, PatternRow, PatternStatus};
+use crate::{
+    model::{NewPattern, PatternRow, PatternStatus},
+    snapshot::Records,
+};
 
 /// Where a load left off; the next delta reads what changed after it. Opaque to callers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +44,11 @@ pub enum Cursor {
 }
 
 /// Every served row (`enabled AND status = 'approved'`), read in one consistent snapshot.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FullLoad {
-    /// The served rows, in no particular order.
-    pub rows: Vec<PatternRow>,
+    /// The served rows, in no particular order, packed as the snapshot keeps them (decoded
+    /// straight from the driver's rows: no `PatternRow` is made per row).
+    pub rows: Records,
     /// Where the next delta starts.
     pub cursor: Cursor,
     /// The store revision: the newest change (row or tombstone) visible to this load.

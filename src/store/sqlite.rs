@@ -20,11 +20,15 @@ use sqlx::{
         SqliteSynchronous,
     },
 };
+use tokio_stream::StreamExt;
 
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
 };
-use crate::model::{NewPattern, PatternRow, PatternStatus};
+use crate::{
+    model::{NewPattern, PatternRow, PatternStatus, RowRef},
+    snapshot::Records,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -84,13 +88,7 @@ fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
     };
     let status: &str = row.try_get(at + 12).map_err(get)?;
     let metadata: Option<&str> = row.try_get(at + 13).map_err(get)?;
-    let metadata = match metadata {
-        None => serde_json::Value::Null,
-        Some(text) => serde_json::from_str(text).map_err(|e| StoreError::BadRow {
-            id,
-            reason: format!("metadata is not valid JSON: {e}"),
-        })?,
-    };
+    let metadata = checked_metadata(id, metadata)?.map(str::to_owned);
     Ok(PatternRow {
         id,
         pattern: row.try_get(at + 1).map_err(get)?,
@@ -107,6 +105,40 @@ fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
         status: PatternStatus::parse(status),
         metadata,
         updated_at: row.try_get(at + 14).map_err(get)?,
+        revision: row.try_get(at + 15).map_err(get)?,
+    })
+}
+
+/// Metadata text as stored, checked to be JSON (any text can be stored in SQLite).
+fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&str>, StoreError> {
+    crate::model::metadata_text(id, text).map_err(|reason| StoreError::BadRow { id, reason })
+}
+
+/// The served columns of `columns!()` at `at`, borrowed from the row (see the PostgreSQL
+/// store's `decode_ref_at`; SQLite's dynamic types are still checked by `try_get`).
+fn decode_ref_at(row: &SqliteRow, at: usize) -> Result<RowRef<'_>, StoreError> {
+    const WHAT: &str = "decoding a pattern row";
+    let id: i64 = row.try_get(at).map_err(q(WHAT))?;
+    let get = |e| StoreError::Query {
+        what: WHAT,
+        source: e,
+    };
+    let enabled: bool = row.try_get(at + 11).map_err(get)?;
+    let status: &str = row.try_get(at + 12).map_err(get)?;
+    let created_at: DateTime<Utc> = row.try_get(at + 8).map_err(get)?;
+    Ok(RowRef {
+        id,
+        pattern: row.try_get(at + 1).map_err(get)?,
+        normalized_pattern: row.try_get(at + 2).map_err(get)?,
+        category: row.try_get(at + 3).map_err(get)?,
+        confidence: row.try_get(at + 4).map_err(get)?,
+        times_used: row.try_get(at + 5).map_err(get)?,
+        times_correct: row.try_get(at + 6).map_err(get)?,
+        accuracy: row.try_get(at + 7).map_err(get)?,
+        created_at_micros: created_at.timestamp_micros(),
+        created_by: row.try_get(at + 10).map_err(get)?,
+        served: enabled && status == "approved",
+        metadata: checked_metadata(id, row.try_get(at + 13).map_err(get)?)?,
         revision: row.try_get(at + 15).map_err(get)?,
     })
 }
@@ -195,17 +227,28 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(q(WHAT))?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            columns!(),
-            " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(q(WHAT))?;
+        // Streamed: each row is packed as it arrives and the driver's copy freed.
+        let mut rows = Records::new();
+        {
+            let mut stream = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
+            ))
+            .fetch(&mut *tx);
+            let mut at = None;
+            while let Some(row) = stream.next().await {
+                let row = row.map_err(q(WHAT))?;
+                let at = match at {
+                    Some(at) => at,
+                    None => *at.insert(columns_at(&row)?),
+                };
+                rows.push(decode_ref_at(&row, at)?);
+            }
+        }
         tx.commit().await.map_err(q(WHAT))?;
         Ok(FullLoad {
-            rows: decode_all(&rows)?,
+            rows,
             cursor: Cursor::Sqlite { revision },
             revision,
         })
@@ -353,7 +396,7 @@ impl SqliteStore {
                 let same = row.normalized_pattern == p.normalized_pattern
                     && row.category == p.category
                     && row.confidence.to_bits() == p.confidence.to_bits()
-                    && row.metadata == p.metadata;
+                    && row.metadata_json() == p.metadata;
                 if same {
                     LearnOutcome {
                         row,

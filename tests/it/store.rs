@@ -63,6 +63,18 @@ fn ids<'a>(rows: impl IntoIterator<Item = &'a hotplane::model::PatternRow>) -> B
     rows.into_iter().map(|r| r.id).collect()
 }
 
+/// The snapshot a full load builds (the rows it serves, as the engine keeps them).
+fn snapshot_of(full: hotplane::store::FullLoad) -> hotplane::snapshot::PatternSnapshot {
+    hotplane::snapshot::PatternSnapshot::from_records_after(&Default::default(), full.rows)
+        .expect("a valid load")
+        .0
+}
+
+/// The ids a snapshot serves.
+fn served_ids(snap: &hotplane::snapshot::PatternSnapshot) -> BTreeSet<i64> {
+    snap.rows().map(|r| r.id()).collect()
+}
+
 /// A time both backends store exactly (whole milliseconds).
 fn at(secs: i64, millis: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5)
@@ -117,7 +129,7 @@ async fn crud_and_listing(db: TestDb) {
     assert_eq!(upd.row.id, made[1].id);
     assert_eq!(upd.row.pattern, "Query 1?", "the raw text of the row stays");
     assert_eq!(upd.row.category, "gamma");
-    assert_eq!(upd.row.metadata, json!({"action": "x"}));
+    assert_eq!(upd.row.metadata_json(), json!({"action": "x"}));
     assert_eq!(
         upd.row.status,
         PatternStatus::Pending,
@@ -230,28 +242,50 @@ async fn full_load_serves_only_approved_enabled_rows(db: TestDb) {
         .expect("exists");
 
     let full = store.load_full().await.expect("load_full");
-    assert_eq!(ids(&full.rows), ids([&served, &plain]));
-    let got = full
-        .rows
-        .iter()
-        .find(|r| r.id == served.id)
-        .expect("served row");
-    assert_eq!(got.metadata, meta, "metadata round-trips as JSON");
-    assert_eq!(got, &served);
-    let got_plain = full.rows.iter().find(|r| r.id == plain.id).expect("plain");
-    assert_eq!(got_plain.metadata, serde_json::Value::Null);
-    for row in &full.rows {
-        row.check_invariants()
+    let revision = full.revision;
+    let snap = snapshot_of(full);
+    assert_eq!(served_ids(&snap), ids([&served, &plain]));
+    let got = snap.get(served.id).expect("served row");
+    assert_eq!(
+        hotplane::model::metadata_json(got.metadata()),
+        meta,
+        "metadata round-trips as JSON"
+    );
+    assert_eq!(served.metadata_json(), meta);
+    assert_eq!(got.metadata(), served.metadata.as_deref());
+    assert_eq!(
+        (got.pattern(), got.normalized_pattern(), got.category()),
+        (
+            served.pattern.as_str(),
+            served.normalized_pattern.as_str(),
+            served.category.as_str()
+        )
+    );
+    assert_eq!(
+        got.content_hash(),
+        hotplane::snapshot::content_hash(&served.as_ref()),
+        "a full load and a row read by id hash alike"
+    );
+    let got_plain = snap.get(plain.id).expect("plain");
+    assert_eq!(got_plain.metadata(), None);
+    for row in snap.rows() {
+        let stored = store.get(row.id()).await.expect("get").expect("exists");
+        stored
+            .check_invariants()
             .expect("served rows hold the invariants");
-        assert!(row.is_served());
-        assert!((Utc::now() - row.created_at).num_minutes().abs() < 10);
-        assert!(row.updated_at >= row.created_at);
-        assert!(row.revision <= full.revision);
+        assert!(stored.is_served());
+        assert!((Utc::now() - stored.created_at).num_minutes().abs() < 10);
+        assert_eq!(
+            row.created_at_micros(),
+            stored.created_at.timestamp_micros()
+        );
+        assert!(stored.updated_at >= stored.created_at);
+        assert!(row.revision() <= revision);
     }
-    assert_eq!(full.revision, store.revision().await.expect("revision"));
+    assert_eq!(revision, store.revision().await.expect("revision"));
     // The rejected row was the last write: the store revision is its revision.
     let last = store.get(rejected.id).await.expect("get").expect("exists");
-    assert_eq!(full.revision, last.revision);
+    assert_eq!(revision, last.revision);
     store.close().await;
 }
 
@@ -615,8 +649,13 @@ async fn pg_legacy_table_is_adopted_in_place() {
     );
 
     let full = store.load_full().await.expect("load_full");
-    assert_eq!(ids(&full.rows), BTreeSet::from([1, 2, 3]), "{full:?}");
-    let row = |id| full.rows.iter().find(|r| r.id == id).expect("row");
+    let cursor = full.cursor.clone();
+    assert_eq!(served_ids(&snapshot_of(full)), BTreeSet::from([1, 2, 3]));
+    let mut rows = std::collections::BTreeMap::new();
+    for id in 1..=3 {
+        rows.insert(id, store.get(id).await.expect("get").expect("exists"));
+    }
+    let row = |id| &rows[&id];
     assert_eq!(
         row(1).created_at,
         Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, 0)
@@ -645,7 +684,7 @@ async fn pg_legacy_table_is_adopted_in_place() {
         ("", 0.0, 0, 0.0)
     );
     assert_eq!((nulls.created_by.as_str(), nulls.last_used_at), ("", None));
-    assert_eq!(nulls.metadata, serde_json::Value::Null);
+    assert_eq!(nulls.metadata, None);
     assert_eq!(nulls.revision, 0, "legacy rows predate every cursor");
     let odd = store.get(4).await.expect("get").expect("exists");
     assert_eq!(odd.status, PatternStatus::Other("weird".into()));
@@ -699,7 +738,7 @@ async fn pg_legacy_table_is_adopted_in_place() {
         "DELETE FROM {schema}.auto_learned_patterns WHERE id = 2"
     ))
     .await;
-    let delta = store.load_delta(&full.cursor).await.expect("delta");
+    let delta = store.load_delta(&cursor).await.expect("delta");
     assert_eq!(ids(&delta.changed), BTreeSet::from([1]));
     assert_eq!(delta.deleted, vec![2]);
 
@@ -747,7 +786,7 @@ async fn sqlite_in_memory_store_keeps_its_data() {
         .expect("learn")
         .row;
     let full = store.load_full().await.expect("load_full");
-    assert_eq!(ids(&full.rows), BTreeSet::from([row.id]));
+    assert_eq!(served_ids(&snapshot_of(full)), BTreeSet::from([row.id]));
     store.close().await;
 }
 

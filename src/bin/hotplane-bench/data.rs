@@ -190,7 +190,7 @@ fn row(
         created_by: if rng.chance(0.8) { "llm" } else { "manual" }.to_owned(),
         enabled,
         status,
-        metadata,
+        metadata: (!metadata.is_null()).then(|| metadata.to_string()),
         updated_at: created_at,
         revision: 0,
     }

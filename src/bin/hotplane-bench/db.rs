@@ -387,8 +387,8 @@ fn csv_row(buf: &mut String, r: &PatternRow) {
     let _ = write!(buf, ",{},", r.enabled);
     quoted(buf, r.status.as_str());
     buf.push(',');
-    if !r.metadata.is_null() {
-        quoted(buf, &r.metadata.to_string());
+    if let Some(m) = &r.metadata {
+        quoted(buf, m);
     }
     buf.push('\n');
 }
@@ -425,7 +425,7 @@ async fn insert_rows(pool: &SqlitePool, rows: &[PatternRow]) -> anyhow::Result<(
                 .bind(&r.created_by)
                 .bind(r.enabled)
                 .bind(r.status.as_str())
-                .bind((!r.metadata.is_null()).then(|| r.metadata.to_string()));
+                .bind(r.metadata.clone());
         }
         q.execute(&mut *tx).await.context("inserting rows")?;
     }

@@ -137,10 +137,10 @@ pub fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Figure>>
             let full = time_batches(queries, batches, |q| {
                 snapshot
                     .lookup(&normalizer.normalize(q), None)
-                    .map(|r| r.id as usize)
+                    .map(|r| r.id() as usize)
             });
             let lookup_only = time_batches(&normalized, batches, |k| {
-                snapshot.lookup(k, None).map(|r| r.id as usize)
+                snapshot.lookup(k, None).map(|r| r.id() as usize)
             });
             let normalize_only = time_batches(queries, batches, |q| {
                 Some(black_box(normalizer.normalize(q)).len())

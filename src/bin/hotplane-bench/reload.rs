@@ -176,8 +176,8 @@ impl Case<'_> {
         let prev = std::sync::Arc::clone(&engine.current().snapshot);
         let (build, dropped) = tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
-            let (next, _) =
-                PatternSnapshot::from_rows_after(&prev, load.rows).map_err(anyhow::Error::msg)?;
+            let (next, _) = PatternSnapshot::from_records_after(&prev, load.rows)
+                .map_err(anyhow::Error::msg)?;
             let build = stats::ms(t0.elapsed());
             // What freeing a generation costs once it expires (the engine does it on the
             // blocking pool): its index, and none of the rows it shares with `prev`.
@@ -351,11 +351,7 @@ impl Case<'_> {
             .iter()
             .map(|r| {
                 let text = r.pattern.len() + r.normalized_pattern.len() + r.category.len();
-                let json = if r.metadata.is_null() {
-                    0
-                } else {
-                    r.metadata.to_string().len()
-                };
+                let json = r.metadata.as_ref().map_or(0, String::len);
                 text + r.created_by.len() + json + 9 * 8
             })
             .sum::<usize>() as f64

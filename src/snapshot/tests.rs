@@ -1,0 +1,364 @@
+//! Snapshot behaviour: duplicates, deltas, folding and full loads agree with a fresh build.
+
+use super::*;
+use crate::model::PatternRow;
+use crate::model::PatternStatus;
+use chrono::{TimeZone, Utc};
+
+fn row(id: i64, norm: &str, accuracy: f64, used: i64) -> PatternRow {
+    PatternRow {
+        id,
+        pattern: format!("raw {id}"),
+        normalized_pattern: norm.into(),
+        category: "cat".into(),
+        confidence: 0.95,
+        times_used: used,
+        times_correct: 0,
+        accuracy,
+        created_at: Utc
+            .timestamp_opt(1_700_000_000 + id, 0)
+            .single()
+            .unwrap_or_default(),
+        last_used_at: None,
+        created_by: "llm".into(),
+        enabled: true,
+        status: PatternStatus::Approved,
+        metadata: None,
+        updated_at: Utc::now(),
+        revision: id,
+    }
+}
+
+#[test]
+fn duplicates_resolve_to_the_best_row_in_any_input_order() {
+    let rows = [
+        row(1, "ciao", 0.5, 100),
+        row(2, "ciao", 0.9, 1),
+        row(3, "ciao", 0.9, 5),
+        row(4, "ciao", 0.9, 5), // same accuracy and use as 3 but newer
+    ];
+    for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+        let input = perm.iter().map(|&i| rows[i].clone()).collect();
+        let snap = PatternSnapshot::from_rows(input).expect("valid");
+        assert_eq!(snap.lookup("ciao", None).map(|r| r.id()), Some(4));
+        assert!(snap.is_winner(4) && !snap.is_winner(1));
+    }
+}
+
+#[test]
+fn removing_the_winner_promotes_the_next_best() {
+    let snap =
+        PatternSnapshot::from_rows(vec![row(1, "x", 0.2, 0), row(2, "x", 0.8, 0)]).expect("ok");
+    let (next, counts) = snap.apply(vec![], &[2]).expect("ok");
+    assert_eq!(next.lookup("x", None).map(|r| r.id()), Some(1));
+    assert_eq!(counts.removed, 1);
+    // min_confidence skips rows below it
+    assert!(next.lookup("x", Some(0.99)).is_none());
+}
+
+#[test]
+fn unserved_rows_are_skipped_and_disables_remove() {
+    let mut pending = row(2, "b", 0.5, 0);
+    pending.status = PatternStatus::Pending;
+    let snap = PatternSnapshot::from_rows(vec![row(1, "a", 0.5, 0), pending]).expect("ok");
+    assert_eq!(snap.len(), 1);
+    let mut disabled = row(1, "a", 0.5, 0);
+    disabled.enabled = false;
+    disabled.revision = 10;
+    let (next, counts) = snap.apply(vec![disabled], &[]).expect("ok");
+    assert!(next.is_empty());
+    assert_eq!(
+        counts,
+        ChangeCounts {
+            added: 0,
+            updated: 0,
+            removed: 1
+        }
+    );
+    // the original snapshot is untouched
+    assert_eq!(snap.lookup("a", None).map(|r| r.id()), Some(1));
+}
+
+#[test]
+fn an_older_row_never_replaces_a_newer_one() {
+    let mut newer = row(1, "a", 0.5, 0);
+    newer.revision = 20;
+    newer.category = "new".into();
+    let snap = PatternSnapshot::from_rows(vec![newer]).expect("ok");
+    let mut older = row(1, "a", 0.5, 0);
+    older.revision = 10;
+    older.category = "old".into();
+    let (next, counts) = snap.apply(vec![older], &[]).expect("ok");
+    assert_eq!(next.lookup("a", None).map(|r| r.category()), Some("new"));
+    assert!(!counts.any());
+}
+
+#[test]
+fn an_invalid_served_row_rejects_the_whole_load() {
+    let mut bad = row(7, "a", 0.5, 0);
+    bad.times_correct = 5;
+    bad.times_used = 1;
+    let err = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0), bad.clone()])
+        .expect_err("must reject");
+    assert!(
+        err.contains("pattern id 7") && err.contains("times_correct"),
+        "{err}"
+    );
+    let snap = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0)]).expect("ok");
+    assert!(snap.apply(vec![bad], &[]).is_err());
+}
+
+#[test]
+fn content_hash_is_order_independent_and_incremental() {
+    let a = PatternSnapshot::from_rows(vec![row(1, "a", 0.1, 0), row(2, "b", 0.1, 0)]).expect("ok");
+    let b = PatternSnapshot::from_rows(vec![row(2, "b", 0.1, 0), row(1, "a", 0.1, 0)]).expect("ok");
+    assert_eq!(a.content_hash(), b.content_hash());
+    let one = PatternSnapshot::from_rows(vec![row(1, "a", 0.1, 0)]).expect("ok");
+    let (grown, _) = one.apply(vec![row(2, "b", 0.1, 0)], &[]).expect("ok");
+    assert_eq!(grown.content_hash(), a.content_hash());
+    assert_ne!(one.content_hash(), a.content_hash());
+    // hit counters are not content
+    let mut used = row(1, "a", 0.1, 0);
+    used.times_used = 99;
+    assert_eq!(
+        a.diff(&PatternSnapshot::from_rows(vec![used, row(2, "b", 0.1, 0)]).expect("ok")),
+        ChangeCounts::default()
+    );
+}
+
+/// Whatever sequence of deltas built it, a snapshot answers exactly like one built from the
+/// same rows by a full load: same winners, same lists under min_confidence, same ids, same
+/// count and hash, whether the overlay was folded into the base or not.
+#[test]
+fn deltas_with_and_without_folding_equal_a_full_load() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let texts = ["a", "b", "c", "d", "e"];
+    let initial: Vec<PatternRow> = (1..=20)
+        .map(|id| row(id, texts[(id % 5) as usize], 0.1 * (id % 7) as f64, id % 3))
+        .collect();
+    let mut truth: std::collections::BTreeMap<i64, PatternRow> =
+        initial.iter().map(|r| (r.id, r.clone())).collect();
+    let start = PatternSnapshot::from_rows(initial).expect("ok");
+    for fold_at in [usize::MAX, 0, 3] {
+        let mut snap = start.clone();
+        let mut truth = truth.clone();
+        for step in 0..200i64 {
+            let id = 1 + next(30) as i64;
+            let (changed, deleted) = match next(4) {
+                0 => (vec![], vec![id]),
+                1 => {
+                    let mut r = row(id, texts[next(5) as usize], 0.1 * next(10) as f64, 1);
+                    r.revision = 1000 + step;
+                    r.confidence = 0.1 * next(10) as f64;
+                    r.enabled = next(5) != 0;
+                    (vec![r], vec![])
+                }
+                _ => {
+                    let mut r = row(id, texts[next(5) as usize], 0.5, next(9) as i64);
+                    r.revision = 1000 + step;
+                    (vec![r], vec![])
+                }
+            };
+            for d in &deleted {
+                truth.remove(d);
+            }
+            for r in &changed {
+                // hit counters are not content: a row differing only in them is not
+                // replaced (and keeps ranking by the counters it was served with)
+                if truth
+                    .get(&r.id)
+                    .is_some_and(|cur| content_hash(&cur.as_ref()) == content_hash(&r.as_ref()))
+                {
+                    continue;
+                }
+                if r.is_served() {
+                    truth.insert(r.id, r.clone());
+                } else {
+                    truth.remove(&r.id);
+                }
+            }
+            snap = snap
+                .apply_folding(changed, &deleted, fold_at)
+                .expect("ok")
+                .0;
+            let full = PatternSnapshot::from_rows(truth.values().cloned().collect()).expect("ok");
+            assert_eq!(snap.len(), full.len(), "fold_at {fold_at} step {step}");
+            assert_eq!(snap.content_hash(), full.content_hash());
+            assert_eq!(snap.diff(&full), ChangeCounts::default());
+            assert_eq!(full.diff(&snap), ChangeCounts::default());
+            let mut ids: Vec<i64> = snap.rows().map(|r| r.id()).collect();
+            ids.sort_unstable();
+            assert_eq!(ids, truth.keys().copied().collect::<Vec<_>>());
+            for t in texts {
+                for min in [None, Some(0.35), Some(0.75)] {
+                    assert_eq!(
+                        snap.lookup(t, min).map(|r| r.id()),
+                        full.lookup(t, min).map(|r| r.id()),
+                        "fold_at {fold_at} step {step} text {t} min {min:?}"
+                    );
+                }
+            }
+            for id in 1..=30 {
+                assert_eq!(snap.is_winner(id), full.is_winner(id));
+            }
+        }
+    }
+    // the snapshot the deltas started from is untouched
+    assert_eq!(start.len(), 20);
+    truth.clear();
+}
+
+/// A full load after another counts like `diff`, hashes like a fresh build, and shares the
+/// rows that did not change with the snapshot it replaces.
+#[test]
+fn a_full_load_after_another_shares_unchanged_rows_and_counts_changes() {
+    let (a, b, c) = (
+        row(1, "a", 0.1, 0),
+        row(2, "b", 0.1, 0),
+        row(3, "c", 0.1, 0),
+    );
+    let prev = PatternSnapshot::from_rows(vec![a.clone(), b.clone(), c.clone()]).expect("ok");
+    let mut changed = b;
+    changed.category = "other".into();
+    let mut used = c;
+    used.times_used = 7;
+    let rows = vec![a, changed, used, row(4, "d", 0.1, 0)];
+    let (next, counts) = PatternSnapshot::from_rows_after(&prev, rows.clone()).expect("ok");
+    let fresh = PatternSnapshot::from_rows(rows).expect("ok");
+    assert_eq!(counts, prev.diff(&fresh));
+    assert_eq!(
+        counts,
+        ChangeCounts {
+            added: 1,
+            updated: 1,
+            removed: 0
+        }
+    );
+    assert_eq!(next.content_hash(), fresh.content_hash());
+    let same = |id| {
+        std::ptr::eq(
+            next.get(id).expect("a").bytes().as_ptr(),
+            prev.get(id).expect("b").bytes().as_ptr(),
+        )
+    };
+    assert!(same(1), "an identical row is shared");
+    assert!(
+        !same(2) && !same(3),
+        "a changed row (even only its counters) is not"
+    );
+    assert_eq!(next.get(3).map(|r| r.times_used()), Some(7));
+
+    let (gone, counts) =
+        PatternSnapshot::from_rows_after(&next, vec![row(4, "d", 0.1, 0)]).expect("ok");
+    assert_eq!(counts.removed, 3);
+    assert_eq!(
+        gone.content_hash(),
+        PatternSnapshot::from_rows(vec![row(4, "d", 0.1, 0)])
+            .expect("ok")
+            .content_hash()
+    );
+    let err = PatternSnapshot::from_rows(vec![row(5, "e", 0.1, 0), row(5, "f", 0.1, 0)])
+        .expect_err("an id read twice");
+    assert!(err.contains("pattern id 5"), "{err}");
+}
+
+/// Full loads in sequence, whether applied to the previous snapshot like a delta or indexed as
+/// a new base, answer exactly like a fresh build of the same rows, and count what `diff` counts.
+#[test]
+fn full_loads_as_delta_or_as_new_base_equal_a_fresh_build() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let texts = ["a", "b", "c", "d", "e", "f"];
+    let cats = ["x", "y", "z", "w"];
+    for as_delta_at in [0, 3, usize::MAX] {
+        let mut snap = PatternSnapshot::default();
+        for step in 0..60i64 {
+            let mut rows: Vec<PatternRow> = Vec::new();
+            for id in 1..=25 {
+                if next(5) == 0 {
+                    continue;
+                }
+                let mut r = row(id, texts[next(6) as usize], 0.1 * next(10) as f64, 0);
+                r.category = cats[next(4) as usize].into();
+                r.confidence = 0.1 * next(10) as f64;
+                r.times_used = next(3) as i64;
+                r.revision = step;
+                if next(7) == 0 {
+                    r.metadata = Some(format!("{{\"n\": {}}}", next(3)));
+                }
+                rows.push(r);
+            }
+            let fresh = PatternSnapshot::from_rows(rows.clone()).expect("ok");
+            let mut records = Records::new();
+            for r in &rows {
+                records.push(r.as_ref());
+            }
+            let (got, counts) =
+                PatternSnapshot::full_after(&snap, records, as_delta_at).expect("ok");
+            assert_eq!(
+                counts,
+                snap.diff(&fresh),
+                "as_delta_at {as_delta_at} step {step}"
+            );
+            assert_eq!(got.len(), fresh.len());
+            assert_eq!(got.content_hash(), fresh.content_hash());
+            assert_eq!(got.diff(&fresh), ChangeCounts::default());
+            for r in &rows {
+                let (a, b) = (
+                    got.get(r.id).expect("served"),
+                    fresh.get(r.id).expect("served"),
+                );
+                assert_eq!(
+                    (a.category(), a.metadata(), a.times_used(), a.pattern()),
+                    (b.category(), b.metadata(), b.times_used(), b.pattern())
+                );
+            }
+            for t in texts {
+                for min in [None, Some(0.35), Some(0.75)] {
+                    assert_eq!(
+                        got.lookup(t, min).map(|r| r.id()),
+                        fresh.lookup(t, min).map(|r| r.id()),
+                        "as_delta_at {as_delta_at} step {step} text {t} min {min:?}"
+                    );
+                }
+            }
+            snap = got;
+        }
+    }
+}
+
+/// A record gives back every field it was built from.
+#[test]
+fn a_record_round_trips_its_fields() {
+    let mut r = row(42, "ciao mondo", 0.25, 7);
+    r.category = "saluti".into();
+    r.metadata = Some(r#"{"a": [1, 2]}"#.into());
+    r.times_correct = 3;
+    let snap = PatternSnapshot::from_rows(vec![r.clone()]).expect("ok");
+    let got = snap.get(42).expect("served");
+    assert_eq!(got.id(), 42);
+    assert_eq!(got.normalized_pattern(), "ciao mondo");
+    assert_eq!(got.pattern(), "raw 42");
+    assert_eq!(got.category(), "saluti");
+    assert_eq!(got.metadata(), Some(r#"{"a": [1, 2]}"#));
+    assert_eq!(got.confidence(), 0.95);
+    assert_eq!(got.accuracy(), 0.25);
+    assert_eq!(got.times_used(), 7);
+    assert_eq!(got.revision(), 42);
+    assert_eq!(got.created_at_micros(), r.created_at.timestamp_micros());
+    assert_eq!(got.content_hash(), content_hash(&r.as_ref()));
+    r.metadata = Some("[1]".into());
+    let err = PatternSnapshot::from_rows(vec![r]).expect_err("an array is not an object");
+    assert!(err.contains("metadata"), "{err}");
+}
