@@ -16,10 +16,12 @@
 //!   visible in that snapshot, which includes late commits with lower ids.
 
 mod audit;
+mod pg_copy;
 mod postgres;
 mod sqlite;
 
 pub use audit::{AuditFilter, AuditRow};
+pub use postgres::FULL_COPY as PG_FULL_COPY;
 
 use chrono::{DateTime, Utc};
 

@@ -24,6 +24,7 @@ use tokio_stream::StreamExt;
 
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
+    pg_copy,
 };
 use crate::{
     model::{NewPattern, PatternRow, PatternStatus, RowRef},
@@ -134,33 +135,38 @@ fn decode_at(row: &PgRow, at: usize) -> Result<PatternRow, sqlx::Error> {
     })
 }
 
+/// The full load's statement: the served columns (`columns!()`'s casts and NULL defaults) in
+/// binary COPY format, parsed by `copied_row`.
+pub const FULL_COPY: &str = "COPY (SELECT id::bigint, pattern::text, normalized_pattern::text, \
+     COALESCE(category, '')::text, COALESCE(confidence, 0)::float8, \
+     COALESCE(times_used, 0)::bigint, COALESCE(times_correct, 0)::bigint, \
+     COALESCE(accuracy, 0)::float8, COALESCE(created_at::timestamptz, 'epoch'::timestamptz), \
+     COALESCE(created_by, '')::text, metadata::jsonb::text, revision::bigint \
+     FROM auto_learned_patterns WHERE enabled AND status = 'approved') \
+     TO STDOUT (FORMAT binary)";
+
+/// One tuple of `FULL_COPY` (a served row: the statement selects only those).
+fn copied_row<'a>(t: &pg_copy::Tuple<'a>) -> Result<RowRef<'a>, pg_copy::CopyError> {
+    Ok(RowRef {
+        id: t.i64(0)?,
+        pattern: t.str(1)?,
+        normalized_pattern: t.str(2)?,
+        category: t.str(3)?,
+        confidence: t.f64(4)?,
+        times_used: t.i64(5)?,
+        times_correct: t.i64(6)?,
+        accuracy: t.f64(7)?,
+        created_at_micros: t.timestamp_micros(8)?,
+        created_by: t.str(9)?,
+        served: true,
+        metadata: not_null(t.opt_str(10)?),
+        revision: t.i64(11)?,
+    })
+}
+
 /// JSON `null` metadata reads as none, like SQL NULL (PostgreSQL has already checked the text).
 fn not_null(metadata: Option<&str>) -> Option<&str> {
     metadata.filter(|m| *m != "null")
-}
-
-/// The served columns of `columns!()` at `at`, borrowed from the row. The SELECT casts every
-/// column to the type decoded here, so the per-column type checks of `try_get` (a tenth of a
-/// large load's instructions) are skipped; NULLs are still refused where the casts fill them.
-fn decode_ref_at(row: &PgRow, at: usize) -> Result<RowRef<'_>, sqlx::Error> {
-    let enabled: bool = row.try_get_unchecked(at + 11)?;
-    let status: &str = row.try_get_unchecked(at + 12)?;
-    let created_at: DateTime<Utc> = row.try_get_unchecked(at + 8)?;
-    Ok(RowRef {
-        id: row.try_get_unchecked(at)?,
-        pattern: row.try_get_unchecked(at + 1)?,
-        normalized_pattern: row.try_get_unchecked(at + 2)?,
-        category: row.try_get_unchecked(at + 3)?,
-        confidence: row.try_get_unchecked(at + 4)?,
-        times_used: row.try_get_unchecked(at + 5)?,
-        times_correct: row.try_get_unchecked(at + 6)?,
-        accuracy: row.try_get_unchecked(at + 7)?,
-        created_at_micros: created_at.timestamp_micros(),
-        created_by: row.try_get_unchecked(at + 10)?,
-        served: enabled && status == "approved",
-        metadata: not_null(row.try_get_unchecked(at + 13)?),
-        revision: row.try_get_unchecked(at + 15)?,
-    })
 }
 
 fn decode_all(rows: &[PgRow], what: &'static str) -> Result<Vec<PatternRow>, StoreError> {
@@ -264,25 +270,29 @@ impl PgStore {
             .await
             .map_err(q(WHAT))?;
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
-        // Streamed and decoded row by row: decoding overlaps with the server producing the next
-        // rows, and the driver's copy of each row is freed as soon as it is decoded instead of
-        // all of them being held until the last arrives.
+        // Streamed through binary COPY and packed tuple by tuple as the bytes arrive: packing
+        // overlaps with the server producing the next rows, and nothing per row is allocated.
         let mut rows = Records::new();
         {
-            let mut stream = sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
-            ))
-            .fetch(&mut *tx);
-            let mut at = None;
-            while let Some(row) = stream.next().await {
-                let row = row.map_err(q(WHAT))?;
-                let at = match at {
-                    Some(at) => at,
-                    None => *at.insert(columns_at(&row).map_err(q(WHAT))?),
-                };
-                rows.push(decode_ref_at(&row, at).map_err(q(WHAT))?);
+            let mut stream = tx.copy_out_raw(FULL_COPY).await.map_err(q(WHAT))?;
+            let mut parser = pg_copy::Parser::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(q(WHAT))?;
+                parser
+                    .feed(&chunk, |t| {
+                        rows.push(copied_row(t)?);
+                        Ok::<_, pg_copy::CopyError>(())
+                    })
+                    .map_err(|e| StoreError::Query {
+                        what: WHAT,
+                        source: sqlx::Error::Protocol(e.to_string()),
+                    })?;
+            }
+            if !parser.is_done() {
+                return Err(StoreError::Query {
+                    what: WHAT,
+                    source: sqlx::Error::Protocol("binary COPY ended without its trailer".into()),
+                });
             }
         }
         tx.commit().await.map_err(q(WHAT))?;

@@ -114,8 +114,8 @@ fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&str>, StoreEr
     crate::model::metadata_text(id, text).map_err(|reason| StoreError::BadRow { id, reason })
 }
 
-/// The served columns of `columns!()` at `at`, borrowed from the row (see the PostgreSQL
-/// store's `decode_ref_at`; SQLite's dynamic types are still checked by `try_get`).
+/// The served columns of `columns!()` at `at`, borrowed from the row: a full load packs them
+/// without making a `PatternRow`.
 fn decode_ref_at(row: &SqliteRow, at: usize) -> Result<RowRef<'_>, StoreError> {
     const WHAT: &str = "decoding a pattern row";
     let id: i64 = row.try_get(at).map_err(q(WHAT))?;

@@ -315,6 +315,22 @@ impl Client {
         Ok(n)
     }
 
+    /// PostgreSQL only: the bytes of the full load's binary COPY, received and dropped (what the
+    /// store's full load reads before parsing anything); `None` on SQLite.
+    pub async fn raw_copy(&self) -> anyhow::Result<Option<usize>> {
+        use sqlx::postgres::PgPoolCopyExt;
+        use tokio_stream::StreamExt;
+        let Client::Postgres(p) = self else {
+            return Ok(None);
+        };
+        let mut stream = p.copy_out_raw(hotplane::store::PG_FULL_COPY).await?;
+        let mut bytes = 0;
+        while let Some(chunk) = stream.next().await {
+            bytes += chunk?.len();
+        }
+        Ok(Some(bytes))
+    }
+
     /// Runs one statement; returns the rows affected.
     pub async fn exec(&self, sql: &str) -> anyhow::Result<u64> {
         let sql = AssertSqlSafe(sql.to_owned());
