@@ -1,7 +1,8 @@
 //! Single flight: merges the load requests that arrive while a load runs into one further load.
 //!
-//! Pushing never waits and never allocates per request beyond its waiter, so a burst of bus
-//! messages costs a few set insertions, not a queue of loads. The set of named ids is bounded:
+//! Pushing never waits and allocates per request only its waiter and, for the first
+//! `MAX_ORIGINS` distinct requesters of a batch, their audit origin; so a burst of bus messages
+//! costs a few set insertions, not a queue of loads. The set of named ids is bounded:
 //! past `MAX_IDS` the batch becomes a delta read, which covers any named row that changed.
 //!
 //! Invalidations (bus `invalidate`: stop serving these ids now) ride in the same batch and are
