@@ -331,6 +331,19 @@ impl Client {
         Ok(Some(bytes))
     }
 
+    /// PostgreSQL only: the same COPY written by the server to `/dev/null` (what producing the
+    /// rows costs PostgreSQL alone, with no client); `None` on SQLite or when the role may not
+    /// write server files.
+    pub async fn server_copy(&self) -> Option<Duration> {
+        let Client::Postgres(p) = self else {
+            return None;
+        };
+        let sql = hotplane::store::PG_FULL_COPY.replace("TO STDOUT", "TO '/dev/null'");
+        let t0 = Instant::now();
+        p.execute(AssertSqlSafe(sql)).await.ok()?;
+        Some(t0.elapsed())
+    }
+
     /// Runs one statement; returns the rows affected.
     pub async fn exec(&self, sql: &str) -> anyhow::Result<u64> {
         let sql = AssertSqlSafe(sql.to_owned());

@@ -156,7 +156,8 @@ impl Case<'_> {
             "the engine serves {served} patterns, expected {}",
             self.data.served
         );
-        let (mut reloads, mut floors, mut copies) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut reloads, mut floors, mut copies, mut server) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let started = Instant::now();
         while reloads.len() < self.s.reload_reps
             && (reloads.len() < 2 || started.elapsed() < REPS_BUDGET)
@@ -170,6 +171,9 @@ impl Case<'_> {
             let (copy, bytes) = timed(client.raw_copy()).await?;
             if bytes.is_some() {
                 copies.push(copy);
+            }
+            if let Some(t) = client.server_copy().await {
+                server.push(stats::ms(t));
             }
             let (ms, (report, _)) =
                 timed(async { Ok(engine.reload(request(Scope::Full)).await?) }).await?;
@@ -202,7 +206,15 @@ impl Case<'_> {
                  reload is {}× that",
                 num(c.p50),
                 num(reload.p50 / c.p50)
-            )
+            ) + &if server.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; PostgreSQL writing the same COPY to /dev/null itself (no client at all): {} \
+                     ms",
+                    num(summarize(&mut server).p50)
+                )
+            }
         };
         let python = python_ms(self.size).map_or_else(String::new, |(full, fetch)| {
             format!(
