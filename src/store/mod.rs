@@ -55,6 +55,9 @@ pub struct FullLoad {
     pub cursor: Cursor,
     /// The store revision: the newest change (row or tombstone) visible to this load.
     pub revision: i64,
+    /// Database connections that read the rows in parallel (in one snapshot): 2 for a large
+    /// PostgreSQL table when the pool had one to spare, otherwise 1.
+    pub readers: usize,
 }
 
 /// The rows changed since a cursor, served or not, and the ids deleted since it.

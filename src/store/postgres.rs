@@ -164,6 +164,55 @@ fn copied_row<'a>(t: &pg_copy::Tuple<'a>) -> Result<RowRef<'a>, pg_copy::CopyErr
     })
 }
 
+/// Tables estimated at more rows than this are read in two halves (see `load_full`).
+const SPLIT_ABOVE_ROWS: f32 = 50_000.0;
+
+/// `FULL_COPY` restricted to the rows whose id has parity `k`.
+fn half(k: u8) -> String {
+    FULL_COPY.replace(
+        "status = 'approved')",
+        &format!("status = 'approved' AND id::bigint % 2 = {k})"),
+    )
+}
+
+/// Whether the planner's estimate of the table's rows says it is large.
+async fn large(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> bool {
+    sqlx::query_scalar::<_, f32>(
+        "SELECT reltuples FROM pg_class WHERE oid = 'auto_learned_patterns'::regclass",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .is_ok_and(|n| n > SPLIT_ABOVE_ROWS)
+}
+
+/// Reads `parts` binary COPY streams, interleaved as their chunks arrive (each item tagged
+/// with its stream), into `rows`; every stream must end with its trailer.
+async fn read_copy(
+    mut stream: impl tokio_stream::Stream<Item = (usize, Result<bytes::Bytes, sqlx::Error>)> + Unpin,
+    parts: usize,
+    rows: &mut Records,
+) -> Result<(), StoreError> {
+    const WHAT: &str = "reading all served patterns";
+    let bad = |e: String| StoreError::Query {
+        what: WHAT,
+        source: sqlx::Error::Protocol(e),
+    };
+    let mut parsers: Vec<pg_copy::Parser> = (0..parts).map(|_| pg_copy::Parser::new()).collect();
+    while let Some((i, chunk)) = stream.next().await {
+        let chunk = chunk.map_err(q(WHAT))?;
+        parsers[i]
+            .feed(&chunk, |t| {
+                rows.push(copied_row(t)?);
+                Ok::<_, pg_copy::CopyError>(())
+            })
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if !parsers.iter().all(pg_copy::Parser::is_done) {
+        return Err(bad("binary COPY ended without its trailer".into()));
+    }
+    Ok(())
+}
+
 /// JSON `null` metadata reads as none, like SQL NULL (PostgreSQL has already checked the text).
 fn not_null(metadata: Option<&str>) -> Option<&str> {
     metadata.filter(|m| *m != "null")
@@ -272,35 +321,63 @@ impl PgStore {
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
         // Streamed through binary COPY and packed tuple by tuple as the bytes arrive: packing
         // overlaps with the server producing the next rows, and nothing per row is allocated.
+        // A large table is read in two halves by two server processes sharing this
+        // transaction's snapshot, when the pool has a connection to spare: producing the rows
+        // is most of a large load's time, and it is the server's.
         let mut rows = Records::new();
-        {
-            let mut stream = tx.copy_out_raw(FULL_COPY).await.map_err(q(WHAT))?;
-            let mut parser = pg_copy::Parser::new();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(q(WHAT))?;
-                parser
-                    .feed(&chunk, |t| {
-                        rows.push(copied_row(t)?);
-                        Ok::<_, pg_copy::CopyError>(())
-                    })
-                    .map_err(|e| StoreError::Query {
-                        what: WHAT,
-                        source: sqlx::Error::Protocol(e.to_string()),
-                    })?;
+        let mut second = match large(&mut tx).await {
+            true => self.second_reader(&mut tx).await,
+            false => None,
+        };
+        let readers = if second.is_some() { 2 } else { 1 };
+        match second.as_mut() {
+            Some(tx2) => {
+                let (even, odd) = (half(0), half(1));
+                let a = tx.copy_out_raw(&even).await.map_err(q(WHAT))?;
+                let b = tx2.copy_out_raw(&odd).await.map_err(q(WHAT))?;
+                read_copy(a.map(|c| (0, c)).merge(b.map(|c| (1, c))), 2, &mut rows).await?;
             }
-            if !parser.is_done() {
-                return Err(StoreError::Query {
-                    what: WHAT,
-                    source: sqlx::Error::Protocol("binary COPY ended without its trailer".into()),
-                });
+            None => {
+                let a = tx.copy_out_raw(FULL_COPY).await.map_err(q(WHAT))?;
+                read_copy(a.map(|c| (0, c)), 1, &mut rows).await?;
             }
+        }
+        if let Some(tx2) = second {
+            tx2.commit().await.map_err(q(WHAT))?;
         }
         tx.commit().await.map_err(q(WHAT))?;
         Ok(FullLoad {
             rows,
             cursor: Cursor::Postgres { snapshot },
             revision,
+            readers,
         })
+    }
+
+    /// A second read-only transaction in `tx`'s snapshot (exported, then imported), if the
+    /// pool gives a connection at once; `None` otherwise (the load then reads on one).
+    async fn second_reader(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> Option<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let id: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut **tx)
+            .await
+            .ok()?;
+        // A snapshot id is hex digits and dashes; anything else is not quoted into SQL.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            return None;
+        }
+        let wait = std::time::Duration::from_millis(100);
+        let mut tx2 = tokio::time::timeout(wait, self.pool.begin_with(BEGIN_SNAPSHOT))
+            .await
+            .ok()?
+            .ok()?;
+        sqlx::query(AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{id}'")))
+            .execute(&mut *tx2)
+            .await
+            .ok()?;
+        Some(tx2)
     }
 
     /// Rows and tombstones written by transactions not visible in the cursor's snapshot, i.e.

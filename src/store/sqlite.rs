@@ -251,6 +251,7 @@ impl SqliteStore {
             rows,
             cursor: Cursor::Sqlite { revision },
             revision,
+            readers: 1,
         })
     }
 

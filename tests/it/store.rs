@@ -817,3 +817,69 @@ async fn pg_truncate_is_seen_as_deletes() {
     sql.close().await;
     store.close().await;
 }
+
+/// A large table is read by two server processes in one snapshot: with another client
+/// committing rows all along, the load holds exactly the rows its cursor's snapshot sees (two
+/// halves read in different snapshots would disagree with it).
+#[tokio::test]
+async fn pg_large_full_load_reads_two_halves_in_one_snapshot() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let sql = db.client().await;
+    bulk_insert(&sql, 60_000).await;
+    sql.exec("ANALYZE auto_learned_patterns").await;
+    let writer_sql = db.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                writer_sql
+                    .exec(&format!(
+                        "INSERT INTO auto_learned_patterns \
+                             (pattern, normalized_pattern, category, confidence, status, enabled) \
+                         VALUES ('late {n}', 'late {n}', 'late', 0.9, 'approved', true)"
+                    ))
+                    .await;
+            }
+            writer_sql.close().await;
+            n
+        })
+    };
+    // Let the writer get going, so commits land while the halves are read.
+    while sql
+        .int("SELECT count(*) FROM auto_learned_patterns WHERE category = 'late'")
+        .await
+        < 5
+    {
+        tokio::task::yield_now().await;
+    }
+    let full = store.load_full().await.expect("load_full");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.expect("writer");
+    assert_eq!(full.readers, 2, "a large table is read in two halves");
+    let hotplane::store::Cursor::Postgres { snapshot } = full.cursor.clone() else {
+        panic!("a PostgreSQL cursor");
+    };
+    let visible = sql
+        .int(&format!(
+            "SELECT count(*) FROM auto_learned_patterns WHERE enabled AND status = 'approved' \
+               AND pg_visible_in_snapshot(revision::text::xid8, '{snapshot}'::pg_snapshot)"
+        ))
+        .await;
+    let snap = snapshot_of(full);
+    assert!(
+        written > 0 && visible > 60_000,
+        "the writer committed during the test"
+    );
+    assert_eq!(
+        snap.len() as i64,
+        visible,
+        "the load holds exactly what its snapshot sees"
+    );
+    assert!(snap.get(60_000).is_some() && snap.get(59_999).is_some());
+    sql.close().await;
+    store.close().await;
+}
