@@ -364,11 +364,7 @@ impl Application {
             // and let the server close. Streams that would keep it open (health watches) are cut
             // after a short bound.
             state.closing.send_replace(true);
-            let _ = tokio::time::timeout(STREAM_CLOSE_GRACE, async {
-                let mut counts = drain.subscribe_counts();
-                let _ = counts.wait_for(|(_, streams)| *streams == 0).await;
-            })
-            .await;
+            let _ = tokio::time::timeout(STREAM_CLOSE_GRACE, drain.wait_streams_closed()).await;
             let _ = close_tx.send(());
             if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut serve)
                 .await

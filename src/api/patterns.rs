@@ -213,7 +213,7 @@ fn metadata_json(m: Option<&prost_types::Struct>) -> serde_json::Value {
 
 #[tonic::async_trait]
 impl Patterns for PatternsApi {
-    #[instrument(skip_all)]
+    #[instrument(level = "debug", skip_all)]
     async fn match_pattern(
         &self,
         req: Request<pb::MatchPatternRequest>,
@@ -238,7 +238,7 @@ impl Patterns for PatternsApi {
         }))
     }
 
-    #[instrument(skip_all, fields(queries = req.get_ref().queries.len()))]
+    #[instrument(level = "debug", skip_all, fields(queries = req.get_ref().queries.len()))]
     async fn batch_match_patterns(
         &self,
         req: Request<pb::BatchMatchPatternsRequest>,

@@ -87,7 +87,20 @@ impl RateLimiter {
             b.tokens = (b.tokens + elapsed * per_second).min(burst);
             b.at = now;
         };
-        if !buckets.contains_key(caller) && buckets.len() >= MAX_CALLERS {
+        let take = |b: &mut Bucket| {
+            refill(b);
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                Ok(())
+            } else {
+                Err(Duration::from_secs_f64((1.0 - b.tokens) / per_second))
+            }
+        };
+        // A known caller: no allocation (the name is copied only the first time it is seen).
+        if let Some(bucket) = buckets.get_mut(caller) {
+            return take(bucket);
+        }
+        if buckets.len() >= MAX_CALLERS {
             buckets.retain(|_, b| {
                 refill(b);
                 b.tokens < burst
@@ -97,17 +110,10 @@ impl RateLimiter {
                 return Err(Duration::from_secs_f64(1.0 / per_second));
             }
         }
-        let bucket = buckets.entry(caller.to_owned()).or_insert(Bucket {
+        take(buckets.entry(caller.to_owned()).or_insert(Bucket {
             tokens: burst,
             at: now,
-        });
-        refill(bucket);
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
-        }
+        }))
     }
 }
 

@@ -2,17 +2,22 @@
 //!
 //! [`Drain`] owns whether this replica is draining and counts the work running in it: unary
 //! requests and open server streams, per method, registered by the [`super::InFlightLayer`]
-//! around every service (not by each handler, so no handler can forget). Waiting for "zero in
-//! flight" is a `watch` on the counters, never a poll.
+//! around every service (not by each handler, so no handler can forget). The counting is on
+//! every request's path, so it is lock-free ([`super::counts`]); the drain state itself changes
+//! rarely and sits behind a lock. Waiting for "zero in flight" is a notification, never a poll.
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+
+use super::counts::{Counts, Slot};
 
 /// What the drain reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,35 +41,20 @@ struct State {
     reason: String,
     /// Set by process shutdown: draining can no longer be stopped.
     final_drain: bool,
-    /// Running unary requests per gRPC path.
-    requests: BTreeMap<String, u32>,
-    /// Open streams per gRPC path.
-    streams: BTreeMap<String, u32>,
-}
-
-impl State {
-    fn snapshot(&self) -> DrainSnapshot {
-        DrainSnapshot {
-            draining: self.draining,
-            since: self.since,
-            reason: self.reason.clone(),
-            in_flight_requests: self.requests.values().sum(),
-            open_streams: self.streams.values().sum(),
-        }
-    }
 }
 
 /// Shared drain handle (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Drain {
-    /// A std `Mutex`: held for a map update per request start/end, never across an `.await`.
+    /// A std `Mutex`: held for a few field updates on start/stop, never across an `.await`.
     state: Arc<Mutex<State>>,
+    /// `state.draining`, readable without the lock: every request asks it.
+    draining: Arc<AtomicBool>,
+    /// Running requests and open streams per method.
+    counts: Arc<Counts>,
     /// Publishes drain state changes (start/stop), so the health task reacts without polling.
     /// Not sent on every request: that would wake the observers twice per RPC.
     changes: Arc<watch::Sender<DrainSnapshot>>,
-    /// In-flight (requests, streams) after every change, for `wait_idle`. Sending with no
-    /// receiver waiting wakes nobody.
-    counts: Arc<watch::Sender<(u32, u32)>>,
 }
 
 impl Default for Drain {
@@ -72,8 +62,9 @@ impl Default for Drain {
         let (tx, _) = watch::channel(DrainSnapshot::default());
         Drain {
             state: Arc::default(),
+            draining: Arc::default(),
+            counts: Arc::default(),
             changes: Arc::new(tx),
-            counts: Arc::new(watch::channel((0, 0)).0),
         }
     }
 }
@@ -81,26 +72,13 @@ impl Default for Drain {
 /// Decrements its method's counter when dropped (the request finished or the stream closed).
 #[derive(Debug)]
 pub struct Tracked {
-    drain: Drain,
-    path: String,
-    stream: bool,
+    counts: Arc<Counts>,
+    slot: Slot,
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        self.drain.update(|s| {
-            let map = if self.stream {
-                &mut s.streams
-            } else {
-                &mut s.requests
-            };
-            if let Some(n) = map.get_mut(&self.path) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.path);
-                }
-            }
-        });
+        self.counts.end(&self.slot);
     }
 }
 
@@ -109,35 +87,36 @@ impl Drain {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn snapshot_of(&self, s: &State) -> DrainSnapshot {
+        let (in_flight_requests, open_streams) = self.counts.totals();
+        DrainSnapshot {
+            draining: s.draining,
+            since: s.since,
+            reason: s.reason.clone(),
+            in_flight_requests,
+            open_streams,
+        }
+    }
+
+    /// Changes the drain state and publishes the change, if any.
     fn update(&self, f: impl FnOnce(&mut State)) {
-        let (snap, state_changed) = {
+        let changed = {
             let mut s = self.lock();
             let before = (s.draining, s.since, s.reason.clone());
             f(&mut s);
-            let changed = before != (s.draining, s.since, s.reason.clone());
-            (s.snapshot(), changed)
+            self.draining.store(s.draining, Ordering::SeqCst);
+            (before != (s.draining, s.since, s.reason.clone())).then(|| self.snapshot_of(&s))
         };
-        self.counts
-            .send_replace((snap.in_flight_requests, snap.open_streams));
-        if state_changed {
+        if let Some(snap) = changed {
             self.changes.send_replace(snap);
         }
     }
 
     /// Counts a request (or stream) on `path` until the returned guard is dropped.
     pub fn track(&self, path: &str, stream: bool) -> Tracked {
-        self.update(|s| {
-            let map = if stream {
-                &mut s.streams
-            } else {
-                &mut s.requests
-            };
-            *map.entry(path.to_owned()).or_default() += 1;
-        });
         Tracked {
-            drain: self.clone(),
-            path: path.to_owned(),
-            stream,
+            slot: self.counts.start(path, stream),
+            counts: Arc::clone(&self.counts),
         }
     }
 
@@ -180,12 +159,12 @@ impl Drain {
 
     /// Whether new work is refused.
     pub fn is_draining(&self) -> bool {
-        self.lock().draining
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The current state.
     pub fn snapshot(&self) -> DrainSnapshot {
-        self.lock().snapshot()
+        self.snapshot_of(&self.lock())
     }
 
     /// Follows drain state changes (start, stop; not in-flight counts).
@@ -193,35 +172,30 @@ impl Drain {
         self.changes.subscribe()
     }
 
-    /// Follows the in-flight counts: (unary requests, open streams).
-    pub fn subscribe_counts(&self) -> watch::Receiver<(u32, u32)> {
-        self.counts.subscribe()
+    /// Waits until no server stream is open (shutdown, after the streams were told to end).
+    pub async fn wait_streams_closed(&self) {
+        self.counts.wait_until(|_, streams| streams == 0).await;
     }
 
     /// Waits until no unary request is running, or `grace` passes. Returns whether it became
     /// idle, and the paths still running otherwise (with their counts, `path xN`).
     pub async fn wait_idle(&self, grace: Duration) -> (bool, Vec<String>) {
-        let mut rx = self.subscribe_counts();
-        let idle = tokio::time::timeout(grace, async {
-            // The receiver starts at the current value, so an already idle replica returns at once.
-            let _ = rx.wait_for(|(requests, _)| *requests == 0).await;
-        })
-        .await
-        .is_ok();
+        // Returns at once when already idle.
+        let idle = tokio::time::timeout(grace, self.counts.wait_until(|requests, _| requests == 0))
+            .await
+            .is_ok();
         if idle {
             return (true, Vec::new());
         }
         let still = self
-            .lock()
-            .requests
-            .iter()
-            .map(|(path, n)| {
-                if *n > 1 {
-                    format!("{path} x{n}")
-                } else {
-                    path.clone()
-                }
-            })
+            .counts
+            .running_requests()
+            .into_iter()
+            .map(
+                |(path, n)| {
+                    if n > 1 { format!("{path} x{n}") } else { path }
+                },
+            )
             .collect();
         (false, still)
     }
