@@ -15,8 +15,7 @@ use hotplane::{
     startup::Application,
 };
 use tokio::{net::TcpListener, sync::oneshot};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Server};
+use tonic::transport::{Channel, Server, server::TcpIncoming};
 use tonic_health::{
     ServingStatus,
     pb::{HealthCheckRequest, health_check_response, health_client::HealthClient},
@@ -92,8 +91,10 @@ impl ServerThread {
                         .await;
                     Server::builder()
                         .add_service(service)
+                        // TCP_NODELAY like hotplane's listener and tonic's own `serve`: a
+                        // floor with Nagle coalescing replies would not compare like with like.
                         .serve_with_incoming_shutdown(
-                            TcpListenerStream::new(listener),
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
                             async move {
                                 let _ = stop_rx.await;
                             },
