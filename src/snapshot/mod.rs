@@ -146,54 +146,133 @@ impl Base {
         &self.arena[at as usize..]
     }
 
-    /// Indexes `arena` (served, valid records; `by_id` already built over it, so ids are
-    /// distinct), ranking each text's rows best first.
-    fn build(seed: u64, arena: Vec<u8>, by_id: HashTable<u32>, cats: &[Arc<str>]) -> Base {
-        let arena = arena.into_boxed_slice();
-        let rec = |at: u32| &arena[at as usize..];
-        let row = |at: u32| Row::new(rec(at), cats);
-        let mut by_norm: HashTable<u32> = HashTable::with_capacity(by_id.len());
-        // Texts met more than once: every offset, collected here and sorted at the end.
-        let mut groups: HashTable<Vec<u32>> = HashTable::new();
-        for at in Records::offsets(&arena) {
-            let key = key_of(rec(at));
-            let h = text_hash(seed, key);
-            match by_norm.find_mut(h, |&o| key_of(rec(o)) == key) {
-                None => {
-                    by_norm.insert_unique(h, at, |&o| text_hash(seed, key_of(rec(o))));
-                }
-                Some(best) => {
-                    let first = *best;
-                    if rank(&row(at), &row(first)) == Ordering::Less {
-                        *best = at;
-                    }
-                    match groups.find_mut(h, |g| key_of(rec(g[0])) == key) {
-                        Some(g) => g.push(at),
-                        None => {
-                            groups.insert_unique(h, vec![first, at], |g| {
-                                text_hash(seed, key_of(rec(g[0])))
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        let mut dups = HashTable::with_capacity(groups.len());
-        for mut g in groups {
-            g.sort_by(|&a, &b| rank(&row(a), &row(b)));
-            let h = text_hash(seed, key_of(rec(g[0])));
-            dups.insert_unique(h, g.into_boxed_slice(), |g| {
-                text_hash(seed, key_of(rec(g[0])))
-            });
-        }
+    /// A base over `arena` with its id index and its text index (see [`index_texts`]).
+    fn new(seed: u64, arena: Vec<u8>, by_id: HashTable<u32>, texts: Texts) -> Base {
+        let (by_norm, dups) = texts;
         Base {
             seed,
-            arena,
+            arena: arena.into_boxed_slice(),
             by_norm,
             dups,
             by_id,
         }
     }
+}
+
+/// A base's text index: every text → its best row, and the texts served by several rows.
+type Texts = (HashTable<u32>, HashTable<Box<[u32]>>);
+
+/// Indexes the records of `arena` (served, valid, distinct ids) by normalized text, ranking
+/// each text's rows best first.
+fn index_texts(seed: u64, arena: &[u8], len: usize, cats: &[Arc<str>]) -> Texts {
+    let rec = |at: u32| &arena[at as usize..];
+    let row = |at: u32| Row::new(rec(at), cats);
+    let mut by_norm: HashTable<u32> = HashTable::with_capacity(len);
+    // Texts met more than once: every offset, collected here and sorted at the end.
+    let mut groups: HashTable<Vec<u32>> = HashTable::new();
+    for at in Records::offsets(arena) {
+        let key = key_of(rec(at));
+        let h = text_hash(seed, key);
+        match by_norm.find_mut(h, |&o| key_of(rec(o)) == key) {
+            None => {
+                by_norm.insert_unique(h, at, |&o| text_hash(seed, key_of(rec(o))));
+            }
+            Some(best) => {
+                let first = *best;
+                if rank(&row(at), &row(first)) == Ordering::Less {
+                    *best = at;
+                }
+                match groups.find_mut(h, |g| key_of(rec(g[0])) == key) {
+                    Some(g) => g.push(at),
+                    None => {
+                        groups.insert_unique(h, vec![first, at], |g| {
+                            text_hash(seed, key_of(rec(g[0])))
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let mut dups = HashTable::with_capacity(groups.len());
+    for mut g in groups {
+        g.sort_by(|&a, &b| rank(&row(a), &row(b)));
+        let h = text_hash(seed, key_of(rec(g[0])));
+        dups.insert_unique(h, g.into_boxed_slice(), |g| {
+            text_hash(seed, key_of(rec(g[0])))
+        });
+    }
+    (by_norm, dups)
+}
+
+/// Loads with more rows than this index on two threads (the blocking-pool thread building the
+/// snapshot and one scoped thread): the id index and the text index (or the comparison with the
+/// previous generation) are independent, and on a 2-core machine a large load's index building
+/// otherwise leaves a core idle. Never a request thread: both are outside the runtime's workers.
+const PARALLEL_ABOVE: usize = 50_000;
+
+/// Runs `a` and `b`, on two threads when `parallel`.
+fn both<A: Send, B: Send>(
+    parallel: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> Result<(A, B), String> {
+    if !parallel {
+        return Ok((a(), b()));
+    }
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        a.join()
+            .map(|a| (a, b))
+            .map_err(|_| "building the snapshot's id index panicked".to_owned())
+    })
+}
+
+/// How a full load's records differ from the generation they replace.
+struct Compared {
+    /// Added and updated rows (removed ones are counted later).
+    counts: ChangeCounts,
+    /// The content hash with added and updated rows accounted for.
+    hash: u64,
+    /// Offsets of the records that differ from what `prev` serves (new, updated, or only
+    /// their counters or revision).
+    changed: Vec<u32>,
+    /// Records whose id `prev` serves.
+    seen: usize,
+}
+
+/// Compares each record of `arena` with the row `prev` serves with its id.
+fn compare(prev: &PatternSnapshot, arena: &[u8], cats: &[Arc<str>]) -> Compared {
+    let mut c = Compared {
+        counts: ChangeCounts::default(),
+        hash: prev.hash,
+        changed: Vec::new(),
+        seen: 0,
+    };
+    for at in Records::offsets(arena) {
+        let new = Row::new(&arena[at as usize..], cats);
+        match prev.get(new.id()) {
+            Some(old) => {
+                c.seen += 1;
+                if same_version(&old, &new) {
+                    continue;
+                }
+                if old.content_hash() != new.content_hash() {
+                    c.counts.updated += 1;
+                }
+                c.hash = c
+                    .hash
+                    .wrapping_sub(old.content_hash())
+                    .wrapping_add(new.content_hash());
+            }
+            None => {
+                c.counts.added += 1;
+                c.hash = c.hash.wrapping_add(new.content_hash());
+            }
+        }
+        c.changed.push(at);
+    }
+    c
 }
 
 /// Indexes the records of `arena` by id; an id read twice rejects the load.
@@ -264,35 +343,44 @@ impl PatternSnapshot {
             len,
             ..
         } = records;
-        let by_id = index_ids(seed, &arena, len)?;
         let cats = &interner.names;
-        let mut counts = ChangeCounts::default();
-        let mut hash = prev.hash;
-        // Offsets of the records that differ from what `prev` serves.
-        let mut changed: Vec<u32> = Vec::new();
-        let mut seen = 0usize;
-        for at in Records::offsets(&arena) {
-            let new = Row::new(&arena[at as usize..], cats);
-            match prev.get(new.id()) {
-                Some(old) => {
-                    seen += 1;
-                    if same_version(&old, &new) {
-                        continue;
-                    }
-                    if old.content_hash() != new.content_hash() {
-                        counts.updated += 1;
-                    }
-                    hash = hash
-                        .wrapping_sub(old.content_hash())
-                        .wrapping_add(new.content_hash());
-                }
-                None => {
-                    counts.added += 1;
-                    hash = hash.wrapping_add(new.content_hash());
-                }
-            }
-            changed.push(at);
+        let parallel = len > PARALLEL_ABOVE;
+        if prev.is_empty() {
+            // Everything is new: index ids and texts side by side.
+            let (by_id, texts) = both(
+                parallel,
+                || index_ids(seed, &arena, len),
+                || index_texts(seed, &arena, len, cats),
+            )?;
+            let by_id = by_id?;
+            let hash = Records::offsets(&arena)
+                .map(|at| Row::new(&arena[at as usize..], cats).content_hash())
+                .fold(0u64, u64::wrapping_add);
+            let counts = ChangeCounts {
+                added: len as u32,
+                ..ChangeCounts::default()
+            };
+            let next = PatternSnapshot {
+                base: Arc::new(Base::new(seed, arena, by_id, texts)),
+                overlay: Overlay::default(),
+                cats: Arc::new(interner.names),
+                len,
+                hash,
+            };
+            return Ok((next, counts));
         }
+        let (by_id, compared) = both(
+            parallel,
+            || index_ids(seed, &arena, len),
+            || compare(prev, &arena, cats),
+        )?;
+        let by_id = by_id?;
+        let Compared {
+            mut counts,
+            mut hash,
+            changed,
+            seen,
+        } = compared;
         let mut removed = Vec::new();
         if seen < prev.len {
             for old in prev.rows() {
@@ -325,8 +413,9 @@ impl PatternSnapshot {
             debug_assert_eq!(next.hash, hash);
             return Ok((next, counts));
         }
+        let texts = index_texts(seed, &arena, len, cats);
         let next = PatternSnapshot {
-            base: Arc::new(Base::build(seed, arena, by_id, cats)),
+            base: Arc::new(Base::new(seed, arena, by_id, texts)),
             overlay: Overlay::default(),
             cats: Arc::new(interner.names),
             len,
@@ -406,8 +495,9 @@ impl PatternSnapshot {
         }
         // Ids are distinct in a snapshot: indexing cannot fail.
         let by_id = index_ids(seed, &arena, self.len).unwrap_or_default();
+        let texts = index_texts(seed, &arena, self.len, &self.cats);
         PatternSnapshot {
-            base: Arc::new(Base::build(seed, arena, by_id, &self.cats)),
+            base: Arc::new(Base::new(seed, arena, by_id, texts)),
             overlay: Overlay::default(),
             cats: Arc::clone(&self.cats),
             len: self.len,

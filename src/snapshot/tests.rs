@@ -362,3 +362,52 @@ fn a_record_round_trips_its_fields() {
     let err = PatternSnapshot::from_rows(vec![r]).expect_err("an array is not an object");
     assert!(err.contains("metadata"), "{err}");
 }
+
+/// Above `PARALLEL_ABOVE` rows the indexes are built on two threads: the result is the same
+/// snapshot (same winners, counts and hash as a delta-built one), and an id read twice still
+/// rejects the load.
+#[test]
+fn large_loads_indexed_on_two_threads_agree_with_deltas() {
+    let n = (PARALLEL_ABOVE + 1_000) as i64;
+    let rows: Vec<PatternRow> = (1..=n)
+        .map(|id| {
+            row(
+                id,
+                &format!("text {}", id % 40_000),
+                0.1 * (id % 9) as f64,
+                id % 4,
+            )
+        })
+        .collect();
+    let big = PatternSnapshot::from_rows(rows.clone()).expect("ok");
+    assert_eq!(big.len(), n as usize);
+    // The same rows added one delta at a time from a small start.
+    let mut grown = PatternSnapshot::from_rows(rows[..10].to_vec()).expect("ok");
+    for chunk in rows[10..].chunks(5_000) {
+        grown = grown.apply(chunk.to_vec(), &[]).expect("ok").0;
+    }
+    assert_eq!(big.content_hash(), grown.content_hash());
+    assert_eq!(big.diff(&grown), ChangeCounts::default());
+    for k in [0, 1, 7, 39_999] {
+        let t = format!("text {k}");
+        assert_eq!(
+            big.lookup(&t, None).map(|r| r.id()),
+            grown.lookup(&t, None).map(|r| r.id())
+        );
+    }
+    // A second large load changing many rows: compared on one thread, ids indexed on another.
+    let mut next_rows = rows.clone();
+    for r in next_rows.iter_mut().step_by(3) {
+        r.category = "changed".into();
+    }
+    next_rows.truncate(next_rows.len() - 100);
+    let (next, counts) = PatternSnapshot::from_rows_after(&big, next_rows.clone()).expect("ok");
+    let fresh = PatternSnapshot::from_rows(next_rows).expect("ok");
+    assert_eq!(counts, big.diff(&fresh));
+    assert_eq!(counts.removed, 100);
+    assert_eq!(next.content_hash(), fresh.content_hash());
+    let mut twice = rows;
+    twice.push(row(5, "again", 0.5, 0));
+    let err = PatternSnapshot::from_rows(twice).expect_err("an id read twice");
+    assert!(err.contains("pattern id 5"), "{err}");
+}
