@@ -34,7 +34,8 @@ fn quick_bench_runs_every_scenario_and_reports_every_figure() {
             "reload-under-load",
             "burst",
             "match",
-            "propagate"
+            "propagate",
+            "structures"
         ]
     );
     for scenario in scenarios {

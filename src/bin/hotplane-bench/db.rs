@@ -296,18 +296,24 @@ impl Client {
     /// The floor of a full reload: the store's SELECT of every served row, fetched by the same
     /// driver into a `Vec` of driver rows, with nothing decoded or built. Returns the row count.
     pub async fn raw_fetch(&self) -> anyhow::Result<usize> {
+        self.raw_fetch_ordered("").await
+    }
+
+    /// [`Self::raw_fetch`] with `order` (e.g. `ORDER BY id`, a constant of the bench's own)
+    /// appended: what sorting in SQL would add to the load's fetch.
+    pub async fn raw_fetch_ordered(&self, order: &'static str) -> anyhow::Result<usize> {
         let n = match self {
             Client::Postgres(p) => {
                 let sql = format!(
                     "SELECT {PG_COLUMNS} FROM auto_learned_patterns \
-                     WHERE enabled AND status = 'approved'"
+                     WHERE enabled AND status = 'approved' {order}"
                 );
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }
             Client::Sqlite(p) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM auto_learned_patterns \
-                     WHERE enabled AND status = 'approved'"
+                     WHERE enabled AND status = 'approved' {order}"
                 );
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }

@@ -36,11 +36,15 @@ const TARGET_NS: f64 = 300.0;
 const MIXES: [&str; 3] = ["hits", "misses", "50/50"];
 
 /// Median and p99 of one timed loop, ns per query, and how many queries found something.
-struct Timed {
-    p50: f64,
-    p99: f64,
-    found: usize,
-    total: usize,
+pub struct Timed {
+    /// Median of the per-batch means.
+    pub p50: f64,
+    /// 99th percentile of the per-batch means.
+    pub p99: f64,
+    /// Queries that found something.
+    pub found: usize,
+    /// Queries run.
+    pub total: usize,
 }
 
 /// Times `f` over `batches` batches of [`BATCH`] queries, cycling through `items`. `f` returns
@@ -48,8 +52,9 @@ struct Timed {
 ///
 /// Each batch's queries are first copied into a reused staging buffer, outside the timed
 /// region: like a request's freshly decoded query they are then in cache, while what they are
-/// looked up in (1,000s of distinct entries of a large table) is not.
-fn time_batches(
+/// looked up in (1,000s of distinct entries of a large table) is not. Also used by the
+/// `structures` scenario, so its lookups are timed the same way.
+pub fn time_batches(
     items: &[String],
     batches: usize,
     mut f: impl FnMut(&str) -> Option<usize>,

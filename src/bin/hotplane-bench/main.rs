@@ -22,6 +22,7 @@ mod reload;
 mod report;
 mod server;
 mod stats;
+mod structures;
 mod under_load;
 
 use std::time::{Duration, Instant};
@@ -59,6 +60,10 @@ enum Scenario {
     /// Three replicas on one Redis channel: LearnPattern on A → served by all, and a
     /// published message → swapped on all, vs a bare Redis round trip.
     Propagate,
+    /// The data-structure alternatives of issue 6 side by side: one-row deltas (copy-on-write
+    /// maps, a HAMT, the snapshot), lookups and index memory, category and metadata storage,
+    /// and SQL sorting on PostgreSQL.
+    Structures,
 }
 
 impl Scenario {
@@ -70,6 +75,7 @@ impl Scenario {
             Scenario::Burst => "burst",
             Scenario::Match => "match",
             Scenario::Propagate => "propagate",
+            Scenario::Structures => "structures",
         }
     }
 
@@ -88,6 +94,10 @@ impl Scenario {
             Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",
             Scenario::Propagate => {
                 "three Application replicas + Redis, observed through WatchStatus streams"
+            }
+            Scenario::Structures => {
+                "each choice vs its alternatives on the same rows, interleaved; memory from \
+                 child-process RSS"
             }
         }
     }
@@ -195,9 +205,18 @@ struct Args {
     #[arg(long, env = "HOTPLANE_BENCH_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     redis_url: String,
 
+    /// structures: delta and PostgreSQL sizes; lookups, categories, metadata and memory are
+    /// measured at the largest [default: 100000,1000000; quick: 1000].
+    #[arg(long, value_delimiter = ',')]
+    structures_sizes: Option<Vec<usize>>,
+
     /// Internal: measure the memory of loading the store at this URL and print JSON.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
+
+    /// Internal: measure the memory of one `structures` alternative (KIND:ROWS:SEED).
+    #[arg(long, hide = true)]
+    structures_probe: Option<String>,
 }
 
 /// What the scenarios run with: the arguments, with `--quick` applied.
@@ -259,6 +278,14 @@ pub struct Settings {
     pub propagate_trials: usize,
     /// propagate: Redis URL.
     pub redis_url: String,
+    /// structures: delta and PostgreSQL sizes (the largest for the rest).
+    pub structures_sizes: Vec<usize>,
+    /// structures: measured one-row deltas per design and size.
+    pub structures_trials: usize,
+    /// structures: unmeasured deltas first.
+    pub structures_warmup: usize,
+    /// structures: builds and fetches per alternative.
+    pub structures_reps: usize,
 }
 
 impl Settings {
@@ -316,6 +343,20 @@ impl Settings {
                 .unwrap_or(if q { 20 } else { 200 })
                 .max(1),
             redis_url: a.redis_url.clone(),
+            structures_sizes: a
+                .structures_sizes
+                .clone()
+                .filter(|v| !v.is_empty() && v.iter().all(|&n| n > 0))
+                .unwrap_or_else(|| {
+                    if q {
+                        vec![1000]
+                    } else {
+                        vec![100_000, 1_000_000]
+                    }
+                }),
+            structures_trials: if q { 5 } else { 50 },
+            structures_warmup: if q { 1 } else { 3 },
+            structures_reps: if q { 1 } else { 5 },
         }
     }
 }
@@ -349,6 +390,7 @@ async fn run_scenario(scenario: Scenario, s: &Settings) -> anyhow::Result<Scenar
         Scenario::Burst => burst::run(s, &mut notes).await?,
         Scenario::Match => matching::run(s, &mut notes).await?,
         Scenario::Propagate => propagate::run(s, &mut notes).await?,
+        Scenario::Structures => structures::run(s, &mut notes).await?,
     };
     Ok(ScenarioReport {
         name: scenario.name(),
@@ -365,6 +407,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(url) = &args.memory_probe {
         return reload::probe_memory(url);
+    }
+    if let Some(spec) = &args.structures_probe {
+        return structures::probe(spec);
     }
     let settings = Settings::from_args(&args);
     let scenarios = if args.scenarios.is_empty() {
