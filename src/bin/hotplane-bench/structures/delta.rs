@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use hotplane::{model::PatternRow, snapshot::PatternSnapshot};
 
-use super::{hit_keys, us_since};
+use super::{hit_keys, settle_allocator, us_since};
 use crate::{
     Settings,
     data::Rng,
@@ -113,6 +113,7 @@ pub fn delta(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> {
                     let old = std::mem::replace(&mut cow, next);
                     let t1 = Instant::now();
                     drop(old);
+                    settle_allocator();
                     (took, us_since(t1))
                 }
                 1 => {
@@ -123,6 +124,7 @@ pub fn delta(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> {
                     let old = std::mem::replace(&mut hamt, next);
                     let t1 = Instant::now();
                     drop(old);
+                    settle_allocator();
                     (took, us_since(t1))
                 }
                 _ => {
@@ -132,6 +134,7 @@ pub fn delta(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> {
                     let old = std::mem::replace(&mut snap, next);
                     let t1 = Instant::now();
                     drop(old);
+                    settle_allocator();
                     (took, us_since(t1))
                 }
             };
@@ -172,7 +175,7 @@ pub fn delta(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> {
     let cow_name = "std HashMap copy-on-write clone + insert";
     let p = |x: &Summary| format!("median {} µs, p99 {} µs", num(x.p50), num(x.p99));
     let drops = format!(
-        "dropping the replaced version: copy-on-write {} µs, HAMT {} µs, snapshot {} µs (median)",
+        "dropping the replaced version (allocator settled): copy-on-write {} µs, HAMT {} µs, snapshot {} µs (median)",
         num(cow_d.p50),
         num(hamt_d.p50),
         num(apply_d.p50)

@@ -6,7 +6,7 @@ use std::{collections::HashMap, hint::black_box, sync::Arc, time::Instant};
 
 use hotplane::{api::convert::json_to_struct, model::PatternRow};
 
-use super::ms_since;
+use super::{ms_since, settle_allocator};
 use crate::{
     Settings,
     report::{Figure, num},
@@ -23,14 +23,16 @@ pub fn category(rows: &[PatternRow], s: &Settings) -> Vec<Figure> {
             if (rep + k) % 2 == 0 {
                 let v: Vec<String> = rows.iter().map(|r| r.category.clone()).collect();
                 let took = ms_since(t0);
-                black_box(v);
+                drop(black_box(v));
+                settle_allocator();
                 if rep > 0 {
                     owned.push(took);
                 }
             } else {
                 let v = intern_categories(rows);
                 let took = ms_since(t0);
-                black_box(v);
+                drop(black_box(v));
+                settle_allocator();
                 if rep > 0 {
                     interned.push(took);
                 }
@@ -68,14 +70,16 @@ pub fn metadata(rows: &[PatternRow], s: &Settings) -> Vec<Figure> {
             if (rep + k) % 2 == 0 {
                 let v = parse_values(&texts);
                 let took = ms_since(t0);
-                black_box(v);
+                drop(black_box(v));
+                settle_allocator();
                 if rep > 0 {
                     parsed.push(took);
                 }
             } else {
                 let v = box_texts(&texts);
                 let took = ms_since(t0);
-                black_box(v);
+                drop(black_box(v));
+                settle_allocator();
                 if rep > 0 {
                     boxed.push(took);
                 }
@@ -91,14 +95,14 @@ pub fn metadata(rows: &[PatternRow], s: &Settings) -> Vec<Figure> {
     let batches = s.lookup_batches;
     let mut from_value = Vec::new();
     let mut from_text = Vec::new();
-    for round in 0..2 {
+    for round in 0..4 {
         for k in 0..2 {
             if (round + k) % 2 == 0 {
-                from_value.push(per_item(batches / 2 + 1, values.len(), |i| {
+                from_value.push(per_item(batches / 4 + 1, values.len(), |i| {
                     json_to_struct(&values[i]).map_or(0, |st| st.fields.len())
                 }));
             } else {
-                from_text.push(per_item(batches / 2 + 1, present.len(), |i| {
+                from_text.push(per_item(batches / 4 + 1, present.len(), |i| {
                     serde_json::from_str::<serde_json::Value>(&present[i])
                         .ok()
                         .and_then(|v| json_to_struct(&v))
