@@ -162,7 +162,7 @@ pub fn delta(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> {
                     hamt.by_norm.get(q).map(|r| r.id as usize)
                 }),
                 _ => time_batches(&keys, batches / 3 + 1, |q| {
-                    snap.lookup(q, None).map(|r| r.id as usize)
+                    snap.lookup(q, None).map(|r| r.id() as usize)
                 }),
             };
             anyhow::ensure!(timed.found == timed.total, "a delta lookup missed");

@@ -61,7 +61,7 @@ pub fn lookup(rows: &[PatternRow], s: &Settings) -> anyhow::Result<Vec<Figure>> 
                         .map(|r| r.id as usize)
                 }),
                 _ => time_batches(&keys, batches, |q| {
-                    snap.lookup(q, None).map(|r| r.id as usize)
+                    snap.lookup(q, None).map(|r| r.id() as usize)
                 }),
             };
             anyhow::ensure!(timed.found == timed.total, "a lookup missed");

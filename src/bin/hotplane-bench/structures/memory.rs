@@ -54,6 +54,8 @@ const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=65536";
 struct Growth {
     first: u64,
     second: u64,
+    /// What the structure says it holds, where it can (the snapshot's `heap_bytes`), else 0.
+    counted: u64,
 }
 
 /// Builds structure `kind` over `rows` (with the metadata's wire `texts`).
@@ -121,6 +123,9 @@ pub fn probe(spec: &str) -> anyhow::Result<()> {
     let growth = Growth {
         first: middle.saturating_sub(before),
         second: after.saturating_sub(middle),
+        counted: second
+            .downcast_ref::<PatternSnapshot>()
+            .map_or(0, |s| s.heap_bytes() as u64),
     };
     println!("{}", serde_json::to_string(&growth)?);
     Ok(())
@@ -161,37 +166,34 @@ pub fn figures(n: usize, s: &Settings, notes: &mut Vec<String>) -> anyhow::Resul
             .get(kind)
             .map_or(0.0, |g| g.first as f64 / n.max(1) as f64)
     };
+    // The `rows` structure is the Arc<PatternRow> rows every map design points into, plus a
+    // Vec of those pointers (8 B a row) that the map designs also hold and the snapshot does not.
     let rows = per("rows");
-    // The rows' own cost (shared by every design) is taken out: what is left is the index. The
-    // `rows` structure holds them in a Vec of pointers (8 B a row) that the snapshot does not.
-    let index = |kind: &str| {
-        let rows = if kind == "snapshot" { rows - 8.0 } else { rows };
-        (per(kind) - rows).max(0.0)
-    };
+    let index = |kind: &str| (per(kind) - rows).max(0.0);
     let size = num(n as f64);
     let std_name = "std HashMap<String, Arc<row>> + HashMap<i64, Arc<row>>";
+    let counted = growth
+        .get("snapshot")
+        .map_or(0.0, |g| g.counted as f64 / n.max(1) as f64);
     let figures = vec![
         Figure::new(
-            format!("{size}: index memory, HashTable<Arc<row>> by text + by id"),
+            format!("{size}: index memory (rows excluded), HashTable<Arc<row>> by text + by id"),
             index("table-index"),
             "B/row",
             std_name,
             index("std-index"),
-        )
-        .detail(format!(
-            "rows alone (Arc<PatternRow> + a Vec of pointers) {} B/row",
-            num(rows)
-        )),
+        ),
         Figure::new(
-            format!("{size}: index memory, PatternSnapshot (from_rows)"),
-            index("snapshot"),
+            format!("{size}: rows + indexes, PatternSnapshot (packed records, from_rows)"),
+            per("snapshot"),
             "B/row",
-            std_name,
-            index("std-index"),
+            "Arc<PatternRow> rows + the two std HashMaps",
+            per("std-index") - 8.0,
         )
         .detail(format!(
-            "snapshot with its rows {} B/row",
-            num(per("snapshot"))
+            "Arc<PatternRow> rows alone {} B/row; the snapshot's own count (heap_bytes) {} B/row",
+            num(rows - 8.0),
+            num(counted)
         )),
         Figure::new(
             format!("{size}: category memory, interned Arc<str>"),

@@ -56,7 +56,7 @@ pub fn category(rows: &[PatternRow], s: &Settings) -> Vec<Figure> {
 
 /// The metadata of a row as JSON text on the wire (`None`: SQL NULL).
 pub fn metadata_text(row: &PatternRow) -> Option<String> {
-    (!row.metadata.is_null()).then(|| row.metadata.to_string())
+    row.metadata.clone()
 }
 
 /// Part 4: building the metadata column, and the per-match conversion to `Struct`.
