@@ -50,11 +50,15 @@ fn hit_keys(rows: &[PatternRow], count: usize, seed: u64, stream: u64) -> Vec<St
 
 /// Makes glibc malloc finish the work a large free left behind, so the next design's timing
 /// does not pay for it. Freeing a million small chunks (the copy-on-write design's keys) puts
-/// them on the allocator's fast lists; the next request too large for those lists first merges
-/// them all (tens of ms). A 4 KiB request is such a request; its cost counts as part of the
+/// them on the allocator's fast lists; the next request too large for those lists merges them
+/// into its unsorted list, and each later request sorts up to 10,000 of those into bins (a cache
+/// miss each): without this, the designs timed after a large drop paid milliseconds for it. A
+/// 4 KiB request is such a request; 256 of them sort 2.5 M chunks. The cost counts as part of the
 /// drop that caused it.
 fn settle_allocator() {
-    black_box(Vec::<u8>::with_capacity(4096));
+    for _ in 0..256 {
+        black_box(Vec::<u8>::with_capacity(4096));
+    }
 }
 
 /// Microseconds since `t0`.
