@@ -19,6 +19,7 @@ mod audit;
 mod pg_copy;
 mod postgres;
 mod sqlite;
+mod sqlite_direct;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use postgres::FULL_COPY as PG_FULL_COPY;

@@ -58,6 +58,8 @@ const REVISION_SQL: &str = "SELECT value FROM hotplane_revision WHERE id = 1";
 pub struct SqliteStore {
     /// The pool (a single, never-closed connection for an in-memory database).
     pub(super) pool: SqlitePool,
+    /// The database file, read directly by full loads (`None` in memory).
+    pub(super) file: Option<std::path::PathBuf>,
 }
 
 /// Maps a driver error to a query error saying what was being done.
@@ -109,8 +111,18 @@ fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
     })
 }
 
+/// The full load's statement (served rows, `columns!()`), shared with the direct reader.
+pub(super) const FULL_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
+);
+
+/// The store revision, shared with the direct reader.
+pub(super) const REVISION: &str = REVISION_SQL;
+
 /// Metadata text as stored, checked to be JSON (any text can be stored in SQLite).
-fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&str>, StoreError> {
+pub(super) fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&str>, StoreError> {
     crate::model::metadata_text(id, text).map_err(|reason| StoreError::BadRow { id, reason })
 }
 
@@ -176,8 +188,9 @@ impl SqliteStore {
             source,
         };
         let memory = is_memory(&opts.url);
-        let mut options = SqliteConnectOptions::from_str(&opts.url)
-            .map_err(connect_err)?
+        let parsed = SqliteConnectOptions::from_str(&opts.url).map_err(connect_err)?;
+        let file = (!memory).then(|| parsed.get_filename().to_path_buf());
+        let mut options = parsed
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
@@ -197,7 +210,7 @@ impl SqliteStore {
             pool = pool.max_connections(opts.max_connections.max(1));
         }
         let pool = pool.connect_with(options).await.map_err(connect_err)?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     /// Runs the migrations.
@@ -220,7 +233,29 @@ impl SqliteStore {
     }
 
     /// Served rows and the revision, in one read transaction (one WAL snapshot).
+    ///
+    /// A database file is read directly (see `sqlite_direct`): a tenth of the time of the
+    /// pool's driver for a large table. If that read fails for any reason (a value the direct
+    /// reader does not decode, say), the load is read again through the pool, whose errors are
+    /// the ones reported.
     pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
+        if let Some(path) = self.file.clone() {
+            match tokio::task::spawn_blocking(move || super::sqlite_direct::load_full(&path)).await
+            {
+                Ok(Ok(load)) => return Ok(load),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reading the SQLite file directly failed; reading it through the pool");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the direct SQLite read stopped; reading it through the pool");
+                }
+            }
+        }
+        self.load_full_pooled().await
+    }
+
+    /// [`Self::load_full`] through the pool.
+    pub(super) async fn load_full_pooled(&self) -> Result<FullLoad, StoreError> {
         const WHAT: &str = "reading all served patterns";
         let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
         let revision: i64 = sqlx::query_scalar(REVISION_SQL)
@@ -230,12 +265,7 @@ impl SqliteStore {
         // Streamed: each row is packed as it arrives and the driver's copy freed.
         let mut rows = Records::new();
         {
-            let mut stream = sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
-            ))
-            .fetch(&mut *tx);
+            let mut stream = sqlx::query(FULL_SQL).fetch(&mut *tx);
             let mut at = None;
             while let Some(row) = stream.next().await {
                 let row = row.map_err(q(WHAT))?;
