@@ -23,6 +23,7 @@ mod sqlite_direct;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use postgres::FULL_COPY as PG_FULL_COPY;
+pub use sqlite::FULL_SQL as SQLITE_FULL_SQL;
 
 use chrono::{DateTime, Utc};
 

@@ -111,8 +111,9 @@ fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
     })
 }
 
-/// The full load's statement (served rows, `columns!()`), shared with the direct reader.
-pub(super) const FULL_SQL: &str = concat!(
+/// The full load's statement (served rows, `columns!()`), shared with the direct reader (and
+/// the bench's floors).
+pub const FULL_SQL: &str = concat!(
     "SELECT ",
     columns!(),
     " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"

@@ -196,6 +196,8 @@ impl BenchDb {
                         .connect_with(options)
                         .await
                         .context("connecting a raw SQLite client")?,
+                    self.sqlite_file()
+                        .context("an SQLite bench database has a file")?,
                 )
             }
         })
@@ -213,7 +215,7 @@ impl BenchDb {
                     .context("vacuuming after the bulk load")?;
                 pool.close().await;
             }
-            Client::Sqlite(pool) => {
+            Client::Sqlite(pool, _) => {
                 insert_rows(&pool, rows).await?;
                 pool.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                     .await
@@ -222,6 +224,14 @@ impl BenchDb {
             }
         }
         Ok(started.elapsed())
+    }
+
+    /// The SQLite database file; `None` on PostgreSQL.
+    fn sqlite_file(&self) -> Option<PathBuf> {
+        match &self.kind {
+            Kind::Sqlite { dir } => Some(dir.join("hotplane.db")),
+            Kind::Postgres { .. } => None,
+        }
     }
 
     /// Drops the database (PostgreSQL) or deletes its directory (SQLite).
@@ -288,8 +298,8 @@ impl Drop for BenchDb {
 pub enum Client {
     /// PostgreSQL.
     Postgres(PgPool),
-    /// SQLite.
-    Sqlite(SqlitePool),
+    /// SQLite, and the database file (for the direct reader's floors).
+    Sqlite(SqlitePool, PathBuf),
 }
 
 impl Client {
@@ -297,6 +307,23 @@ impl Client {
     /// driver into a `Vec` of driver rows, with nothing decoded or built. Returns the row count.
     pub async fn raw_fetch(&self) -> anyhow::Result<usize> {
         self.raw_fetch_ordered("").await
+    }
+
+    /// The floor a full load is measured against: the raw fetch of the load's SELECT by the
+    /// driver the store's full load reads with (sqlx on PostgreSQL, rusqlite on SQLite).
+    pub async fn load_floor(&self) -> anyhow::Result<usize> {
+        match self {
+            Client::Postgres(_) => self.raw_fetch().await,
+            Client::Sqlite(..) => Ok(self.rusqlite_fetch(true).await?.unwrap_or(0)),
+        }
+    }
+
+    /// How [`Self::load_floor`] is named in reports.
+    pub fn load_floor_name(&self) -> &'static str {
+        match self {
+            Client::Postgres(_) => "raw fetch (same SELECT and driver: sqlx)",
+            Client::Sqlite(..) => "raw fetch (same SELECT and driver: rusqlite)",
+        }
     }
 
     /// [`Self::raw_fetch`] with `order` (e.g. `ORDER BY id`, a constant of the bench's own)
@@ -310,7 +337,7 @@ impl Client {
                 );
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }
-            Client::Sqlite(p) => {
+            Client::Sqlite(p, _) => {
                 let sql = format!(
                     "SELECT {SQLITE_COLUMNS} FROM auto_learned_patterns \
                      WHERE enabled AND status = 'approved' {order}"
@@ -337,6 +364,51 @@ impl Client {
         Ok(Some(bytes))
     }
 
+    /// SQLite only: the store's full-load SELECT stepped in process by the library its full
+    /// load reads with (rusqlite, on a blocking thread, one read transaction), each row's
+    /// values copied into owned driver values: the raw fetch of that driver. With `copy` false,
+    /// each value is only borrowed and touched (what stepping alone costs). Returns the row
+    /// count; `None` on PostgreSQL.
+    pub async fn rusqlite_fetch(&self, copy: bool) -> anyhow::Result<Option<usize>> {
+        use rusqlite::{OpenFlags, types::Value};
+        let Client::Sqlite(_, file) = self else {
+            return Ok(None);
+        };
+        let file = file.clone();
+        let rows = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let mut conn = rusqlite::Connection::open_with_flags(
+                &file,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            let tx = conn.transaction()?;
+            let mut statement = tx.prepare(hotplane::store::SQLITE_FULL_SQL)?;
+            let columns = statement.column_count();
+            let mut found = statement.query([])?;
+            let (mut owned, mut touched, mut n) = (Vec::new(), 0usize, 0);
+            while let Some(row) = found.next()? {
+                n += 1;
+                if copy {
+                    let values = (0..columns)
+                        .map(|i| row.get::<_, Value>(i))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    owned.push(values);
+                } else {
+                    for i in 0..columns {
+                        touched += match row.get_ref(i)? {
+                            rusqlite::types::ValueRef::Text(t)
+                            | rusqlite::types::ValueRef::Blob(t) => t.len(),
+                            _ => 1,
+                        };
+                    }
+                }
+            }
+            std::hint::black_box((owned, touched));
+            Ok(n)
+        })
+        .await??;
+        Ok(Some(rows))
+    }
+
     /// PostgreSQL only: the same COPY written by the server to `/dev/null` (what producing the
     /// rows costs PostgreSQL alone, with no client); `None` on SQLite or when the role may not
     /// write server files.
@@ -355,7 +427,7 @@ impl Client {
         let sql = AssertSqlSafe(sql.to_owned());
         Ok(match self {
             Client::Postgres(p) => p.execute(sql).await?.rows_affected(),
-            Client::Sqlite(p) => p.execute(sql).await?.rows_affected(),
+            Client::Sqlite(p, _) => p.execute(sql).await?.rows_affected(),
         })
     }
 
@@ -363,7 +435,7 @@ impl Client {
     pub async fn close(&self) {
         match self {
             Client::Postgres(p) => p.close().await,
-            Client::Sqlite(p) => p.close().await,
+            Client::Sqlite(p, _) => p.close().await,
         }
     }
 }
