@@ -39,6 +39,9 @@ use crate::model::RowRef;
 /// Bytes before the texts.
 pub(super) const HEADER: usize = 68;
 
+/// Where the category index is.
+const CATEGORY_AT: usize = 56;
+
 /// Category names, indexed by the `u32` a record holds. Shared by every snapshot derived from
 /// the one that created it; a delta bringing a new category appends to a copy.
 pub(super) type Categories = Arc<Vec<Arc<str>>>;
@@ -180,7 +183,7 @@ impl<'a> Row<'a> {
     }
 
     pub(super) fn category_index(&self) -> u32 {
-        u32_at(self.rec, 56)
+        u32_at(self.rec, CATEGORY_AT)
     }
 
     /// Category.
@@ -326,6 +329,41 @@ impl Records {
         let category = self.interner.intern(row.category);
         encode(&row, category, &mut self.arena);
         self.len += 1;
+    }
+
+    /// Appends the records of `other` (another part of the same load) after these; the first
+    /// invalid row of either part is the load's reason.
+    pub fn append(&mut self, other: Records) {
+        if self.invalid.is_some() {
+            return;
+        }
+        if let Some(e) = other.invalid {
+            self.invalid = Some(e);
+            return;
+        }
+        if self.arena.len() + other.arena.len() > u32::MAX as usize {
+            self.invalid = Some("more pattern data than one snapshot holds (4 GiB)".into());
+            return;
+        }
+        // Categories are numbered per part: renumber `other`'s into this table.
+        let renumber: Vec<u32> = other
+            .interner
+            .names
+            .iter()
+            .map(|name| self.interner.intern(name))
+            .collect();
+        let start = self.arena.len();
+        self.arena.extend_from_slice(&other.arena);
+        let appended = &mut self.arena[start..];
+        let mut at = 0;
+        while at < appended.len() {
+            let rec = &mut appended[at..];
+            let len = record_len(rec);
+            let new = renumber[u32_at(rec, CATEGORY_AT) as usize];
+            rec[CATEGORY_AT..CATEGORY_AT + 4].copy_from_slice(&new.to_le_bytes());
+            at += len;
+        }
+        self.len += other.len;
     }
 
     /// Served rows pushed so far.

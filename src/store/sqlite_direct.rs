@@ -25,32 +25,180 @@ use crate::{model::RowRef, snapshot::Records};
 /// How long a read waits for a lock (it needs none in WAL mode but the first open may).
 const BUSY: Duration = Duration::from_secs(5);
 
-/// Reads every served row and the revision from the file at `path`, in one read transaction.
+/// How long a load waits for the write lock that lines up its two readers' snapshots before it
+/// reads on one thread instead.
+const LINE_UP: Duration = Duration::from_millis(100);
+
+/// Tables whose ids span more than this are read in two halves, on two threads.
+const SPLIT_ABOVE_IDS: i64 = 50_000;
+
+/// Reads every served row and the revision from the file at `path`: in one read transaction,
+/// or, for a large table on a machine with more than one core, in two halves by id read on two
+/// threads from one snapshot.
 pub(super) fn load_full(path: &Path) -> Result<FullLoad, String> {
-    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
-    let mut conn = Connection::open_with_flags(
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    load_full_with(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        if cores > 1 { SPLIT_ABOVE_IDS } else { i64::MAX },
+        &|| (),
     )
-    .map_err(sql)?;
-    conn.busy_timeout(BUSY).map_err(sql)?;
-    let tx = conn.transaction().map_err(sql)?;
-    let revision: i64 = tx.query_row(REVISION, [], |r| r.get(0)).map_err(sql)?;
-    let mut rows = Records::new();
-    {
-        let mut statement = tx.prepare(FULL_SQL).map_err(sql)?;
-        let mut found = statement.query([]).map_err(sql)?;
-        while let Some(row) = found.next().map_err(sql)? {
-            rows.push(row_ref(row)?);
+}
+
+/// [`load_full`] splitting above `split_above` ids; `lined_up` runs while the write lock holds
+/// the snapshot still, between the two readers starting (a test commits a write there).
+fn load_full_with(path: &Path, split_above: i64, lined_up: &dyn Fn()) -> Result<FullLoad, String> {
+    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let mut first = open(path, BUSY).map_err(sql)?;
+    let (low, high): (Option<i64>, Option<i64>) = first
+        .query_row(
+            "SELECT min(id), max(id) FROM auto_learned_patterns",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sql)?;
+    let split = match (low, high) {
+        (Some(low), Some(high)) if high.saturating_sub(low) > split_above => {
+            Some(low + (high - low) / 2)
         }
+        _ => None,
+    };
+    if let Some(split) = split
+        && let Some(load) = two_halves(path, &mut first, split, lined_up)?
+    {
+        return Ok(load);
     }
-    tx.commit().map_err(sql)?;
+    let revision = begin(&mut first).map_err(sql)?;
+    let rows = read(path, &mut first, FULL_SQL, None, &mut |_| Ok(()))?;
+    first.execute_batch("COMMIT").map_err(sql)?;
     Ok(FullLoad {
         rows,
         cursor: Cursor::Sqlite { revision },
         revision,
         readers: 1,
     })
+}
+
+/// Reads ids up to `split` on `first` and the rest on a second connection and thread, both in
+/// one snapshot: a third connection holds the write lock while the two read transactions
+/// start, so no commit falls between them. `Ok(None)` when that lock is not free soon (a
+/// writer is busy): the caller then reads on one thread.
+fn two_halves(
+    path: &Path,
+    first: &mut Connection,
+    split: i64,
+    lined_up: &dyn Fn(),
+) -> Result<Option<FullLoad>, String> {
+    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let mut second = open(path, BUSY).map_err(sql)?;
+    let lock = open(path, LINE_UP).map_err(sql)?;
+    if lock.execute_batch("BEGIN IMMEDIATE").is_err() {
+        return Ok(None);
+    }
+    let begun = begin(first).and_then(|revision| {
+        lined_up();
+        Ok((revision, begin(&mut second)?))
+    });
+    let released = lock.execute_batch("ROLLBACK");
+    let (revision, other) = begun.map_err(sql)?;
+    released.map_err(sql)?;
+    if revision != other {
+        return Err(format!(
+            "reading {}: the two halves saw revisions {revision} and {other}",
+            path.display()
+        ));
+    }
+    // The upper half is packed on a second thread and handed over in batches, which the first
+    // thread appends to its own records as it goes: the load never holds a second copy of half
+    // the rows.
+    let (batches, handed) = std::sync::mpsc::sync_channel::<Result<Records, String>>(2);
+    let upper_reader = &mut second;
+    let rows = std::thread::scope(|s| {
+        s.spawn(move || {
+            let upper = format!("{FULL_SQL} AND id > ?1");
+            let mut hand_over = |rows: &mut Records| {
+                batches
+                    .send(Ok(std::mem::take(rows)))
+                    .map_err(|_| "the first half stopped".to_owned())
+            };
+            match read(path, upper_reader, &upper, Some(split), &mut hand_over) {
+                Ok(rest) => batches.send(Ok(rest)),
+                Err(e) => batches.send(Err(e)),
+            }
+            .ok();
+        });
+        // Owned here, so an early return drops it and a blocked sender wakes up and stops.
+        let handed = handed;
+        let lower = format!("{FULL_SQL} AND id <= ?1");
+        let mut take_over = |rows: &mut Records| {
+            while let Ok(batch) = handed.try_recv() {
+                rows.append(batch?);
+            }
+            Ok(())
+        };
+        let mut rows = read(path, first, &lower, Some(split), &mut take_over)?;
+        for batch in handed.iter() {
+            rows.append(batch?);
+        }
+        Ok::<_, String>(rows)
+    })?;
+    first.execute_batch("COMMIT").map_err(sql)?;
+    second.execute_batch("COMMIT").map_err(sql)?;
+    Ok(Some(FullLoad {
+        rows,
+        cursor: Cursor::Sqlite { revision },
+        revision,
+        readers: 2,
+    }))
+}
+
+/// A connection to the file at `path` that waits `busy` for locks.
+fn open(path: &Path, busy: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy)?;
+    // A load reads each page once, in order: a small page cache does as well as a large one,
+    // and leaves less behind in the allocator once the connection closes.
+    conn.execute_batch("PRAGMA cache_size = -256")?;
+    Ok(conn)
+}
+
+/// Starts a read transaction on `conn` and returns the store revision it sees (the first read
+/// is what fixes a transaction's snapshot).
+fn begin(conn: &mut Connection) -> rusqlite::Result<i64> {
+    conn.execute_batch("BEGIN")?;
+    conn.query_row(REVISION, [], |r| r.get(0))
+}
+
+/// Rows packed between two calls of a [`read`]'s `every_batch`.
+const BATCH: usize = 1024;
+
+/// Steps `statement` (`FULL_SQL`, with `?1` bound to `split` if given) and packs every row,
+/// calling `every_batch` with the records after each [`BATCH`] rows.
+fn read(
+    path: &Path,
+    conn: &mut Connection,
+    statement: &str,
+    split: Option<i64>,
+    every_batch: &mut dyn FnMut(&mut Records) -> Result<(), String>,
+) -> Result<Records, String> {
+    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let mut statement = conn.prepare(statement).map_err(sql)?;
+    let mut found = match split {
+        Some(split) => statement.query([split]),
+        None => statement.query([]),
+    }
+    .map_err(sql)?;
+    let (mut rows, mut n) = (Records::new(), 0);
+    while let Some(row) = found.next().map_err(sql)? {
+        rows.push(row_ref(row)?);
+        n += 1;
+        if n % BATCH == 0 {
+            every_batch(&mut rows)?;
+        }
+    }
+    Ok(rows)
 }
 
 /// The served columns of one row of `FULL_SQL` (positions as in `columns!()`), borrowed.
@@ -230,6 +378,155 @@ mod tests {
             !dir.path().join("gone.db").exists(),
             "the direct reader creates nothing"
         );
+        store.close().await;
+    }
+
+    /// A migrated SQLite store in `dir` holding `n` patterns (every 7th pending, metadata on
+    /// even ids, categories that differ between the lower and the upper half of the ids).
+    async fn store_with(dir: &std::path::Path, n: i64) -> Store {
+        let store = Store::connect(&StoreOptions {
+            url: format!("sqlite://{}", dir.join("p.db").display()),
+            schema: "public".into(),
+            max_connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(10),
+        })
+        .await
+        .expect("connect");
+        store.migrate().await.expect("migrate");
+        let Store::Sqlite(sqlite) = &store else {
+            panic!("an SQLite store")
+        };
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             INSERT INTO auto_learned_patterns (pattern, normalized_pattern, category, \
+               confidence, times_used, status, metadata) \
+             SELECT 'Query ' || i, 'query ' || i, \
+               CASE WHEN i > ?1 / 2 THEN 'upper' || (i % 3) ELSE 'lower' || (i % 2) END, \
+               0.5, i, CASE WHEN i % 7 = 0 THEN 'pending' ELSE 'approved' END, \
+               CASE WHEN i % 2 = 0 THEN '{\"k\": ' || i || '}' END \
+             FROM n",
+        )
+        .bind(n)
+        .execute(&sqlite.pool)
+        .await
+        .expect("insert");
+        store
+    }
+
+    /// The file of an SQLite store.
+    fn file_of(store: &Store) -> std::path::PathBuf {
+        let Store::Sqlite(sqlite) = store else {
+            panic!("an SQLite store")
+        };
+        sqlite.file.clone().expect("a file")
+    }
+
+    /// A load read in two halves on two threads equals the pool's read of the same rows, with
+    /// categories first seen in either half.
+    #[tokio::test]
+    async fn two_halves_read_what_the_pool_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with(dir.path(), 300).await;
+        let path = file_of(&store);
+        let split = tokio::task::spawn_blocking(move || super::load_full_with(&path, 10, &|| ()))
+            .await
+            .expect("join")
+            .expect("direct read");
+        assert_eq!(split.readers, 2, "read in two halves");
+        let Store::Sqlite(sqlite) = &store else {
+            unreachable!()
+        };
+        let pooled = sqlite.load_full_pooled().await.expect("pooled read");
+        assert_eq!(split.cursor, pooled.cursor);
+        assert_eq!(split.rows.len(), 300 - 300 / 7);
+        let a = PatternSnapshot::from_records_after(&PatternSnapshot::default(), split.rows)
+            .expect("valid")
+            .0;
+        let b = PatternSnapshot::from_records_after(&PatternSnapshot::default(), pooled.rows)
+            .expect("valid")
+            .0;
+        assert_eq!(a.content_hash(), b.content_hash());
+        assert_eq!(a.len(), b.len());
+        for row in b.rows() {
+            let d = a.get(row.id()).expect("same ids");
+            assert_eq!(
+                (d.category(), d.pattern(), d.metadata(), d.times_used()),
+                (
+                    row.category(),
+                    row.pattern(),
+                    row.metadata(),
+                    row.times_used()
+                )
+            );
+        }
+        store.close().await;
+    }
+
+    /// A write that tries to commit while the two halves start their read transactions waits
+    /// until both have their snapshot: one transaction changing a row in each half is seen by
+    /// both halves or by neither. And when the write lock is held elsewhere, the load reads on
+    /// one thread rather than risk two snapshots.
+    #[tokio::test]
+    async fn no_commit_falls_between_the_two_halves() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_with(dir.path(), 400).await;
+        let path = file_of(&store);
+        let loaded = tokio::task::spawn_blocking(move || {
+            let writer = std::sync::Mutex::new(None);
+            let load = super::load_full_with(&path, 10, &|| {
+                let path = path.clone();
+                *writer.lock().expect("lock") = Some(std::thread::spawn(move || {
+                    let conn = super::open(&path, std::time::Duration::from_secs(30))?;
+                    conn.execute(
+                        "UPDATE auto_learned_patterns SET category = 'moved' WHERE id IN (1, 400)",
+                        [],
+                    )
+                }));
+                // Time for the write to commit, if anything let it.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            });
+            let written = writer
+                .lock()
+                .expect("lock")
+                .take()
+                .expect("the hook ran")
+                .join()
+                .expect("join");
+            assert_eq!(
+                written.expect("the write commits after the halves began"),
+                2
+            );
+            let after = super::load_full_with(&path, 10, &|| ()).expect("second load");
+            // With the write lock held by another connection, one reader reads everything.
+            let blocker = super::open(&path, std::time::Duration::from_secs(1)).expect("open");
+            blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            let single = super::load_full_with(&path, 10, &|| ()).expect("single read");
+            blocker.execute_batch("ROLLBACK").expect("unlock");
+            (load.expect("load"), after, single)
+        })
+        .await
+        .expect("join");
+        let (load, after, single) = loaded;
+        assert_eq!((load.readers, after.readers, single.readers), (2, 2, 1));
+        let snapshot = |load: super::FullLoad| {
+            PatternSnapshot::from_records_after(&PatternSnapshot::default(), load.rows)
+                .expect("valid")
+                .0
+        };
+        let cats = |s: &PatternSnapshot| {
+            (
+                s.get(1).expect("id 1").category().to_owned(),
+                s.get(400).expect("id 400").category().to_owned(),
+            )
+        };
+        let (before, after, single) = (snapshot(load), snapshot(after), snapshot(single));
+        assert_eq!(
+            cats(&before),
+            ("lower1".into(), "upper1".into()),
+            "neither half saw it"
+        );
+        assert_eq!(cats(&after), ("moved".into(), "moved".into()));
+        assert_eq!(single.content_hash(), after.content_hash());
         store.close().await;
     }
 
