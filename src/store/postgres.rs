@@ -185,32 +185,60 @@ async fn large(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> bool {
     .is_ok_and(|n| n > SPLIT_ABOVE_ROWS)
 }
 
+/// Bytes of COPY data handed to the parsing thread at a time.
+const COPY_BATCH_BYTES: usize = 256 * 1024;
+
 /// Reads `parts` binary COPY streams, interleaved as their chunks arrive (each item tagged
-/// with its stream), into `rows`; every stream must end with its trailer.
+/// with its stream), into records; every stream must end with its trailer.
+///
+/// Only receiving runs here, on the runtime's threads (which answer requests): the chunks
+/// (one per row, as PostgreSQL sends them) are handed over in batches to a background thread
+/// (`crate::background`), which parses, checks and packs them.
 async fn read_copy(
     mut stream: impl tokio_stream::Stream<Item = (usize, Result<bytes::Bytes, sqlx::Error>)> + Unpin,
     parts: usize,
-    rows: &mut Records,
-) -> Result<(), StoreError> {
+) -> Result<Records, StoreError> {
     const WHAT: &str = "reading all served patterns";
     let bad = |e: String| StoreError::Query {
         what: WHAT,
         source: sqlx::Error::Protocol(e),
     };
-    let mut parsers: Vec<pg_copy::Parser> = (0..parts).map(|_| pg_copy::Parser::new()).collect();
+    type Batch = Vec<(usize, bytes::Bytes)>;
+    let (batches, mut handed) = tokio::sync::mpsc::channel::<Batch>(8);
+    let parsing = crate::background::run("hotplane-load", move || {
+        let mut parsers: Vec<pg_copy::Parser> =
+            (0..parts).map(|_| pg_copy::Parser::new()).collect();
+        let mut rows = Records::new();
+        while let Some(batch) = handed.blocking_recv() {
+            for (i, chunk) in batch {
+                parsers[i].feed(&chunk, |t| {
+                    rows.push(copied_row(t)?);
+                    Ok::<_, pg_copy::CopyError>(())
+                })?;
+            }
+        }
+        if !parsers.iter().all(pg_copy::Parser::is_done) {
+            return Err(pg_copy::CopyError("binary COPY ended without its trailer"));
+        }
+        Ok(rows)
+    });
+    let (mut batch, mut bytes) = (Batch::new(), 0);
     while let Some((i, chunk)) = stream.next().await {
         let chunk = chunk.map_err(q(WHAT))?;
-        parsers[i]
-            .feed(&chunk, |t| {
-                rows.push(copied_row(t)?);
-                Ok::<_, pg_copy::CopyError>(())
-            })
-            .map_err(|e| bad(e.to_string()))?;
+        bytes += chunk.len();
+        batch.push((i, chunk));
+        if bytes >= COPY_BATCH_BYTES {
+            bytes = 0;
+            if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                break; // The parser stopped at bad data: its error follows.
+            }
+        }
     }
-    if !parsers.iter().all(pg_copy::Parser::is_done) {
-        return Err(bad("binary COPY ended without its trailer".into()));
+    if !batch.is_empty() {
+        let _ = batches.send(batch).await;
     }
-    Ok(())
+    drop(batches);
+    parsing.await.map_err(bad)?.map_err(|e| bad(e.to_string()))
 }
 
 /// JSON `null` metadata reads as none, like SQL NULL (PostgreSQL has already checked the text).
@@ -319,29 +347,28 @@ impl PgStore {
             .await
             .map_err(q(WHAT))?;
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
-        // Streamed through binary COPY and packed tuple by tuple as the bytes arrive: packing
-        // overlaps with the server producing the next rows, and nothing per row is allocated.
-        // A large table is read in two halves by two server processes sharing this
-        // transaction's snapshot, when the pool has a connection to spare: producing the rows
-        // is most of a large load's time, and it is the server's.
-        let mut rows = Records::new();
+        // Streamed through binary COPY and packed tuple by tuple on a background thread as the
+        // bytes arrive: packing overlaps with the server producing the next rows, and nothing
+        // per row is allocated. A large table is read in two halves by two server processes
+        // sharing this transaction's snapshot, when the pool has a connection to spare:
+        // producing the rows is most of a large load's time, and it is the server's.
         let mut second = match large(&mut tx).await {
             true => self.second_reader(&mut tx).await,
             false => None,
         };
         let readers = if second.is_some() { 2 } else { 1 };
-        match second.as_mut() {
+        let rows = match second.as_mut() {
             Some(tx2) => {
                 let (even, odd) = (half(0), half(1));
                 let a = tx.copy_out_raw(&even).await.map_err(q(WHAT))?;
                 let b = tx2.copy_out_raw(&odd).await.map_err(q(WHAT))?;
-                read_copy(a.map(|c| (0, c)).merge(b.map(|c| (1, c))), 2, &mut rows).await?;
+                read_copy(a.map(|c| (0, c)).merge(b.map(|c| (1, c))), 2).await?
             }
             None => {
                 let a = tx.copy_out_raw(FULL_COPY).await.map_err(q(WHAT))?;
-                read_copy(a.map(|c| (0, c)), 1, &mut rows).await?;
+                read_copy(a.map(|c| (0, c)), 1).await?
             }
-        }
+        };
         if let Some(tx2) = second {
             tx2.commit().await.map_err(q(WHAT))?;
         }

@@ -241,8 +241,8 @@ impl SqliteStore {
     /// the ones reported.
     pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
         if let Some(path) = self.file.clone() {
-            match tokio::task::spawn_blocking(move || super::sqlite_direct::load_full(&path)).await
-            {
+            let direct = move || super::sqlite_direct::load_full(&path);
+            match crate::background::run("hotplane-load", direct).await {
                 Ok(Ok(load)) => return Ok(load),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "reading the SQLite file directly failed; reading it through the pool");
