@@ -186,7 +186,7 @@ async fn large(tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> bool {
 }
 
 /// Bytes of COPY data handed to the parsing thread at a time.
-const COPY_BATCH_BYTES: usize = 256 * 1024;
+const COPY_BATCH_BYTES: usize = 64 * 1024;
 
 /// Reads `parts` binary COPY streams, interleaved as their chunks arrive (each item tagged
 /// with its stream), into records; every stream must end with its trailer.
@@ -204,7 +204,7 @@ async fn read_copy(
         source: sqlx::Error::Protocol(e),
     };
     type Batch = Vec<(usize, bytes::Bytes)>;
-    let (batches, mut handed) = tokio::sync::mpsc::channel::<Batch>(8);
+    let (batches, mut handed) = tokio::sync::mpsc::channel::<Batch>(2);
     let parsing = crate::background::run("hotplane-load", move || {
         let mut parsers: Vec<pg_copy::Parser> =
             (0..parts).map(|_| pg_copy::Parser::new()).collect();
