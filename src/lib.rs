@@ -7,7 +7,6 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod background;
 pub mod bus;
 pub mod config;
 pub mod config_file;

@@ -388,8 +388,7 @@ async fn build_plan(
             // Rows that did not change are shared with the current snapshot (and so with the
             // retained generations), and the counts come out of the same pass.
             let (next, counts) =
-                in_background(move || PatternSnapshot::from_records_after(&prev, full.rows))
-                    .await?;
+                off_thread(move || PatternSnapshot::from_records_after(&prev, full.rows)).await?;
             (
                 Arc::new(next),
                 counts,
@@ -500,17 +499,6 @@ async fn off_thread<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| LoadError::Invalid(format!("snapshot build panicked: {e}")))?
-        .map_err(LoadError::Invalid)
-}
-
-/// Builds a snapshot from a full load on a background thread (`crate::background`): off the
-/// threads that answer requests, and behind them for the CPU.
-async fn in_background<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, LoadError> {
-    crate::background::run("hotplane-build", f)
-        .await
-        .map_err(|e| LoadError::Invalid(format!("snapshot build: {e}")))?
         .map_err(LoadError::Invalid)
 }
 

@@ -192,8 +192,8 @@ const COPY_BATCH_BYTES: usize = 64 * 1024;
 /// with its stream), into records; every stream must end with its trailer.
 ///
 /// Only receiving runs here, on the runtime's threads (which answer requests): the chunks
-/// (one per row, as PostgreSQL sends them) are handed over in batches to a background thread
-/// (`crate::background`), which parses, checks and packs them.
+/// (one per row, as PostgreSQL sends them) are handed over in batches to a thread of the
+/// blocking pool, which parses, checks and packs them.
 async fn read_copy(
     mut stream: impl tokio_stream::Stream<Item = (usize, Result<bytes::Bytes, sqlx::Error>)> + Unpin,
     parts: usize,
@@ -205,7 +205,7 @@ async fn read_copy(
     };
     type Batch = Vec<(usize, bytes::Bytes)>;
     let (batches, mut handed) = tokio::sync::mpsc::channel::<Batch>(2);
-    let parsing = crate::background::run("hotplane-load", move || {
+    let parsing = tokio::task::spawn_blocking(move || {
         let mut parsers: Vec<pg_copy::Parser> =
             (0..parts).map(|_| pg_copy::Parser::new()).collect();
         let mut rows = Records::new();
@@ -238,7 +238,10 @@ async fn read_copy(
         let _ = batches.send(batch).await;
     }
     drop(batches);
-    parsing.await.map_err(bad)?.map_err(|e| bad(e.to_string()))
+    parsing
+        .await
+        .map_err(|e| bad(format!("parsing the COPY stopped: {e}")))?
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// JSON `null` metadata reads as none, like SQL NULL (PostgreSQL has already checked the text).
@@ -347,7 +350,7 @@ impl PgStore {
             .await
             .map_err(q(WHAT))?;
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
-        // Streamed through binary COPY and packed tuple by tuple on a background thread as the
+        // Streamed through binary COPY and packed tuple by tuple on a blocking-pool thread as the
         // bytes arrive: packing overlaps with the server producing the next rows, and nothing
         // per row is allocated. A large table is read in two halves by two server processes
         // sharing this transaction's snapshot, when the pool has a connection to spare:

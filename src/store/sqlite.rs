@@ -242,7 +242,7 @@ impl SqliteStore {
     pub async fn load_full(&self) -> Result<FullLoad, StoreError> {
         if let Some(path) = self.file.clone() {
             let direct = move || super::sqlite_direct::load_full(&path);
-            match crate::background::run("hotplane-load", direct).await {
+            match tokio::task::spawn_blocking(direct).await {
                 Ok(Ok(load)) => return Ok(load),
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "reading the SQLite file directly failed; reading it through the pool");
