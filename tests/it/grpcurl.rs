@@ -504,6 +504,42 @@ async fn example_scripts_walk_through() {
         "grpcurl exits 64 + gRPC code"
     );
     assert_not_matched(&ex.script("match.sh", &[]).await.one());
+
+    // Audit: the delete is recorded, by whom and for which pattern; filters narrow the list.
+    let target = format!("pattern:{id}");
+    let audited = crate::helpers::eventually("the delete in the audit trail", || async {
+        let page = ex.script("audit.sh", &["pattern_delete"]).await.one();
+        let entries = page.pointer("/entries")?.as_array()?.clone();
+        entries
+            .iter()
+            .any(|e| text(e, "/target") == target)
+            .then_some(entries)
+    })
+    .await;
+    assert!(
+        audited
+            .iter()
+            .all(|e| text(e, "/action") == "pattern_delete"),
+        "{audited:#?}"
+    );
+    let row = audited
+        .iter()
+        .find(|e| text(e, "/target") == target)
+        .expect("found");
+    assert_eq!(text(row, "/caller"), "loopback:127.0.0.1", "{row:#}");
+    assert_eq!(text(row, "/result"), "ok", "{row:#}");
+    let all = ex
+        .script_env("audit.sh", &[], &[("PAGE_SIZE", "2")])
+        .await
+        .one();
+    assert_eq!(
+        all.pointer("/entries")
+            .and_then(Value::as_array)
+            .map(Vec::len),
+        Some(2),
+        "{all:#}"
+    );
+    assert!(!text(&all, "/nextPageToken").is_empty(), "{all:#}");
 }
 
 /// The connection swaps and the broadcast rollback, on a server with a Redis bus:
