@@ -293,6 +293,17 @@ fn index_ids(seed: u64, arena: &[u8], len: usize) -> Result<HashTable<u32>, Stri
 }
 
 impl PatternSnapshot {
+    /// A snapshot that is all `base`, with no overlay.
+    fn based(base: Base, cats: Categories, len: usize, hash: u64) -> PatternSnapshot {
+        PatternSnapshot {
+            base: Arc::new(base),
+            overlay: Overlay::default(),
+            cats,
+            len,
+            hash,
+        }
+    }
+
     fn row<'a>(&'a self, rec: &'a [u8]) -> Row<'a> {
         Row::new(rec, &self.cats)
     }
@@ -360,14 +371,11 @@ impl PatternSnapshot {
                 added: len as u32,
                 ..ChangeCounts::default()
             };
-            let next = PatternSnapshot {
-                base: Arc::new(Base::new(seed, arena, by_id, texts)),
-                overlay: Overlay::default(),
-                cats: Arc::new(interner.names),
-                len,
-                hash,
-            };
-            return Ok((next, counts));
+            let base = Base::new(seed, arena, by_id, texts);
+            return Ok((
+                Self::based(base, Arc::new(interner.names), len, hash),
+                counts,
+            ));
         }
         let (by_id, compared) = both(
             parallel,
@@ -414,14 +422,11 @@ impl PatternSnapshot {
             return Ok((next, counts));
         }
         let texts = index_texts(seed, &arena, len, cats);
-        let next = PatternSnapshot {
-            base: Arc::new(Base::new(seed, arena, by_id, texts)),
-            overlay: Overlay::default(),
-            cats: Arc::new(interner.names),
-            len,
-            hash,
-        };
-        Ok((next, counts))
+        let base = Base::new(seed, arena, by_id, texts);
+        Ok((
+            Self::based(base, Arc::new(interner.names), len, hash),
+            counts,
+        ))
     }
 
     /// Returns a new snapshot with `changed` rows applied (served ones upserted, others removed)
@@ -496,13 +501,8 @@ impl PatternSnapshot {
         // Ids are distinct in a snapshot: indexing cannot fail.
         let by_id = index_ids(seed, &arena, self.len).unwrap_or_default();
         let texts = index_texts(seed, &arena, self.len, &self.cats);
-        PatternSnapshot {
-            base: Arc::new(Base::new(seed, arena, by_id, texts)),
-            overlay: Overlay::default(),
-            cats: Arc::clone(&self.cats),
-            len: self.len,
-            hash: self.hash,
-        }
+        let base = Base::new(seed, arena, by_id, texts);
+        Self::based(base, Arc::clone(&self.cats), self.len, self.hash)
     }
 
     /// What replacing `self` with `next` changes (used for full loads).

@@ -47,7 +47,7 @@ pub(super) fn load_full(path: &Path) -> Result<FullLoad, String> {
 /// [`load_full`] splitting above `split_above` ids; `lined_up` runs while the write lock holds
 /// the snapshot still, between the two readers starting (a test commits a write there).
 fn load_full_with(path: &Path, split_above: i64, lined_up: &dyn Fn()) -> Result<FullLoad, String> {
-    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let sql = failed(path);
     let mut first = open(path, BUSY).map_err(sql)?;
     let (low, high): (Option<i64>, Option<i64>) = first
         .query_row(
@@ -88,7 +88,7 @@ fn two_halves(
     split: i64,
     lined_up: &dyn Fn(),
 ) -> Result<Option<FullLoad>, String> {
-    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let sql = failed(path);
     let mut second = open(path, BUSY).map_err(sql)?;
     let lock = open(path, LINE_UP).map_err(sql)?;
     if lock.execute_batch("BEGIN IMMEDIATE").is_err() {
@@ -120,11 +120,8 @@ fn two_halves(
                     .send(Ok(std::mem::take(rows)))
                     .map_err(|_| "the first half stopped".to_owned())
             };
-            match read(path, upper_reader, &upper, Some(split), &mut hand_over) {
-                Ok(rest) => batches.send(Ok(rest)),
-                Err(e) => batches.send(Err(e)),
-            }
-            .ok();
+            let rest = read(path, upper_reader, &upper, Some(split), &mut hand_over);
+            batches.send(rest).ok();
         });
         // Owned here, so an early return drops it and a blocked sender wakes up and stops.
         let handed = handed;
@@ -149,6 +146,11 @@ fn two_halves(
         revision,
         readers: 2,
     }))
+}
+
+/// Turns a database error while reading `path` into the load's error.
+fn failed(path: &Path) -> impl Fn(rusqlite::Error) -> String + Copy + '_ {
+    move |e| format!("reading {}: {e}", path.display())
 }
 
 /// A connection to the file at `path` that waits `busy` for locks.
@@ -183,7 +185,7 @@ fn read(
     split: Option<i64>,
     every_batch: &mut dyn FnMut(&mut Records) -> Result<(), String>,
 ) -> Result<Records, String> {
-    let sql = |e: rusqlite::Error| format!("reading {}: {e}", path.display());
+    let sql = failed(path);
     let mut statement = conn.prepare(statement).map_err(sql)?;
     let mut found = match split {
         Some(split) => statement.query([split]),
@@ -287,16 +289,7 @@ mod tests {
     #[tokio::test]
     async fn the_direct_read_equals_the_pools_and_a_failed_one_falls_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        let store = Store::connect(&StoreOptions {
-            url,
-            schema: "public".into(),
-            max_connections: 2,
-            acquire_timeout: std::time::Duration::from_secs(10),
-        })
-        .await
-        .expect("connect");
-        store.migrate().await.expect("migrate");
+        let store = migrated_store(dir.path()).await;
         let Store::Sqlite(sqlite) = &store else {
             panic!("an SQLite store")
         };
@@ -337,12 +330,7 @@ mod tests {
         let pooled = sqlite.load_full_pooled().await.expect("pooled read");
         assert_eq!(direct.cursor, pooled.cursor);
         assert_eq!(direct.rows.len(), 3);
-        let a = PatternSnapshot::from_records_after(&PatternSnapshot::default(), direct.rows)
-            .expect("valid")
-            .0;
-        let b = PatternSnapshot::from_records_after(&PatternSnapshot::default(), pooled.rows)
-            .expect("valid")
-            .0;
+        let (a, b) = (snapshot_of(direct), snapshot_of(pooled));
         assert_eq!(a.content_hash(), b.content_hash());
         for row in b.rows() {
             let d = a.get(row.id()).expect("same ids");
@@ -381,9 +369,8 @@ mod tests {
         store.close().await;
     }
 
-    /// A migrated SQLite store in `dir` holding `n` patterns (every 7th pending, metadata on
-    /// even ids, categories that differ between the lower and the upper half of the ids).
-    async fn store_with(dir: &std::path::Path, n: i64) -> Store {
+    /// A migrated, empty SQLite store in `dir/p.db`.
+    async fn migrated_store(dir: &std::path::Path) -> Store {
         let store = Store::connect(&StoreOptions {
             url: format!("sqlite://{}", dir.join("p.db").display()),
             schema: "public".into(),
@@ -393,6 +380,20 @@ mod tests {
         .await
         .expect("connect");
         store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// The snapshot a load's records make, built from nothing.
+    fn snapshot_of(load: super::FullLoad) -> PatternSnapshot {
+        PatternSnapshot::from_records_after(&PatternSnapshot::default(), load.rows)
+            .expect("valid")
+            .0
+    }
+
+    /// A migrated SQLite store in `dir` holding `n` patterns (every 7th pending, metadata on
+    /// even ids, categories that differ between the lower and the upper half of the ids).
+    async fn store_with(dir: &std::path::Path, n: i64) -> Store {
+        let store = migrated_store(dir).await;
         let Store::Sqlite(sqlite) = &store else {
             panic!("an SQLite store")
         };
@@ -439,12 +440,7 @@ mod tests {
         let pooled = sqlite.load_full_pooled().await.expect("pooled read");
         assert_eq!(split.cursor, pooled.cursor);
         assert_eq!(split.rows.len(), 300 - 300 / 7);
-        let a = PatternSnapshot::from_records_after(&PatternSnapshot::default(), split.rows)
-            .expect("valid")
-            .0;
-        let b = PatternSnapshot::from_records_after(&PatternSnapshot::default(), pooled.rows)
-            .expect("valid")
-            .0;
+        let (a, b) = (snapshot_of(split), snapshot_of(pooled));
         assert_eq!(a.content_hash(), b.content_hash());
         assert_eq!(a.len(), b.len());
         for row in b.rows() {
@@ -508,18 +504,13 @@ mod tests {
         .expect("join");
         let (load, after, single) = loaded;
         assert_eq!((load.readers, after.readers, single.readers), (2, 2, 1));
-        let snapshot = |load: super::FullLoad| {
-            PatternSnapshot::from_records_after(&PatternSnapshot::default(), load.rows)
-                .expect("valid")
-                .0
-        };
         let cats = |s: &PatternSnapshot| {
             (
                 s.get(1).expect("id 1").category().to_owned(),
                 s.get(400).expect("id 400").category().to_owned(),
             )
         };
-        let (before, after, single) = (snapshot(load), snapshot(after), snapshot(single));
+        let (before, after, single) = (snapshot_of(load), snapshot_of(after), snapshot_of(single));
         assert_eq!(
             cats(&before),
             ("lower1".into(), "upper1".into()),

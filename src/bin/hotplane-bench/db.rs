@@ -61,14 +61,6 @@ const PG_COLUMNS: &str = "id::bigint AS id, pattern::text AS pattern, \
          AS updated_at, \
      revision::bigint AS revision";
 
-/// The same for the SQLite store (`src/store/sqlite.rs`).
-const SQLITE_COLUMNS: &str = "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
-     CAST(COALESCE(confidence, 0) AS REAL) AS confidence, \
-     COALESCE(times_used, 0) AS times_used, COALESCE(times_correct, 0) AS times_correct, \
-     CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, last_used_at, \
-     COALESCE(created_by, '') AS created_by, COALESCE(enabled, 0) AS enabled, \
-     COALESCE(status, 'pending') AS status, metadata, updated_at, revision";
-
 /// Columns the bench writes (the rest take their defaults; the triggers stamp revisions).
 const INSERT_COLUMNS: &str = "pattern, normalized_pattern, category, confidence, times_used, \
      times_correct, accuracy, created_at, created_by, enabled, status, metadata";
@@ -338,10 +330,7 @@ impl Client {
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }
             Client::Sqlite(p, _) => {
-                let sql = format!(
-                    "SELECT {SQLITE_COLUMNS} FROM auto_learned_patterns \
-                     WHERE enabled AND status = 'approved' {order}"
-                );
+                let sql = format!("{} {order}", hotplane::store::SQLITE_FULL_SQL);
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }
         };
