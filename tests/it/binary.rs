@@ -1,7 +1,7 @@
 //! The `hotplane` binary as an operator runs it: defaults only (embedded SQLite file in the
 //! working directory), a real process, a real SIGTERM.
 
-use std::{path::Path, process::Stdio};
+use std::{path::Path, process::Stdio, time::Duration};
 
 use hotplane::pb::{self, hot_reload_client::HotReloadClient};
 use tokio::{
@@ -10,33 +10,49 @@ use tokio::{
 };
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::DEADLINE;
+use rustix::process::Signal;
+
+use crate::helpers::{DEADLINE, send_signal};
 
 /// Starts the binary in `dir` with `args`, returning the child and the address it logged.
 pub async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hotplane"))
-        .args(args)
-        .current_dir(dir)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplane"));
+    cmd.args(args).current_dir(dir);
+    spawn_listening(cmd, &[], DEADLINE).await
+}
+
+/// Spawns `cmd` (the hotplane binary, or a command that execs it) with JSON logs, no inherited
+/// listen address or database but those in `env`, and returns it with the address it logged
+/// once it listens, within `deadline`.
+async fn spawn_listening(
+    mut cmd: Command,
+    env: &[(&str, String)],
+    deadline: Duration,
+) -> (Child, String) {
+    let mut child = cmd
         .env("HOTPLANE_LOG_FORMAT", "json")
         .env_remove("HOTPLANE_DATABASE_URL")
         .env_remove("HOTPLANE_LISTEN")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("hotplane binary starts");
+        .expect("hotplane starts");
     let stderr = child.stderr.take().expect("stderr piped");
     let mut lines = BufReader::new(stderr).lines();
-    let addr = tokio::time::timeout(DEADLINE, async {
+    let mut seen = Vec::new();
+    let addr = tokio::time::timeout(deadline, async {
         while let Some(line) = lines.next_line().await.expect("read stderr") {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                seen.push(line); // cargo's own lines, or a panic
                 continue;
             };
             if v["message"] == "hotplane listening" {
                 return v["addr"].as_str().expect("addr field").to_owned();
             }
         }
-        panic!("hotplane exited before listening");
+        panic!("hotplane exited before listening: {}", seen.join("\n"));
     })
     .await
     .expect("listening before the deadline");
@@ -45,39 +61,20 @@ pub async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
     (child, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (mut child, addr) = start(dir.path(), &["--listen", "127.0.0.1:0"]).await;
-    assert!(
-        dir.path().join("hotplane.db").exists(),
-        "default embedded SQLite file created"
-    );
-
+/// Connects to `addr` and waits until health says SERVING.
+async fn connect_serving(addr: &str) -> tonic::transport::Channel {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
         .await
         .expect("connect");
-    let health = HealthClient::new(channel.clone());
-    crate::helpers::wait_serving(&health).await;
-    let status = HotReloadClient::new(channel.clone())
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    assert_eq!(status.store.expect("store").backend, "sqlite");
+    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    channel
+}
 
-    // Long-lived streams are the lifecycle work's to close (issue 4); the probe here is done.
-    drop(health);
-    drop(channel);
-    let pid = child.id().expect("pid").to_string();
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(kill.success());
+/// Sends SIGTERM and expects exit code 0 (a clean shutdown) before the deadline.
+async fn sigterm_exits_cleanly(mut child: Child) {
+    signal(&child, Signal::TERM);
     let exit = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .expect("exits before the deadline")
@@ -87,6 +84,104 @@ async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
         Some(0),
         "SIGTERM is a clean shutdown: {exit:?}"
     );
+}
+
+/// The README's run command, word for word from its "two commands" block, run in the checkout
+/// as a new user would (`cargo run --release`): it starts the server with nothing else
+/// configured, which reaches SERVING on the embedded SQLite default and exits 0 on SIGTERM.
+/// Only the environment moves the port (tests never take a fixed one) and the SQLite file (not
+/// into the checkout). scripts/test.sh builds the release binary first, so cargo only starts it
+/// here; on a cold target it builds it (nextest allows this test longer, .config/nextest.toml).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_run_command_starts_the_server_and_sigterm_stops_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let block = readme
+        .split_once("## The two commands")
+        .and_then(|(_, rest)| rest.split_once("```sh\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("the README has a sh block under '## The two commands'");
+    let run = block
+        .lines()
+        .next()
+        .and_then(|line| line.split('#').next())
+        .map(str::trim)
+        .expect("the block's first line is the run command");
+    let words: Vec<&str> = run.split_whitespace().collect();
+    assert_eq!(
+        words.first(),
+        Some(&"cargo"),
+        "the run command is cargo's: {run:?}"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("hotplane.db");
+    let mut cmd = Command::new(words[0]);
+    cmd.args(&words[1..]).current_dir(root);
+    // A user's shell, not the test runner's: the variables cargo and nextest set for a test
+    // (OUT_DIR, LD_LIBRARY_PATH, CARGO_PKG_*, ...) reach build scripts that watch them and
+    // would make cargo rebuild the release target, which the shell's `cargo run` would then
+    // rebuild again.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "CARGO"
+            || key == "OUT_DIR"
+            || key == "LD_LIBRARY_PATH"
+            || key == "CARGO_MANIFEST_DIR"
+            || key == "CARGO_CRATE_NAME"
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || key.starts_with("NEXTEST")
+        {
+            cmd.env_remove(&*key);
+        }
+    }
+    let (child, addr) = spawn_listening(
+        cmd,
+        &[
+            ("HOTPLANE_LISTEN", "127.0.0.1:0".to_owned()),
+            (
+                "HOTPLANE_DATABASE_URL",
+                format!("sqlite://{}", db.display()),
+            ),
+        ],
+        Duration::from_secs(20 * 60),
+    )
+    .await;
+    let channel = connect_serving(&addr).await;
+    let status = HotReloadClient::new(channel.clone())
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.store.expect("store").backend, "sqlite");
+    assert!(db.exists(), "the embedded SQLite default was created");
+    drop(channel);
+    sigterm_exits_cleanly(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (child, addr) = start(dir.path(), &["--listen", "127.0.0.1:0"]).await;
+    assert!(
+        dir.path().join("hotplane.db").exists(),
+        "default embedded SQLite file created"
+    );
+
+    let channel = connect_serving(&addr).await;
+    let status = HotReloadClient::new(channel.clone())
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.store.expect("store").backend, "sqlite");
+
+    // Long-lived streams are the lifecycle work's to close (issue 4); the probe here is done.
+    drop(channel);
+    sigterm_exits_cleanly(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,14 +264,8 @@ async fn status_until(
     .await
 }
 
-async fn signal(child: &Child, name: &str) {
-    let pid = child.id().expect("pid").to_string();
-    let sent = Command::new("kill")
-        .args([name, &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(sent.success());
+fn signal(child: &Child, sig: Signal) {
+    send_signal(child.id().expect("pid"), sig);
 }
 
 fn config_target(s: &pb::GetStatusResponse) -> &pb::TargetStatus {
@@ -221,7 +310,7 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
         "[learn]\nmin_confidence = 0.6\n[log]\nfilter = \"info,hotplane=debug\"\n",
     )
     .expect("write");
-    signal(&child, "-HUP").await;
+    signal(&child, Signal::HUP);
     let s = status_until(&client, "the SIGHUP reload", |s| {
         config_target(s)
             .current
@@ -241,7 +330,7 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
 
     // An invalid file on SIGHUP: logged and counted, the process keeps serving the old config.
     std::fs::write(&file, "[learn]\nmin_confidence = 7\n").expect("write");
-    signal(&child, "-HUP").await;
+    signal(&child, Signal::HUP);
     let s = status_until(&client, "the failed SIGHUP reload", |s| {
         config_target(s).failures_total == 1
     })
@@ -283,7 +372,7 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
     );
 
     drop((patterns, client, channel));
-    signal(&child, "-TERM").await;
+    signal(&child, Signal::TERM);
     let exit = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .expect("exits before the deadline")
