@@ -481,13 +481,7 @@ async fn sigterm_drain_is_recorded_before_the_process_exits() {
     ))
     .await;
     drop(channel);
-    let pid = child.id().expect("pid").to_string();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill runs");
-    assert!(kill.success());
+    crate::helpers::send_signal(child.id().expect("pid"), rustix::process::Signal::TERM);
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits")

@@ -200,13 +200,7 @@ async fn sigterm_drains_running_requests_then_exits_cleanly() {
     });
     wait_in_flight(&drain, 1).await;
 
-    let pid = child.id().expect("pid").to_string();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(kill.success());
+    crate::helpers::send_signal(child.id().expect("pid"), rustix::process::Signal::TERM);
     eventually("NOT_SERVING after SIGTERM", || {
         let mut h = health_client.clone();
         async move { (health(&mut h, "").await == ServingStatus::NotServing as i32).then_some(()) }

@@ -31,6 +31,18 @@ pub enum Backend {
 /// sleep: the wait ends as soon as the condition holds).
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Sends `signal` to process `pid` (a child the test started) with the kill(2) system call, not
+/// the external `kill` program: a minimal Debian has no procps, and the tests run no program
+/// that `scripts/test.sh` does not install.
+pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .unwrap_or_else(|| panic!("{pid} is not a process id"));
+    rustix::process::kill_process(target, signal)
+        .unwrap_or_else(|e| panic!("kill({pid}, {signal:?}): {e}"));
+}
+
 /// A running server and clients connected to it.
 pub struct TestApp {
     /// Bound address.

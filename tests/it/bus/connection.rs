@@ -5,12 +5,13 @@
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use hotplane::pb;
+use rustix::process::Signal;
 use tokio::process::{Child, Command};
 
 use super::{bus_config, bus_status, channel, insert, publish, start, wait_bus, wait_served};
 use crate::{
     db::TestDb,
-    helpers::{TestApp, eventually, learn_req, served, sql},
+    helpers::{TestApp, eventually, learn_req, send_signal, served, sql},
 };
 
 /// A `redis-server` of the test's own, on a free port, killed when dropped.
@@ -126,17 +127,10 @@ impl PrivateRedis {
         }
     }
 
-    /// Sends a signal (`STOP`, `CONT`) to the server process.
-    async fn signal(&self, sig: &str) {
+    /// Sends a signal (`Signal::STOP`, `Signal::CONT`) to the server process.
+    fn signal(&self, sig: Signal) {
         let pid = self.child.as_ref().and_then(|c| c.id()).expect("running");
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .await
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill -{sig} {pid}");
+        send_signal(pid, sig);
     }
 }
 
@@ -400,9 +394,9 @@ async fn a_half_open_connection_is_detected_and_replaced() {
         .expect("watch")
         .into_inner();
 
-    redis.signal("STOP").await;
+    redis.signal(Signal::STOP);
     let st = wait_bus(&app, "the PING timeout", |s| !s.connected).await;
-    redis.signal("CONT").await;
+    redis.signal(Signal::CONT);
     assert!(st.last_error.contains("PING"), "{}", st.last_error);
     assert!(st.next_retry_at.is_some());
     wait_bus(&app, "a new subscription", |s| {
@@ -443,9 +437,9 @@ async fn shutdown_is_not_held_up_by_an_unresponsive_redis() {
     config.bus_timeout = Duration::from_secs(2);
     config.fleet_heartbeat = Duration::from_millis(50);
     let app = start(config, &db).await;
-    redis.signal("STOP").await;
+    redis.signal(Signal::STOP);
     let stopped = tokio::time::timeout(crate::helpers::DEADLINE, app.stop()).await;
-    redis.signal("CONT").await;
+    redis.signal(Signal::CONT);
     stopped
         .expect("shutdown does not wait for the frozen Redis")
         .expect("stops cleanly");
