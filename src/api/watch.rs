@@ -86,24 +86,50 @@ pub fn open(
     ReceiverStream::new(rx)
 }
 
+/// Runs a stream until its client goes away, its maximum age, or shutdown, whichever comes
+/// first, even while the producer waits to send to a client that stopped reading: the age and
+/// shutdown are raced against the whole stream, not polled between sends.
 async fn produce(
     state: Arc<AppState>,
     req: pb::WatchStatusRequest,
     opts: WatchOptions,
     tx: mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
 ) {
-    let filter = Filter::new(&req);
     let mut closing = state.closing.subscribe();
+    let expires = async {
+        if opts.max_age.is_zero() {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(opts.max_age).await
+        }
+    };
+    tokio::select! {
+        () = stream(&state, &req, opts, &tx) => {}
+        () = expires => debug!("watch stream reached its maximum age"),
+        _ = closing.wait_for(|c| *c) => {
+            // A final status for a client that reads; one that does not gets nothing more.
+            let last = state.events.last_id();
+            let _ = tx.try_send(Ok(status_event(&state, pb::EventKind::DrainChanged, last, false)));
+        }
+    }
+}
+
+/// The stream's body: the start (snapshot or replay), then live events and heartbeats, until
+/// the client goes away or the hub closes.
+async fn stream(
+    state: &AppState,
+    req: &pb::WatchStatusRequest,
+    opts: WatchOptions,
+    tx: &mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
+) {
+    let filter = Filter::new(req);
     let (start, mut live, last_id) = state.events.subscribe(req.after_event_id);
     // A send fails only when the client went away: then the producer just ends.
-    let send = |msg: pb::WatchStatusResponse| {
-        let tx = tx.clone();
-        async move { tx.send(Ok(msg)).await.is_ok() }
-    };
+    let send = |msg: pb::WatchStatusResponse| async move { tx.send(Ok(msg)).await.is_ok() };
     let first_ok = match start {
         Start::Snapshot { resync } => {
             send(status_event(
-                &state,
+                state,
                 pb::EventKind::Snapshot,
                 last_id,
                 resync,
@@ -127,35 +153,18 @@ async fn produce(
     let mut heartbeat = tokio::time::interval(opts.heartbeat.max(Duration::from_millis(10)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await; // the first tick is immediate; the snapshot just went out
-    let expires = async {
-        if opts.max_age.is_zero() {
-            std::future::pending::<()>().await
-        } else {
-            tokio::time::sleep(opts.max_age).await
-        }
-    };
-    tokio::pin!(expires);
     loop {
         let sent = tokio::select! {
             _ = tx.closed() => return,
-            _ = &mut expires => {
-                debug!("watch stream reached its maximum age");
-                return;
-            }
-            _ = async { closing.wait_for(|c| *c).await.is_ok() } => {
-                let last = state.events.last_id();
-                let _ = send(status_event(&state, pb::EventKind::DrainChanged, last, false)).await;
-                return;
-            }
             _ = heartbeat.tick() => {
-                send(status_event(&state, pb::EventKind::Heartbeat, state.events.last_id(), false)).await
+                send(status_event(state, pb::EventKind::Heartbeat, state.events.last_id(), false)).await
             }
             r = live.recv() => match r {
                 Ok(e) if filter.pass(&e) => send(Event::unwrap_or_clone(e)).await,
                 Ok(_) => true,
                 Err(RecvError::Lagged(n)) => {
                     debug!(missed = n, "watch stream fell behind; sending a resync snapshot");
-                    send(status_event(&state, pb::EventKind::Snapshot, state.events.last_id(), true)).await
+                    send(status_event(state, pb::EventKind::Snapshot, state.events.last_id(), true)).await
                 }
                 Err(RecvError::Closed) => return,
             },

@@ -314,3 +314,54 @@ async fn drain_changes_and_shutdown_are_announced() {
     assert!(last.status.expect("status").drain.expect("drain").draining);
     stopping.await.expect("join").expect("clean stop");
 }
+
+/// A client that stops reading cannot keep its stream's producer (and its per-caller slot)
+/// past `--watch-max-age`. The client's HTTP/2 stream window is 1 KiB, so heartbeats every
+/// 10 ms fill the server's buffers for that stream within about a second and its producer waits
+/// in a send; the maximum age must end it there too. With one stream allowed per caller, a new
+/// stream is accepted only once the old producer has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stream_still_ends_at_its_maximum_age() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.watch_heartbeat = Duration::from_millis(10);
+        c.watch_max_age = Duration::from_secs(3);
+        c.watch_max_streams_per_caller = 1;
+    })
+    .await;
+    let narrow = Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut unread = pb::hot_reload_client::HotReloadClient::new(narrow)
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(next(&mut unread).await.kind, EventKind::Snapshot as i32);
+    let err = app
+        .reload
+        .clone()
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect_err("one stream per caller");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    // `unread` is never read again, but stays open while its producer must end.
+    eventually(
+        "a new stream once the unread one reached its maximum age",
+        || {
+            let mut reload = app.reload.clone();
+            async move {
+                let mut s = reload
+                    .watch_status(pb::WatchStatusRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                s.message().await.ok().flatten()
+            }
+        },
+    )
+    .await;
+    drop(unread);
+}
