@@ -330,6 +330,15 @@ impl Application {
             r = &mut serve => { r.context("serving gRPC")?; false }
             _ = shutdown => true,
         };
+        // Every wait from here on ends by this deadline (what the drain leaves of it goes to the
+        // background tasks), or shortly after it where a final flush deserves a moment.
+        let deadline = tokio::time::Instant::now()
+            + if signalled {
+                self.config.shutdown_delay
+            } else {
+                Duration::ZERO
+            }
+            + self.config.shutdown_grace;
         if signalled {
             // The drain sequence, serving all along: NOT_SERVING and refuse new work; give load
             // balancers the pre-stop delay to notice; wait for running work up to the grace.
@@ -385,10 +394,30 @@ impl Application {
         }
         self.stop_tx.send_replace(true);
         state.engine.shutdown();
+        // The background tasks (the audit writer flushing its queue, the bus, the poll) end on
+        // the stop signal, but the audit writer may be retrying against a database that is down:
+        // they get what is left of the grace, at least STREAM_CLOSE_GRACE, then are stopped.
+        let deadline = deadline.max(tokio::time::Instant::now() + STREAM_CLOSE_GRACE);
+        let mut stopped = 0;
         for task in self.background {
-            let _ = task.await;
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                abort.abort();
+                stopped += 1;
+            }
         }
-        state.engine.store().close().await;
+        if stopped > 0 {
+            warn!(
+                tasks = stopped,
+                "background tasks were still running at the end of the shutdown grace and were stopped (is the database down? audit rows still queued are lost)"
+            );
+        }
+        if tokio::time::timeout(STREAM_CLOSE_GRACE, state.engine.store().close())
+            .await
+            .is_err()
+        {
+            warn!("the store's connections did not close in time; leaving them");
+        }
         info!("hotplane stopped");
         Ok(())
     }

@@ -234,3 +234,44 @@ async fn sigterm_drains_running_requests_then_exits_cleanly() {
         1
     );
 }
+
+/// Shutdown during a database outage ends within the grace: the audit writer, which would
+/// retry its queue against the dead database (each attempt waiting for a connection), and the
+/// store's close are bounded like every other wait on the shutdown path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_database_outage_is_bounded_by_the_grace() {
+    let db = TestDb::postgres().await;
+    let proxy = crate::proxy::Proxy::postgres(db.url()).await;
+    let mut config = hotplane::config::Config::for_database(&proxy.url);
+    config.shutdown_delay = Duration::ZERO;
+    config.shutdown_grace = Duration::from_secs(1);
+    let app = TestApp::start(config, db).await;
+    app.wait_ready().await;
+    proxy.cut().await;
+    // Audited changes made during the outage: the drains are applied, their audit rows wait
+    // for a database that does not come back.
+    let mut drain = DrainClient::new(
+        Channel::from_shared(format!("http://{}", app.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    for reason in ["outage one", "outage two"] {
+        drain
+            .start_drain(pb::StartDrainRequest {
+                reason: reason.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("a drain needs no database");
+        drain
+            .stop_drain(pb::StopDrainRequest::default())
+            .await
+            .expect("stop drain");
+    }
+    tokio::time::timeout(crate::helpers::DEADLINE, app.stop())
+        .await
+        .expect("shutdown ended within the deadline, not after the audit writer's retries")
+        .expect("a clean stop");
+}
