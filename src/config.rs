@@ -22,6 +22,28 @@ pub struct Cli {
     pub config: Config,
 }
 
+impl Cli {
+    /// Parses the process's arguments, exiting with clap's message and code on bad ones.
+    pub fn parse_args() -> Cli {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the program name first). Every setting is global, so it may come after
+    /// the subcommand as well as before it: `hotplane migrate --database-url …` works as
+    /// `hotplane --database-url … migrate` does.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.global(true))
+            .try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
+}
+
 /// Commands.
 #[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
 pub enum Command {
@@ -407,6 +429,24 @@ mod tests {
         let err = cli.config.validate().expect_err("1.5 is out of range");
         assert!(err.to_string().contains("learn-min-confidence"));
         assert!(Cli::try_parse_from(["hotplane", "--normalize-profile", "nope"]).is_err());
+    }
+
+    #[test]
+    fn settings_may_follow_the_subcommand() {
+        for args in [
+            ["hotplane", "migrate", "--database-url", "postgres://db/x"],
+            ["hotplane", "--database-url", "postgres://db/x", "migrate"],
+        ] {
+            let cli = Cli::try_parse_args(args).expect("parses");
+            assert_eq!(cli.command, Some(Command::Migrate), "{args:?}");
+            assert_eq!(cli.config.database_url, "postgres://db/x", "{args:?}");
+        }
+        let cli = Cli::try_parse_args(["hotplane", "serve", "--listen", "127.0.0.1:7"])
+            .expect("serve with a flag after it");
+        assert_eq!(cli.config.listen.port(), 7);
+        let err = Cli::try_parse_args(["hotplane", "migrate", "--no-such-flag"])
+            .expect_err("unknown flags are still refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -70,18 +70,41 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
     }
 }
 
-/// Re-reads the config file on every SIGHUP, for as long as the process runs. A bad file is
-/// logged with every key at fault and counted in status; it never stops the process.
-pub async fn reload_config_on_sighup(reloader: startup::ConfigReloader) {
+/// SIGHUPs, listened for from the moment this is made: made before the application is built,
+/// a SIGHUP during start-up (while the store migrates, say) waits here for the config reloader
+/// instead of killing the process, which is the signal's default action.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Starts listening (inside a Tokio runtime).
+    pub fn listen() -> Hangups {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(s) => Hangups { signal: Some(s) },
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload the config with Reload(TARGET_CONFIG)");
+                    Hangups { signal: None }
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        Hangups {}
+    }
+}
+
+/// Re-reads the config file on every SIGHUP, for as long as the process runs (one that came
+/// during start-up included). A bad file is logged with every key at fault and counted in
+/// status; it never stops the process.
+pub async fn reload_config_on_sighup(hangups: Hangups, reloader: startup::ConfigReloader) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload the config with Reload(TARGET_CONFIG)");
-                return;
-            }
+        let Some(mut hup) = hangups.signal else {
+            return;
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received: re-reading the config file");
@@ -91,7 +114,7 @@ pub async fn reload_config_on_sighup(reloader: startup::ConfigReloader) {
     }
     #[cfg(not(unix))]
     {
-        let _ = reloader;
+        let _ = (hangups, reloader);
         std::future::pending::<()>().await;
     }
 }

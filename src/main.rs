@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use hotplane::{
     config::{Cli, Command},
     startup::{Application, open_store},
@@ -12,7 +11,7 @@ use hotplane::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let config = cli.config;
     // Logs start with the file's filter and format; `build` reads the file again as the live
     // config's first generation.
@@ -53,8 +52,12 @@ async fn migrate(config: hotplane::config::Config) -> anyhow::Result<()> {
 async fn serve(config: hotplane::config::Config) -> anyhow::Result<()> {
     // Listening for signals before anything is bound: a SIGTERM during startup drains.
     let signal = hotplane::shutdown_signal();
+    let hangups = hotplane::Hangups::listen();
     let app = Application::build(config).await?;
-    tokio::spawn(hotplane::reload_config_on_sighup(app.config_reloader()));
+    tokio::spawn(hotplane::reload_config_on_sighup(
+        hangups,
+        app.config_reloader(),
+    ));
     app.run_until_stopped(async move {
         signal.await;
         // The first signal starts a graceful drain; a second one means "now".

@@ -25,12 +25,18 @@ pub async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
 /// listen address or database but those in `env`, and returns it with the address it logged
 /// once it listens, within `deadline`.
 async fn spawn_listening(
-    mut cmd: Command,
+    cmd: Command,
     env: &[(&str, String)],
     deadline: Duration,
 ) -> (Child, String) {
-    let mut child = cmd
-        .env("HOTPLANE_LOG_FORMAT", "json")
+    let mut child = spawn_logging(cmd, env);
+    let addr = listening(&mut child, deadline).await;
+    (child, addr)
+}
+
+/// Spawns `cmd` as [`spawn_listening`] does, without waiting.
+fn spawn_logging(mut cmd: Command, env: &[(&str, String)]) -> Child {
+    cmd.env("HOTPLANE_LOG_FORMAT", "json")
         .env_remove("HOTPLANE_DATABASE_URL")
         .env_remove("HOTPLANE_LISTEN")
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -38,7 +44,11 @@ async fn spawn_listening(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("hotplane starts");
+        .expect("hotplane starts")
+}
+
+/// The address `child` logs once it listens, within `deadline`.
+async fn listening(child: &mut Child, deadline: Duration) -> String {
     let stderr = child.stderr.take().expect("stderr piped");
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = Vec::new();
@@ -58,7 +68,7 @@ async fn spawn_listening(
     .expect("listening before the deadline");
     // Keep draining stderr so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    addr
 }
 
 /// Connects to `addr` and waits until health says SERVING.
@@ -378,4 +388,55 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
         .expect("exits before the deadline")
         .expect("wait");
     assert_eq!(exit.code(), Some(0));
+}
+
+/// A SIGHUP that arrives while the server is still starting (here: its migrations wait on a lock
+/// another client holds) does not kill it, which is SIGHUP's default action; the server starts,
+/// then re-reads its config for that signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_during_start_up_does_not_kill_the_process() {
+    use sqlx::{Connection, Executor, PgConnection};
+    let db = crate::db::TestDb::postgres().await;
+    db.store().await.close().await; // migrated, so the lock below has a table to hold
+    let mut blocker = PgConnection::connect(db.url()).await.expect("connect");
+    blocker.execute("BEGIN").await.expect("begin");
+    blocker
+        .execute("LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplane"));
+    cmd.current_dir(dir.path());
+    let mut child = spawn_logging(
+        cmd,
+        &[
+            ("HOTPLANE_LISTEN", "127.0.0.1:0".to_owned()),
+            ("HOTPLANE_DATABASE_URL", db.url().to_owned()),
+        ],
+    );
+    // The server's migration waits on the lock: it is inside its start-up.
+    let crate::db::SqlClient::Postgres(watcher) = db.client().await else {
+        unreachable!("a PostgreSQL database")
+    };
+    crate::helpers::eventually("the server's migration waiting on the lock", || {
+        let watcher = watcher.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&watcher)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    signal(&child, Signal::HUP);
+    blocker.execute("ROLLBACK").await.expect("release the lock");
+
+    let addr = listening(&mut child, DEADLINE).await;
+    drop(connect_serving(&addr).await);
+    sigterm_exits_cleanly(child).await;
 }
