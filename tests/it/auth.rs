@@ -542,6 +542,31 @@ async fn rate_limit_exhaustion_is_per_caller_and_carries_retry_info() {
     }
 }
 
+/// Without credentials every local process is the caller `loopback`; each connection (peer
+/// address) has its own bucket, so one local client in a loop does not lock out the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_callers_have_a_bucket_per_peer() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.auth.admin_rate = 1.0 / 3600.0;
+        c.auth.admin_burst = 2;
+    })
+    .await;
+    let looping = channel_to(app.addr).await;
+    for _ in 0..2 {
+        call(&looping, None, "Reload")
+            .await
+            .expect("within the burst");
+    }
+    let err = call(&looping, None, "Reload")
+        .await
+        .expect_err("past the burst");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let other = channel_to(app.addr).await;
+    call(&other, None, "Reload")
+        .await
+        .expect("another local client (another peer) has its own bucket");
+}
+
 /// After the bucket refills, the caller is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_recovers_after_the_retry_delay() {
