@@ -169,9 +169,9 @@ pub struct AuditStats {
     pub written: u64,
     /// Entries dropped because the queue was full.
     pub dropped: u64,
-    /// Batches whose write failed after retries (their rows are lost).
+    /// Failed write attempts (each retry counts; during an outage the rows are kept).
     pub write_failures: u64,
-    /// Rows lost with those batches.
+    /// Rows given up on: refused by the database several times, or unwritten at shutdown.
     pub rows_lost: u64,
     /// The most recent write error.
     pub last_error: Option<String>,

@@ -164,6 +164,33 @@ pub enum StoreError {
     ForeignCursor,
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (refused or lost connection, no connection
+    /// within the pool's timeout, a server shutting down or out of connections), as opposed to
+    /// one that answered the request with an error: the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        let source = match self {
+            StoreError::Connect { .. } => return true,
+            StoreError::Query { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and
+            // 57P (operator intervention: shutdown, cannot connect now).
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Options for opening a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

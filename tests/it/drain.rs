@@ -241,7 +241,7 @@ async fn sigterm_drains_running_requests_then_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_a_database_outage_is_bounded_by_the_grace() {
     let db = TestDb::postgres().await;
-    let proxy = crate::proxy::Proxy::postgres(db.url()).await;
+    let mut proxy = crate::proxy::Proxy::postgres(db.url()).await;
     let mut config = hotplane::config::Config::for_database(&proxy.url);
     config.shutdown_delay = Duration::ZERO;
     config.shutdown_grace = Duration::from_secs(1);

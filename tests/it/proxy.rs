@@ -1,6 +1,6 @@
 //! A TCP proxy in front of the test PostgreSQL, so a test can cut one server's database off the
-//! way a stopped PostgreSQL would (open connections reset, new ones refused) without touching
-//! the shared server that other tests use.
+//! way a stopped PostgreSQL would (open connections reset, new ones refused) and bring it back,
+//! without touching the shared server that other tests use.
 
 use std::net::SocketAddr;
 
@@ -9,11 +9,13 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 
-/// A running proxy; `cut` ends it.
+/// A running proxy: `cut` is the outage, `restore` the database coming back on the same port.
 pub struct Proxy {
     /// The database URL through the proxy.
     pub url: String,
-    accept: JoinHandle<()>,
+    local: SocketAddr,
+    upstream: String,
+    accept: Option<JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -26,29 +28,42 @@ impl Proxy {
             "{url} names its server as {upstream}"
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let local: SocketAddr = listener.local_addr().expect("addr");
-        let target = upstream.clone();
-        let accept = tokio::spawn(async move {
-            // The connections live in this task's set: aborting the task aborts them all.
-            let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                let target = target.clone();
-                connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        });
+        let local = listener.local_addr().expect("addr");
+        let accept = Some(tokio::spawn(forward(listener, upstream.clone())));
         Proxy {
             url: url.replacen(&upstream, &local.to_string(), 1),
+            local,
+            upstream,
             accept,
         }
     }
 
     /// The outage: every proxied connection is closed and the port refuses new ones.
-    pub async fn cut(self) {
-        self.accept.abort();
-        let _ = self.accept.await;
+    pub async fn cut(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            let _ = accept.await;
+        }
+    }
+
+    /// The database is back, on the same address.
+    pub async fn restore(&mut self) {
+        assert!(self.accept.is_none(), "restore after a cut");
+        let listener = TcpListener::bind(self.local).await.expect("bind again");
+        self.accept = Some(tokio::spawn(forward(listener, self.upstream.clone())));
+    }
+}
+
+/// Accepts and forwards connections; the connections live in this task's set, so aborting the
+/// task closes them all.
+async fn forward(listener: TcpListener, upstream: String) {
+    let mut connections = JoinSet::new();
+    while let Ok((mut client, _)) = listener.accept().await {
+        let upstream = upstream.clone();
+        connections.spawn(async move {
+            if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
     }
 }
