@@ -623,15 +623,22 @@ fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
     );
     Arc::new(move || {
         let current = engine.current();
+        let health = engine.health();
         Member {
             instance_id: instance_id.clone(),
             addr: addr.clone(),
             generation: current.number,
             content_hash: current.snapshot.content_hash(),
             store_revision: current.store_revision,
+            // While pinned it serves an older generation than its last read: it claims no
+            // position, so no fleet wait counts it as serving newer writes.
+            store_position: match health.pinned {
+                Some(_) => None,
+                None => current.cursor.as_ref().map(|c| c.position()),
+            },
             item_count: current.snapshot.len() as u64,
             draining: drain.snapshot().draining,
-            last_error: engine.health().last_error,
+            last_error: health.last_error,
             rollback_error: None, // filled in by the heartbeat
             rollback_hash: None,
             updated_at_ms: Utc::now().timestamp_millis(),

@@ -167,6 +167,7 @@ pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
         generation: g.number,
         content_hash: g.snapshot.content_hash(),
         store_revision: g.store_revision,
+        store_position: g.cursor.as_ref().map(|c| c.position()).unwrap_or_default(),
         loaded_at: Some(convert::timestamp(g.loaded_at)),
         source: source_pb(g.source).into(),
         load_duration: Some(convert::duration(g.load_duration)),
@@ -308,9 +309,10 @@ impl HotReload for HotReloadApi {
             if req.broadcast {
                 response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
             }
-            if let Some(wait) = wait {
-                let revision = report.current.store_revision;
-                if let Some(found) = self.state.bus.wait_for_fleet(revision, wait).await {
+            if let Some(wait) = wait
+                && let Some(position) = &report.current.cursor
+            {
+                if let Some(found) = self.state.bus.wait_for_fleet(position, wait).await {
                     (
                         response.fleet,
                         response.fleet_converged,

@@ -42,8 +42,15 @@ pub struct Member {
     pub generation: u64,
     /// Hash of the served patterns.
     pub content_hash: String,
-    /// Store revision the served patterns reflect.
+    /// Store revision the served patterns reflect: the newest revision visible to its last
+    /// store read. A label of the store state (equal for replicas that read the same state),
+    /// not an order: PostgreSQL revisions are transaction ids.
     pub store_revision: i64,
+    /// The store position of its last store read ([`crate::store::Cursor::position`]), which
+    /// compares in commit order; `None` before the first load, while pinned by a rollback (it
+    /// serves older content than its position says), and from versions that did not report it.
+    #[serde(default)]
+    pub store_position: Option<String>,
     /// Patterns served.
     pub item_count: u64,
     /// Whether it is draining.
@@ -434,6 +441,7 @@ mod tests {
             generation: 1,
             content_hash: hash.into(),
             store_revision: revision,
+            store_position: None,
             item_count: 0,
             draining: false,
             last_error: None,

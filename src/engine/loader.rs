@@ -84,7 +84,7 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     }
     if let Some(plan) = &batch.plan {
         result = Some(
-            match build_plan(inner, plan, &inner.store.load_full(), false).await {
+            match build_plan(inner, plan, &inner.store.load_full()).await {
                 Ok(built) => {
                     let report = commit(inner, built, batch.source, &batch.reason);
                     unpin(inner);
@@ -290,7 +290,7 @@ pub(super) async fn swap_store(
     });
     // Everything is read from the new store before anything is swapped: on any failure the old
     // store and the old generation keep serving.
-    let built = match build_plan(inner, &Plan::Full, &new, true).await {
+    let built = match build_plan(inner, &Plan::Full, &new).await {
         Ok(built) => built,
         Err(e) => {
             record_failure(inner, Source::Grpc, &e);
@@ -316,23 +316,19 @@ pub(super) async fn swap_store(
 /// Builds what `scope` asks for from the current generation, without swapping.
 pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
     match scope {
-        Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full(), false).await,
+        Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full()).await,
         Scope::Delta => {
             build_plan(
                 inner,
                 &Plan::Delta(Vec::new()),
-                &inner.store.load_full(),
-                false,
-            )
+                &inner.store.load_full())
             .await
         }
         Scope::Ids(ids) => {
             build_plan(
                 inner,
                 &Plan::Ids(ids.clone()),
-                &inner.store.load_full(),
-                false,
-            )
+                &inner.store.load_full())
             .await
         }
         Scope::Invalidate(ids) => build_invalidate(inner, ids).await,
@@ -361,13 +357,11 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
     })
 }
 
-/// Builds `plan` from `store`. `new_store`: the store replaces the current one (blue/green), so
-/// its revisions are not comparable with what is served and the backwards guard is skipped.
+/// Builds `plan` from `store` (the current one, or a blue/green replacement).
 async fn build_plan(
     inner: &Inner,
     plan: &Plan,
     store: &Store,
-    new_store: bool,
 ) -> Result<Built, LoadError> {
     let started = Instant::now();
     let cur = inner.current.load_full();
@@ -375,14 +369,10 @@ async fn build_plan(
 
     let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
         (Plan::Full, _) | (_, None) => {
+            // No "the revision went backwards" guard: revisions are transaction ids on
+            // PostgreSQL, not commit order, and loads are serialized, so this read is at least
+            // as new as the one served (see "Store positions" in the README).
             let full = store.load_full().await.map_err(store_err)?;
-            if !new_store && cur.number > 0 && full.revision < cur.store_revision {
-                return Err(LoadError::Invalid(format!(
-                    "the store's revision went backwards ({} < {} served): refusing to replace \
-                     newer content with an older read",
-                    full.revision, cur.store_revision
-                )));
-            }
             let rows_read = full.rows.len();
             let prev = Arc::clone(&cur.snapshot);
             // Rows that did not change are shared with the current snapshot (and so with the
@@ -402,10 +392,20 @@ async fn build_plan(
             let delta = store.load_delta(since).await.map_err(store_err)?;
             let mut changed = delta.changed;
             let mut deleted = delta.deleted;
+            let delta_deleted = deleted.len();
             let extra = load_named(store, ids, &mut deleted).await?;
             let rows_read = changed.len() + deleted.len() + extra.len();
+            // The named rows were read after the delta: a row the delta saw and the named read
+            // found gone is deleted, not changed.
+            if deleted.len() > delta_deleted {
+                let gone: std::collections::HashSet<i64> =
+                    deleted[delta_deleted..].iter().copied().collect();
+                changed.retain(|r| !gone.contains(&r.id));
+            }
             changed.extend(extra);
-            let revision = delta.revision.max(cur.store_revision);
+            // The newest revision visible to this read: a label of the store state (equal for
+            // replicas that read the same state), not an order (see `Cursor::covers`).
+            let revision = delta.revision;
             if changed.is_empty() && deleted.is_empty() {
                 (
                     Arc::clone(&cur.snapshot),
@@ -431,10 +431,8 @@ async fn build_plan(
             let mut deleted = Vec::new();
             let rows = load_named(store, ids, &mut deleted).await?;
             let rows_read = rows.len() + deleted.len();
-            let revision = rows
-                .iter()
-                .map(|r| r.revision)
-                .fold(cur.store_revision, i64::max);
+            // Named rows say nothing about the rest of the store: position and revision stay.
+            let revision = cur.store_revision;
             let (next, counts) = apply(&cur.snapshot, rows, deleted).await?;
             (
                 next,

@@ -430,9 +430,10 @@ impl PatternSnapshot {
     }
 
     /// Returns a new snapshot with `changed` rows applied (served ones upserted, others removed)
-    /// and `deleted` ids removed, plus what changed. A changed row older than the one served
-    /// (lower revision) is ignored: an older read never replaces newer content. `self` is left
-    /// as it was; the new snapshot shares its base.
+    /// and `deleted` ids removed, plus what changed. Every changed row is applied whatever its
+    /// revision: the engine serializes loads, so a row read now is at least as new as the one
+    /// served, and revisions (PostgreSQL transaction ids) are not in commit order anyway. `self`
+    /// is left as it was; the new snapshot shares its base.
     pub fn apply(
         &self,
         changed: Vec<PatternRow>,
@@ -461,15 +462,14 @@ impl PatternSnapshot {
         }
         for row in &changed {
             let row = row.as_ref();
-            let cur = next.get(row.id).map(|r| (r.revision(), r.content_hash()));
+            let cur = next.get(row.id).map(|r| r.content_hash());
             match cur {
-                Some((rev, _)) if rev > row.revision => continue,
                 Some(_) if !row.served => {
                     next.remove(row.id);
                     counts.removed += 1;
                 }
                 // Hit counters are not content: such a row keeps the record it is served with.
-                Some((_, h)) if h == content_hash(&row) => continue,
+                Some(h) if h == content_hash(&row) => continue,
                 Some(_) => {
                     next.remove(row.id);
                     next.insert(encode_owned(&row, &mut names));

@@ -79,18 +79,24 @@ fn unserved_rows_are_skipped_and_disables_remove() {
     assert_eq!(snap.lookup("a", None).map(|r| r.id()), Some(1));
 }
 
+/// Revisions are transaction ids on PostgreSQL, not commit order: a row read later is the
+/// newer version whatever its revision (loads are serialized), so a lower revision is applied.
 #[test]
-fn an_older_row_never_replaces_a_newer_one() {
-    let mut newer = row(1, "a", 0.5, 0);
-    newer.revision = 20;
-    newer.category = "new".into();
-    let snap = PatternSnapshot::from_rows(vec![newer]).expect("ok");
-    let mut older = row(1, "a", 0.5, 0);
-    older.revision = 10;
-    older.category = "old".into();
-    let (next, counts) = snap.apply(vec![older], &[]).expect("ok");
-    assert_eq!(next.lookup("a", None).map(|r| r.category()), Some("new"));
-    assert!(!counts.any());
+fn a_later_read_replaces_the_served_row_whatever_its_revision() {
+    let mut served = row(1, "a", 0.5, 0);
+    served.revision = 20;
+    served.category = "first".into();
+    let snap = PatternSnapshot::from_rows(vec![served]).expect("ok");
+    let mut late = row(1, "a", 0.5, 0);
+    late.revision = 10;
+    late.category = "late".into();
+    let (next, counts) = snap.apply(vec![late.clone()], &[]).expect("ok");
+    assert_eq!(next.lookup("a", None).map(|r| r.category()), Some("late"));
+    assert_eq!(counts.updated, 1);
+    late.enabled = false;
+    let (next, counts) = next.apply(vec![late], &[]).expect("ok");
+    assert!(next.lookup("a", None).is_none(), "a late disable is applied");
+    assert_eq!(counts.removed, 1);
 }
 
 #[test]

@@ -17,6 +17,7 @@
 
 mod audit;
 mod pg_copy;
+mod position;
 mod postgres;
 mod sqlite;
 mod sqlite_direct;
