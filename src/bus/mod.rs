@@ -389,10 +389,7 @@ impl Bus {
         wait: Duration,
     ) -> Option<fleet::FleetWait> {
         let shared = self.shared.as_ref()?;
-        let verdict = |m: &fleet::Member| {
-            let at = m.store_position.as_deref().and_then(Cursor::parse_position);
-            fleet::Verdict::from(at.is_some_and(|at| at.covers(position)))
-        };
+        let verdict = |m: &fleet::Member| fleet::Verdict::from(m.has_read(position));
         Some(fleet::wait(shared, wait, verdict).await)
     }
 

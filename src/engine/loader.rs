@@ -317,19 +317,9 @@ pub(super) async fn swap_store(
 pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
     match scope {
         Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full()).await,
-        Scope::Delta => {
-            build_plan(
-                inner,
-                &Plan::Delta(Vec::new()),
-                &inner.store.load_full())
-            .await
-        }
+        Scope::Delta => build_plan(inner, &Plan::Delta(Vec::new()), &inner.store.load_full()).await,
         Scope::Ids(ids) => {
-            build_plan(
-                inner,
-                &Plan::Ids(ids.clone()),
-                &inner.store.load_full())
-            .await
+            build_plan(inner, &Plan::Ids(ids.clone()), &inner.store.load_full()).await
         }
         Scope::Invalidate(ids) => build_invalidate(inner, ids).await,
     }
@@ -358,11 +348,7 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
 }
 
 /// Builds `plan` from `store` (the current one, or a blue/green replacement).
-async fn build_plan(
-    inner: &Inner,
-    plan: &Plan,
-    store: &Store,
-) -> Result<Built, LoadError> {
+async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, LoadError> {
     let started = Instant::now();
     let cur = inner.current.load_full();
     let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());

@@ -95,7 +95,10 @@ fn a_later_read_replaces_the_served_row_whatever_its_revision() {
     assert_eq!(counts.updated, 1);
     late.enabled = false;
     let (next, counts) = next.apply(vec![late], &[]).expect("ok");
-    assert!(next.lookup("a", None).is_none(), "a late disable is applied");
+    assert!(
+        next.lookup("a", None).is_none(),
+        "a late disable is applied"
+    );
     assert_eq!(counts.removed, 1);
 }
 

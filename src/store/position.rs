@@ -55,11 +55,7 @@ impl PgSnapshot {
         // Ids `other` saw that this one did not: at or past our xmax (unless `other` had them
         // in progress too), or in our in-progress list.
         if other.xmax > self.xmax {
-            let unseen_by_other = other
-                .xip
-                .iter()
-                .filter(|&&x| x >= self.xmax)
-                .count() as u64;
+            let unseen_by_other = other.xip.iter().filter(|&&x| x >= self.xmax).count() as u64;
             if unseen_by_other != other.xmax - self.xmax {
                 return false;
             }
@@ -127,12 +123,24 @@ mod tests {
 
     #[test]
     fn positions_round_trip_and_bad_text_is_refused() {
-        for c in [pg("10:14:10,12"), pg("5:5:"), Cursor::Sqlite { revision: 7 }] {
+        for c in [
+            pg("10:14:10,12"),
+            pg("5:5:"),
+            Cursor::Sqlite { revision: 7 },
+        ] {
             assert_eq!(Cursor::parse_position(&c.position()), Some(c.clone()));
         }
         for bad in [
-            "", "pg:", "pg:1:2", "pg:3:2:", "pg:1:5:7", "pg:1:5:0", "pg:a:b:", "sqlite:x",
-            "mysql:3", "pg:1:2:3:4",
+            "",
+            "pg:",
+            "pg:1:2",
+            "pg:3:2:",
+            "pg:1:5:7",
+            "pg:1:5:0",
+            "pg:a:b:",
+            "sqlite:x",
+            "mysql:3",
+            "pg:1:2:3:4",
         ] {
             assert_eq!(Cursor::parse_position(bad), None, "{bad:?}");
         }
@@ -150,7 +158,10 @@ mod tests {
         let still_running = pg("10:13:10");
         assert!(still_running.covers(&before));
         assert!(!still_running.covers(&after));
-        assert!(!after.covers(&still_running), "it saw 12, which `after` did not");
+        assert!(
+            !after.covers(&still_running),
+            "it saw 12, which `after` did not"
+        );
     }
 
     #[test]
@@ -162,12 +173,18 @@ mod tests {
         assert!(!a.covers(&b) && !b.covers(&a));
         // b's xmax is higher, but every id in between was in progress for it.
         let c = pg("20:27:21,23,25,26");
-        assert!(a.covers(&c) && c.covers(&a), "both saw the same transactions");
+        assert!(
+            a.covers(&c) && c.covers(&a),
+            "both saw the same transactions"
+        );
     }
 
     #[test]
     fn sqlite_positions_compare_by_commit_counter_and_backends_never_mix() {
-        let (a, b) = (Cursor::Sqlite { revision: 3 }, Cursor::Sqlite { revision: 4 });
+        let (a, b) = (
+            Cursor::Sqlite { revision: 3 },
+            Cursor::Sqlite { revision: 4 },
+        );
         assert!(b.covers(&a) && !a.covers(&b) && a.covers(&a));
         assert!(!pg("1:1:").covers(&a) && !a.covers(&pg("1:1:")));
     }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hotplane::pb;
+use hotplane::{config::Config, pb};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use crate::{
@@ -40,7 +40,16 @@ pub async fn begin_early(conn: &mut PgConnection) -> i64 {
 /// A replica on a fresh PostgreSQL database with the backstop poll off: every load in these
 /// tests is one the test asks for.
 pub async fn replica() -> TestApp {
-    TestApp::spawn_with(Backend::Postgres, |c| c.poll_interval = Duration::ZERO).await
+    replica_with(|_| {}).await
+}
+
+/// [`replica`], with the config adjusted by `tweak` first.
+pub async fn replica_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    TestApp::spawn_with(Backend::Postgres, |c| {
+        c.poll_interval = Duration::ZERO;
+        tweak(c);
+    })
+    .await
 }
 
 /// A Reload of the patterns that must succeed (`full`, or a delta).
@@ -182,3 +191,6 @@ async fn pg_late_delete_is_served_by_delta_and_full() {
 async fn pg_late_reinsert_is_served_by_delta_and_full() {
     late_commit(Late::Reinsert).await;
 }
+
+mod bulk;
+mod fleet;
