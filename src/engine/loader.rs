@@ -374,60 +374,38 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
                 full.revision,
             )
         }
-        (Plan::Delta(ids), Some(since)) => {
-            let delta = store.load_delta(since).await.map_err(store_err)?;
-            let mut changed = delta.changed;
-            let mut deleted = delta.deleted;
-            let delta_deleted = deleted.len();
-            let extra = load_named(store, ids, &mut deleted).await?;
-            let rows_read = changed.len() + deleted.len() + extra.len();
-            // The named rows were read after the delta: a row the delta saw and the named read
-            // found gone is deleted, not changed.
-            if deleted.len() > delta_deleted {
-                let gone: std::collections::HashSet<i64> =
-                    deleted[delta_deleted..].iter().copied().collect();
-                changed.retain(|r| !gone.contains(&r.id));
-            }
-            changed.extend(extra);
-            // The newest revision visible to this read: a label of the store state (equal for
-            // replicas that read the same state), not an order (see `Cursor::covers`).
-            let revision = delta.revision;
-            if changed.is_empty() && deleted.is_empty() {
+        (Plan::Delta(ids) | Plan::Ids(ids), Some(since)) => {
+            // A named-row load reads the delta too, in the same pass: the cursor then moves on
+            // (the next delta does not read the row again), and the generation's position and
+            // revision say what was read.
+            let single = matches!(plan, Plan::Ids(_));
+            let read = read_delta(store, since, ids).await?;
+            let mode = match () {
+                _ if single && read.others == 0 => LoadMode::Single,
+                _ if read.changed.is_empty() && read.deleted.is_empty() => LoadMode::Noop,
+                _ => LoadMode::Delta,
+            };
+            if mode == LoadMode::Noop {
                 (
                     Arc::clone(&cur.snapshot),
                     ChangeCounts::default(),
-                    LoadMode::Noop,
+                    mode,
                     0,
-                    Some(delta.cursor),
-                    revision,
+                    Some(read.cursor),
+                    read.revision,
                 )
             } else {
-                let (next, counts) = apply(&cur.snapshot, changed, deleted).await?;
+                let rows_read = read.changed.len() + read.deleted.len();
+                let (next, counts) = apply(&cur.snapshot, read.changed, read.deleted).await?;
                 (
                     next,
                     counts,
-                    LoadMode::Delta,
+                    mode,
                     rows_read,
-                    Some(delta.cursor),
-                    revision,
+                    Some(read.cursor),
+                    read.revision,
                 )
             }
-        }
-        (Plan::Ids(ids), Some(since)) => {
-            let mut deleted = Vec::new();
-            let rows = load_named(store, ids, &mut deleted).await?;
-            let rows_read = rows.len() + deleted.len();
-            // Named rows say nothing about the rest of the store: position and revision stay.
-            let revision = cur.store_revision;
-            let (next, counts) = apply(&cur.snapshot, rows, deleted).await?;
-            (
-                next,
-                counts,
-                LoadMode::Single,
-                rows_read,
-                Some(since.clone()),
-                revision,
-            )
         }
     };
 
@@ -445,6 +423,45 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
         snapshot,
         cursor,
         store_revision,
+    })
+}
+
+/// What a delta read (plus named rows) found.
+struct DeltaRead {
+    /// Changed rows, each id once, newest read last.
+    changed: Vec<PatternRow>,
+    /// Ids gone.
+    deleted: Vec<i64>,
+    /// Rows and ids the delta found that were not named.
+    others: usize,
+    /// Where the next delta starts.
+    cursor: Cursor,
+    /// The newest revision visible to the delta: a label of the store state (equal for
+    /// replicas that read the same state), not an order (see `Cursor::covers`).
+    revision: i64,
+}
+
+/// Reads what changed since `since`, then the rows named by `ids` (read after the delta, so
+/// their version wins over the delta's copy; one the named read finds gone is deleted).
+async fn read_delta(store: &Store, since: &Cursor, ids: &[i64]) -> Result<DeltaRead, LoadError> {
+    let delta = store
+        .load_delta(since)
+        .await
+        .map_err(|e| LoadError::Store(e.to_string()))?;
+    let named: std::collections::HashSet<i64> = ids.iter().copied().collect();
+    let mut changed = delta.changed;
+    let mut deleted = delta.deleted;
+    changed.retain(|r| !named.contains(&r.id));
+    deleted.retain(|id| !named.contains(id));
+    let others = changed.len() + deleted.len();
+    let extra = load_named(store, ids, &mut deleted).await?;
+    changed.extend(extra);
+    Ok(DeltaRead {
+        changed,
+        deleted,
+        others,
+        cursor: delta.cursor,
+        revision: delta.revision,
     })
 }
 

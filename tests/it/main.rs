@@ -14,6 +14,7 @@ mod engine;
 mod grpcurl;
 mod helpers;
 mod load;
+mod model;
 mod patterns_api;
 mod properties;
 mod reload;

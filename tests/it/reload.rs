@@ -110,6 +110,19 @@ async fn direct_sql_changes_are_served_after_a_delta_reload(backend: Backend) {
         served(&mut app, "riga 4").await.expect("served").category,
         "single"
     );
+    // The single-row load moved the delta cursor past what it read: the next delta reads
+    // nothing and says so.
+    let r = app
+        .reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("delta")
+        .into_inner();
+    assert_eq!(
+        (r.mode, r.changed),
+        (pb::LoadMode::Noop as i32, false),
+        "{r:?}"
+    );
 }
 
 async fn duplicates_resolve_to_the_best_row(backend: Backend) {
