@@ -435,10 +435,13 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(q(WHAT))?;
-        let mut deleted: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM auto_learned_patterns_tombstones \
-              WHERE revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
-                AND NOT pg_visible_in_snapshot(revision::text::xid8, $1::pg_snapshot)",
+        // Only ids absent in this snapshot: an id deleted and inserted again is changed, not
+        // gone. Filtered in the same read, so the result is linear in its size.
+        let deleted: Vec<i64> = sqlx::query_scalar(
+            "SELECT t.id FROM auto_learned_patterns_tombstones AS t \
+              WHERE t.revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                AND NOT pg_visible_in_snapshot(t.revision::text::xid8, $1::pg_snapshot) \
+                AND NOT EXISTS (SELECT 1 FROM auto_learned_patterns AS p WHERE p.id = t.id)",
         )
         .bind(prev)
         .fetch_all(&mut *tx)
@@ -446,8 +449,6 @@ impl PgStore {
         .map_err(q(WHAT))?;
         tx.commit().await.map_err(q(WHAT))?;
         let changed = decode_all(&rows, WHAT)?;
-        // An id deleted and then inserted again (explicit ids) exists: it is changed, not gone.
-        deleted.retain(|id| !changed.iter().any(|r| r.id == *id));
         Ok(DeltaLoad {
             changed,
             deleted,

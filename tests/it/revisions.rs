@@ -194,3 +194,4 @@ async fn pg_late_reinsert_is_served_by_delta_and_full() {
 
 mod bulk;
 mod fleet;
+mod sqlite_replace;
