@@ -586,6 +586,15 @@ fn engine_event_sink(hub: EventHub) -> EventSink {
             EventKind::Unpinned { .. } => out.kind = pb::EventKind::Unpin.into(),
             // Held reloads show in status (pending_changes), on heartbeats and snapshots.
             EventKind::Held { .. } => return,
+            EventKind::Quarantined { id, reason } => {
+                out.kind = pb::EventKind::PatternQuarantined.into();
+                out.pattern_id = *id;
+                out.error = reason.clone();
+            }
+            EventKind::Released { id } => {
+                out.kind = pb::EventKind::PatternReleased.into();
+                out.pattern_id = *id;
+            }
         }
         hub.publish(out);
     })

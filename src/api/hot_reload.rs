@@ -106,7 +106,22 @@ fn target_status(state: &AppState) -> pb::TargetStatus {
         pinned: h.pinned.is_some(),
         pending_changes: h.pending_changes,
         coalesced_total: h.coalesced_total,
+        quarantined: quarantined_pb(current.snapshot.quarantined()),
+        quarantined_total: current.snapshot.quarantined().len() as u32,
     }
+}
+
+/// Most quarantined rows listed in a status (the total is reported beside them).
+const MAX_QUARANTINED_LISTED: usize = 100;
+
+fn quarantined_pb(rows: &std::collections::BTreeMap<i64, String>) -> Vec<pb::QuarantinedPattern> {
+    rows.iter()
+        .take(MAX_QUARANTINED_LISTED)
+        .map(|(id, reason)| pb::QuarantinedPattern {
+            pattern_id: *id,
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 /// The full status of this instance (GetStatus, and WatchStatus snapshots and heartbeats).

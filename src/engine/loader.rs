@@ -546,6 +546,7 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
     if first {
         inner.ready.send_replace(true);
     }
+    announce_quarantine(inner, &cur.snapshot, &next.snapshot);
     let counts = built.report.counts;
     info!(
         generation = next.number,
@@ -567,6 +568,40 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
         generation_after: next.number,
         current: next,
         ..built.report
+    }
+}
+
+/// Most quarantine changes announced (as events and warnings) per load; the rest show in status.
+const MAX_QUARANTINE_EVENTS: usize = 100;
+
+/// Announces rows that entered or left the quarantine between `before` and `after`.
+fn announce_quarantine(inner: &Inner, before: &PatternSnapshot, after: &PatternSnapshot) {
+    let (old, new) = (before.quarantined(), after.quarantined());
+    if std::ptr::eq(old, new) || (old.is_empty() && new.is_empty()) {
+        return;
+    }
+    let entered = new
+        .iter()
+        .filter(|(id, reason)| old.get(*id) != Some(*reason));
+    for (id, reason) in entered.take(MAX_QUARANTINE_EVENTS) {
+        warn!(
+            pattern_id = id,
+            reason = %reason,
+            "a row the store says to serve breaks an invariant: it is quarantined (not served) and \
+             the rest of the load was applied. Fix the row; the next load serves it again"
+        );
+        inner.emit(EventKind::Quarantined {
+            id: *id,
+            reason: reason.clone(),
+        });
+    }
+    let left = old.keys().filter(|id| !new.contains_key(*id));
+    for id in left.take(MAX_QUARANTINE_EVENTS) {
+        info!(
+            pattern_id = id,
+            "a quarantined row was read again and released"
+        );
+        inner.emit(EventKind::Released { id: *id });
     }
 }
 

@@ -259,6 +259,19 @@ pub enum EventKind {
         /// Held so far.
         pending: u32,
     },
+    /// A row the store says to serve breaks an invariant: it is not served (quarantined) and
+    /// the rest of the load was applied.
+    Quarantined {
+        /// The row.
+        id: i64,
+        /// Which invariant it breaks.
+        reason: String,
+    },
+    /// A quarantined row was read again valid (served again), disabled or deleted.
+    Released {
+        /// The row.
+        id: i64,
+    },
 }
 
 /// Load health of the pattern target.

@@ -194,4 +194,5 @@ async fn pg_late_reinsert_is_served_by_delta_and_full() {
 
 mod bulk;
 mod fleet;
+mod quarantine;
 mod sqlite_replace;
