@@ -111,6 +111,17 @@ fn target_status(state: &AppState) -> pb::TargetStatus {
     }
 }
 
+/// NOT_FOUND when the reload named a row the store does not have (the load itself ran: were
+/// the id served before, it no longer is).
+fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> {
+    match pattern_id {
+        Some(id) if report.absent.contains(&id) => Err(ApiError::NotFound(format!(
+            "pattern id {id} does not exist in the store: nothing is served under it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Most quarantined rows listed in a status (the total is reported beside them).
 const MAX_QUARANTINED_LISTED: usize = 100;
 
@@ -307,6 +318,7 @@ impl HotReload for HotReloadApi {
         let engine = &self.state.engine;
         let response = if req.validate_only {
             let report = engine.validate(scope).await.map_err(ApiError::from)?;
+            check_present(&report, req.pattern_id)?;
             reload_response(&report, false, true, started)
         } else {
             let (report, coalesced) = engine
@@ -320,20 +332,20 @@ impl HotReload for HotReloadApi {
                 )
                 .await
                 .map_err(ApiError::from)?;
+            check_present(&report, req.pattern_id)?;
             let mut response = reload_response(&report, coalesced, false, started);
             if req.broadcast {
                 response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
             }
             if let Some(wait) = wait
                 && let Some(position) = &report.current.cursor
+                && let Some(found) = self.state.bus.wait_for_fleet(position, wait).await
             {
-                if let Some(found) = self.state.bus.wait_for_fleet(position, wait).await {
-                    (
-                        response.fleet,
-                        response.fleet_converged,
-                        response.fleet_error,
-                    ) = super::bus::fleet_result(found);
-                }
+                (
+                    response.fleet,
+                    response.fleet_converged,
+                    response.fleet_error,
+                ) = super::bus::fleet_result(found);
             }
             response
         };

@@ -146,6 +146,7 @@ fn unchanged(inner: &Inner) -> LoadReport {
         rows_read: 0,
         current: cur,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     }
 }
 
@@ -246,6 +247,7 @@ pub(super) async fn rollback(
         rows_read: 0,
         current: next,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     })
 }
 
@@ -275,6 +277,7 @@ fn pin_current(inner: &Inner, cur: Arc<Generation>) -> LoadReport {
         rows_read: 0,
         current: cur,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     }
 }
 
@@ -340,6 +343,7 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
             rows_read: 0,
             current: Arc::clone(&cur),
             duration: started.elapsed(),
+            absent: Vec::new(),
         },
         snapshot,
         cursor: cur.cursor.clone(),
@@ -353,6 +357,7 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
     let cur = inner.current.load_full();
     let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
 
+    let mut absent = Vec::new();
     let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
         (Plan::Full, _) | (_, None) => {
             // No "the revision went backwards" guard: revisions are transaction ids on
@@ -380,6 +385,7 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
             // revision say what was read.
             let single = matches!(plan, Plan::Ids(_));
             let read = read_delta(store, since, ids).await?;
+            absent.clone_from(&read.absent);
             let mode = match () {
                 _ if single && read.others == 0 => LoadMode::Single,
                 _ if read.changed.is_empty() && read.deleted.is_empty() => LoadMode::Noop,
@@ -419,6 +425,7 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
             rows_read,
             current: Arc::clone(&cur),
             duration,
+            absent,
         },
         snapshot,
         cursor,
@@ -434,6 +441,8 @@ struct DeltaRead {
     deleted: Vec<i64>,
     /// Rows and ids the delta found that were not named.
     others: usize,
+    /// Named ids the store does not have.
+    absent: Vec<i64>,
     /// Where the next delta starts.
     cursor: Cursor,
     /// The newest revision visible to the delta: a label of the store state (equal for
@@ -455,11 +464,13 @@ async fn read_delta(store: &Store, since: &Cursor, ids: &[i64]) -> Result<DeltaR
     deleted.retain(|id| !named.contains(id));
     let others = changed.len() + deleted.len();
     let extra = load_named(store, ids, &mut deleted).await?;
+    let absent = deleted[others - changed.len()..].to_vec();
     changed.extend(extra);
     Ok(DeltaRead {
         changed,
         deleted,
         others,
+        absent,
         cursor: delta.cursor,
         revision: delta.revision,
     })

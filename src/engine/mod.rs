@@ -173,6 +173,9 @@ pub struct LoadReport {
     pub current: Arc<Generation>,
     /// Time spent reading and building.
     pub duration: Duration,
+    /// Named rows (`Scope::Ids`, or ids merged into a delta) the store does not have: nothing
+    /// is served under these ids.
+    pub absent: Vec<i64>,
 }
 
 /// Why a load failed. The previous generation keeps serving.

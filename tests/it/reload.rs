@@ -123,6 +123,33 @@ async fn direct_sql_changes_are_served_after_a_delta_reload(backend: Backend) {
         (pb::LoadMode::Noop as i32, false),
         "{r:?}"
     );
+
+    // A row the store does not have: NOT_FOUND, not a quiet success; a deleted row is
+    // dropped from the served set by the same reload, and then says so too.
+    for validate_only in [false, true] {
+        let err = app
+            .reload
+            .reload(pb::ReloadRequest {
+                validate_only,
+                ..reload_req(false, Some(987_654))
+            })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert!(
+            err.message().contains("pattern id 987654"),
+            "{}",
+            err.message()
+        );
+    }
+    sql(&app.db, &["DELETE FROM auto_learned_patterns WHERE id = 4"]).await;
+    let err = app
+        .reload
+        .reload(reload_req(false, Some(4)))
+        .await
+        .expect_err("deleted id");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(served(&mut app, "riga 4").await.is_none());
 }
 
 async fn duplicates_resolve_to_the_best_row(backend: Backend) {
