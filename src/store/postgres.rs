@@ -448,7 +448,7 @@ impl PgStore {
         .await
         .map_err(q(WHAT))?;
         tx.commit().await.map_err(q(WHAT))?;
-        let changed = decode_all(&rows, WHAT)?;
+        let changed = super::decode_off_runtime(rows, WHAT, |r| decode_all(r, WHAT)).await?;
         Ok(DeltaLoad {
             changed,
             deleted,

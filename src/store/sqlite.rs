@@ -319,7 +319,7 @@ impl SqliteStore {
         .await
         .map_err(q(WHAT))?;
         tx.commit().await.map_err(q(WHAT))?;
-        let changed = decode_all(&rows)?;
+        let changed = super::decode_off_runtime(rows, WHAT, decode_all).await?;
         Ok(DeltaLoad {
             changed,
             deleted,
