@@ -83,7 +83,7 @@ pub enum LoadMode {
     Full,
     /// The rows changed since the previous cursor.
     Delta,
-    /// Only named rows.
+    /// Named rows, read with the delta since the previous cursor, which held nothing else.
     Single,
     /// Nothing changed in the store.
     Noop,
