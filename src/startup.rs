@@ -188,6 +188,13 @@ impl Application {
                 stop_rx.clone(),
             )),
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
+            tokio::spawn(crate::engine::prune::run(
+                engine.clone(),
+                (config.tombstone_retention_hours > 0).then(|| {
+                    Duration::from_secs(u64::from(config.tombstone_retention_hours) * 3600)
+                }),
+                stop_rx.clone(),
+            )),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
                 engine.clone(),

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     model::PatternRow,
     snapshot::{ChangeCounts, PatternSnapshot},
-    store::{Cursor, Store},
+    store::{Cursor, Store, StoreError},
 };
 
 /// A generation built but not yet swapped in.
@@ -358,8 +358,14 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
     let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
 
     let mut absent = Vec::new();
-    let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
-        (Plan::Full, _) | (_, None) => {
+    // A delta (or named rows with it) when there is a cursor; `None` reads everything, also
+    // when tombstones the cursor had not read have been pruned.
+    let delta = match (plan, &cur.cursor) {
+        (Plan::Delta(ids) | Plan::Ids(ids), Some(since)) => read_delta(store, since, ids).await?,
+        _ => None,
+    };
+    let (snapshot, counts, mode, rows_read, cursor, store_revision) = match delta {
+        None => {
             // No "the revision went backwards" guard: revisions are transaction ids on
             // PostgreSQL, not commit order, and loads are serialized, so this read is at least
             // as new as the one served (see "Store positions" in the README).
@@ -379,12 +385,11 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
                 full.revision,
             )
         }
-        (Plan::Delta(ids) | Plan::Ids(ids), Some(since)) => {
+        Some(read) => {
             // A named-row load reads the delta too, in the same pass: the cursor then moves on
             // (the next delta does not read the row again), and the generation's position and
             // revision say what was read.
             let single = matches!(plan, Plan::Ids(_));
-            let read = read_delta(store, since, ids).await?;
             absent.clone_from(&read.absent);
             let mode = match () {
                 _ if single && read.others == 0 => LoadMode::Single,
@@ -452,11 +457,21 @@ struct DeltaRead {
 
 /// Reads what changed since `since`, then the rows named by `ids` (read after the delta, so
 /// their version wins over the delta's copy; one the named read finds gone is deleted).
-async fn read_delta(store: &Store, since: &Cursor, ids: &[i64]) -> Result<DeltaRead, LoadError> {
-    let delta = store
-        .load_delta(since)
-        .await
-        .map_err(|e| LoadError::Store(e.to_string()))?;
+/// `None` when the cursor is older than the tombstone pruning horizon: only a full load is
+/// sure to drop the rows deleted since.
+async fn read_delta(
+    store: &Store,
+    since: &Cursor,
+    ids: &[i64],
+) -> Result<Option<DeltaRead>, LoadError> {
+    let delta = match store.load_delta(since).await {
+        Ok(delta) => delta,
+        Err(StoreError::CursorTooOld) => {
+            info!("the delta cursor is older than the tombstone pruning horizon: full load");
+            return Ok(None);
+        }
+        Err(e) => return Err(LoadError::Store(e.to_string())),
+    };
     let named: std::collections::HashSet<i64> = ids.iter().copied().collect();
     let mut changed = delta.changed;
     let mut deleted = delta.deleted;
@@ -466,14 +481,14 @@ async fn read_delta(store: &Store, since: &Cursor, ids: &[i64]) -> Result<DeltaR
     let extra = load_named(store, ids, &mut deleted).await?;
     let absent = deleted[others - changed.len()..].to_vec();
     changed.extend(extra);
-    Ok(DeltaRead {
+    Ok(Some(DeltaRead {
         changed,
         deleted,
         others,
         absent,
         cursor: delta.cursor,
         revision: delta.revision,
-    })
+    }))
 }
 
 /// Reads named rows; ids the store no longer has are added to `deleted`.

@@ -15,6 +15,7 @@
 
 mod flight;
 mod loader;
+pub mod prune;
 #[cfg(test)]
 mod tests;
 

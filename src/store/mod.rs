@@ -163,6 +163,10 @@ pub enum StoreError {
     /// A cursor from the other backend was passed.
     #[error("cursor does not belong to this store")]
     ForeignCursor,
+    /// Tombstones the cursor had not read have been pruned: a delta could miss deletes, so the
+    /// caller must do a full load.
+    #[error("the delta cursor is older than the tombstone pruning horizon: a full load is needed")]
+    CursorTooOld,
     /// Decoding rows on the blocking pool did not finish (the task panicked or was cancelled).
     #[error("{what} failed: decoding the rows did not finish: {reason}")]
     Decode {
@@ -260,6 +264,12 @@ impl Store {
     /// cheap indexed query and returns empty vectors.
     pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
         dispatch!(self, s => s.load_delta(since).await)
+    }
+
+    /// Deletes tombstones written before `before` and records the pruning horizon (deltas from
+    /// an older cursor then fail with [`StoreError::CursorTooOld`]). Returns how many went.
+    pub async fn prune_tombstones(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_tombstones(before).await)
     }
 
     /// Reads rows by id, served or not. Ids not returned no longer exist.

@@ -297,6 +297,14 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(q(WHAT))?;
+        let horizon: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM hotplane_tombstone_horizon WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q(WHAT))?;
+        if horizon.is_some_and(|h| *prev < h) {
+            return Err(StoreError::CursorTooOld);
+        }
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -326,6 +334,47 @@ impl SqliteStore {
             cursor: Cursor::Sqlite { revision },
             revision,
         })
+    }
+
+    /// Deletes tombstones older than `before` and raises the horizon to the highest revision
+    /// pruned, in one write transaction.
+    pub async fn prune_tombstones(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const WHAT: &str = "pruning tombstones";
+        let before = before.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(q(WHAT))?;
+        let newest: Option<i64> = sqlx::query_scalar(
+            "SELECT max(revision) FROM auto_learned_patterns_tombstones \
+              WHERE julianday(deleted_at) < julianday(?1)",
+        )
+        .bind(&before)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q(WHAT))?;
+        let pruned = sqlx::query(
+            "DELETE FROM auto_learned_patterns_tombstones \
+              WHERE julianday(deleted_at) < julianday(?1)",
+        )
+        .bind(&before)
+        .execute(&mut *tx)
+        .await
+        .map_err(q(WHAT))?
+        .rows_affected();
+        if let Some(newest) = newest {
+            sqlx::query(
+                "INSERT INTO hotplane_tombstone_horizon (id, revision) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET revision = max(revision, excluded.revision)",
+            )
+            .bind(newest)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        }
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(pruned)
     }
 
     /// Rows by id, in any state.

@@ -194,5 +194,6 @@ async fn pg_late_reinsert_is_served_by_delta_and_full() {
 
 mod bulk;
 mod fleet;
+mod prune;
 mod quarantine;
 mod sqlite_replace;
