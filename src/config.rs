@@ -253,6 +253,15 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_AUDIT_RETENTION_DAYS", default_value_t = 90)]
     pub audit_retention_days: u32,
 
+    /// Tombstones of deleted patterns older than this many hours are deleted (hourly); 0 keeps
+    /// them forever. A replica whose last read is older than a pruning does a full load.
+    #[arg(
+        long,
+        env = "HOTPLANE_TOMBSTONE_RETENTION_HOURS",
+        default_value_t = 168
+    )]
+    pub tombstone_retention_hours: u32,
+
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
     #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]
     pub log_filter: String,

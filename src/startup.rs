@@ -188,6 +188,13 @@ impl Application {
                 stop_rx.clone(),
             )),
             tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
+            tokio::spawn(crate::engine::prune::run(
+                engine.clone(),
+                (config.tombstone_retention_hours > 0).then(|| {
+                    Duration::from_secs(u64::from(config.tombstone_retention_hours) * 3600)
+                }),
+                stop_rx.clone(),
+            )),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
             tokio::spawn(follow_health(
                 engine.clone(),
@@ -615,6 +622,15 @@ fn engine_event_sink(hub: EventHub) -> EventSink {
             EventKind::Unpinned { .. } => out.kind = pb::EventKind::Unpin.into(),
             // Held reloads show in status (pending_changes), on heartbeats and snapshots.
             EventKind::Held { .. } => return,
+            EventKind::Quarantined { id, reason } => {
+                out.kind = pb::EventKind::PatternQuarantined.into();
+                out.pattern_id = *id;
+                out.error = reason.clone();
+            }
+            EventKind::Released { id } => {
+                out.kind = pb::EventKind::PatternReleased.into();
+                out.pattern_id = *id;
+            }
         }
         hub.publish(out);
     })
@@ -652,15 +668,22 @@ fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
     );
     Arc::new(move || {
         let current = engine.current();
+        let health = engine.health();
         Member {
             instance_id: instance_id.clone(),
             addr: addr.clone(),
             generation: current.number,
             content_hash: current.snapshot.content_hash(),
             store_revision: current.store_revision,
+            // While pinned it serves an older generation than its last read: it claims no
+            // position, so no fleet wait counts it as serving newer writes.
+            store_position: match health.pinned {
+                Some(_) => None,
+                None => current.cursor.as_ref().map(|c| c.position()),
+            },
             item_count: current.snapshot.len() as u64,
             draining: drain.snapshot().draining,
-            last_error: engine.health().last_error,
+            last_error: health.last_error,
             rollback_error: None, // filled in by the heartbeat
             rollback_hash: None,
             updated_at_ms: Utc::now().timestamp_millis(),

@@ -60,6 +60,7 @@ pub(super) fn member_pb(m: &Member, converged: bool) -> pb::FleetMember {
         generation: m.generation,
         content_hash: m.content_hash.clone(),
         store_revision: m.store_revision,
+        store_position: m.store_position.clone().unwrap_or_default(),
         item_count: m.item_count,
         draining: m.draining,
         last_error: m.last_error.clone().unwrap_or_default(),

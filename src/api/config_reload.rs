@@ -231,6 +231,7 @@ fn generation_pb(g: &ConfigGeneration) -> pb::GenerationInfo {
         generation: g.number,
         content_hash: g.content_hash.clone(),
         store_revision: 0,
+        store_position: String::new(),
         loaded_at: Some(convert::timestamp(g.loaded_at)),
         source: super::hot_reload::source_pb(g.source).into(),
         load_duration: Some(convert::duration(g.load_duration)),

@@ -106,7 +106,33 @@ fn target_status(state: &AppState) -> pb::TargetStatus {
         pinned: h.pinned.is_some(),
         pending_changes: h.pending_changes,
         coalesced_total: h.coalesced_total,
+        quarantined: quarantined_pb(current.snapshot.quarantined()),
+        quarantined_total: current.snapshot.quarantined().len() as u32,
     }
+}
+
+/// NOT_FOUND when the reload named a row the store does not have (the load itself ran: were
+/// the id served before, it no longer is).
+fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> {
+    match pattern_id {
+        Some(id) if report.absent.contains(&id) => Err(ApiError::NotFound(format!(
+            "pattern id {id} does not exist in the store: nothing is served under it"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Most quarantined rows listed in a status (the total is reported beside them).
+const MAX_QUARANTINED_LISTED: usize = 100;
+
+fn quarantined_pb(rows: &std::collections::BTreeMap<i64, String>) -> Vec<pb::QuarantinedPattern> {
+    rows.iter()
+        .take(MAX_QUARANTINED_LISTED)
+        .map(|(id, reason)| pb::QuarantinedPattern {
+            pattern_id: *id,
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 /// The full status of this instance (GetStatus, and WatchStatus snapshots and heartbeats).
@@ -167,6 +193,7 @@ pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
         generation: g.number,
         content_hash: g.snapshot.content_hash(),
         store_revision: g.store_revision,
+        store_position: g.cursor.as_ref().map(|c| c.position()).unwrap_or_default(),
         loaded_at: Some(convert::timestamp(g.loaded_at)),
         source: source_pb(g.source).into(),
         load_duration: Some(convert::duration(g.load_duration)),
@@ -291,6 +318,7 @@ impl HotReload for HotReloadApi {
         let engine = &self.state.engine;
         let response = if req.validate_only {
             let report = engine.validate(scope).await.map_err(ApiError::from)?;
+            check_present(&report, req.pattern_id)?;
             reload_response(&report, false, true, started)
         } else {
             let (report, coalesced) = engine
@@ -304,19 +332,20 @@ impl HotReload for HotReloadApi {
                 )
                 .await
                 .map_err(ApiError::from)?;
+            check_present(&report, req.pattern_id)?;
             let mut response = reload_response(&report, coalesced, false, started);
             if req.broadcast {
                 response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
             }
-            if let Some(wait) = wait {
-                let revision = report.current.store_revision;
-                if let Some(found) = self.state.bus.wait_for_fleet(revision, wait).await {
-                    (
-                        response.fleet,
-                        response.fleet_converged,
-                        response.fleet_error,
-                    ) = super::bus::fleet_result(found);
-                }
+            if let Some(wait) = wait
+                && let Some(position) = &report.current.cursor
+                && let Some(found) = self.state.bus.wait_for_fleet(position, wait).await
+            {
+                (
+                    response.fleet,
+                    response.fleet_converged,
+                    response.fleet_error,
+                ) = super::bus::fleet_result(found);
             }
             response
         };

@@ -26,7 +26,10 @@ use tokio::sync::{broadcast::error::RecvError, watch};
 use tracing::{info, warn};
 
 use super::{BusEvent, Conn, Shared, link::Link};
-use crate::engine::{Engine, EventKind};
+use crate::{
+    engine::{Engine, EventKind},
+    store::Cursor,
+};
 
 /// Most members listed (the rest are left out, and the view says so).
 pub const MAX_MEMBERS: usize = 1000;
@@ -42,8 +45,15 @@ pub struct Member {
     pub generation: u64,
     /// Hash of the served patterns.
     pub content_hash: String,
-    /// Store revision the served patterns reflect.
+    /// Store revision the served patterns reflect: the newest revision visible to its last
+    /// store read. A label of the store state (equal for replicas that read the same state),
+    /// not an order: PostgreSQL revisions are transaction ids.
     pub store_revision: i64,
+    /// The store position of its last store read ([`crate::store::Cursor::position`]), which
+    /// compares in commit order; `None` before the first load, while pinned by a rollback (it
+    /// serves older content than its position says), and from versions that did not report it.
+    #[serde(default)]
+    pub store_position: Option<String>,
     /// Patterns served.
     pub item_count: u64,
     /// Whether it is draining.
@@ -60,6 +70,18 @@ pub struct Member {
     pub rollback_hash: Option<String>,
     /// When it wrote this state, Unix milliseconds.
     pub updated_at_ms: i64,
+}
+
+impl Member {
+    /// Whether the store state it serves includes every commit `position` includes, in commit
+    /// order ([`Cursor::covers`]): never by comparing revisions, which on PostgreSQL are
+    /// transaction ids. A member reporting no position has not (see `store_position`).
+    pub fn has_read(&self, position: &Cursor) -> bool {
+        self.store_position
+            .as_deref()
+            .and_then(Cursor::parse_position)
+            .is_some_and(|at| at.covers(position))
+    }
 }
 
 /// Produces this instance's current state for a heartbeat.
@@ -434,6 +456,7 @@ mod tests {
             generation: 1,
             content_hash: hash.into(),
             store_revision: revision,
+            store_position: None,
             item_count: 0,
             draining: false,
             last_error: None,
@@ -482,6 +505,29 @@ mod tests {
         assert!(!view.agrees());
         view.members[2] = member("c", "other", 3);
         assert!(!view.agrees());
+    }
+
+    /// B read a write with a higher transaction id (101) while 100 was still running; A read
+    /// after 100 committed. B's revision is not below A's, but B has not read A's state.
+    #[test]
+    fn a_member_has_read_a_position_only_in_commit_order() {
+        let position = |text: &str| Cursor::parse_position(text).expect("a position");
+        let mut b = member("b", "h", 101);
+        b.store_position = Some("pg:100:102:100".into());
+        let a = position("pg:102:102:");
+        assert!(!b.has_read(&a), "B has not seen 100 commit");
+        b.store_position = Some("pg:102:103:".into());
+        assert!(b.has_read(&a), "a read after A's includes it");
+        b.store_position = None;
+        assert!(
+            !b.has_read(&a),
+            "no position (pinned, or an older version): not read"
+        );
+        b.store_position = Some("sqlite:9".into());
+        assert!(
+            !b.has_read(&a),
+            "another backend's position compares to nothing"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub use envelope::{Action, Reason};
 pub use signing::Secret;
 pub use status::{BusEvent, BusSink, BusStatus};
 
-use crate::engine::Engine;
+use crate::{engine::Engine, store::Cursor};
 use conn::Conn;
 
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
@@ -378,11 +378,18 @@ impl Bus {
         self.shared.as_ref().map(|s| s.fleet().clone())
     }
 
-    /// Waits up to `wait` until every live instance serves at least store `revision`
-    /// (`None` when the bus is disabled).
-    pub async fn wait_for_fleet(&self, revision: i64, wait: Duration) -> Option<fleet::FleetWait> {
+    /// Waits up to `wait` until every live instance serves a store state that includes every
+    /// commit `position` includes (`None` when the bus is disabled). Compared in commit order
+    /// ([`Cursor::covers`]), never by revision: a member that read a write with a higher
+    /// transaction id before a lower one committed is not past the lower one. A member that
+    /// reports no position (pinned, not loaded yet, or an older version) is not converged.
+    pub async fn wait_for_fleet(
+        &self,
+        position: &Cursor,
+        wait: Duration,
+    ) -> Option<fleet::FleetWait> {
         let shared = self.shared.as_ref()?;
-        let verdict = |m: &fleet::Member| fleet::Verdict::from(m.store_revision >= revision);
+        let verdict = |m: &fleet::Member| fleet::Verdict::from(m.has_read(position));
         Some(fleet::wait(shared, wait, verdict).await)
     }
 

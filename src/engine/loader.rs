@@ -13,7 +13,7 @@ use super::{
 use crate::{
     model::PatternRow,
     snapshot::{ChangeCounts, PatternSnapshot},
-    store::{Cursor, Store},
+    store::{Cursor, Store, StoreError},
 };
 
 /// A generation built but not yet swapped in.
@@ -84,7 +84,7 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     }
     if let Some(plan) = &batch.plan {
         result = Some(
-            match build_plan(inner, plan, &inner.store.load_full(), false).await {
+            match build_plan(inner, plan, &inner.store.load_full()).await {
                 Ok(built) => {
                     let report = commit(inner, built, batch.source, &batch.reason);
                     unpin(inner);
@@ -146,6 +146,7 @@ fn unchanged(inner: &Inner) -> LoadReport {
         rows_read: 0,
         current: cur,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     }
 }
 
@@ -246,6 +247,7 @@ pub(super) async fn rollback(
         rows_read: 0,
         current: next,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     })
 }
 
@@ -275,6 +277,7 @@ fn pin_current(inner: &Inner, cur: Arc<Generation>) -> LoadReport {
         rows_read: 0,
         current: cur,
         duration: std::time::Duration::ZERO,
+        absent: Vec::new(),
     }
 }
 
@@ -290,7 +293,7 @@ pub(super) async fn swap_store(
     });
     // Everything is read from the new store before anything is swapped: on any failure the old
     // store and the old generation keep serving.
-    let built = match build_plan(inner, &Plan::Full, &new, true).await {
+    let built = match build_plan(inner, &Plan::Full, &new).await {
         Ok(built) => built,
         Err(e) => {
             record_failure(inner, Source::Grpc, &e);
@@ -316,24 +319,10 @@ pub(super) async fn swap_store(
 /// Builds what `scope` asks for from the current generation, without swapping.
 pub(super) async fn build(inner: &Inner, scope: &Scope) -> Result<Built, LoadError> {
     match scope {
-        Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full(), false).await,
-        Scope::Delta => {
-            build_plan(
-                inner,
-                &Plan::Delta(Vec::new()),
-                &inner.store.load_full(),
-                false,
-            )
-            .await
-        }
+        Scope::Full => build_plan(inner, &Plan::Full, &inner.store.load_full()).await,
+        Scope::Delta => build_plan(inner, &Plan::Delta(Vec::new()), &inner.store.load_full()).await,
         Scope::Ids(ids) => {
-            build_plan(
-                inner,
-                &Plan::Ids(ids.clone()),
-                &inner.store.load_full(),
-                false,
-            )
-            .await
+            build_plan(inner, &Plan::Ids(ids.clone()), &inner.store.load_full()).await
         }
         Scope::Invalidate(ids) => build_invalidate(inner, ids).await,
     }
@@ -354,6 +343,7 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
             rows_read: 0,
             current: Arc::clone(&cur),
             duration: started.elapsed(),
+            absent: Vec::new(),
         },
         snapshot,
         cursor: cur.cursor.clone(),
@@ -361,28 +351,25 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
     })
 }
 
-/// Builds `plan` from `store`. `new_store`: the store replaces the current one (blue/green), so
-/// its revisions are not comparable with what is served and the backwards guard is skipped.
-async fn build_plan(
-    inner: &Inner,
-    plan: &Plan,
-    store: &Store,
-    new_store: bool,
-) -> Result<Built, LoadError> {
+/// Builds `plan` from `store` (the current one, or a blue/green replacement).
+async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, LoadError> {
     let started = Instant::now();
     let cur = inner.current.load_full();
     let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
 
-    let (snapshot, counts, mode, rows_read, cursor, store_revision) = match (plan, &cur.cursor) {
-        (Plan::Full, _) | (_, None) => {
+    let mut absent = Vec::new();
+    // A delta (or named rows with it) when there is a cursor; `None` reads everything, also
+    // when tombstones the cursor had not read have been pruned.
+    let delta = match (plan, &cur.cursor) {
+        (Plan::Delta(ids) | Plan::Ids(ids), Some(since)) => read_delta(store, since, ids).await?,
+        _ => None,
+    };
+    let (snapshot, counts, mode, rows_read, cursor, store_revision) = match delta {
+        None => {
+            // No "the revision went backwards" guard: revisions are transaction ids on
+            // PostgreSQL, not commit order, and loads are serialized, so this read is at least
+            // as new as the one served (see "Store positions" in the README).
             let full = store.load_full().await.map_err(store_err)?;
-            if !new_store && cur.number > 0 && full.revision < cur.store_revision {
-                return Err(LoadError::Invalid(format!(
-                    "the store's revision went backwards ({} < {} served): refusing to replace \
-                     newer content with an older read",
-                    full.revision, cur.store_revision
-                )));
-            }
             let rows_read = full.rows.len();
             let prev = Arc::clone(&cur.snapshot);
             // Rows that did not change are shared with the current snapshot (and so with the
@@ -398,52 +385,38 @@ async fn build_plan(
                 full.revision,
             )
         }
-        (Plan::Delta(ids), Some(since)) => {
-            let delta = store.load_delta(since).await.map_err(store_err)?;
-            let mut changed = delta.changed;
-            let mut deleted = delta.deleted;
-            let extra = load_named(store, ids, &mut deleted).await?;
-            let rows_read = changed.len() + deleted.len() + extra.len();
-            changed.extend(extra);
-            let revision = delta.revision.max(cur.store_revision);
-            if changed.is_empty() && deleted.is_empty() {
+        Some(read) => {
+            // A named-row load reads the delta too, in the same pass: the cursor then moves on
+            // (the next delta does not read the row again), and the generation's position and
+            // revision say what was read.
+            let single = matches!(plan, Plan::Ids(_));
+            absent.clone_from(&read.absent);
+            let mode = match () {
+                _ if single && read.others == 0 => LoadMode::Single,
+                _ if read.changed.is_empty() && read.deleted.is_empty() => LoadMode::Noop,
+                _ => LoadMode::Delta,
+            };
+            if mode == LoadMode::Noop {
                 (
                     Arc::clone(&cur.snapshot),
                     ChangeCounts::default(),
-                    LoadMode::Noop,
+                    mode,
                     0,
-                    Some(delta.cursor),
-                    revision,
+                    Some(read.cursor),
+                    read.revision,
                 )
             } else {
-                let (next, counts) = apply(&cur.snapshot, changed, deleted).await?;
+                let rows_read = read.changed.len() + read.deleted.len();
+                let (next, counts) = apply(&cur.snapshot, read.changed, read.deleted).await?;
                 (
                     next,
                     counts,
-                    LoadMode::Delta,
+                    mode,
                     rows_read,
-                    Some(delta.cursor),
-                    revision,
+                    Some(read.cursor),
+                    read.revision,
                 )
             }
-        }
-        (Plan::Ids(ids), Some(since)) => {
-            let mut deleted = Vec::new();
-            let rows = load_named(store, ids, &mut deleted).await?;
-            let rows_read = rows.len() + deleted.len();
-            let revision = rows
-                .iter()
-                .map(|r| r.revision)
-                .fold(cur.store_revision, i64::max);
-            let (next, counts) = apply(&cur.snapshot, rows, deleted).await?;
-            (
-                next,
-                counts,
-                LoadMode::Single,
-                rows_read,
-                Some(since.clone()),
-                revision,
-            )
         }
     };
 
@@ -457,11 +430,65 @@ async fn build_plan(
             rows_read,
             current: Arc::clone(&cur),
             duration,
+            absent,
         },
         snapshot,
         cursor,
         store_revision,
     })
+}
+
+/// What a delta read (plus named rows) found.
+struct DeltaRead {
+    /// Changed rows, each id once, newest read last.
+    changed: Vec<PatternRow>,
+    /// Ids gone.
+    deleted: Vec<i64>,
+    /// Rows and ids the delta found that were not named.
+    others: usize,
+    /// Named ids the store does not have.
+    absent: Vec<i64>,
+    /// Where the next delta starts.
+    cursor: Cursor,
+    /// The newest revision visible to the delta: a label of the store state (equal for
+    /// replicas that read the same state), not an order (see `Cursor::covers`).
+    revision: i64,
+}
+
+/// Reads what changed since `since`, then the rows named by `ids` (read after the delta, so
+/// their version wins over the delta's copy; one the named read finds gone is deleted).
+/// `None` when the cursor is older than the tombstone pruning horizon: only a full load is
+/// sure to drop the rows deleted since.
+async fn read_delta(
+    store: &Store,
+    since: &Cursor,
+    ids: &[i64],
+) -> Result<Option<DeltaRead>, LoadError> {
+    let delta = match store.load_delta(since).await {
+        Ok(delta) => delta,
+        Err(StoreError::CursorTooOld) => {
+            info!("the delta cursor is older than the tombstone pruning horizon: full load");
+            return Ok(None);
+        }
+        Err(e) => return Err(LoadError::Store(e.to_string())),
+    };
+    let named: std::collections::HashSet<i64> = ids.iter().copied().collect();
+    let mut changed = delta.changed;
+    let mut deleted = delta.deleted;
+    changed.retain(|r| !named.contains(&r.id));
+    deleted.retain(|id| !named.contains(id));
+    let others = changed.len() + deleted.len();
+    let extra = load_named(store, ids, &mut deleted).await?;
+    let absent = deleted[others - changed.len()..].to_vec();
+    changed.extend(extra);
+    Ok(Some(DeltaRead {
+        changed,
+        deleted,
+        others,
+        absent,
+        cursor: delta.cursor,
+        revision: delta.revision,
+    }))
 }
 
 /// Reads named rows; ids the store no longer has are added to `deleted`.
@@ -545,6 +572,7 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
     if first {
         inner.ready.send_replace(true);
     }
+    announce_quarantine(inner, &cur.snapshot, &next.snapshot);
     let counts = built.report.counts;
     info!(
         generation = next.number,
@@ -566,6 +594,40 @@ fn commit(inner: &Inner, built: Built, source: Source, reason: &str) -> LoadRepo
         generation_after: next.number,
         current: next,
         ..built.report
+    }
+}
+
+/// Most quarantine changes announced (as events and warnings) per load; the rest show in status.
+const MAX_QUARANTINE_EVENTS: usize = 100;
+
+/// Announces rows that entered or left the quarantine between `before` and `after`.
+fn announce_quarantine(inner: &Inner, before: &PatternSnapshot, after: &PatternSnapshot) {
+    let (old, new) = (before.quarantined(), after.quarantined());
+    if std::ptr::eq(old, new) || (old.is_empty() && new.is_empty()) {
+        return;
+    }
+    let entered = new
+        .iter()
+        .filter(|(id, reason)| old.get(*id) != Some(*reason));
+    for (id, reason) in entered.take(MAX_QUARANTINE_EVENTS) {
+        warn!(
+            pattern_id = id,
+            reason = %reason,
+            "a row the store says to serve breaks an invariant: it is quarantined (not served) and \
+             the rest of the load was applied. Fix the row; the next load serves it again"
+        );
+        inner.emit(EventKind::Quarantined {
+            id: *id,
+            reason: reason.clone(),
+        });
+    }
+    let left = old.keys().filter(|id| !new.contains_key(*id));
+    for id in left.take(MAX_QUARANTINE_EVENTS) {
+        info!(
+            pattern_id = id,
+            "a quarantined row was read again and released"
+        );
+        inner.emit(EventKind::Released { id: *id });
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod flight;
 mod loader;
+pub mod prune;
 #[cfg(test)]
 mod tests;
 
@@ -83,7 +84,7 @@ pub enum LoadMode {
     Full,
     /// The rows changed since the previous cursor.
     Delta,
-    /// Only named rows.
+    /// Named rows, read with the delta since the previous cursor, which held nothing else.
     Single,
     /// Nothing changed in the store.
     Noop,
@@ -173,6 +174,9 @@ pub struct LoadReport {
     pub current: Arc<Generation>,
     /// Time spent reading and building.
     pub duration: Duration,
+    /// Named rows (`Scope::Ids`, or ids merged into a delta) the store does not have: nothing
+    /// is served under these ids.
+    pub absent: Vec<i64>,
 }
 
 /// Why a load failed. The previous generation keeps serving.
@@ -258,6 +262,19 @@ pub enum EventKind {
         source: Source,
         /// Held so far.
         pending: u32,
+    },
+    /// A row the store says to serve breaks an invariant: it is not served (quarantined) and
+    /// the rest of the load was applied.
+    Quarantined {
+        /// The row.
+        id: i64,
+        /// Which invariant it breaks.
+        reason: String,
+    },
+    /// A quarantined row was read again valid (served again), disabled or deleted.
+    Released {
+        /// The row.
+        id: i64,
     },
 }
 

@@ -13,12 +13,12 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-use std::{cmp::Ordering, fmt, hash::BuildHasher, sync::Arc};
+use std::{cmp::Ordering, collections::BTreeMap, fmt, hash::BuildHasher, sync::Arc};
 
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use record::{Categories, Interner, id_of, key_of, rank, same_version};
+use record::{Categories, Interner, check_record, id_of, key_of, rank, same_version};
 pub use record::{Records, Row, content_hash};
 
 use crate::model::PatternRow;
@@ -78,6 +78,9 @@ pub struct PatternSnapshot {
     /// Order-independent hash of the served content: the wrapping sum of every served row's
     /// hash, so a delta updates it in O(changed rows) and replicas serving the same rows agree.
     hash: u64,
+    /// Rows the store says to serve that break an invariant, by id, with the reason: not served
+    /// (see [`PatternSnapshot::quarantined`]). Shared until a load changes it.
+    quarantine: Arc<BTreeMap<i64, String>>,
 }
 
 /// The bulk of the served rows: one arena of records, indexed by normalized text and by id.
@@ -301,6 +304,7 @@ impl PatternSnapshot {
             cats,
             len,
             hash,
+            quarantine: Arc::default(),
         }
     }
 
@@ -309,7 +313,7 @@ impl PatternSnapshot {
     }
 
     /// Builds a snapshot from a full load. Rows that are not served are skipped; a served row that
-    /// breaks an invariant rejects the whole load with the reason.
+    /// breaks an invariant is quarantined (see [`Self::quarantined`]).
     pub fn from_rows(rows: Vec<PatternRow>) -> Result<Self, String> {
         Ok(Self::from_rows_after(&PatternSnapshot::default(), rows)?.0)
     }
@@ -352,8 +356,10 @@ impl PatternSnapshot {
             arena,
             interner,
             len,
+            quarantined,
             ..
         } = records;
+        let quarantine: Arc<BTreeMap<i64, String>> = Arc::new(quarantined.into_iter().collect());
         let cats = &interner.names;
         let parallel = len > PARALLEL_ABOVE;
         if prev.is_empty() {
@@ -372,10 +378,9 @@ impl PatternSnapshot {
                 ..ChangeCounts::default()
             };
             let base = Base::new(seed, arena, by_id, texts);
-            return Ok((
-                Self::based(base, Arc::new(interner.names), len, hash),
-                counts,
-            ));
+            let mut next = Self::based(base, Arc::new(interner.names), len, hash);
+            next.quarantine = quarantine;
+            return Ok((next, counts));
         }
         let (by_id, compared) = both(
             parallel,
@@ -419,20 +424,21 @@ impl PatternSnapshot {
             }
             next.cats = Arc::new(names.names);
             debug_assert_eq!(next.hash, hash);
+            next.quarantine = quarantine;
             return Ok((next, counts));
         }
         let texts = index_texts(seed, &arena, len, cats);
         let base = Base::new(seed, arena, by_id, texts);
-        Ok((
-            Self::based(base, Arc::new(interner.names), len, hash),
-            counts,
-        ))
+        let mut next = Self::based(base, Arc::new(interner.names), len, hash);
+        next.quarantine = quarantine;
+        Ok((next, counts))
     }
 
     /// Returns a new snapshot with `changed` rows applied (served ones upserted, others removed)
-    /// and `deleted` ids removed, plus what changed. A changed row older than the one served
-    /// (lower revision) is ignored: an older read never replaces newer content. `self` is left
-    /// as it was; the new snapshot shares its base.
+    /// and `deleted` ids removed, plus what changed. Every changed row is applied whatever its
+    /// revision: the engine serializes loads, so a row read now is at least as new as the one
+    /// served, and revisions (PostgreSQL transaction ids) are not in commit order anyway. `self`
+    /// is left as it was; the new snapshot shares its base.
     pub fn apply(
         &self,
         changed: Vec<PatternRow>,
@@ -448,9 +454,6 @@ impl PatternSnapshot {
         deleted: &[i64],
         fold_at: usize,
     ) -> Result<(Self, ChangeCounts), String> {
-        for row in changed.iter().filter(|r| r.is_served()) {
-            row.check_invariants()?;
-        }
         let mut next = self.clone();
         let mut names = Interner::from_names(&self.cats);
         let mut counts = ChangeCounts::default();
@@ -458,18 +461,32 @@ impl PatternSnapshot {
             if next.remove(*id).is_some() {
                 counts.removed += 1;
             }
+            next.release(*id);
         }
         for row in &changed {
             let row = row.as_ref();
-            let cur = next.get(row.id).map(|r| (r.revision(), r.content_hash()));
+            // A served row that breaks an invariant is quarantined; the rest of the delta is
+            // applied. Any other version of the row (valid, or no longer served) releases it.
+            match row.served.then(|| check_record(&row)) {
+                Some(Err(reason)) => {
+                    if next.remove(row.id).is_some() {
+                        counts.removed += 1;
+                    }
+                    if next.quarantine.get(&row.id) != Some(&reason) {
+                        Arc::make_mut(&mut next.quarantine).insert(row.id, reason);
+                    }
+                    continue;
+                }
+                _ => next.release(row.id),
+            }
+            let cur = next.get(row.id).map(|r| r.content_hash());
             match cur {
-                Some((rev, _)) if rev > row.revision => continue,
                 Some(_) if !row.served => {
                     next.remove(row.id);
                     counts.removed += 1;
                 }
                 // Hit counters are not content: such a row keeps the record it is served with.
-                Some((_, h)) if h == content_hash(&row) => continue,
+                Some(h) if h == content_hash(&row) => continue,
                 Some(_) => {
                     next.remove(row.id);
                     next.insert(encode_owned(&row, &mut names));
@@ -491,6 +508,23 @@ impl PatternSnapshot {
         Ok((next, counts))
     }
 
+    /// Takes `id` out of the quarantine, if it is there.
+    fn release(&mut self, id: i64) {
+        if self.quarantine.contains_key(&id) {
+            Arc::make_mut(&mut self.quarantine).remove(&id);
+        }
+    }
+
+    /// Rows the store says to serve (`enabled AND status = 'approved'`) that break an
+    /// invariant, by id, with the reason. They are not served, rather than kept at a last good
+    /// version: what a replica serves must not depend on its history (a replica that starts now
+    /// has no older version to keep, and the fleet compares content hashes), and an older version
+    /// is content the store no longer holds. A load that reads the row again valid, disabled or
+    /// deleted takes it out.
+    pub fn quarantined(&self) -> &BTreeMap<i64, String> {
+        &self.quarantine
+    }
+
     /// The same content with the overlay folded into a new base.
     fn folded(&self) -> PatternSnapshot {
         let seed = self.base.seed;
@@ -502,7 +536,9 @@ impl PatternSnapshot {
         let by_id = index_ids(seed, &arena, self.len).unwrap_or_default();
         let texts = index_texts(seed, &arena, self.len, &self.cats);
         let base = Base::new(seed, arena, by_id, texts);
-        Self::based(base, Arc::clone(&self.cats), self.len, self.hash)
+        let mut next = Self::based(base, Arc::clone(&self.cats), self.len, self.hash);
+        next.quarantine = Arc::clone(&self.quarantine);
+        next
     }
 
     /// What replacing `self` with `next` changes (used for full loads).

@@ -278,17 +278,33 @@ impl Interner {
     }
 }
 
+/// Why a served row cannot be served: it breaks an invariant, or a text is longer than a record
+/// holds.
+pub(crate) fn check_record(row: &RowRef<'_>) -> Result<(), String> {
+    row.check_invariants()?;
+    if row.metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES)
+        || row.pattern.len() > MAX_TEXT_BYTES
+        || row.normalized_pattern.len() > MAX_TEXT_BYTES
+    {
+        return Err(format!("pattern id {}: a text is too long", row.id));
+    }
+    Ok(())
+}
+
 /// The served rows of a full load, packed as records while the store decodes them.
 ///
-/// The store pushes every row it reads; rows that are not served are skipped here, and the
-/// first served row that breaks an invariant is remembered: building a snapshot from these
-/// records then fails with that reason, and the last good generation keeps serving.
+/// The store pushes every row it reads; rows that are not served are skipped here, and a
+/// served row that breaks an invariant is quarantined: left out, with its id and the reason
+/// (see [`super::PatternSnapshot::quarantined`]). Only a load too large for one snapshot is
+/// refused as a whole (`invalid`).
 #[derive(Default)]
 pub struct Records {
     pub(super) arena: Vec<u8>,
     pub(super) interner: Interner,
     pub(super) len: usize,
     pub(super) invalid: Option<String>,
+    /// Served rows left out for breaking an invariant: id and reason.
+    pub(super) quarantined: Vec<(i64, String)>,
 }
 
 impl std::fmt::Debug for Records {
@@ -311,15 +327,8 @@ impl Records {
         if !row.served || self.invalid.is_some() {
             return;
         }
-        if let Err(e) = row.check_invariants() {
-            self.invalid = Some(e);
-            return;
-        }
-        if row.metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-            || row.pattern.len() > MAX_TEXT_BYTES
-            || row.normalized_pattern.len() > MAX_TEXT_BYTES
-        {
-            self.invalid = Some(format!("pattern id {}: a text is too long", row.id));
+        if let Err(reason) = check_record(&row) {
+            self.quarantined.push((row.id, reason));
             return;
         }
         if self.arena.len() > u32::MAX as usize - HEADER - 2 * MAX_TEXT_BYTES {
@@ -341,6 +350,7 @@ impl Records {
             self.invalid = Some(e);
             return;
         }
+        self.quarantined.extend(other.quarantined);
         if self.arena.len() + other.arena.len() > u32::MAX as usize {
             self.invalid = Some("more pattern data than one snapshot holds (4 GiB)".into());
             return;

@@ -79,33 +79,56 @@ fn unserved_rows_are_skipped_and_disables_remove() {
     assert_eq!(snap.lookup("a", None).map(|r| r.id()), Some(1));
 }
 
+/// Revisions are transaction ids on PostgreSQL, not commit order: a row read later is the
+/// newer version whatever its revision (loads are serialized), so a lower revision is applied.
 #[test]
-fn an_older_row_never_replaces_a_newer_one() {
-    let mut newer = row(1, "a", 0.5, 0);
-    newer.revision = 20;
-    newer.category = "new".into();
-    let snap = PatternSnapshot::from_rows(vec![newer]).expect("ok");
-    let mut older = row(1, "a", 0.5, 0);
-    older.revision = 10;
-    older.category = "old".into();
-    let (next, counts) = snap.apply(vec![older], &[]).expect("ok");
-    assert_eq!(next.lookup("a", None).map(|r| r.category()), Some("new"));
-    assert!(!counts.any());
+fn a_later_read_replaces_the_served_row_whatever_its_revision() {
+    let mut served = row(1, "a", 0.5, 0);
+    served.revision = 20;
+    served.category = "first".into();
+    let snap = PatternSnapshot::from_rows(vec![served]).expect("ok");
+    let mut late = row(1, "a", 0.5, 0);
+    late.revision = 10;
+    late.category = "late".into();
+    let (next, counts) = snap.apply(vec![late.clone()], &[]).expect("ok");
+    assert_eq!(next.lookup("a", None).map(|r| r.category()), Some("late"));
+    assert_eq!(counts.updated, 1);
+    late.enabled = false;
+    let (next, counts) = next.apply(vec![late], &[]).expect("ok");
+    assert!(
+        next.lookup("a", None).is_none(),
+        "a late disable is applied"
+    );
+    assert_eq!(counts.removed, 1);
 }
 
 #[test]
-fn an_invalid_served_row_rejects_the_whole_load() {
+fn an_invalid_served_row_is_quarantined_and_the_rest_served() {
     let mut bad = row(7, "a", 0.5, 0);
     bad.times_correct = 5;
     bad.times_used = 1;
-    let err = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0), bad.clone()])
-        .expect_err("must reject");
+    let snap = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0), bad.clone()]).expect("ok");
+    assert_eq!(snap.len(), 1);
+    assert!(snap.get(7).is_none() && snap.get(1).is_some());
+    let reason = snap.quarantined().get(&7).expect("7 is quarantined");
     assert!(
-        err.contains("pattern id 7") && err.contains("times_correct"),
-        "{err}"
+        reason.contains("pattern id 7") && reason.contains("times_correct"),
+        "{reason}"
     );
-    let snap = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0)]).expect("ok");
-    assert!(snap.apply(vec![bad], &[]).is_err());
+
+    // A delta: the good version is served, then the bad one is quarantined (and no longer
+    // served) while the rest of the delta applies; a fixed version is served again.
+    let good = row(7, "a", 0.5, 0);
+    let snap = PatternSnapshot::from_rows(vec![row(1, "b", 0.1, 0), good.clone()]).expect("ok");
+    let (next, counts) = snap
+        .apply(vec![bad, row(2, "c", 0.2, 0)], &[])
+        .expect("applied");
+    assert_eq!((counts.added, counts.removed), (1, 1));
+    assert!(next.get(7).is_none() && next.get(2).is_some());
+    assert!(next.quarantined().contains_key(&7));
+    let (fixed, counts) = next.apply(vec![good], &[]).expect("applied");
+    assert_eq!(counts.added, 1);
+    assert!(fixed.get(7).is_some() && fixed.quarantined().is_empty());
 }
 
 #[test]
@@ -359,8 +382,12 @@ fn a_record_round_trips_its_fields() {
     assert_eq!(got.created_at_micros(), r.created_at.timestamp_micros());
     assert_eq!(got.content_hash(), content_hash(&r.as_ref()));
     r.metadata = Some("[1]".into());
-    let err = PatternSnapshot::from_rows(vec![r]).expect_err("an array is not an object");
-    assert!(err.contains("metadata"), "{err}");
+    let snap = PatternSnapshot::from_rows(vec![r]).expect("quarantined, not rejected");
+    let reason = snap
+        .quarantined()
+        .get(&42)
+        .expect("an array is not an object");
+    assert!(reason.contains("metadata") && snap.is_empty(), "{reason}");
 }
 
 /// Above `PARALLEL_ABOVE` rows the indexes are built on two threads: the result is the same

@@ -17,6 +17,7 @@
 
 mod audit;
 mod pg_copy;
+mod position;
 mod postgres;
 mod sqlite;
 mod sqlite_direct;
@@ -162,6 +163,40 @@ pub enum StoreError {
     /// A cursor from the other backend was passed.
     #[error("cursor does not belong to this store")]
     ForeignCursor,
+    /// Tombstones the cursor had not read have been pruned: a delta could miss deletes, so the
+    /// caller must do a full load.
+    #[error("the delta cursor is older than the tombstone pruning horizon: a full load is needed")]
+    CursorTooOld,
+    /// Decoding rows on the blocking pool did not finish (the task panicked or was cancelled).
+    #[error("{what} failed: decoding the rows did not finish: {reason}")]
+    Decode {
+        /// What was being done.
+        what: &'static str,
+        /// The task error.
+        reason: String,
+    },
+}
+
+/// Deltas with more rows than this are decoded on the blocking pool: decoding is CPU work
+/// proportional to the rows (a 200k-row re-import is a large delta), and the runtime's
+/// workers answer requests. Smaller deltas decode in place, where a thread hop would cost more.
+pub(crate) const DECODE_OFF_RUNTIME_ABOVE: usize = 2_000;
+
+/// Runs `decode` over `rows` on the blocking pool when there are many, in place otherwise.
+pub(crate) async fn decode_off_runtime<R: Send + 'static>(
+    rows: Vec<R>,
+    what: &'static str,
+    decode: fn(&[R]) -> Result<Vec<PatternRow>, StoreError>,
+) -> Result<Vec<PatternRow>, StoreError> {
+    if rows.len() <= DECODE_OFF_RUNTIME_ABOVE {
+        return decode(&rows);
+    }
+    tokio::task::spawn_blocking(move || decode(&rows))
+        .await
+        .map_err(|e| StoreError::Decode {
+            what,
+            reason: e.to_string(),
+        })?
 }
 
 impl StoreError {
@@ -256,6 +291,12 @@ impl Store {
     /// cheap indexed query and returns empty vectors.
     pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
         dispatch!(self, s => s.load_delta(since).await)
+    }
+
+    /// Deletes tombstones written before `before` and records the pruning horizon (deltas from
+    /// an older cursor then fail with [`StoreError::CursorTooOld`]). Returns how many went.
+    pub async fn prune_tombstones(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.prune_tombstones(before).await)
     }
 
     /// Reads rows by id, served or not. Ids not returned no longer exist.

@@ -424,6 +424,16 @@ impl PgStore {
             .await
             .map_err(q(WHAT))?;
         let (snapshot, revision) = head(&mut tx, WHAT).await?;
+        let horizon: Option<String> =
+            sqlx::query_scalar("SELECT snapshot FROM hotplane_tombstone_horizon WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(q(WHAT))?;
+        if let Some(horizon) = horizon
+            && !since.covers(&Cursor::Postgres { snapshot: horizon })
+        {
+            return Err(StoreError::CursorTooOld);
+        }
         let rows = sqlx::query(concat!(
             "SELECT ",
             columns!(),
@@ -435,25 +445,53 @@ impl PgStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(q(WHAT))?;
-        let mut deleted: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM auto_learned_patterns_tombstones \
-              WHERE revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
-                AND NOT pg_visible_in_snapshot(revision::text::xid8, $1::pg_snapshot)",
+        // Only ids absent in this snapshot: an id deleted and inserted again is changed, not
+        // gone. Filtered in the same read, so the result is linear in its size.
+        let deleted: Vec<i64> = sqlx::query_scalar(
+            "SELECT t.id FROM auto_learned_patterns_tombstones AS t \
+              WHERE t.revision >= pg_snapshot_xmin($1::pg_snapshot)::text::bigint \
+                AND NOT pg_visible_in_snapshot(t.revision::text::xid8, $1::pg_snapshot) \
+                AND NOT EXISTS (SELECT 1 FROM auto_learned_patterns AS p WHERE p.id = t.id)",
         )
         .bind(prev)
         .fetch_all(&mut *tx)
         .await
         .map_err(q(WHAT))?;
         tx.commit().await.map_err(q(WHAT))?;
-        let changed = decode_all(&rows, WHAT)?;
-        // An id deleted and then inserted again (explicit ids) exists: it is changed, not gone.
-        deleted.retain(|id| !changed.iter().any(|r| r.id == *id));
+        let changed = super::decode_off_runtime(rows, WHAT, |r| decode_all(r, WHAT)).await?;
         Ok(DeltaLoad {
             changed,
             deleted,
             cursor: Cursor::Postgres { snapshot },
             revision,
         })
+    }
+
+    /// Deletes tombstones older than `before`; when any went, records the snapshot taken after
+    /// the delete as the horizon, in the same transaction: every pruned tombstone's writer is
+    /// visible in it, so a cursor that includes it has read them all.
+    pub async fn prune_tombstones(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        const WHAT: &str = "pruning tombstones";
+        let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
+        let pruned =
+            sqlx::query("DELETE FROM auto_learned_patterns_tombstones WHERE deleted_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map_err(q(WHAT))?
+                .rows_affected();
+        if pruned > 0 {
+            sqlx::query(
+                "INSERT INTO hotplane_tombstone_horizon (id, snapshot) \
+                 VALUES (1, pg_current_snapshot()::text) \
+                 ON CONFLICT (id) DO UPDATE SET snapshot = EXCLUDED.snapshot",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(q(WHAT))?;
+        }
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(pruned)
     }
 
     /// Rows by id, in any state.

@@ -110,6 +110,46 @@ async fn direct_sql_changes_are_served_after_a_delta_reload(backend: Backend) {
         served(&mut app, "riga 4").await.expect("served").category,
         "single"
     );
+    // The single-row load moved the delta cursor past what it read: the next delta reads
+    // nothing and says so.
+    let r = app
+        .reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("delta")
+        .into_inner();
+    assert_eq!(
+        (r.mode, r.changed),
+        (pb::LoadMode::Noop as i32, false),
+        "{r:?}"
+    );
+
+    // A row the store does not have: NOT_FOUND, not a quiet success; a deleted row is
+    // dropped from the served set by the same reload, and then says so too.
+    for validate_only in [false, true] {
+        let err = app
+            .reload
+            .reload(pb::ReloadRequest {
+                validate_only,
+                ..reload_req(false, Some(987_654))
+            })
+            .await
+            .expect_err("unknown id");
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+        assert!(
+            err.message().contains("pattern id 987654"),
+            "{}",
+            err.message()
+        );
+    }
+    sql(&app.db, &["DELETE FROM auto_learned_patterns WHERE id = 4"]).await;
+    let err = app
+        .reload
+        .reload(reload_req(false, Some(4)))
+        .await
+        .expect_err("deleted id");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(served(&mut app, "riga 4").await.is_none());
 }
 
 async fn duplicates_resolve_to_the_best_row(backend: Backend) {
@@ -235,11 +275,11 @@ async fn failed_loads_keep_serving(backend: Backend) {
     assert_eq!(status.targets[0].consecutive_failures, 0);
 }
 
-/// Against the legacy `pilotpros` table, a row that breaks an invariant rejects the first load
-/// as a whole: health stays NOT_SERVING and status names the row; once the row is fixed the
-/// retried load succeeds and health turns SERVING (watched on the health stream, not polled).
+/// Against the legacy `pilotpros` table (no CHECK constraints), a row that breaks an invariant
+/// does not hold up the first load: it is quarantined and named in status, every other row is
+/// served and health turns SERVING; once the row is fixed, a reload serves it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn legacy_table_invalid_row_keeps_not_serving_until_fixed() {
+async fn legacy_table_invalid_row_is_quarantined_until_fixed() {
     let db = TestDb::postgres().await;
     let url = db.url().to_owned();
     sql(&db, &[
@@ -254,50 +294,26 @@ async fn legacy_table_invalid_row_keeps_not_serving_until_fixed() {
     config.database_schema = "pilotpros".into();
     config.normalize_profile = hotplane::normalize::Profile::PilotPros;
     let mut app = TestApp::start(config, db).await;
+    app.wait_ready().await;
 
-    let mut watch = app
-        .health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
+    let m = served(&mut app, "Workflow attivi OGGI?")
         .await
-        .expect("health watch")
-        .into_inner();
-    let first = watch
-        .message()
-        .await
-        .expect("stream")
-        .expect("first status");
-    assert_eq!(first.status, ServingStatus::NotServing as i32);
-    let err = app
-        .patterns
-        .match_pattern(pb::MatchPatternRequest {
-            query: "workflow attivi".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("match answers even before the first load")
-        .into_inner();
-    assert!(!err.matched && err.generation == 0);
-    let reload = app.reload.clone();
-    let failed = crate::helpers::eventually("the first load to fail", || {
-        let mut reload = reload.clone();
-        async move {
-            let s = reload
-                .get_status(pb::GetStatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            let t = s.targets.into_iter().next()?;
-            (t.failures_total > 0).then_some(t)
-        }
-    })
-    .await;
-    assert!(failed.current.is_none(), "nothing is served yet");
+        .expect("legacy row served");
+    assert_eq!(m.category, "workflow");
     assert!(
-        failed.last_error.contains("pattern id 2"),
+        served(&mut app, "rotto").await.is_none(),
+        "the invalid row is not served"
+    );
+    let t = crate::helpers::patterns_status(&app).await;
+    assert!(t.last_error.is_empty() && t.failures_total == 0, "{t:?}");
+    assert_eq!(t.quarantined_total, 1);
+    assert_eq!(t.quarantined[0].pattern_id, 2);
+    assert!(
+        t.quarantined[0]
+            .reason
+            .contains("times_correct 5 exceeds times_used 1"),
         "{}",
-        failed.last_error
+        t.quarantined[0].reason
     );
 
     sql(
@@ -305,33 +321,23 @@ async fn legacy_table_invalid_row_keeps_not_serving_until_fixed() {
         &["UPDATE pilotpros.auto_learned_patterns SET times_correct = 1 WHERE id = 2"],
     )
     .await;
-    let serving = tokio::time::timeout(crate::helpers::DEADLINE, async {
-        while let Some(msg) = watch.message().await.expect("stream") {
-            if msg.status == ServingStatus::Serving as i32 {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .expect("SERVING before the deadline");
-    assert!(serving);
-    let status = app
-        .reload
-        .get_status(pb::GetStatusRequest {})
+    app.reload
+        .reload(reload_req(false, None))
         .await
-        .expect("status")
-        .into_inner();
-    let t = &status.targets[0];
-    assert!(
-        t.failures_total >= 1,
-        "the invalid row was rejected at least once"
+        .expect("reload");
+    assert_eq!(
+        served(&mut app, "rotto")
+            .await
+            .expect("fixed row served")
+            .category,
+        "broken"
     );
-    assert!(t.last_error.is_empty());
-    let m = served(&mut app, "Workflow attivi OGGI?")
-        .await
-        .expect("legacy row served");
-    assert_eq!(m.category, "workflow");
+    assert_eq!(
+        crate::helpers::patterns_status(&app)
+            .await
+            .quarantined_total,
+        0
+    );
 }
 
 both_backends!(

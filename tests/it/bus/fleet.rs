@@ -119,7 +119,9 @@ async fn reload_with_broadcast_waits_for_every_instance() {
     assert!(
         r.fleet
             .iter()
-            .all(|m| m.converged && m.store_revision >= revision)
+            .all(|m| m.converged && m.store_revision == revision && !m.store_position.is_empty()),
+        "{:?}",
+        r.fleet
     );
     // No waiting here: the call returned when every instance served the row.
     for app in [&mut a, &mut b, &mut c] {
