@@ -50,13 +50,16 @@ pub enum Reason {
     Stale,
     /// Signed mode: an `event_id` already seen within the replay window.
     Replayed,
+    /// Unsigned mode: a `rollback`, which would pin the replica, while unsigned rollbacks are
+    /// not enabled (`--bus-allow-unsigned-rollback`).
+    UnsignedRollback,
     /// The message is this instance's own event (`origin` is our instance id): skipped.
     SelfOrigin,
 }
 
 impl Reason {
     /// Every reason that counts as a rejection (all but `SelfOrigin`), in a stable order.
-    pub const REJECTIONS: [Reason; 10] = [
+    pub const REJECTIONS: [Reason; 11] = [
         Reason::TooLarge,
         Reason::NotJson,
         Reason::NotObject,
@@ -67,6 +70,7 @@ impl Reason {
         Reason::Unsigned,
         Reason::Stale,
         Reason::Replayed,
+        Reason::UnsignedRollback,
     ];
 
     /// Stable lower-case name: the counter key in status and the `reason` field in logs.
@@ -82,6 +86,7 @@ impl Reason {
             Reason::Unsigned => "unsigned",
             Reason::Stale => "stale",
             Reason::Replayed => "replayed",
+            Reason::UnsignedRollback => "unsigned_rollback",
             Reason::SelfOrigin => "self",
         }
     }
@@ -372,7 +377,8 @@ mod tests {
                 "bad_signature",
                 "unsigned",
                 "stale",
-                "replayed"
+                "replayed",
+                "unsigned_rollback"
             ]
         );
         assert_eq!(Reason::SelfOrigin.as_str(), "self");

@@ -76,6 +76,8 @@ pub struct BusOptions {
     pub timeout: Duration,
     /// Signed mode: how far `ts` may be from now, and how long event ids are remembered.
     pub replay_window: Duration,
+    /// Unsigned mode: whether messages may pin (`rollback`) or bypass the store (`invalidate`).
+    pub allow_unsigned_rollback: bool,
 }
 
 /// Why the bus could not start: bad settings only (an unreachable Redis is not an error).

@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     BusEvent, Conn, Shared,
-    envelope::{Action, Envelope, Reason, Rejected, decode},
+    envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -333,7 +333,8 @@ impl Handler {
         let now = Utc::now();
         let checked = self
             .verifier
-            .check(bytes, now.timestamp_micros() as f64 / 1e6);
+            .check(bytes, now.timestamp_micros() as f64 / 1e6)
+            .and_then(|e| self.trust(e));
         {
             let mut st = self.shared.status();
             st.messages_received += 1;
@@ -358,6 +359,31 @@ impl Handler {
             },
             Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
             Err(r) => self.warnings.warn(&r, bytes.len()),
+        }
+    }
+
+    /// What an unsigned message may do. Without a secret, a message proves nothing about who
+    /// sent it (and the content hash it would name is public), so unless the operator enabled
+    /// unsigned rollbacks it may only make this replica read the store: a `rollback`, which
+    /// would pin the replica and hold every later change, is refused; an `invalidate`, which
+    /// would stop serving a row whatever the store says, reads that row like a `reload` (so it
+    /// still takes out a row the store no longer serves). Signed messages are trusted.
+    fn trust(&self, mut e: Envelope) -> Result<Envelope, Rejected> {
+        let opts = &self.shared.opts;
+        if opts.secret.is_some() || opts.allow_unsigned_rollback {
+            return Ok(e);
+        }
+        match e.action {
+            Action::Rollback => reject(
+                Reason::UnsignedRollback,
+                "unsigned rollbacks are refused: sign the bus (HOTPLANE_BUS_SECRET) or enable \
+                 --bus-allow-unsigned-rollback",
+            ),
+            Action::Invalidate => {
+                e.action = Action::Reload;
+                Ok(e)
+            }
+            Action::Reload => Ok(e),
         }
     }
 
