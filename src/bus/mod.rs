@@ -28,6 +28,7 @@ pub mod envelope;
 pub mod fleet;
 mod follow;
 mod link;
+mod outbox;
 mod publisher;
 pub mod signing;
 mod status;
@@ -153,6 +154,8 @@ struct Shared {
     status: Mutex<BusStatus>,
     /// Announces changes.
     publisher: publisher::Publisher,
+    /// Announcements waiting to be published (handlers never wait for Redis).
+    outbox: outbox::Outbox,
     /// The current connection (swapped by `Bus::reload`, only by the subscriber task).
     conn: ArcSwap<Conn>,
     /// The fleet as last read by the heartbeat.
@@ -276,8 +279,10 @@ impl Bus {
             ..BusStatus::default()
         };
         let (handovers, handover_rx) = mpsc::channel(1);
+        let (outbox, queued) = outbox::Outbox::new();
         let shared = Arc::new(Shared {
             publisher: publisher::Publisher::new(&opts),
+            outbox,
             conn: ArcSwap::from_pointee(conn),
             fleet: Mutex::new(fleet::FleetView::default()),
             fleet_kick: Notify::new(),
@@ -297,9 +302,10 @@ impl Bus {
             asks,
             stop.clone(),
         );
+        let outbox = outbox::run(Arc::clone(&shared), queued, stop.clone());
         let follower = follow::run(Arc::clone(&shared), engine, ask_rx, stop);
         let task = tokio::spawn(async move {
-            tokio::join!(subscriber, follower);
+            tokio::join!(subscriber, follower, outbox);
         });
         Ok((
             Bus {
@@ -433,7 +439,7 @@ impl Bus {
             None => Ok(()),
             Some(shared) => {
                 let what = publisher::Announcement::Reload(pattern_id);
-                shared.announce(what, revision).await
+                shared.outbox.push(shared, what, revision)
             }
         }
     }
@@ -450,7 +456,7 @@ impl Bus {
             None => Ok(()),
             Some(shared) => {
                 let what = publisher::Announcement::Rollback(content_hash.to_owned());
-                shared.announce(what, revision).await
+                shared.outbox.push(shared, what, revision)
             }
         }
     }

@@ -14,6 +14,7 @@
 
 mod connection;
 mod fleet;
+mod frozen;
 mod hostile;
 mod swap;
 
