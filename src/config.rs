@@ -184,7 +184,8 @@ pub struct Config {
     pub bus_replay_window: Duration,
 
     /// First delay before reconnecting to Redis; it doubles (with jitter) up to
-    /// `--bus-reconnect-max`, and starts over after a successful subscribe.
+    /// `--bus-reconnect-max`, capped at 1 s for the first 30 s of an outage, and starts over
+    /// only after a connection stayed up for 10 s.
     #[arg(long, env = "HOTPLANE_BUS_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub bus_reconnect_min: Duration,
 

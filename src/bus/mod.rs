@@ -30,6 +30,7 @@ mod follow;
 mod link;
 mod outbox;
 mod publisher;
+mod reconnect;
 pub mod signing;
 mod status;
 mod subscriber;

@@ -1,7 +1,9 @@
 //! The subscriber task: stays subscribed to the bus channel for the life of the process.
 //!
 //! - It never gives up: a failed connect or a lost connection is retried after a jittered,
-//!   capped exponential backoff (`retry::Backoff`), reset once a subscribe succeeds.
+//!   capped exponential backoff, shaped by `reconnect`: the first retries of an outage are
+//!   capped at about a second, and the backoff starts over only after a connection stayed
+//!   healthy for a while (a flapping Redis is not hammered).
 //! - It notices half-open connections (a peer that stopped answering without closing the
 //!   socket): the subscription connection is PINGed every `ping_interval` and is dropped when a
 //!   reply takes longer than `timeout`. RESP2 PubSub connections accept PING while subscribed.
@@ -33,12 +35,10 @@ use super::{
     BusEvent, Conn, Shared,
     envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
+    reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
-use crate::{
-    engine::{Engine, LoadRequest, Scope, Source},
-    retry::Backoff,
-};
+use crate::engine::{Engine, LoadRequest, Scope, Source};
 
 /// At most one warning per rejection reason per this long (the rest are counted).
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -109,7 +109,7 @@ pub(super) async fn run(
         engine: engine.clone(),
         shared: Arc::clone(&shared),
     };
-    let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
+    let mut backoff = Reconnect::new(opts.reconnect_min, opts.reconnect_max, Instant::now());
     let mut subscribed_before = false;
     // Whether a Disconnected event is owed: once per loss (or for the first failed attempt),
     // not once per retry.
@@ -135,7 +135,7 @@ pub(super) async fn run(
         };
         let error = match attempt {
             Ok((pubsub, done)) => {
-                backoff.reset();
+                backoff.subscribed(Instant::now());
                 // Requested before the status says "connected", so whoever waits for that sees
                 // the catch-up already queued in the engine.
                 engine.request(LoadRequest {
@@ -189,7 +189,7 @@ pub(super) async fn run(
                 error: error.clone(),
             });
         }
-        let delay = backoff.next_delay();
+        let delay = backoff.next_delay(Instant::now());
         {
             let mut st = shared.status();
             st.last_error = Some(error.clone());

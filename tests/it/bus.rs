@@ -16,6 +16,7 @@ mod connection;
 mod fleet;
 mod frozen;
 mod hostile;
+mod reconnect;
 mod swap;
 
 use std::{sync::Arc, time::Duration};

@@ -78,7 +78,7 @@ impl PrivateRedis {
     }
 
     /// Starts it (again, on the same port) and waits until it answers.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(&self.args)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
