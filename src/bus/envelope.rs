@@ -53,13 +53,15 @@ pub enum Reason {
     /// Unsigned mode: a `rollback`, which would pin the replica, while unsigned rollbacks are
     /// not enabled (`--bus-allow-unsigned-rollback`).
     UnsignedRollback,
+    /// Dropped unread: the intake queue was full (a flood); a catch-up delta stands in for it.
+    Overflow,
     /// The message is this instance's own event (`origin` is our instance id): skipped.
     SelfOrigin,
 }
 
 impl Reason {
     /// Every reason that counts as a rejection (all but `SelfOrigin`), in a stable order.
-    pub const REJECTIONS: [Reason; 11] = [
+    pub const REJECTIONS: [Reason; 12] = [
         Reason::TooLarge,
         Reason::NotJson,
         Reason::NotObject,
@@ -71,6 +73,7 @@ impl Reason {
         Reason::Stale,
         Reason::Replayed,
         Reason::UnsignedRollback,
+        Reason::Overflow,
     ];
 
     /// Stable lower-case name: the counter key in status and the `reason` field in logs.
@@ -87,6 +90,7 @@ impl Reason {
             Reason::Stale => "stale",
             Reason::Replayed => "replayed",
             Reason::UnsignedRollback => "unsigned_rollback",
+            Reason::Overflow => "overflow",
             Reason::SelfOrigin => "self",
         }
     }
@@ -378,7 +382,8 @@ mod tests {
                 "unsigned",
                 "stale",
                 "replayed",
-                "unsigned_rollback"
+                "unsigned_rollback",
+                "overflow"
             ]
         );
         assert_eq!(Reason::SelfOrigin.as_str(), "self");

@@ -27,6 +27,7 @@ mod conn;
 pub mod envelope;
 pub mod fleet;
 mod follow;
+mod intake;
 mod link;
 mod outbox;
 mod publisher;

@@ -9,6 +9,9 @@
 //!   reply takes longer than `timeout`. RESP2 PubSub connections accept PING while subscribed.
 //! - After every subscribe, it asks the engine for a catch-up delta: Redis keeps nothing for a
 //!   disconnected subscriber, so whatever was published meanwhile is found in the store instead.
+//! - Messages reach the handler through a bounded intake (`intake`): a flood faster than the
+//!   handler is dropped and counted (`overflow`) past a fixed queue, and one catch-up delta
+//!   stands in for the dropped messages, so memory stays bounded however fast Redis sends.
 //! - Each valid message becomes an engine request and nothing more (fire-and-forget, so a burst
 //!   coalesces in the engine's single flight); a `rollback` goes to the follower (`follow`).
 //!   Bad messages are counted by reason, logged at most once per reason per [`WARN_EVERY`], and
@@ -28,13 +31,14 @@ use std::{
 use chrono::Utc;
 use redis::aio::{PubSub, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tracing::{debug, info, warn};
 
 use super::{
     BusEvent, Conn, Shared,
     envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
+    intake::{Intake, Taken},
     reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -258,7 +262,8 @@ async fn serve(
 ) -> Ended {
     let shared = Arc::clone(&handler.shared);
     let (ping_interval, timeout) = (shared.opts.ping_interval, shared.opts.timeout);
-    let (mut sink, mut messages) = pubsub.split();
+    let (mut sink, messages) = pubsub.split();
+    let mut intake = Intake::start(messages);
     let mut ping_sink = sink.clone();
     // Runs beside the message loop (in the same select), so a slow PING never delays messages.
     let pinger = async move {
@@ -279,8 +284,8 @@ async fn serve(
     tokio::pin!(pinger);
     loop {
         tokio::select! {
-            msg = messages.next() => match msg {
-                Some(msg) => handler.handle(msg.get_payload_bytes()),
+            taken = intake.next() => match taken {
+                Some(taken) => handler.take(taken),
                 None => return Ended::Lost("closed by the server".into()),
             },
             Some(h) = handovers.recv() => {
@@ -293,7 +298,14 @@ async fn serve(
                 if !matches!(unsubscribed, Ok(Ok(()))) {
                     debug!("the old subscription did not confirm UNSUBSCRIBE; dropping it");
                 }
-                let drained = drain(&mut messages, handler).await;
+                let (queued, messages) = intake.stop().await;
+                let mut drained = queued.len();
+                for taken in queued {
+                    handler.take(taken);
+                }
+                if let Some(mut messages) = messages {
+                    drained += drain(&mut messages, handler).await;
+                }
                 shared.overlap.store(false, Ordering::SeqCst);
                 info!(drained, "old bus subscription drained and closed");
                 return Ended::Replaced(h);
@@ -321,6 +333,37 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
 }
 
 impl Handler {
+    /// Handles a message from the intake, after accounting for the ones dropped before it.
+    fn take(&mut self, taken: Taken) {
+        if taken.dropped_before > 0 {
+            self.overflowed(taken.dropped_before);
+        }
+        self.handle(&taken.payload);
+    }
+
+    /// Counts messages the intake dropped (its queue was full) and asks for one catch-up delta
+    /// in their place: the store has whatever they announced.
+    fn overflowed(&mut self, dropped: u64) {
+        {
+            let mut st = self.shared.status();
+            st.messages_received += dropped;
+            *st.rejected.entry(Reason::Overflow.as_str()).or_default() += dropped;
+        }
+        self.engine.request(LoadRequest {
+            scope: Scope::Delta,
+            source: Source::Bus,
+            reason: "bus: catch-up for messages dropped in a flood".into(),
+        });
+        let r = Rejected {
+            reason: Reason::Overflow,
+            detail: format!(
+                "{dropped} messages dropped: the intake queue was full (a flood faster than they \
+                 can be handled); a catch-up delta reads what they announced"
+            ),
+        };
+        self.warnings.warn(&r, 0);
+    }
+
     /// Checks one message and, if valid, hands it to the engine (or the follower).
     fn handle(&mut self, bytes: &[u8]) {
         if self.skip_handed_over(bytes) {

@@ -2,7 +2,7 @@
 //! secret) can and cannot do. The content hash is public (anonymous GetStatus, fleet keys), so a
 //! message carrying it proves nothing.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hotplane::bus::Secret;
 
@@ -153,4 +153,46 @@ async fn signed_mode_refuses_unsigned_rollbacks_as_unsigned() {
     })
     .await;
     assert!(!patterns_status(&app).await.pinned);
+}
+
+/// A flood of messages (pipelined as fast as Redis takes them) is fully accounted for: each
+/// message is either handled or dropped by the bounded intake and counted as `overflow`, and
+/// a row written before the flood is served afterwards (by the messages or by the catch-up
+/// that stands in for dropped ones). The bound itself is unit-tested in `bus::intake`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_handled_or_counted_as_overflow() {
+    const FLOOD: u64 = 50_000;
+    let db = Arc::new(TestDb::sqlite().await);
+    let (url, ch) = (redis_url(), channel("hotplane:hostile-flood"));
+    let mut config = bus_config(&db, &url, &ch);
+    // A PING's reply queues behind the flood: the tests' 1 s timeout would replace the
+    // connection (losing messages to the catch-up) before a debug build reads them all.
+    config.bus_timeout = Duration::from_secs(60);
+    let mut app = start(config, &db).await;
+    sql(&db, &[&insert(14, "prima della piena")]).await;
+    let client = redis::Client::open(url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let mut pipe = redis::pipe();
+    for i in 1..=FLOOD {
+        pipe.cmd("PUBLISH")
+            .arg(&ch)
+            .arg(format!(r#"{{"action":"reload","pattern_id":{i}}}"#))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await.expect("flood");
+    let st = wait_bus(&app, "the whole flood", |s| s.messages_received == FLOOD).await;
+    let overflow = *st
+        .rejected
+        .get("overflow")
+        .expect("overflow is a listed reason");
+    assert_eq!(st.messages_applied + overflow, FLOOD, "{st:?}");
+    println!(
+        "{FLOOD} messages: {} handled, {overflow} dropped",
+        st.messages_applied
+    );
+    wait_served(&mut app, "prima della piena").await;
+    assert!(bus_status(&app).await.connected);
 }
