@@ -16,6 +16,7 @@ mod helpers;
 mod load;
 mod patterns_api;
 mod properties;
+mod redact;
 mod reload;
 mod rollback;
 mod store;
