@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     db::TestDb,
-    helpers::{learn_req, patterns_status, served, sql},
+    helpers::{DEADLINE, learn_req, patterns_status, served, sql},
 };
 
 /// An unsigned `rollback` naming the content hash every replica serves (the one-message freeze
@@ -171,8 +171,11 @@ async fn a_flood_is_handled_or_counted_as_overflow() {
     let mut app = start(config, &db).await;
     sql(&db, &[&insert(14, "prima della piena")]).await;
     let client = redis::Client::open(url.as_str()).expect("redis url");
+    // One pipeline of the whole flood: its replies take longer than the default timeout on a
+    // loaded machine.
+    let patient = redis::AsyncConnectionConfig::new().set_response_timeout(Some(DEADLINE));
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&patient)
         .await
         .expect("connects");
     let mut pipe = redis::pipe();
