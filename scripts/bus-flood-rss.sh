@@ -5,7 +5,9 @@
 #
 # Starts BINARY (default target/debug/hotplane) on a fresh SQLite file, subscribed to a fresh
 # channel on $REDIS_URL (default redis://127.0.0.1:6379), then PUBLISHes MESSAGES (default
-# 200000) `reload` messages through one pipelined redis-cli --pipe, as fast as Redis takes them.
+# 200000) `reload` messages (PAYLOAD=ignored: `{"action":"noop"}`, rejected without any load;
+# PAYLOAD=padded: the same with 4 KiB of padding)
+# through one pipelined redis-cli --pipe, as fast as Redis takes them.
 # Prints VmRSS before, VmHWM (the peak) and VmRSS 5 s after the flood, and the bus counters.
 set -euo pipefail
 BIN="${1:-target/debug/hotplane}"
@@ -24,12 +26,17 @@ done
 sleep 1
 rss() { awk -v k="$1:" '$1 == k {print $2 / 1024 " MB"}' "/proc/$pid/status"; }
 echo "before:   VmRSS $(rss VmRSS)"
-python3 - "$ch" "$N" >"$work/flood.resp" <<'PY'
+python3 - "$ch" "$N" "${PAYLOAD:-reload}" >"$work/flood.resp" <<'PY'
 import sys
-ch, n = sys.argv[1].encode(), int(sys.argv[2])
+ch, n, kind = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
 out = sys.stdout.buffer
 for i in range(1, n + 1):
-    msg = b'{"action":"reload","pattern_id":%d}' % i
+    if kind == "reload":
+        msg = b'{"action":"reload","pattern_id":%d}' % i
+    elif kind == "padded":
+        msg = b'{"action":"noop","pad":"%s"}' % (b"x" * 4096)
+    else:
+        msg = b'{"action":"noop"}'
     out.write(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(ch), ch, len(msg), msg))
 PY
 start=$(date +%s.%N)
