@@ -192,13 +192,22 @@ pub struct Config {
     #[arg(long = "reload-message-secret", env = "RELOAD_MESSAGE_SECRET", hide = true, hide_env_values = true, value_parser = parse_secret)]
     pub reload_message_secret: Option<Secret>,
 
+    /// Unsigned mode only: let bus messages pin this replica (`rollback`) and stop serving rows
+    /// without reading the store (`invalidate`). Off by default, because without a secret anyone
+    /// who can PUBLISH on the channel could freeze or empty the fleet; when off, an unsigned
+    /// `rollback` is refused (counted as `unsigned_rollback`) and an unsigned `invalidate` reads
+    /// the row from the store like a `reload`. Signed messages are trusted either way.
+    #[arg(long, env = "HOTPLANE_BUS_ALLOW_UNSIGNED_ROLLBACK", default_value_t = false, action = ArgAction::Set)]
+    pub bus_allow_unsigned_rollback: bool,
+
     /// Signed mode: how far a message's `ts` may be from now (either way), and how long event
     /// ids are remembered to refuse replays.
     #[arg(long, env = "HOTPLANE_BUS_REPLAY_WINDOW", default_value = "5m", value_parser = humantime::parse_duration)]
     pub bus_replay_window: Duration,
 
     /// First delay before reconnecting to Redis; it doubles (with jitter) up to
-    /// `--bus-reconnect-max`, and starts over after a successful subscribe.
+    /// `--bus-reconnect-max`, capped at 1 s for the first 30 s of an outage, and starts over
+    /// only after a connection stayed up for 10 s.
     #[arg(long, env = "HOTPLANE_BUS_RECONNECT_MIN", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub bus_reconnect_min: Duration,
 
@@ -297,6 +306,10 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("bus_channel", &self.bus_channel)
             .field("bus_secret", &self.bus_secret())
+            .field(
+                "bus_allow_unsigned_rollback",
+                &self.bus_allow_unsigned_rollback,
+            )
             .field("poll_interval", &self.poll_interval)
             .field("auth", &self.auth)
             .field("config_file", &self.config_file)

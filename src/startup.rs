@@ -704,6 +704,7 @@ fn bus_options(config: &Config, url: &str, instance_id: &str) -> BusOptions {
         ping_interval: config.bus_ping_interval,
         timeout: config.bus_timeout,
         replay_window: config.bus_replay_window,
+        allow_unsigned_rollback: config.bus_allow_unsigned_rollback,
     }
 }
 

@@ -84,9 +84,10 @@ pub struct AppState {
     pub watch_slots: StreamSlots,
 }
 
-/// Announces a change this replica has applied and serves, on the bus, and returns the error
-/// text for the response's `publish_error` (empty when announced or when there is no bus). The
-/// bus counts and logs failures; the change itself stands either way.
+/// Queues the announcement of a change this replica has applied and serves (it is published
+/// after the answer, so a slow Redis never delays it), and returns the error text for the
+/// response's `publish_error`: empty when queued or when there is no bus, the reason when the
+/// queue is full. The bus counts and logs failures, later ones too; the change stands either way.
 async fn publish_change(state: &AppState, pattern_id: Option<i64>) -> String {
     let revision = state.engine.current().store_revision;
     match state.bus.announce(pattern_id, revision).await {

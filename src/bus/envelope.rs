@@ -50,13 +50,18 @@ pub enum Reason {
     Stale,
     /// Signed mode: an `event_id` already seen within the replay window.
     Replayed,
+    /// Unsigned mode: a `rollback`, which would pin the replica, while unsigned rollbacks are
+    /// not enabled (`--bus-allow-unsigned-rollback`).
+    UnsignedRollback,
+    /// Dropped unread: the intake queue was full (a flood); a catch-up delta stands in for it.
+    Overflow,
     /// The message is this instance's own event (`origin` is our instance id): skipped.
     SelfOrigin,
 }
 
 impl Reason {
     /// Every reason that counts as a rejection (all but `SelfOrigin`), in a stable order.
-    pub const REJECTIONS: [Reason; 10] = [
+    pub const REJECTIONS: [Reason; 12] = [
         Reason::TooLarge,
         Reason::NotJson,
         Reason::NotObject,
@@ -67,6 +72,8 @@ impl Reason {
         Reason::Unsigned,
         Reason::Stale,
         Reason::Replayed,
+        Reason::UnsignedRollback,
+        Reason::Overflow,
     ];
 
     /// Stable lower-case name: the counter key in status and the `reason` field in logs.
@@ -82,6 +89,8 @@ impl Reason {
             Reason::Unsigned => "unsigned",
             Reason::Stale => "stale",
             Reason::Replayed => "replayed",
+            Reason::UnsignedRollback => "unsigned_rollback",
+            Reason::Overflow => "overflow",
             Reason::SelfOrigin => "self",
         }
     }
@@ -372,7 +381,9 @@ mod tests {
                 "bad_signature",
                 "unsigned",
                 "stale",
-                "replayed"
+                "replayed",
+                "unsigned_rollback",
+                "overflow"
             ]
         );
         assert_eq!(Reason::SelfOrigin.as_str(), "self");

@@ -2,6 +2,8 @@
 //! serves now; this one serves its retained generation with that hash, pinned, through the
 //! engine ([`Engine::rollback_to_hash`]).
 //!
+//! A rollback to the content served already is not followed with a pin (see `serves_already`).
+//!
 //! One task, fed by a watch channel from the subscriber (the latest ask wins: a burst of
 //! rollbacks is followed to the last one, and the subscriber never waits for a rollback). A
 //! replica that does not retain the content keeps serving what it serves: the refusal is
@@ -14,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{BusEvent, Refusal, Shared};
-use crate::engine::{Engine, LoadError};
+use crate::engine::{Engine, LoadError, LoadRequest, Scope, Source};
 
 /// A broadcast rollback to follow.
 #[derive(Debug, Clone)]
@@ -40,6 +42,16 @@ pub(super) async fn run(
         let Some(ask) = asks.borrow_and_update().clone() else {
             continue;
         };
+        if serves_already(&engine, &ask.content_hash).await {
+            shared.status().rollbacks_followed += 1;
+            *shared.rollback_error() = None;
+            info!(
+                content_hash = %ask.content_hash,
+                origin = %ask.origin,
+                "a broadcast rollback asks for the content served already; not pinned"
+            );
+            continue;
+        }
         let reason = format!("bus: rollback from {}", ask.origin);
         let by = crate::audit::Origin::reload(format!("bus:{}", ask.origin));
         match engine
@@ -60,6 +72,26 @@ pub(super) async fn run(
             Err(e) => refused(&shared, &engine, &ask, e.to_string()),
         }
     }
+}
+
+/// Whether this replica serves `content_hash` already, once the requests queued before the
+/// rollback arrived (a reload announced just before it) are served. Such a rollback changes
+/// nothing and must not pin: pinning in place is invisible (the hash is public) and would hold
+/// every later change until an explicit reload. An unpinned replica first catches up with the
+/// store (a delta: one cheap query when nothing changed), so "served already" means the store
+/// holds that content; a pinned one compares what it is pinned to.
+async fn serves_already(engine: &Engine, content_hash: &str) -> bool {
+    if engine.health().pinned.is_none() {
+        // A failed catch-up (store down) leaves the comparison with what is served.
+        let _ = engine
+            .reload(LoadRequest {
+                scope: Scope::Delta,
+                source: Source::Bus,
+                reason: "bus: catching up before following a rollback".into(),
+            })
+            .await;
+    }
+    engine.current().snapshot.content_hash() == content_hash
 }
 
 /// Records a rollback that could not be followed, everywhere an operator looks.

@@ -1,24 +1,38 @@
 //! The command connection to Redis (everything but the subscription): one lazily opened
-//! multiplexed connection, shared by publishing and the fleet heartbeat, reopened after a
-//! failure. Every command is bounded by the bus timeout and tried at most twice (the cached
-//! connection may have died since the last use, e.g. across a Redis restart), so a caller waits
-//! a few seconds at most and then gets the error.
+//! multiplexed connection, shared by the announcement outbox, the fleet heartbeat and fleet
+//! reads, reopened after a failure.
+//!
+//! Every call waits at most one bus timeout (plus, at most, one quick retry): a command is
+//! retried on a new connection only when the cached one failed *at once* (it died since its
+//! last use, e.g. across a Redis restart); a command that timed out is not retried, since a
+//! Redis that did not answer in time (frozen, overloaded) would only make the caller wait again.
+//! No lock is held across a connect, so one caller's connect never makes another wait: during
+//! an outage each caller (there are a handful: the outbox, the heartbeat, a fleet wait) makes
+//! its own bounded attempt, and the first connection made is the one kept.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use redis::{AsyncConnectionConfig, FromRedisValue, aio::MultiplexedConnection};
-use tokio::sync::Mutex;
 
 /// A lazily connected command connection.
 #[derive(Debug)]
 pub(super) struct Link {
     /// Where to connect.
     client: redis::Client,
-    /// The open connection, if any. A tokio `Mutex` because it is held across the connect, so
-    /// concurrent callers after a failure open one connection, not one each.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The open connection, if any, numbered so that a caller whose command failed drops that
+    /// connection and not a newer one. A std `Mutex`: held to copy or replace it, never across
+    /// an `.await`.
+    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Numbers connections.
+    next: std::sync::atomic::AtomicU64,
     /// Bound on connecting and on each command.
     timeout: Duration,
+}
+
+/// Why a call failed, and whether it was a timeout (not worth retrying at once).
+struct Failed {
+    text: String,
+    timed_out: bool,
 }
 
 impl Link {
@@ -26,20 +40,31 @@ impl Link {
         Link {
             client,
             conn: Mutex::new(None),
+            next: std::sync::atomic::AtomicU64::new(0),
             timeout,
         }
     }
 
     /// Runs `cmd`; the error says what failed, for status and logs.
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        let mut last = String::new();
-        for _ in 0..2 {
-            match self.try_query(cmd).await {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
+        let (id, mut conn, fresh) = self.connection().await?;
+        match bounded(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Reconnect next time: the connection may be dead.
+                self.forget(id);
+                if fresh || e.timed_out {
+                    return Err(e.text);
+                }
+                let (id, mut conn, _) = self.connection().await?;
+                bounded(self.timeout, cmd.query_async::<T>(&mut conn))
+                    .await
+                    .map_err(|e| {
+                        self.forget(id);
+                        e.text
+                    })
             }
         }
-        Err(last)
     }
 
     /// The Redis server's `run_id` (unique per server process): tells whether two URLs reach
@@ -53,22 +78,22 @@ impl Link {
             .ok_or_else(|| "INFO server has no run_id".to_owned())
     }
 
-    async fn try_query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
-        let mut conn = self.connection().await?;
-        match bounded(self.timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                // Reconnect next time: the connection may be dead.
-                *self.conn.lock().await = None;
-                Err(e)
-            }
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops connection `id` if it is still the cached one.
+    fn forget(&self, id: u64) {
+        let mut slot = self.slot();
+        if slot.as_ref().is_some_and(|(cached, _)| *cached == id) {
+            *slot = None;
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+    /// The cached connection, or a new one (then `true`), with its number.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection, bool), String> {
+        if let Some((id, c)) = self.slot().clone() {
+            return Ok((id, c, false));
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -79,9 +104,11 @@ impl Link {
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await
-        .map_err(|e| format!("connecting: {e}"))?;
-        *guard = Some(c.clone());
-        Ok(c)
+        .map_err(|e| format!("connecting: {}", e.text))?;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Another caller may have connected meanwhile: keep the first, drop ours.
+        let (id, c) = self.slot().get_or_insert((id, c)).clone();
+        Ok((id, c, true))
     }
 }
 
@@ -89,10 +116,16 @@ impl Link {
 async fn bounded<T>(
     limit: Duration,
     f: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, Failed> {
     match tokio::time::timeout(limit, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {limit:?}")),
+        Ok(Err(e)) => Err(Failed {
+            timed_out: e.is_timeout(),
+            text: e.to_string(),
+        }),
+        Err(_) => Err(Failed {
+            text: format!("no answer within {limit:?}"),
+            timed_out: true,
+        }),
     }
 }

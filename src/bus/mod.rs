@@ -27,8 +27,11 @@ mod conn;
 pub mod envelope;
 pub mod fleet;
 mod follow;
+mod intake;
 mod link;
+mod outbox;
 mod publisher;
+mod reconnect;
 pub mod signing;
 mod status;
 mod subscriber;
@@ -76,6 +79,8 @@ pub struct BusOptions {
     pub timeout: Duration,
     /// Signed mode: how far `ts` may be from now, and how long event ids are remembered.
     pub replay_window: Duration,
+    /// Unsigned mode: whether messages may pin (`rollback`) or bypass the store (`invalidate`).
+    pub allow_unsigned_rollback: bool,
 }
 
 /// Why the bus could not start: bad settings only (an unreachable Redis is not an error).
@@ -151,6 +156,8 @@ struct Shared {
     status: Mutex<BusStatus>,
     /// Announces changes.
     publisher: publisher::Publisher,
+    /// Announcements waiting to be published (handlers never wait for Redis).
+    outbox: outbox::Outbox,
     /// The current connection (swapped by `Bus::reload`, only by the subscriber task).
     conn: ArcSwap<Conn>,
     /// The fleet as last read by the heartbeat.
@@ -274,8 +281,10 @@ impl Bus {
             ..BusStatus::default()
         };
         let (handovers, handover_rx) = mpsc::channel(1);
+        let (outbox, queued) = outbox::Outbox::new();
         let shared = Arc::new(Shared {
             publisher: publisher::Publisher::new(&opts),
+            outbox,
             conn: ArcSwap::from_pointee(conn),
             fleet: Mutex::new(fleet::FleetView::default()),
             fleet_kick: Notify::new(),
@@ -295,9 +304,10 @@ impl Bus {
             asks,
             stop.clone(),
         );
+        let outbox = outbox::run(Arc::clone(&shared), queued, stop.clone());
         let follower = follow::run(Arc::clone(&shared), engine, ask_rx, stop);
         let task = tokio::spawn(async move {
-            tokio::join!(subscriber, follower);
+            tokio::join!(subscriber, follower, outbox);
         });
         Ok((
             Bus {
@@ -438,7 +448,7 @@ impl Bus {
             None => Ok(()),
             Some(shared) => {
                 let what = publisher::Announcement::Reload(pattern_id);
-                shared.announce(what, revision).await
+                shared.outbox.push(shared, what, revision)
             }
         }
     }
@@ -455,7 +465,7 @@ impl Bus {
             None => Ok(()),
             Some(shared) => {
                 let what = publisher::Announcement::Rollback(content_hash.to_owned());
-                shared.announce(what, revision).await
+                shared.outbox.push(shared, what, revision)
             }
         }
     }

@@ -107,6 +107,7 @@ mod tests {
             ping_interval: Duration::ZERO,
             timeout: Duration::ZERO,
             replay_window: Duration::ZERO,
+            allow_unsigned_rollback: false,
         });
         let reload = p.event(&Announcement::Reload(None), 7);
         assert!(reload.contains(r#""pattern_id":null"#), "{reload}");

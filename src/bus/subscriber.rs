@@ -1,12 +1,17 @@
 //! The subscriber task: stays subscribed to the bus channel for the life of the process.
 //!
 //! - It never gives up: a failed connect or a lost connection is retried after a jittered,
-//!   capped exponential backoff (`retry::Backoff`), reset once a subscribe succeeds.
+//!   capped exponential backoff, shaped by `reconnect`: the first retries of an outage are
+//!   capped at about a second, and the backoff starts over only after a connection stayed
+//!   healthy for a while (a flapping Redis is not hammered).
 //! - It notices half-open connections (a peer that stopped answering without closing the
 //!   socket): the subscription connection is PINGed every `ping_interval` and is dropped when a
 //!   reply takes longer than `timeout`. RESP2 PubSub connections accept PING while subscribed.
 //! - After every subscribe, it asks the engine for a catch-up delta: Redis keeps nothing for a
 //!   disconnected subscriber, so whatever was published meanwhile is found in the store instead.
+//! - Messages reach the handler through a bounded intake (`intake`): a flood faster than the
+//!   handler is dropped and counted (`overflow`) past a fixed queue, and one catch-up delta
+//!   stands in for the dropped messages, so memory stays bounded however fast Redis sends.
 //! - Each valid message becomes an engine request and nothing more (fire-and-forget, so a burst
 //!   coalesces in the engine's single flight); a `rollback` goes to the follower (`follow`).
 //!   Bad messages are counted by reason, logged at most once per reason per [`WARN_EVERY`], and
@@ -26,19 +31,18 @@ use std::{
 use chrono::Utc;
 use redis::aio::{PubSub, PubSubStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tracing::{debug, info, warn};
 
 use super::{
     BusEvent, Conn, Shared,
-    envelope::{Action, Envelope, Reason, Rejected, decode},
+    envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
+    intake::{Intake, Taken},
+    reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
-use crate::{
-    engine::{Engine, LoadRequest, Scope, Source},
-    retry::Backoff,
-};
+use crate::engine::{Engine, LoadRequest, Scope, Source};
 
 /// At most one warning per rejection reason per this long (the rest are counted).
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -109,7 +113,7 @@ pub(super) async fn run(
         engine: engine.clone(),
         shared: Arc::clone(&shared),
     };
-    let mut backoff = Backoff::new(opts.reconnect_min, opts.reconnect_max);
+    let mut backoff = Reconnect::new(opts.reconnect_min, opts.reconnect_max, Instant::now());
     let mut subscribed_before = false;
     // Whether a Disconnected event is owed: once per loss (or for the first failed attempt),
     // not once per retry.
@@ -135,7 +139,7 @@ pub(super) async fn run(
         };
         let error = match attempt {
             Ok((pubsub, done)) => {
-                backoff.reset();
+                backoff.subscribed(Instant::now());
                 // Requested before the status says "connected", so whoever waits for that sees
                 // the catch-up already queued in the engine.
                 engine.request(LoadRequest {
@@ -189,7 +193,7 @@ pub(super) async fn run(
                 error: error.clone(),
             });
         }
-        let delay = backoff.next_delay();
+        let delay = backoff.next_delay(Instant::now());
         {
             let mut st = shared.status();
             st.last_error = Some(error.clone());
@@ -258,7 +262,8 @@ async fn serve(
 ) -> Ended {
     let shared = Arc::clone(&handler.shared);
     let (ping_interval, timeout) = (shared.opts.ping_interval, shared.opts.timeout);
-    let (mut sink, mut messages) = pubsub.split();
+    let (mut sink, messages) = pubsub.split();
+    let mut intake = Intake::start(messages);
     let mut ping_sink = sink.clone();
     // Runs beside the message loop (in the same select), so a slow PING never delays messages.
     let pinger = async move {
@@ -279,8 +284,8 @@ async fn serve(
     tokio::pin!(pinger);
     loop {
         tokio::select! {
-            msg = messages.next() => match msg {
-                Some(msg) => handler.handle(msg.get_payload_bytes()),
+            taken = intake.next() => match taken {
+                Some(taken) => handler.take(taken),
                 None => return Ended::Lost("closed by the server".into()),
             },
             Some(h) = handovers.recv() => {
@@ -293,7 +298,14 @@ async fn serve(
                 if !matches!(unsubscribed, Ok(Ok(()))) {
                     debug!("the old subscription did not confirm UNSUBSCRIBE; dropping it");
                 }
-                let drained = drain(&mut messages, handler).await;
+                let (queued, messages) = intake.stop().await;
+                let mut drained = queued.len();
+                for taken in queued {
+                    handler.take(taken);
+                }
+                if let Some(mut messages) = messages {
+                    drained += drain(&mut messages, handler).await;
+                }
                 shared.overlap.store(false, Ordering::SeqCst);
                 info!(drained, "old bus subscription drained and closed");
                 return Ended::Replaced(h);
@@ -321,6 +333,37 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
 }
 
 impl Handler {
+    /// Handles a message from the intake, after accounting for the ones dropped before it.
+    fn take(&mut self, taken: Taken) {
+        if taken.dropped_before > 0 {
+            self.overflowed(taken.dropped_before);
+        }
+        self.handle(&taken.payload);
+    }
+
+    /// Counts messages the intake dropped (its queue was full) and asks for one catch-up delta
+    /// in their place: the store has whatever they announced.
+    fn overflowed(&mut self, dropped: u64) {
+        {
+            let mut st = self.shared.status();
+            st.messages_received += dropped;
+            *st.rejected.entry(Reason::Overflow.as_str()).or_default() += dropped;
+        }
+        self.engine.request(LoadRequest {
+            scope: Scope::Delta,
+            source: Source::Bus,
+            reason: "bus: catch-up for messages dropped in a flood".into(),
+        });
+        let r = Rejected {
+            reason: Reason::Overflow,
+            detail: format!(
+                "{dropped} messages dropped: the intake queue was full (a flood faster than they \
+                 can be handled); a catch-up delta reads what they announced"
+            ),
+        };
+        self.warnings.warn(&r, 0);
+    }
+
     /// Checks one message and, if valid, hands it to the engine (or the follower).
     fn handle(&mut self, bytes: &[u8]) {
         if self.skip_handed_over(bytes) {
@@ -333,7 +376,8 @@ impl Handler {
         let now = Utc::now();
         let checked = self
             .verifier
-            .check(bytes, now.timestamp_micros() as f64 / 1e6);
+            .check(bytes, now.timestamp_micros() as f64 / 1e6)
+            .and_then(|e| self.trust(e));
         {
             let mut st = self.shared.status();
             st.messages_received += 1;
@@ -358,6 +402,31 @@ impl Handler {
             },
             Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
             Err(r) => self.warnings.warn(&r, bytes.len()),
+        }
+    }
+
+    /// What an unsigned message may do. Without a secret, a message proves nothing about who
+    /// sent it (and the content hash it would name is public), so unless the operator enabled
+    /// unsigned rollbacks it may only make this replica read the store: a `rollback`, which
+    /// would pin the replica and hold every later change, is refused; an `invalidate`, which
+    /// would stop serving a row whatever the store says, reads that row like a `reload` (so it
+    /// still takes out a row the store no longer serves). Signed messages are trusted.
+    fn trust(&self, mut e: Envelope) -> Result<Envelope, Rejected> {
+        let opts = &self.shared.opts;
+        if opts.secret.is_some() || opts.allow_unsigned_rollback {
+            return Ok(e);
+        }
+        match e.action {
+            Action::Rollback => reject(
+                Reason::UnsignedRollback,
+                "unsigned rollbacks are refused: sign the bus (HOTPLANE_BUS_SECRET) or enable \
+                 --bus-allow-unsigned-rollback",
+            ),
+            Action::Invalidate => {
+                e.action = Action::Reload;
+                Ok(e)
+            }
+            Action::Reload => Ok(e),
         }
     }
 

@@ -353,24 +353,42 @@ impl Store {
 
 /// The URL with any password replaced by `***`, for logs and status.
 pub fn redact_url(url: &str) -> String {
-    // scheme://user:password@host... -> scheme://user:***@host...
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
+    // Parsed as database and Redis clients parse it (the WHATWG rules of the url crate): the
+    // userinfo ends at the authority's *last* `@`, so a raw `@` in a password stays in it.
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL: hide everything between the scheme and the last `@`, if any.
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+            _ => url.to_owned(),
+        };
     };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_owned();
+    let secret_key = |k: &str| {
+        let k = k.to_ascii_lowercase();
+        k.contains("password") || k == "pass" || k == "pwd"
     };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}://{}:***@{}",
-            &url[..scheme_end],
-            &userinfo[..colon],
-            &rest[at + 1..]
-        ),
-        None => url.to_owned(),
+    let in_query = parsed.query_pairs().any(|(k, _)| secret_key(&k));
+    if parsed.password().is_none() && !in_query {
+        return url.to_owned(); // nothing to hide: shown exactly as given
     }
+    if parsed.password().is_some() {
+        // Cannot fail: a URL with a password has a host.
+        let _ = parsed.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]

@@ -607,8 +607,14 @@ async fn an_authenticated_caller_is_recorded_by_name() {
 async fn a_followed_rollback_and_bus_swaps_are_recorded() {
     let db = Arc::new(TestDb::postgres().await);
     let (redis, ch) = (redis_url(), channel("audit-rollback"));
-    let mut a = crate::bus::start(bus_config(&db, &redis, &ch), &db).await;
-    let mut b = crate::bus::start(bus_config(&db, &redis, &ch), &db).await;
+    // Only signed messages (or an operator's explicit opt-in) may pin a replica.
+    let signed = || {
+        let mut c = bus_config(&db, &redis, &ch);
+        c.bus_secret = Some(hotplane::bus::Secret::new("audit test secret"));
+        c
+    };
+    let mut a = crate::bus::start(signed(), &db).await;
+    let mut b = crate::bus::start(signed(), &db).await;
     let (a_id, b_id) = (bus_status_instance(&a).await, bus_status_instance(&b).await);
     for text in ["prima risposta", "seconda risposta"] {
         a.patterns

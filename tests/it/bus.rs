@@ -14,6 +14,9 @@
 
 mod connection;
 mod fleet;
+mod frozen;
+mod hostile;
+mod reconnect;
 mod swap;
 
 use std::{sync::Arc, time::Duration};
@@ -335,12 +338,14 @@ async fn bad_messages_are_counted_by_reason_and_trigger_nothing() {
 }
 
 /// An `invalidate` stops serving a row at once; the next load that reads the row serves it
-/// again.
+/// again. (Unsigned, it needs `--bus-allow-unsigned-rollback`; see `hostile`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidate_stops_serving_until_a_load_reads_the_row() {
     let db = Arc::new(TestDb::sqlite().await);
     let (url, ch) = (redis_url(), channel("hotplane:invalidate"));
-    let mut app = start(bus_config(&db, &url, &ch), &db).await;
+    let mut config = bus_config(&db, &url, &ch);
+    config.bus_allow_unsigned_rollback = true;
+    let mut app = start(config, &db).await;
     let id = app
         .patterns
         .learn_pattern(learn_req("fatture scadute", "billing", 0.95))

@@ -18,6 +18,7 @@ mod model;
 mod patterns_api;
 mod properties;
 mod proxy;
+mod redact;
 mod reload;
 mod revisions;
 mod rollback;

@@ -166,6 +166,8 @@ async fn broadcast_rollback_moves_every_replica_that_retains_the_content() {
     let ch = channel("hotplane:rollback");
     let config = || {
         let mut c = bus_config(&db, &redis_url(), &ch);
+        // Only signed messages (or an operator's explicit opt-in) may pin a replica.
+        c.bus_secret = Some(hotplane::bus::Secret::new("rollback test secret"));
         c.fleet_heartbeat = Duration::from_millis(100);
         c
     };

@@ -6,6 +6,8 @@
 //! The messages here are `invalidate`s on purpose: the catch-up delta that follows every
 //! subscribe re-reads changed rows from the store, so it would hide a lost `reload`; nothing but
 //! the message itself stops serving an unchanged row, so a lost `invalidate` shows at the end.
+//! Unsigned ones read the store instead (see `hostile`), so the unsigned tests here enable
+//! `--bus-allow-unsigned-rollback`.
 
 use std::{
     sync::{
@@ -231,6 +233,7 @@ async fn a_swap_to_a_second_redis_loses_no_message_and_fails_no_request() {
     seed(&db).await;
     let ch = channel("hotplane:swap");
     let mut config = bus_config(&db, &blue.url(), &ch);
+    config.bus_allow_unsigned_rollback = true;
     config.fleet_heartbeat = Duration::from_millis(100);
     // The writer learns in a loop on purpose: the per-caller rate limit is off (see auth.rs).
     config.auth.admin_rate = 0.0;
@@ -541,6 +544,7 @@ async fn a_swap_rescues_a_bus_whose_redis_is_gone() {
     seed(&db).await;
     let ch = channel("hotplane:swap-rescue");
     let mut config = bus_config(&db, &gone.url(), &ch);
+    config.bus_allow_unsigned_rollback = true;
     // Retries far apart: the subscription below can only come from the swap.
     config.bus_reconnect_min = Duration::from_secs(600);
     config.bus_reconnect_max = Duration::from_secs(600);
