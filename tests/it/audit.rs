@@ -473,26 +473,7 @@ async fn rows_recorded_during_an_outage_are_written_when_the_database_returns() 
     let app = TestApp::start(hotplane::config::Config::for_database(&proxy.url), db).await;
     app.wait_ready().await;
     proxy.cut().await;
-    let mut drain = pb::drain_client::DrainClient::new(
-        tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-    for reason in ["outage one", "outage two"] {
-        drain
-            .start_drain(pb::StartDrainRequest {
-                reason: reason.into(),
-                ..Default::default()
-            })
-            .await
-            .expect("a drain needs no database");
-        drain
-            .stop_drain(pb::StopDrainRequest::default())
-            .await
-            .expect("stop drain");
-    }
+    crate::drain::drain_and_resume(&app, &["outage one", "outage two"]).await;
     eventually("the audit writer to meet the outage", || async {
         let a = bus_status_full(&app).await.audit.expect("audit status");
         (a.write_failures >= 1).then_some(())

@@ -82,6 +82,18 @@ async fn connect_serving(addr: &str) -> tonic::transport::Channel {
     channel
 }
 
+/// Waits until the server at `addr` is SERVING and checks it serves from SQLite (the default);
+/// the connection is closed again, so no stream outlives the probe.
+async fn serves_on_sqlite(addr: &str) {
+    let channel = connect_serving(addr).await;
+    let status = HotReloadClient::new(channel)
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.store.expect("store").backend, "sqlite");
+}
+
 /// Sends SIGTERM and expects exit code 0 (a clean shutdown) before the deadline.
 async fn sigterm_exits_cleanly(mut child: Child) {
     signal(&child, Signal::TERM);
@@ -160,15 +172,8 @@ async fn the_readme_run_command_starts_the_server_and_sigterm_stops_it() {
         Duration::from_secs(20 * 60),
     )
     .await;
-    let channel = connect_serving(&addr).await;
-    let status = HotReloadClient::new(channel.clone())
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    assert_eq!(status.store.expect("store").backend, "sqlite");
+    serves_on_sqlite(&addr).await;
     assert!(db.exists(), "the embedded SQLite default was created");
-    drop(channel);
     sigterm_exits_cleanly(child).await;
 }
 
@@ -181,16 +186,7 @@ async fn runs_with_defaults_serves_and_exits_cleanly_on_sigterm() {
         "default embedded SQLite file created"
     );
 
-    let channel = connect_serving(&addr).await;
-    let status = HotReloadClient::new(channel.clone())
-        .get_status(pb::GetStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    assert_eq!(status.store.expect("store").backend, "sqlite");
-
-    // Long-lived streams are the lifecycle work's to close (issue 4); the probe here is done.
-    drop(channel);
+    serves_on_sqlite(&addr).await;
     sigterm_exits_cleanly(child).await;
 }
 

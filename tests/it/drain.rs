@@ -250,17 +250,20 @@ async fn shutdown_during_a_database_outage_is_bounded_by_the_grace() {
     proxy.cut().await;
     // Audited changes made during the outage: the drains are applied, their audit rows wait
     // for a database that does not come back.
-    let mut drain = DrainClient::new(
-        Channel::from_shared(format!("http://{}", app.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect"),
-    );
-    for reason in ["outage one", "outage two"] {
+    drain_and_resume(&app, &["outage one", "outage two"]).await;
+    tokio::time::timeout(crate::helpers::DEADLINE, app.stop())
+        .await
+        .expect("shutdown ended within the deadline, not after the audit writer's retries")
+        .expect("a clean stop");
+}
+
+/// Starts and stops a drain once per reason: audited changes that need no database.
+pub async fn drain_and_resume(app: &TestApp, reasons: &[&str]) {
+    let mut drain = app.drain.clone();
+    for reason in reasons {
         drain
             .start_drain(pb::StartDrainRequest {
-                reason: reason.into(),
+                reason: (*reason).into(),
                 ..Default::default()
             })
             .await
@@ -270,8 +273,4 @@ async fn shutdown_during_a_database_outage_is_bounded_by_the_grace() {
             .await
             .expect("stop drain");
     }
-    tokio::time::timeout(crate::helpers::DEADLINE, app.stop())
-        .await
-        .expect("shutdown ended within the deadline, not after the audit writer's retries")
-        .expect("a clean stop");
 }

@@ -7,7 +7,10 @@ use hotplane::{
     config::Config,
     engine::Engine,
     pb,
-    pb::{hot_reload_client::HotReloadClient, patterns_client::PatternsClient},
+    pb::{
+        drain_client::DrainClient, hot_reload_client::HotReloadClient,
+        patterns_client::PatternsClient,
+    },
     startup::Application,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -53,6 +56,8 @@ pub struct TestApp {
     pub reload: HotReloadClient<Channel>,
     /// grpc.health.v1 client.
     pub health: HealthClient<Channel>,
+    /// Drain client.
+    pub drain: DrainClient<Channel>,
     /// The server's engine (to wait on generations without polling).
     pub engine: Engine,
     /// The database behind the server (dropped after the server stops; several apps may share
@@ -104,7 +109,8 @@ impl TestApp {
             addr,
             patterns: PatternsClient::new(channel.clone()),
             reload: HotReloadClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            health: HealthClient::new(channel.clone()),
+            drain: DrainClient::new(channel),
             engine,
             db: db.into(),
             stop: Some(stop_tx),
