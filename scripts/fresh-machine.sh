@@ -128,6 +128,12 @@ cleanup() {
     fi
     exit "$rc"
 }
+# Long commands run in the background and are waited for: bash runs a trap only once the
+# foreground command ends, but `wait` returns on a signal, so SIGTERM/SIGINT clean up at once.
+interruptible() {
+    "$@" &
+    wait "$!"
+}
 trap 'on_err $? $LINENO "$BASH_COMMAND"' ERR
 trap 'cleanup $?' EXIT
 trap 'exit 130' INT
@@ -140,6 +146,7 @@ phase_daemon() {
     phase_start "tools + daemon"
     ctr_install_tools
     ctr_daemon_start
+    ctr_net_cleanup # rules a killed run (SIGKILL: no trap) may have left
     phase_end
 }
 
@@ -263,7 +270,9 @@ phase_test_command() {
     phase_start "test command"
     log "    # cd hotplane && CI=true ./scripts/test.sh"
     local out="$CTR_CACHE/test-command.log"
-    ctr_docker exec -e CI=true -w /root/hotplane "$CONTAINER" ./scripts/test.sh 2>&1 | tee "$out" ||
+    # shellcheck disable=SC2016 # $0 and $@ are the inner bash's
+    interruptible bash -c 'set -o pipefail; "$@" 2>&1 | tee "$0"' "$out" \
+        "$CTR_DOCKER" exec -e CI=true -w /root/hotplane "$CONTAINER" ./scripts/test.sh ||
         fail "./scripts/test.sh failed on the fresh machine (its own error is above)"
     phase_end
     # Where the time went: test.sh's own step lines, and nextest's summary.
@@ -336,7 +345,7 @@ tail -n 3 "$logf" | sed "s/^/        /"
 
 phase_run_command() {
     phase_start "run command"
-    ctr_docker exec -e "TIMEOUT=$RUN_BUILD_TIMEOUT_S" "$CONTAINER" bash -c "$RUN_PROBE" ||
+    interruptible "$CTR_DOCKER" exec -e "TIMEOUT=$RUN_BUILD_TIMEOUT_S" "$CONTAINER" bash -c "$RUN_PROBE" ||
         fail "cargo run --release did not reach SERVING, list hotplane.v1.Patterns and exit 0 on SIGTERM (above)"
     phase_end
 }
