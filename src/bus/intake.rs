@@ -8,8 +8,15 @@
 //! dropped and counted; the handler learns how many were dropped with the next message it takes
 //! (a drop only happens while the queue is full, so one always follows) and asks for one
 //! catch-up delta in their place: the store, not the messages, decides what is served, so the
-//! burst is coalesced into one read. (A dropped `invalidate` or `rollback` is lost; it is
-//! counted as `overflow` like every drop.)
+//! burst is coalesced into one read.
+//!
+//! A catch-up delta does not stand in for a command (`rollback`, `invalidate`): those ask for
+//! something other than "read what changed". So a message that would be dropped and names one
+//! of them goes to a second, small queue ([`MAX_COMMANDS`] messages of at most
+//! [`MAX_COMMAND_BYTES`]), which the handler empties first; only when that is full too is a
+//! command dropped (and counted as `overflow` like every drop). The check is a byte search, not
+//! a parse: a message that hides the word (escaped) is treated as an ordinary one, which only
+//! its own sender can arrange.
 //!
 //! At a connection swap the forwarder is stopped and gives the stream back, so the old
 //! subscription's messages are handled in order: first the queue, then what is left in the
@@ -34,6 +41,18 @@ pub(super) const MAX_QUEUED: usize = 4096;
 /// rejects one over the size limit).
 pub(super) const MAX_QUEUED_BYTES: usize = 4 << 20;
 
+/// Most commands kept aside while the main queue is full.
+pub(super) const MAX_COMMANDS: usize = 64;
+
+/// Largest command kept aside: larger ones are over the bus's message limit, and refused.
+pub(super) const MAX_COMMAND_BYTES: usize = super::envelope::MAX_MESSAGE_BYTES;
+
+/// Whether `payload` may be a `rollback` or `invalidate` message (see the module doc).
+fn may_be_command(payload: &[u8]) -> bool {
+    let has = |word: &[u8]| payload.windows(word.len()).any(|w| w == word);
+    payload.len() <= MAX_COMMAND_BYTES && (has(b"\"rollback\"") || has(b"\"invalidate\""))
+}
+
 /// One message for the handler, with the number dropped before it (not yet reported).
 pub(super) struct Taken {
     /// The payload.
@@ -54,6 +73,8 @@ struct Counters {
 /// The handler's side: queued messages, and the forwarder to stop at a swap.
 pub(super) struct Intake<S> {
     queue: mpsc::Receiver<Vec<u8>>,
+    /// Commands that arrived while `queue` was full.
+    commands: mpsc::Receiver<Vec<u8>>,
     counters: Arc<Counters>,
     /// Stops the forwarder, which then returns the stream.
     stop: Option<oneshot::Sender<()>>,
@@ -67,11 +88,18 @@ where
     /// Starts forwarding `messages` into a bounded queue.
     pub(super) fn start(messages: S) -> Intake<S> {
         let (tx, queue) = mpsc::channel(MAX_QUEUED);
+        let (command_tx, commands) = mpsc::channel(MAX_COMMANDS);
         let counters = Arc::new(Counters::default());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(forward(messages, tx, Arc::clone(&counters), stopped));
+        let task = tokio::spawn(forward(
+            messages,
+            [tx, command_tx],
+            Arc::clone(&counters),
+            stopped,
+        ));
         Intake {
             queue,
+            commands,
             counters,
             stop: Some(stop),
             task: Some(task),
@@ -80,8 +108,15 @@ where
 
     /// The next message; `None` once the subscription has ended and the queue is empty.
     pub(super) async fn next(&mut self) -> Option<Taken> {
-        let payload = self.queue.recv().await?;
-        Some(self.taken(payload))
+        tokio::select! {
+            biased;
+            Some(command) = self.commands.recv() => Some(self.taken_command(command)),
+            payload = self.queue.recv() => match payload {
+                Some(payload) => Some(self.taken(payload)),
+                // The forwarder is gone; commands it kept aside may remain.
+                None => self.commands.try_recv().ok().map(|c| self.taken_command(c)),
+            },
+        }
     }
 
     /// Stops the forwarder and returns what it had queued, oldest first, and the stream with
@@ -95,10 +130,21 @@ where
             None => None,
         };
         let mut queued = Vec::new();
+        while let Ok(command) = self.commands.try_recv() {
+            queued.push(self.taken_command(command));
+        }
         while let Ok(payload) = self.queue.try_recv() {
             queued.push(self.taken(payload));
         }
         (queued, stream)
+    }
+
+    /// A command kept aside: it was never in the byte count.
+    fn taken_command(&self, payload: Vec<u8>) -> Taken {
+        Taken {
+            dropped_before: self.counters.dropped.swap(0, Ordering::Relaxed),
+            payload,
+        }
     }
 
     fn taken(&self, payload: Vec<u8>) -> Taken {
@@ -121,11 +167,11 @@ impl<S> Drop for Intake<S> {
     }
 }
 
-/// Moves payloads from `messages` into `tx` until the stream ends, `tx`'s receiver is gone, or
-/// `stop` fires; returns the stream.
+/// Moves payloads from `messages` into `tx` (commands that do not fit into `command_tx`) until
+/// the stream ends, `tx`'s receiver is gone, or `stop` fires; returns the stream.
 async fn forward<S>(
     mut messages: S,
-    tx: mpsc::Sender<Vec<u8>>,
+    [tx, command_tx]: [mpsc::Sender<Vec<u8>>; 2],
     counters: Arc<Counters>,
     mut stop: oneshot::Receiver<()>,
 ) -> S
@@ -144,7 +190,7 @@ where
         let payload = msg.get_payload_bytes();
         let queued = counters.bytes.load(Ordering::Relaxed);
         if queued > 0 && queued + payload.len() > MAX_QUEUED_BYTES {
-            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            overflow(payload, &command_tx, &counters);
             continue;
         }
         counters.bytes.fetch_add(payload.len(), Ordering::Relaxed);
@@ -152,11 +198,20 @@ where
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(p)) => {
                 counters.bytes.fetch_sub(p.len(), Ordering::Relaxed);
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                overflow(&p, &command_tx, &counters);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return messages,
         }
     }
+}
+
+/// A message that does not fit: a command is kept aside if there is room, anything else is
+/// dropped and counted.
+fn overflow(payload: &[u8], command_tx: &mpsc::Sender<Vec<u8>>, counters: &Counters) {
+    if may_be_command(payload) && command_tx.try_send(payload.to_vec()).is_ok() {
+        return;
+    }
+    counters.dropped.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -204,6 +259,60 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, MAX_QUEUED, "the queue's bound");
+    }
+
+    /// Commands in a flood are kept aside (up to their own bound) and handed over first; the
+    /// reload messages around them are dropped and reported as before.
+    #[tokio::test]
+    async fn commands_in_a_flood_are_kept_aside() {
+        let reload = br#"{"action":"reload","pattern_id":1}"#.to_vec();
+        let rollback = br#"{"action":"rollback","to_generation":3}"#.to_vec();
+        let invalidate = br#"{"action":"invalidate","pattern_id":7}"#.to_vec();
+        let mut msgs = vec![msg(&reload); MAX_QUEUED];
+        msgs.push(msg(&rollback));
+        msgs.extend(vec![msg(&reload); 10]);
+        msgs.push(msg(&invalidate));
+        msgs.extend(vec![msg(&rollback); MAX_COMMANDS - 1]); // one more than fits aside
+        let mut intake = Intake::start(tokio_stream::iter(msgs));
+        while !intake.task.as_ref().expect("task").is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let first = intake.next().await.expect("a message");
+        assert_eq!(first.payload, rollback, "commands kept aside come first");
+        let second = intake.next().await.expect("a message");
+        assert_eq!(second.payload, invalidate);
+        let mut commands = 2;
+        let mut dropped = first.dropped_before + second.dropped_before;
+        let mut reloads = 0;
+        while let Some(t) = intake.next().await {
+            dropped += t.dropped_before;
+            if t.payload == reload {
+                reloads += 1;
+            } else {
+                commands += 1;
+            }
+        }
+        assert_eq!(reloads, MAX_QUEUED);
+        assert_eq!(commands, MAX_COMMANDS);
+        assert_eq!(
+            dropped,
+            10 + 1,
+            "the ten reloads and the one command that did not fit"
+        );
+    }
+
+    #[test]
+    fn only_commands_are_kept_aside() {
+        assert!(may_be_command(br#"{"action": "rollback"}"#));
+        assert!(may_be_command(br#"{"action":"invalidate","pattern_id":2}"#));
+        assert!(!may_be_command(br#"{"action":"reload","pattern_id":2}"#));
+        assert!(!may_be_command(br#"{"action":"rollbacks"}"#));
+        let mut huge = br#"{"action":"rollback","x":""#.to_vec();
+        huge.resize(MAX_COMMAND_BYTES + 1, b'x');
+        assert!(
+            !may_be_command(&huge),
+            "over the bus's message limit anyway"
+        );
     }
 
     /// The byte budget bounds a flood of large messages below the count bound; a single large

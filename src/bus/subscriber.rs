@@ -518,13 +518,21 @@ impl RateLimit {
         }
         let held_back = self.last.get(&r.reason).map_or(0, |e| e.1);
         self.last.insert(r.reason, (now, 0));
+        // An overflow is this replica falling behind a flood, not a bad message.
+        let what_to_do = if r.reason == Reason::Overflow {
+            "nothing is wrong with the messages: publishers sent faster than this replica \
+             handles them (reload messages are coalesced into the catch-up delta; if this \
+             repeats, have publishers send one message per change batch, not per row)"
+        } else {
+            "fix the publisher that sent it"
+        };
         warn!(
             reason = r.reason.as_str(),
             detail = %r.detail,
             bytes,
             held_back,
             "bus message rejected and ignored (counted in GetStatus.bus.rejected; at most one \
-             such warning per reason every 10s). Fix the publisher"
+             such warning per reason every 10s): {what_to_do}"
         );
     }
 }
