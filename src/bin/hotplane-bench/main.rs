@@ -50,7 +50,8 @@ enum Scenario {
     /// Full and delta reloads through the engine on PostgreSQL and SQLite, start to SERVING,
     /// memory per pattern.
     Reload,
-    /// MatchPattern p99 over gRPC while full reloads run back to back, vs idle.
+    /// MatchPattern p99 over gRPC while reloads run back to back (full, and re-imports of every
+    /// row picked up by delta reloads), vs idle.
     ReloadUnderLoad,
     /// Many `Engine::request` calls at once (the bus path): loads run, time until idle.
     Burst,
@@ -88,7 +89,7 @@ impl Scenario {
                 "Engine::reload over a real Store vs the raw fetch of the same rows, alternately"
             }
             Scenario::ReloadUnderLoad => {
-                "MatchPattern over gRPC, closed loop, while HotReload.Reload(full) runs back to back"
+                "MatchPattern over gRPC, closed loop, while HotReload.Reload runs back to back (full reloads; re-imports of every row with delta reloads)"
             }
             Scenario::Burst => "Engine::request bursts over a PostgreSQL store (the bus path)",
             Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",

@@ -1,13 +1,15 @@
-//! Scenario `reload-under-load`: MatchPattern latency over real gRPC while full reloads of the
-//! whole store run back to back (through `HotReload.Reload`, as an operator would ask), against
-//! the same load with no reload running. Idle and reloading windows alternate, so both see the
+//! Scenario `reload-under-load`: MatchPattern latency over real gRPC while reloads run back to
+//! back (through `HotReload.Reload`, as an operator would ask), against the same load with no
+//! reload running. Three kinds of reload: full reloads of an unchanged table, full reloads after
+//! a tenth of the rows changed, and re-imports (every row's content rewritten, then a delta
+//! reload of all of them). Idle and reloading windows alternate, so both see the
 //! same machine. Every call is checked: an error status or a hit query that does not match
 //! (a torn or empty snapshot) is counted.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -31,52 +33,98 @@ use crate::{
 /// Distinct hit queries the callers cycle through.
 const QUERIES: usize = 10_000;
 
-/// Requests full reloads back to back until `stop`, counting successes in `done`; returns the
-/// number of failed reloads. With `churn`, another client first changes a tenth of the rows
-/// (their hit counters) before each reload, so that every reload indexes a new base instead
-/// of finding the table unchanged.
+/// What the reload loop does before each reload, and which reload it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Full reloads of an unchanged table: the read and a hash per row, nothing to index.
+    Unchanged,
+    /// Another client first changes a tenth of the rows (their hit counters), then a full
+    /// reload: every reload indexes a new base.
+    Churn,
+    /// A re-import: another client rewrites the served content (confidence) of every row in one
+    /// statement, then a **delta** reload picks up all of them: the largest delta there is,
+    /// read, decoded and merged while the callers run (issue 15: a 200k-row re-import must
+    /// not stall other requests).
+    Reimport,
+}
+
+/// What one reloading window saw.
+#[derive(Debug, Default)]
+struct Reloads {
+    /// Reloads answered.
+    done: u64,
+    /// Reloads that failed.
+    failed: u64,
+    /// Rows the deltas updated (Reimport), summed.
+    updated: u64,
+    /// Reloads answered with another mode than asked for (a delta that fell back to a full
+    /// load), which would make the window measure something else.
+    other_mode: u64,
+}
+
+/// Runs `mode`'s change and reload back to back until `stop`.
 async fn reload_loop(
     channel: Channel,
-    churn: Option<Arc<Client>>,
+    db: Arc<Client>,
+    mode: Mode,
     stop: Arc<AtomicBool>,
-    done: Arc<AtomicU64>,
-) -> u64 {
+) -> Reloads {
     let mut client = HotReloadClient::new(channel);
-    let mut failures = 0;
+    let mut seen = Reloads::default();
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        if let Some(db) = &churn {
-            k += 1;
-            let sql = format!(
+        k += 1;
+        let sql = match mode {
+            Mode::Unchanged => None,
+            Mode::Churn => Some(format!(
                 "UPDATE auto_learned_patterns SET times_used = times_used + 1 \
                  WHERE id % 10 = {}",
                 k % 10
-            );
+            )),
+            // Every row's served content changes, and every confidence stays inside [0, 1].
+            Mode::Reimport => Some(
+                "UPDATE auto_learned_patterns SET confidence = CASE WHEN confidence > 0.5 \
+                 THEN confidence - 0.000001 ELSE confidence + 0.000001 END"
+                    .to_owned(),
+            ),
+        };
+        if let Some(sql) = sql {
             // A concurrent hit flush may deadlock with this UPDATE (PostgreSQL aborts one of
             // them); the flush retries, and a failed UPDATE here only means one less change.
             if let Err(e) = db.exec(&sql).await {
                 progress(format!("reload-under-load: churn UPDATE failed: {e:#}"));
             }
         }
+        let delta = mode == Mode::Reimport;
         let r = client
             .reload(pb::ReloadRequest {
                 target: pb::Target::Patterns.into(),
-                full: true,
+                full: !delta,
                 reason: "bench: reload under load".into(),
                 ..Default::default()
             })
             .await;
         match r {
-            Ok(_) => {
-                done.fetch_add(1, Ordering::Relaxed);
+            Ok(r) => {
+                let r = r.into_inner();
+                seen.done += 1;
+                seen.updated += u64::from(r.updated);
+                let want = if delta {
+                    pb::LoadMode::Delta
+                } else {
+                    pb::LoadMode::Full
+                };
+                if r.mode() != want {
+                    seen.other_mode += 1;
+                }
             }
             Err(status) => {
                 progress(format!("reload-under-load: a reload failed: {status}"));
-                failures += 1;
+                seen.failed += 1;
             }
         }
     }
-    failures
+    seen
 }
 
 /// Runs the scenario.
@@ -104,15 +152,11 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     let reload_channel = connect(server.addr).await?;
     let call = Call::Match(queries);
     let churn = Arc::new(db.client().await?);
-    let (mut idle, mut busy, mut churned) = (
-        LoadResult::default(),
-        LoadResult::default(),
-        LoadResult::default(),
-    );
-    let churn_reloads = Arc::new(AtomicU64::new(0));
-    let reloads = Arc::new(AtomicU64::new(0));
-    let mut reload_failures = 0;
-    let (mut reload_time, mut churn_time) = (Duration::ZERO, Duration::ZERO);
+    let modes = [Mode::Unchanged, Mode::Churn, Mode::Reimport];
+    let mut idle = LoadResult::default();
+    let mut busy: [LoadResult; 3] = Default::default();
+    let mut seen: [Reloads; 3] = Default::default();
+    let mut spent = [Duration::ZERO; 3];
     for round in 0..s.under_load_rounds {
         progress(format!(
             "reload-under-load: round {} of {}",
@@ -130,19 +174,16 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
             )
             .await,
         );
-        for (with_churn, result, count) in [
-            (false, &mut busy, &reloads),
-            (true, &mut churned, &churn_reloads),
-        ] {
+        for (m, mode) in modes.into_iter().enumerate() {
             let stop = Arc::new(AtomicBool::new(false));
             let t0 = Instant::now();
             let reloader = tokio::spawn(reload_loop(
                 reload_channel.clone(),
-                with_churn.then(|| Arc::clone(&churn)),
+                Arc::clone(&churn),
+                mode,
                 Arc::clone(&stop),
-                Arc::clone(count),
             ));
-            result.merge(
+            busy[m].merge(
                 closed_loop(
                     &channels,
                     s.under_load_callers,
@@ -153,92 +194,104 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
                 .await,
             );
             stop.store(true, Ordering::Relaxed);
-            reload_failures += reloader.await?;
-            if with_churn {
-                churn_time += t0.elapsed();
-            } else {
-                reload_time += t0.elapsed();
-            }
+            let r = reloader.await?;
+            spent[m] += t0.elapsed();
+            let w = &mut seen[m];
+            (w.done, w.failed, w.updated, w.other_mode) = (
+                w.done + r.done,
+                w.failed + r.failed,
+                w.updated + r.updated,
+                w.other_mode + r.other_mode,
+            );
         }
     }
     churn.close().await;
     server.stop().await?;
     db.remove().await?;
 
-    let reloads = reloads.load(Ordering::Relaxed);
-    let churn_reloads = churn_reloads.load(Ordering::Relaxed);
-    let (i, b, c) = (idle.latency(), busy.latency(), churned.latency());
+    let i = idle.latency();
     let label = format!("{} patterns", num(size as f64));
     let bad = |r: &LoadResult| (r.errors + r.wrong) as f64;
+    let each_ms = |m: usize| num(spent[m].as_secs_f64() * 1e3 / seen[m].done.max(1) as f64);
+    let failed: u64 = seen.iter().map(|w| w.failed).sum();
+    let [unchanged, churned, reimport] = &seen;
     notes.push(format!(
-        "{} closed-loop callers over {} HTTP/2 connections; {} rounds of {} ms idle, {} ms \
-         reloading an unchanged table, {} ms reloading with churn; {reloads} full reloads of \
+        "{} closed-loop callers over {} HTTP/2 connections; {} rounds of {} ms each: idle, \
+         reloading an unchanged table, reloading with churn, re-importing; {} full reloads of \
          the unchanged table back to back ({} ms each on average: the read, a hash per row, \
-         nothing to index), {churn_reloads} with churn ({} ms each on average, including the \
-         UPDATE of a tenth of the rows before each: every one indexes a new base); \
-         {reload_failures} reloads failed",
+         nothing to index), {} with churn ({} ms each on average, including the UPDATE of a \
+         tenth of the rows before each: every one indexes a new base), {} re-imports ({} ms \
+         each on average: one UPDATE of every row's confidence, then a delta reload that \
+         updated {} rows on average; {} reloads answered with another mode than asked); \
+         {failed} reloads failed",
         s.under_load_callers,
         s.under_load_connections,
         s.under_load_rounds,
         s.under_load_window.as_millis(),
-        s.under_load_window.as_millis(),
-        s.under_load_window.as_millis(),
-        num(reload_time.as_secs_f64() * 1e3 / reloads.max(1) as f64),
-        num(churn_time.as_secs_f64() * 1e3 / churn_reloads.max(1) as f64),
+        unchanged.done,
+        each_ms(0),
+        churned.done,
+        each_ms(1),
+        reimport.done,
+        each_ms(2),
+        num(reimport.updated as f64 / reimport.done.max(1) as f64),
+        seen.iter().map(|w| w.other_mode).sum::<u64>(),
     ));
-    Ok(vec![
-        Figure::new(
-            format!("{label}: MatchPattern p99 while reloading an unchanged table"),
-            b.p99,
-            "µs",
-            "p99 with no reload running",
-            i.p99,
-        )
-        .target(Target::RatioAtMost(1.5))
-        .detail(format!(
-            "p50 {} vs {} µs; p99.9 {} vs {} µs; max {} vs {} µs; {} vs {} calls/s",
-            num(b.p50),
-            num(i.p50),
-            num(b.p999),
-            num(i.p999),
-            num(b.max),
-            num(i.max),
-            num(busy.rate()),
-            num(idle.rate())
-        )),
-        Figure::new(
-            format!("{label}: MatchPattern p99 while reloading with churn"),
-            c.p99,
-            "µs",
-            "p99 with no reload running",
-            i.p99,
-        )
-        .target(Target::RatioAtMost(1.5))
-        .detail(format!(
-            "every reload indexes a new base (a tenth of the rows changed before it); p50 {} vs \
-             {} µs; p99.9 {} vs {} µs; max {} vs {} µs; {} vs {} calls/s",
-            num(c.p50),
-            num(i.p50),
-            num(c.p999),
-            num(i.p999),
-            num(c.max),
-            num(i.max),
-            num(churned.rate()),
-            num(idle.rate())
-        )),
+    let titles = [
+        "while reloading an unchanged table",
+        "while reloading with churn",
+        "while re-importing every row (delta reloads)",
+    ];
+    let details = [
+        String::new(),
+        "every reload indexes a new base (a tenth of the rows changed before it); ".to_owned(),
+        format!(
+            "every row's confidence rewritten by one UPDATE, then a delta reload ({} rows \
+             updated per delta on average); ",
+            num(reimport.updated as f64 / reimport.done.max(1) as f64)
+        ),
+    ];
+    let mut figures = Vec::new();
+    for m in 0..modes.len() {
+        let b = busy[m].latency();
+        figures.push(
+            Figure::new(
+                format!("{label}: MatchPattern p99 {}", titles[m]),
+                b.p99,
+                "µs",
+                "p99 with no reload running",
+                i.p99,
+            )
+            .target(Target::RatioAtMost(1.5))
+            .detail(format!(
+                "{}p50 {} vs {} µs; p99.9 {} vs {} µs; max {} vs {} µs; {} vs {} calls/s",
+                details[m],
+                num(b.p50),
+                num(i.p50),
+                num(b.p999),
+                num(i.p999),
+                num(b.max),
+                num(i.max),
+                num(busy[m].rate()),
+                num(idle.rate())
+            )),
+        );
+    }
+    figures.push(
         Figure::new(
             format!("{label}: failed or wrong matches while reloading"),
-            bad(&busy) + bad(&churned),
+            busy.iter().map(bad).sum(),
             "calls",
             "with no reload running",
             bad(&idle),
         )
         .target(Target::AtMost(0.0))
         .detail(format!(
-            "{} errors, {} hits not matched, of {} calls (both reloading windows)",
-            busy.errors + churned.errors,
-            busy.wrong + churned.wrong,
-            num((busy.calls + churned.calls) as f64)
+            "{} errors, {} hits not matched, of {} calls (all reloading windows)",
+            busy.iter().map(|r| r.errors).sum::<u64>(),
+            busy.iter().map(|r| r.wrong).sum::<u64>(),
+            num(busy.iter().map(|r| r.calls).sum::<u64>() as f64)
         )),
-    ])
+    );
+    Ok(figures)
 }
