@@ -117,7 +117,7 @@ impl ApiError {
                 ApiError::invalid(*field, reason)
             }
             _ => ApiError::FailedPrecondition(format!(
-                "the pattern table refuses the change: {refusal}; nothing was changed"
+                "the pattern table refused the request: {refusal}; nothing was changed"
             )),
         }
     }

@@ -216,43 +216,7 @@ async fn pg_constraint_and_data_errors_past_validation_are_not_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_declared_limits_and_check_errors_are_invalid_argument() {
     let db = TestDb::sqlite().await;
-    let migration =
-        include_str!("../../migrations/sqlite/20250101000001_auto_learned_patterns.sql");
-    let start = migration
-        .find("CREATE TABLE IF NOT EXISTS auto_learned_patterns (")
-        .expect("the table's DDL");
-    let len = migration[start..].find("\n);").expect("end of the DDL") + 3;
-    let mut ddl = migration[start..start + len].to_owned();
-    for (from, to) in [
-        (
-            "created_by         TEXT NOT NULL DEFAULT 'llm' CHECK (length(created_by) <= 50)",
-            "created_by         VARCHAR(20) NOT NULL DEFAULT 'llm'",
-        ),
-        (
-            "CHECK (length(category) <= 50)",
-            "CHECK (length(category) <= 10)",
-        ),
-    ] {
-        assert!(ddl.contains(from), "the migration still has {from:?}");
-        ddl = ddl.replace(from, to);
-    }
-    // The file does not exist yet: this client creates it, as the other service would.
-    let options = SqliteConnectOptions::from_str(db.url())
-        .expect("sqlite url")
-        .create_if_missing(true);
-    let mut conn = SqliteConnection::connect_with(&options)
-        .await
-        .expect("create the SQLite file");
-    for statement in [
-        ddl.as_str(),
-        "INSERT INTO auto_learned_patterns (pattern, normalized_pattern, category, confidence, \
-             status) VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 'approved')",
-    ] {
-        conn.execute(AssertSqlSafe(statement.to_owned()))
-            .await
-            .expect("prepare the table");
-    }
-    conn.close().await.expect("close");
+    sqlite_table(&db, "CHECK (length(category) <= 10)").await;
     let app = TestApp::start(Config::for_database(db.url()), db).await;
     app.wait_ready().await;
     let mut app = app;
@@ -274,4 +238,83 @@ async fn sqlite_declared_limits_and_check_errors_are_invalid_argument() {
         .expect_err("CHECK length(category) <= 10");
     assert_invalid(&err, "category", &["check constraint"]);
     still_serving(&mut app, "auto_learned_patterns", 1).await;
+}
+
+/// A blue/green store swap reads the new table's limits: after moving to a SQLite file whose
+/// `created_by` is declared `VARCHAR(20)` (which SQLite alone would not enforce), 21 characters
+/// are refused, and nothing reaches the new table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_swap_reads_the_new_tables_limits() {
+    let mut app = TestApp::spawn(crate::helpers::Backend::Postgres).await;
+    let long_by = learn_by("quanti errori oggi", "errors", &"a".repeat(21));
+    app.patterns
+        .learn_pattern(long_by.clone())
+        .await
+        .expect("hotplane's own table takes 50 characters");
+    let green = TestDb::sqlite().await;
+    sqlite_table(&green, "CHECK (length(category) <= 50)").await;
+    app.reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Store.into(),
+            database_url: green.url().into(),
+            reason: "move database".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("store swap");
+
+    let err = app
+        .patterns
+        .learn_pattern(long_by)
+        .await
+        .expect_err("the new table declares VARCHAR(20)");
+    assert_invalid(
+        &err,
+        "created_by",
+        &["at most 20 characters", "the table's column limit"],
+    );
+    let sql = green.client().await;
+    let stored = sql.int("SELECT count(*) FROM auto_learned_patterns").await;
+    sql.close().await;
+    assert_eq!(stored, 1, "only the seeded row");
+}
+
+/// Makes hotplane's own SQLite table in `db`'s (new) file, as another tool would before
+/// hotplane's first start, with `created_by` declared `VARCHAR(20)` and unchecked, and the
+/// category check replaced by `category_check`; then one approved row ("workflow attivi").
+async fn sqlite_table(db: &TestDb, category_check: &str) {
+    let migration =
+        include_str!("../../migrations/sqlite/20250101000001_auto_learned_patterns.sql");
+    let start = migration
+        .find("CREATE TABLE IF NOT EXISTS auto_learned_patterns (")
+        .expect("the table's DDL");
+    let len = migration[start..].find("\n);").expect("end of the DDL") + 3;
+    let mut ddl = migration[start..start + len].to_owned();
+    for (from, to) in [
+        (
+            "created_by         TEXT NOT NULL DEFAULT 'llm' CHECK (length(created_by) <= 50)",
+            "created_by         VARCHAR(20) NOT NULL DEFAULT 'llm'",
+        ),
+        ("CHECK (length(category) <= 50)", category_check),
+    ] {
+        assert!(ddl.contains(from), "the migration still has {from:?}");
+        ddl = ddl.replace(from, to);
+    }
+    // The file does not exist yet: this client creates it, as the other tool would.
+    let options = SqliteConnectOptions::from_str(db.url())
+        .expect("sqlite url")
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .expect("create the SQLite file");
+    for statement in [
+        ddl.as_str(),
+        "INSERT INTO auto_learned_patterns (pattern, normalized_pattern, category, confidence, \
+             status) VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 'approved')",
+    ] {
+        conn.execute(AssertSqlSafe(statement.to_owned()))
+            .await
+            .expect("prepare the table");
+    }
+    conn.close().await.expect("close");
 }
