@@ -145,6 +145,14 @@ impl ColumnLimits {
         })
     }
 
+    /// Every declared limit of the table, as `name=chars` (for logs).
+    pub fn declared(&self) -> Vec<String> {
+        TextColumn::ALL
+            .iter()
+            .filter_map(|c| self.live[c.index()].map(|n| format!("{}={n}", c.name())))
+            .collect()
+    }
+
     /// The columns whose table limit is narrower than hotplane's, as `name=chars` (for logs).
     pub fn narrowed(&self) -> Vec<String> {
         TextColumn::ALL

@@ -110,14 +110,18 @@ fn sqlite_primary(e: &SqliteError) -> Option<i64> {
 }
 
 /// The database cannot serve now: SQLSTATE classes 08 (connection exception), 53
-/// (insufficient resources) and 57P (operator intervention: shutdown, cannot connect now);
-/// SQLite out of memory (7), I/O error (10), disk full (13), cannot open (14).
+/// (insufficient resources) and 57P (operator intervention: shutdown, cannot connect now), and
+/// 25006 (a read-only transaction: the server is a standby, e.g. during a failover); SQLite out
+/// of memory (7), I/O error (10), disk full (13), cannot open (14).
 pub(super) fn unreachable(db: &dyn DatabaseError) -> bool {
     if let Some(e) = db.try_downcast_ref::<SqliteError>() {
         return matches!(sqlite_primary(e), Some(7 | 10 | 13 | 14));
     }
     db.code().is_some_and(|code| {
-        code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+            || code == "25006"
     })
 }
 

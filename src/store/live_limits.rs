@@ -66,11 +66,11 @@ pub(super) async fn refresh_sqlite(pool: &SqlitePool, shared: &SharedLimits) {
 fn remember(shared: &SharedLimits, read: Result<ColumnLimits, sqlx::Error>, backend: &str) {
     match read {
         Ok(limits) => {
-            let narrowed = limits.narrowed();
             if *shared.load_full() != limits {
                 info!(
                     backend,
-                    narrowed = ?narrowed,
+                    declared = ?limits.declared(),
+                    narrowed = ?limits.narrowed(),
                     "read the pattern table's column limits; values longer than the narrowed \
                      ones are refused with INVALID_ARGUMENT"
                 );
