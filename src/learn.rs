@@ -2,14 +2,14 @@
 //!
 //! The legacy system learned a pattern when the classifier was confident enough, the category
 //! was set and the normalized text was not trivially short. This module checks exactly those
-//! rules (plus the column limits) and names the rule and field that failed. It does no I/O.
+//! rules (plus the column limits: hotplane's own, narrowed by the live table's, so a value the
+//! table would refuse is refused here, before any SQL) and names the rule and field that
+//! failed. It does no I/O.
 
 use crate::{
-    model::{
-        MAX_CATEGORY_CHARS, MAX_CREATED_BY_CHARS, MAX_METADATA_BYTES, MAX_NORMALIZED_CHARS,
-        MAX_PATTERN_CHARS, NewPattern, PatternStatus,
-    },
+    model::{MAX_METADATA_BYTES, NewPattern, PatternStatus},
     normalize::Normalizer,
+    store::{ColumnLimits, TextColumn},
 };
 
 /// A proposed pattern, as received.
@@ -49,28 +49,30 @@ pub struct Violation {
 }
 
 impl LearnRules {
-    /// Checks a proposal and, if it passes, returns the row to upsert.
-    pub fn check(&self, p: Proposal, normalizer: &Normalizer) -> Result<NewPattern, Violation> {
+    /// Checks a proposal against the rules and the column `limits` in effect and, if it
+    /// passes, returns the row to upsert.
+    pub fn check(
+        &self,
+        p: Proposal,
+        normalizer: &Normalizer,
+        limits: &ColumnLimits,
+    ) -> Result<NewPattern, Violation> {
         let bad = |field, reason: String| Err(Violation { field, reason });
         let query = p.query.trim();
         if query.is_empty() {
             return bad("query", "must not be empty".into());
         }
-        if query.chars().count() > MAX_PATTERN_CHARS {
-            return bad(
-                "query",
-                format!("must be at most {MAX_PATTERN_CHARS} characters"),
-            );
+        let limit = limits.limit(TextColumn::Pattern);
+        if query.chars().count() > limit.chars {
+            return bad("query", limit.reason());
         }
         let category = p.category.trim();
         if category.is_empty() {
             return bad("category", "must not be empty".into());
         }
-        if category.chars().count() > MAX_CATEGORY_CHARS {
-            return bad(
-                "category",
-                format!("must be at most {MAX_CATEGORY_CHARS} characters"),
-            );
+        let limit = limits.limit(TextColumn::Category);
+        if category.chars().count() > limit.chars {
+            return bad("category", limit.reason());
         }
         if !p.confidence.is_finite() || !(0.0..=1.0).contains(&p.confidence) {
             return bad("confidence", "must be between 0 and 1".into());
@@ -88,11 +90,9 @@ impl LearnRules {
             "" => "llm",
             s => s,
         };
-        if created_by.chars().count() > MAX_CREATED_BY_CHARS {
-            return bad(
-                "created_by",
-                format!("must be at most {MAX_CREATED_BY_CHARS} characters"),
-            );
+        let limit = limits.limit(TextColumn::CreatedBy);
+        if created_by.chars().count() > limit.chars {
+            return bad("created_by", limit.reason());
         }
         if !(p.metadata.is_object() || p.metadata.is_null()) {
             return bad("metadata", "must be a JSON object".into());
@@ -114,10 +114,15 @@ impl LearnRules {
                 ),
             );
         }
-        if len > MAX_NORMALIZED_CHARS {
+        let limit = limits.limit(TextColumn::NormalizedPattern);
+        if len > limit.chars {
             return bad(
                 "query",
-                format!("normalized text exceeds {MAX_NORMALIZED_CHARS} characters"),
+                format!(
+                    "normalized text exceeds {} characters{}",
+                    limit.chars,
+                    limit.suffix()
+                ),
             );
         }
         Ok(NewPattern {
@@ -163,12 +168,21 @@ mod tests {
     fn threshold_is_inclusive_and_each_rule_names_its_field() {
         let n = Normalizer::new(Profile::PilotPros, None);
         let ok = rules()
-            .check(proposal("Workflow attivi OGGI?", "workflow", 0.9), &n)
+            .check(
+                proposal("Workflow attivi OGGI?", "workflow", 0.9),
+                &n,
+                &ColumnLimits::default(),
+            )
             .expect("0.9 passes");
         assert_eq!(ok.normalized_pattern, "workflow attivi");
         assert_eq!(ok.created_by, "llm");
         assert_eq!(ok.initial_status, PatternStatus::Pending);
-        let field = |p| rules().check(p, &n).expect_err("rejected").field;
+        let field = |p| {
+            rules()
+                .check(p, &n, &ColumnLimits::default())
+                .expect_err("rejected")
+                .field
+        };
         assert_eq!(field(proposal("workflow attivi", "x", 0.899)), "confidence");
         assert_eq!(field(proposal("workflow attivi", "  ", 0.95)), "category");
         assert_eq!(field(proposal("oggi ok", "x", 0.95)), "query"); // "ok" is 2 chars
@@ -185,5 +199,23 @@ mod tests {
         let mut p = proposal("workflow attivi", "x", 0.95);
         p.metadata = serde_json::json!([1, 2]);
         assert_eq!(field(p), "metadata");
+    }
+
+    #[test]
+    fn the_live_tables_narrower_limit_applies() {
+        let n = Normalizer::new(Profile::PilotPros, None);
+        let limits = ColumnLimits::from_declared([("created_by".to_owned(), 20)]);
+        let mut p = proposal("workflow attivi", "x", 0.95);
+        p.created_by = "a".repeat(21);
+        let v = rules()
+            .check(p.clone(), &n, &limits)
+            .expect_err("over the table's 20");
+        assert_eq!(v.field, "created_by");
+        assert_eq!(
+            v.reason,
+            "must be at most 20 characters (the table's column limit)"
+        );
+        p.created_by = "a".repeat(20);
+        assert!(rules().check(p, &n, &limits).is_ok());
     }
 }

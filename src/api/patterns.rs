@@ -131,6 +131,17 @@ impl AppState {
     }
 }
 
+/// The LearnPattern request field behind each column a learn writes: a value the table refuses
+/// in one of these is the caller's to fix.
+const LEARN_FIELDS: &[(&str, &str)] = &[
+    ("pattern", "query"),
+    ("normalized_pattern", "query"),
+    ("category", "category"),
+    ("confidence", "confidence"),
+    ("created_by", "created_by"),
+    ("metadata", "metadata"),
+];
+
 fn not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("pattern {id} does not exist"))
 }
@@ -299,19 +310,19 @@ impl Patterns for PatternsApi {
             metadata: metadata_json(req.metadata.as_ref()),
             created_by: req.created_by,
         };
-        // One load: the threshold and the normalizer of one config generation.
+        // One load: the threshold and the normalizer of one config generation; the column
+        // limits of the store the row goes to.
         let settings = self.state.live.settings();
+        let store = self.state.store();
         let new = settings
             .rules
-            .check(proposal, &settings.normalizer)
+            .check(proposal, &settings.normalizer, &store.column_limits())
             .map_err(ApiError::from)?;
         drop(settings);
-        let outcome = self
-            .state
-            .store()
+        let outcome = store
             .learn(&new)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(|e| ApiError::from_store_write(e, LEARN_FIELDS))?;
         info!(
             id = outcome.row.id,
             normalized = %outcome.row.normalized_pattern,

@@ -355,7 +355,7 @@ async fn build_invalidate(inner: &Inner, ids: &[i64]) -> Result<Built, LoadError
 async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, LoadError> {
     let started = Instant::now();
     let cur = inner.current.load_full();
-    let store_err = |e: crate::store::StoreError| LoadError::Store(e.to_string());
+    let store_err = LoadError::from;
 
     let mut absent = Vec::new();
     // A delta (or named rows with it) when there is a cursor; `None` reads everything, also
@@ -470,7 +470,7 @@ async fn read_delta(
             info!("the delta cursor is older than the tombstone pruning horizon: full load");
             return Ok(None);
         }
-        Err(e) => return Err(LoadError::Store(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let named: std::collections::HashSet<i64> = ids.iter().copied().collect();
     let mut changed = delta.changed;
@@ -500,10 +500,7 @@ async fn load_named(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = store
-        .load_ids(ids)
-        .await
-        .map_err(|e| LoadError::Store(e.to_string()))?;
+    let rows = store.load_ids(ids).await.map_err(LoadError::from)?;
     deleted.extend(ids.iter().filter(|id| !rows.iter().any(|r| r.id == **id)));
     Ok(rows)
 }

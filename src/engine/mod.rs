@@ -182,9 +182,14 @@ pub struct LoadReport {
 /// Why a load failed. The previous generation keeps serving.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
-    /// The store could not be read.
+    /// The store could not be read now (unreachable, or a lock contended); a later load may
+    /// succeed.
     #[error("reading the store failed: {0}")]
     Store(String),
+    /// The store answered the read with an error retrying will not fix (a missing table or
+    /// column, a row that does not decode): an operator must fix the cause.
+    #[error("reading the store failed: {0}")]
+    StoreFailed(String),
     /// The data read would make an invalid snapshot.
     #[error("rejected invalid data: {0}")]
     Invalid(String),
@@ -209,6 +214,16 @@ pub enum LoadError {
         /// How many generations are retained.
         retained: usize,
     },
+}
+
+impl From<crate::store::StoreError> for LoadError {
+    fn from(e: crate::store::StoreError) -> LoadError {
+        if e.is_transient() {
+            LoadError::Store(e.to_string())
+        } else {
+            LoadError::StoreFailed(e.to_string())
+        }
+    }
 }
 
 /// A change the engine announces on its event channel.

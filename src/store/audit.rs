@@ -56,7 +56,7 @@ pub struct AuditFilter {
 }
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { what, source }
+    move |source| StoreError::query(what, source)
 }
 
 fn generation(g: u64) -> i64 {

@@ -16,6 +16,9 @@
 //!   visible in that snapshot, which includes late commits with lower ids.
 
 mod audit;
+mod columns;
+mod db_errors;
+mod live_limits;
 mod pg_copy;
 mod position;
 mod postgres;
@@ -23,6 +26,8 @@ mod sqlite;
 mod sqlite_direct;
 
 pub use audit::{AuditFilter, AuditRow};
+pub use columns::{ColumnLimits, Limit, TextColumn};
+pub use db_errors::{Problem, Refusal};
 pub use postgres::FULL_COPY as PG_FULL_COPY;
 pub use sqlite::FULL_SQL as SQLITE_FULL_SQL;
 
@@ -152,6 +157,19 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// The database refused the values written: a data error or a broken constraint
+    /// (PostgreSQL SQLSTATE classes 22 and 23; SQLite's constraint, too-big, mismatch and range
+    /// errors). Permanent: the same request fails again until the input or the table changes.
+    #[error("{what} failed: the database refused it ({refusal}): {source}")]
+    Refused {
+        /// What was being done.
+        what: &'static str,
+        /// What was refused, and in which column when known.
+        refusal: Refusal,
+        /// The driver error (logged, never sent to callers).
+        #[source]
+        source: sqlx::Error,
+    },
     /// A stored row could not be decoded (e.g. metadata that is not JSON).
     #[error("pattern id {id}: {reason}")]
     BadRow {
@@ -200,9 +218,23 @@ pub(crate) async fn decode_off_runtime<R: Send + 'static>(
 }
 
 impl StoreError {
+    /// The error of a failed statement: [`StoreError::Refused`] when the database refused the
+    /// values (see `db_errors`), else [`StoreError::Query`].
+    pub(crate) fn query(what: &'static str, source: sqlx::Error) -> StoreError {
+        match db_errors::refusal(&source) {
+            Some(refusal) => StoreError::Refused {
+                what,
+                refusal,
+                source,
+            },
+            None => StoreError::Query { what, source },
+        }
+    }
+
     /// Whether the database could not be reached (refused or lost connection, no connection
-    /// within the pool's timeout, a server shutting down or out of connections), as opposed to
-    /// one that answered the request with an error: the same request may succeed later.
+    /// within the pool's timeout, a server shutting down or out of connections, memory or disk;
+    /// SQLite's file cannot be opened or read), as opposed to one that answered the request
+    /// with an error: the same request may succeed later.
     pub fn is_unavailable(&self) -> bool {
         let source = match self {
             StoreError::Connect { .. } => return true,
@@ -216,12 +248,30 @@ impl StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => true,
-            // SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and
-            // 57P (operator intervention: shutdown, cannot connect now).
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
-            }),
+            sqlx::Error::Database(db) => db_errors::unreachable(db.as_ref()),
             _ => false,
+        }
+    }
+
+    /// Whether the same request may succeed if retried later: the database was unavailable
+    /// ([`StoreError::is_unavailable`]) or the request lost a race for a lock (serialization
+    /// failure, deadlock, lock timeout, SQLite busy). Everything else is permanent: retrying
+    /// cannot help until the input, the data or the table changes.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Query {
+                source: sqlx::Error::Database(db),
+                ..
+            } if db_errors::contended(db.as_ref()) => true,
+            e => e.is_unavailable(),
+        }
+    }
+
+    /// What the database refused, when it did.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            StoreError::Refused { refusal, .. } => Some(refusal),
+            _ => None,
         }
     }
 }
@@ -317,6 +367,13 @@ impl Store {
     /// A page of rows by ascending id.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<PatternRow>, StoreError> {
         dispatch!(self, s => s.list(q).await)
+    }
+
+    /// The live table's declared limits of the text columns hotplane writes, as read when the
+    /// store was last migrated (or a value was refused as too long since). Validation uses the
+    /// smaller of these and hotplane's own.
+    pub fn column_limits(&self) -> std::sync::Arc<ColumnLimits> {
+        dispatch!(self, s => s.limits.load_full())
     }
 
     /// Upserts a learned pattern keyed on its normalized text, without a check-then-insert race.

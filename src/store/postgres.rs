@@ -24,6 +24,8 @@ use tokio_stream::StreamExt;
 
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
+    TextColumn,
+    live_limits::{self, SharedLimits},
     pg_copy,
 };
 use crate::{
@@ -78,11 +80,14 @@ pub struct PgStore {
     pub(super) pool: PgPool,
     /// The validated schema name.
     schema: String,
+    /// The table's declared column limits (read after migrating, and when a value is refused
+    /// as too long).
+    pub(super) limits: SharedLimits,
 }
 
 /// Maps a driver error to a query error saying what was being done.
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { what, source }
+    move |source| StoreError::query(what, source)
 }
 
 /// Accepts only a plain identifier, so that it can be quoted into SQL and connection options.
@@ -290,6 +295,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             schema: opts.schema.clone(),
+            limits: live_limits::unknown(),
         })
     }
 
@@ -338,7 +344,9 @@ impl PgStore {
             .map_err(|source| StoreError::Migrate {
                 backend: BACKEND,
                 source,
-            })
+            })?;
+        live_limits::refresh_pg(&self.pool, &self.limits).await;
+        Ok(())
     }
 
     /// Served rows, the snapshot as cursor and the newest revision, all from one snapshot.
@@ -557,10 +565,27 @@ impl PgStore {
         decode_all(&rows, WHAT)
     }
 
-    /// Upsert keyed on the normalized text. A transaction-scoped advisory lock on that text
-    /// serializes learners of the same text (there is no unique index to lean on: legacy tables
-    /// hold duplicates), so there is no check-then-insert race between hotplane replicas.
+    /// Upsert keyed on the normalized text (see `learn_once`); a refusal names its column.
     pub async fn learn(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> {
+        match self.learn_once(p).await {
+            Err(e) => {
+                let written = [
+                    (TextColumn::Pattern, p.pattern.as_str()),
+                    (TextColumn::NormalizedPattern, p.normalized_pattern.as_str()),
+                    (TextColumn::Category, p.category.as_str()),
+                    (TextColumn::CreatedBy, p.created_by.as_str()),
+                    (TextColumn::Status, p.initial_status.as_str()),
+                ];
+                Err(live_limits::explain_pg(&self.pool, &self.limits, e, &written).await)
+            }
+            ok => ok,
+        }
+    }
+
+    /// A transaction-scoped advisory lock on the normalized text serializes learners of the
+    /// same text (there is no unique index to lean on: legacy tables hold duplicates), so there
+    /// is no check-then-insert race between hotplane replicas.
+    async fn learn_once(&self, p: &NewPattern) -> Result<LearnOutcome, StoreError> {
         const WHAT: &str = "learning a pattern";
         let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -686,8 +711,15 @@ impl PgStore {
         .bind(status.as_str())
         .bind(enabled)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(q(WHAT))?;
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                let written = [(TextColumn::Status, status.as_str())];
+                let e = q(WHAT)(e);
+                return Err(live_limits::explain_pg(&self.pool, &self.limits, e, &written).await);
+            }
+        };
         row.as_ref().map(|r| decode(r).map_err(q(WHAT))).transpose()
     }
 

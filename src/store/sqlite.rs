@@ -24,6 +24,7 @@ use tokio_stream::StreamExt;
 
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
+    live_limits::{self, SharedLimits},
 };
 use crate::{
     model::{NewPattern, PatternRow, PatternStatus, RowRef},
@@ -60,11 +61,13 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// The database file, read directly by full loads (`None` in memory).
     pub(super) file: Option<std::path::PathBuf>,
+    /// The limits the table's declared types give (read after migrating).
+    pub(super) limits: SharedLimits,
 }
 
 /// Maps a driver error to a query error saying what was being done.
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Query { what, source }
+    move |source| StoreError::query(what, source)
 }
 
 fn decode(row: &SqliteRow) -> Result<PatternRow, StoreError> {
@@ -211,7 +214,11 @@ impl SqliteStore {
             pool = pool.max_connections(opts.max_connections.max(1));
         }
         let pool = pool.connect_with(options).await.map_err(connect_err)?;
-        Ok(SqliteStore { pool, file })
+        Ok(SqliteStore {
+            pool,
+            file,
+            limits: live_limits::unknown(),
+        })
     }
 
     /// Runs the migrations.
@@ -222,7 +229,9 @@ impl SqliteStore {
             .map_err(|source| StoreError::Migrate {
                 backend: BACKEND,
                 source,
-            })
+            })?;
+        live_limits::refresh_sqlite(&self.pool, &self.limits).await;
+        Ok(())
     }
 
     /// A transaction holding the write lock from its first statement.

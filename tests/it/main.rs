@@ -25,5 +25,6 @@ mod rollback;
 mod served;
 mod store;
 mod store_swap;
+mod table_limits;
 mod tls;
 mod watch;

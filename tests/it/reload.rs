@@ -221,7 +221,9 @@ async fn failed_loads_keep_serving(backend: Backend) {
             .reload(reload_req(full, None))
             .await
             .expect_err("reload must fail");
-        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        // A missing table is permanent until an operator fixes it: not UNAVAILABLE, which
+        // tells clients to retry.
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     }
     // Still serving, from memory only: the table does not exist.
     assert_eq!(
