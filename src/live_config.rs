@@ -300,6 +300,17 @@ impl LiveConfig {
         self.book().restart_pending.clone()
     }
 
+    /// Counts a reload refused before the file was read (a TLS file or the tokens file that
+    /// does not load) in the reload health, like a refused file.
+    pub fn record_failure(&self, error: &str) {
+        let mut book = self.book();
+        book.health.loads_total += 1;
+        book.health.failures_total += 1;
+        book.health.consecutive_failures += 1;
+        book.health.last_error = Some(error.to_owned());
+        book.health.last_error_at = Some(Utc::now());
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         // Status stays readable even if a holder panicked.
         self.book.lock().unwrap_or_else(|e| e.into_inner())
