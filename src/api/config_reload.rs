@@ -11,6 +11,7 @@ use super::{
     error::{ApiError, ApiResult},
 };
 use crate::{
+    config_source::Pinned,
     engine::Source,
     live_config::{Change, ConfigGeneration, Outcome, ReloadError},
     pb,
@@ -208,6 +209,18 @@ fn response(o: &Outcome, validate_only: bool) -> pb::ReloadResponse {
         config_applied: o.applied.iter().map(change_pb).collect(),
         config_restart_required: o.restart_required.iter().map(change_pb).collect(),
         config_path: o.path.display().to_string(),
+        config_pinned: o.pinned.iter().map(pinned_pb).collect(),
+        ..Default::default()
+    }
+}
+
+/// A pinned key as a `ConfigChange`: the value in effect is old, the file's (ignored) is new.
+pub(super) fn pinned_pb(p: &Pinned) -> pb::ConfigChange {
+    pb::ConfigChange {
+        key: p.key.to_owned(),
+        old_value: p.value.clone(),
+        new_value: p.file_value.clone(),
+        pinned_by: p.by.clone(),
         ..Default::default()
     }
 }
@@ -218,6 +231,7 @@ pub(super) fn change_pb(c: &Change) -> pb::ConfigChange {
         old_value: c.old.clone(),
         new_value: c.new.clone(),
         restart_reason: c.restart_reason.to_owned(),
+        pinned_by: String::new(),
     }
 }
 
@@ -274,6 +288,7 @@ pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
         fleet_heartbeat: Some(convert::duration(s.fleet.heartbeat)),
         fleet_ttl: Some(convert::duration(s.fleet.ttl)),
         restart_pending: state.live.restart_pending().iter().map(change_pb).collect(),
+        pinned: state.live.pinned().iter().map(pinned_pb).collect(),
         admin_rate: s.rate_limit.per_second,
         admin_burst: s.rate_limit.burst,
     }
