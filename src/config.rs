@@ -37,10 +37,11 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Cli::command()
-            .mut_args(|arg| arg.global(true))
-            .try_get_matches_from(args)?;
-        Cli::from_arg_matches(&matches)
+        let command = Cli::command().mut_args(|arg| arg.global(true));
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.config.pinned = crate::config_source::pins(&matches, &command);
+        Ok(cli)
     }
 }
 
@@ -282,11 +283,16 @@ pub struct Config {
     /// Authentication, TLS and rate limits (see `crate::auth`).
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
-    /// A TOML config file, read at start and again on SIGHUP or `Reload(TARGET_CONFIG)`. A key
-    /// it sets wins over its flag and environment variable; flags, environment and defaults
-    /// give the keys it leaves out. See the README's "Config file" section.
+    /// A TOML config file, read at start and again on SIGHUP or `Reload(TARGET_CONFIG)`.
+    /// Precedence: flag > environment variable > file > default; a key set by flag or
+    /// environment ignores the file's value (reported). See the README's "Config file" section.
     #[arg(long = "config", env = "HOTPLANE_CONFIG")]
     pub config_file: Option<std::path::PathBuf>,
+
+    /// File keys set by a flag or environment variable, which the file may not override
+    /// (filled in by [`Cli::try_parse_args`]; see [`crate::config_source`]).
+    #[arg(skip)]
+    pub pinned: Vec<crate::config_source::Pin>,
 }
 
 impl std::fmt::Debug for Config {
@@ -313,6 +319,7 @@ impl std::fmt::Debug for Config {
             .field("poll_interval", &self.poll_interval)
             .field("auth", &self.auth)
             .field("config_file", &self.config_file)
+            .field("pinned", &self.pinned)
             .finish_non_exhaustive()
     }
 }

@@ -1,10 +1,11 @@
 //! The config file (`--config FILE`, TOML): its typed schema, parsing that names the key at
 //! fault in every error, the range checks, and how the file overlays flags and environment.
 //!
-//! **Precedence.** A key the file sets wins over its flag and `HOTPLANE_*` variable; flags,
-//! environment and defaults (the *base*) give every key the file leaves out. The file is read at
-//! start and again on each reload, always over the same base: a key deleted from the file goes
-//! back to its base value on the next reload.
+//! **Precedence.** Flag > `HOTPLANE_*` variable > file > default: a key set by a flag or a
+//! variable is pinned ([`crate::config_source`]) and the file's value for it is ignored (and
+//! reported, see [`pinned_in`]); the file overrides defaults. The file is read at start and
+//! again on each reload, always over the same base (flags, environment, defaults): a key deleted
+//! from the file goes back to its base value on the next reload.
 //!
 //! This module only parses and checks: it applies nothing. [`crate::live_config`] decides what
 //! takes effect at run time and what waits for a restart ([`KEYS`] says which is which).
@@ -35,7 +36,7 @@ impl std::fmt::Display for KeyError {
 }
 
 /// The whole file. Every section and key is optional; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct FileConfig {
     server: ServerSection,
@@ -53,14 +54,14 @@ pub struct FileConfig {
     limits: LimitsSection,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct ServerSection {
     listen: Option<SocketAddr>,
     advertise_addr: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct LogSection {
     filter: Option<String>,
@@ -68,7 +69,7 @@ struct LogSection {
     format: Option<LogFormat>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct DatabaseSection {
     url: Option<String>,
@@ -78,7 +79,7 @@ struct DatabaseSection {
     acquire_timeout: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct NormalizeSection {
     #[serde(deserialize_with = "profile")]
@@ -86,7 +87,7 @@ struct NormalizeSection {
     stop_words: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct LearnSection {
     min_confidence: Option<f64>,
@@ -94,14 +95,14 @@ struct LearnSection {
     auto_approve: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct PollSection {
     #[serde(deserialize_with = "duration")]
     interval: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct FleetSection {
     #[serde(deserialize_with = "duration")]
@@ -110,14 +111,14 @@ struct FleetSection {
     ttl: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct BusSection {
     redis_url: Option<String>,
     channel: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct ShutdownSection {
     #[serde(deserialize_with = "duration")]
@@ -126,7 +127,7 @@ struct ShutdownSection {
     grace: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct WatchSection {
     #[serde(deserialize_with = "duration")]
@@ -135,13 +136,13 @@ struct WatchSection {
     max_age: Option<Duration>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct PatternsSection {
     retain_generations: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct HitsSection {
     #[serde(deserialize_with = "duration")]
@@ -149,7 +150,7 @@ struct HitsSection {
     flush_batch: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct LimitsSection {
     admin_rate: Option<f64>,
@@ -400,6 +401,48 @@ impl FileConfig {
         )
     }
 
+    /// Forgets the key at `path` (a path of [`KEYS`]), as if the file did not set it.
+    fn unset(&mut self, path: &str) {
+        let (section, key) = path.split_once('.').unwrap_or((path, ""));
+        macro_rules! unset {
+            ($($s:ident . $k:ident),* $(,)?) => {
+                match (section, key) {
+                    $((stringify!($s), stringify!($k)) => self.$s.$k = None,)*
+                    _ => {}
+                }
+            };
+        }
+        unset!(
+            server.listen,
+            server.advertise_addr,
+            log.filter,
+            log.format,
+            database.url,
+            database.schema,
+            database.max_connections,
+            database.acquire_timeout,
+            normalize.profile,
+            normalize.stop_words,
+            learn.min_confidence,
+            learn.min_chars,
+            learn.auto_approve,
+            poll.interval,
+            fleet.heartbeat,
+            fleet.ttl,
+            bus.redis_url,
+            bus.channel,
+            shutdown.delay,
+            shutdown.grace,
+            watch.heartbeat,
+            watch.max_age,
+            patterns.retain_generations,
+            hits.flush_interval,
+            hits.flush_batch,
+            limits.admin_rate,
+            limits.admin_burst,
+        )
+    }
+
     /// Writes every key the file sets into `c`.
     pub fn overlay(&self, c: &mut Config) {
         fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
@@ -451,7 +494,12 @@ impl FileConfig {
 
 /// The file over the base, range-checked as a whole: every problem is reported, each under the
 /// key that sets the value (even when the value came from a flag: the file is where to fix it).
+/// Keys the base pins (set by flag or environment) keep the base's value.
 pub fn effective(base: &Config, file: &FileConfig) -> Result<Config, Vec<KeyError>> {
+    let mut file = file.clone();
+    for pin in &base.pinned {
+        file.unset(pin.key);
+    }
     let mut c = base.clone();
     file.overlay(&mut c);
     let errors = check(&c);
@@ -460,6 +508,26 @@ pub fn effective(base: &Config, file: &FileConfig) -> Result<Config, Vec<KeyErro
     } else {
         Err(errors)
     }
+}
+
+/// The pinned keys that the file sets, whose file value is therefore ignored: the value in
+/// effect (from the flag or variable), the file's, and what pins it.
+pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config_source::Pinned> {
+    let mut wanted = base.clone();
+    file.overlay(&mut wanted);
+    base.pinned
+        .iter()
+        .filter(|pin| file.sets(pin.key))
+        .filter_map(|pin| {
+            let key = KEYS.iter().find(|k| k.path == pin.key)?;
+            Some(crate::config_source::Pinned {
+                key: pin.key,
+                value: (key.show)(base),
+                file_value: (key.show)(&wanted),
+                by: pin.by.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Range checks, named by file key.

@@ -35,6 +35,7 @@ use crate::{
     bus::fleet::FleetTiming,
     config::Config,
     config_file::{self, FileError, KEYS, KeyError},
+    config_source::Pinned,
     engine::Source,
     learn::LearnRules,
     normalize::Normalizer,
@@ -130,6 +131,8 @@ pub struct Outcome {
     pub current: Arc<ConfigGeneration>,
     /// The file read.
     pub path: PathBuf,
+    /// Keys the file sets that a flag or environment variable pins: ignored, reported.
+    pub pinned: Vec<Pinned>,
 }
 
 /// Why a reload changed nothing.
@@ -185,6 +188,8 @@ struct Book {
     generation: Option<Arc<ConfigGeneration>>,
     health: ConfigHealth,
     restart_pending: Vec<Change>,
+    /// Pinned keys the file in effect sets (ignored).
+    pinned: Vec<Pinned>,
 }
 
 /// The live config of one process.
@@ -246,7 +251,11 @@ impl LiveConfig {
                 ..ConfigHealth::default()
             },
             restart_pending: Vec::new(),
+            pinned: loaded.map_or_else(Vec::new, |l| config_file::pinned_in(&base, &l.file)),
         };
+        for pin in &book.pinned {
+            warn_pinned(pin);
+        }
         LiveConfig {
             path: base.config_file.clone(),
             poll: watch::channel(settings.poll_interval).0,
@@ -298,6 +307,22 @@ impl LiveConfig {
     /// Keys set in the file to a value other than the running one, waiting for a restart.
     pub fn restart_pending(&self) -> Vec<Change> {
         self.book().restart_pending.clone()
+    }
+
+    /// Keys the file sets that a flag or environment variable pins (the file's value ignored).
+    pub fn pinned(&self) -> Vec<Pinned> {
+        self.book().pinned.clone()
+    }
+
+    /// Counts a reload refused before the file was read (a TLS file or the tokens file that
+    /// does not load) in the reload health, like a refused file.
+    pub fn record_failure(&self, error: &str) {
+        let mut book = self.book();
+        book.health.loads_total += 1;
+        book.health.failures_total += 1;
+        book.health.consecutive_failures += 1;
+        book.health.last_error = Some(error.to_owned());
+        book.health.last_error_at = Some(Utc::now());
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
@@ -367,6 +392,10 @@ impl LiveConfig {
         book.health.last_error = None;
         book.health.consecutive_failures = 0;
         book.restart_pending = outcome.restart_required.clone();
+        book.pinned = outcome.pinned.clone();
+        for pin in &book.pinned {
+            warn_pinned(pin);
+        }
         if let Some(g) = &book.generation {
             outcome.generation_after = g.number;
             outcome.current = Arc::clone(g);
@@ -438,9 +467,24 @@ impl LiveConfig {
             restart_required,
             current,
             path: path.to_owned(),
+            pinned: config_file::pinned_in(&self.base, &loaded.file),
         };
         Ok((outcome, (settings, loaded.content_hash, loaded.keys_set)))
     }
+}
+
+/// A pinned key the file sets is worth a warning on every read of the file: the operator who
+/// edited the file expects it to apply.
+fn warn_pinned(pin: &Pinned) {
+    tracing::warn!(
+        key = pin.key,
+        file_value = %pin.file_value,
+        value = %pin.value,
+        pinned_by = %pin.by,
+        "config file key ignored: a flag or environment variable sets it (flag > env > file); \
+         unset {} to let the file decide",
+        pin.by
+    );
 }
 
 /// Sets `slot` to `value`, saying whether it changed (for `watch::Sender::send_if_modified`).

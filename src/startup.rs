@@ -151,7 +151,10 @@ impl Application {
                 live.attach_rate_limiter(limiter);
                 live
             }),
-            security: crate::auth::Security { tls: tls.clone() },
+            security: crate::auth::Security {
+                tls: tls.clone(),
+                auth: Arc::clone(auth.authenticator()),
+            },
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),

@@ -7,10 +7,11 @@ use std::{sync::Arc, time::Instant};
 use tracing::{info, instrument, warn};
 
 use super::{
-    AppState, check_reason, convert,
+    AppState, check_reason, config_files, convert,
     error::{ApiError, ApiResult},
 };
 use crate::{
+    config_source::Pinned,
     engine::Source,
     live_config::{Change, ConfigGeneration, Outcome, ReloadError},
     pb,
@@ -74,14 +75,41 @@ pub async fn reload_config(
     if state.live.path().is_some() {
         announce(pb::EventKind::ReloadStarted, None, String::new());
     }
-    // The TLS files are re-read with the config file, and checked before anything changes.
-    let tls = prepare_tls(state)?;
+    let refused = |e: String| {
+        warn!(error = %e, validate_only, "config reload rejected; the running config is unchanged");
+        announce(pb::EventKind::ReloadFailed, None, e.clone());
+        if !validate_only {
+            state.live.record_failure(&e);
+            let now = state.live.generation().map_or(0, |g| g.number);
+            let took = started.elapsed();
+            let result = Err(e);
+            super::audit::record_config_reload(
+                state,
+                caller.clone(),
+                source,
+                reason,
+                (now, now),
+                result,
+                took,
+            );
+        }
+    };
+    // The TLS files and the tokens file are re-read with the config file, and checked before
+    // anything changes.
+    let files = match config_files::prepare(state) {
+        Ok(files) => files,
+        Err(e) => {
+            let e = format!("{e} (the running credentials, certificates and config are unchanged)");
+            refused(e.clone());
+            return Err(ApiError::FailedPrecondition(e));
+        }
+    };
     let served = Arc::clone(&state.engine.current().snapshot);
     match state.live.reload(source, validate_only, served).await {
         Ok(mut outcome) => {
             outcome
                 .applied
-                .extend(install_tls(state, tls, validate_only));
+                .extend(config_files::install(state, files, validate_only));
             let changed: Vec<&str> = outcome.applied.iter().map(|c| c.key).collect();
             let restart: Vec<&str> = outcome.restart_required.iter().map(|c| c.key).collect();
             info!(
@@ -115,71 +143,41 @@ pub async fn reload_config(
             }
             Ok(response(&outcome, validate_only))
         }
-        // Without a config file, a TLS server still re-reads its certificates.
-        Err(ReloadError::NoFile) if tls.is_some() => {
-            let applied = install_tls(state, tls, validate_only);
+        // Without a config file, the TLS files and the tokens file are still re-read.
+        Err(ReloadError::NoFile) if files.any() => {
+            let applied = config_files::install(state, files, validate_only);
             Ok(pb::ReloadResponse {
                 target: pb::Target::Config.into(),
-                changed: applied.is_some(),
+                changed: !applied.is_empty(),
                 mode: pb::LoadMode::Full.into(),
                 validate_only,
                 config_applied: applied.iter().map(change_pb).collect(),
                 ..Default::default()
             })
         }
+        Err(ReloadError::NoFile) => {
+            warn!(error = %ReloadError::NoFile, "config reload rejected");
+            Err(error(ReloadError::NoFile))
+        }
         Err(e) => {
+            // The live config counted the failure in its health already.
             warn!(error = %e, validate_only, "config reload rejected; the running config is unchanged");
-            if !matches!(e, ReloadError::NoFile) {
-                announce(pb::EventKind::ReloadFailed, None, e.to_string());
-                if !validate_only {
-                    let now = state.live.generation().map_or(0, |g| g.number);
-                    super::audit::record_config_reload(
-                        state,
-                        caller,
-                        source,
-                        reason,
-                        (now, now),
-                        Err(e.to_string()),
-                        started.elapsed(),
-                    );
-                }
+            announce(pb::EventKind::ReloadFailed, None, e.to_string());
+            if !validate_only {
+                let now = state.live.generation().map_or(0, |g| g.number);
+                super::audit::record_config_reload(
+                    state,
+                    caller,
+                    source,
+                    reason,
+                    (now, now),
+                    Err(e.to_string()),
+                    started.elapsed(),
+                );
             }
             Err(error(e))
         }
     }
-}
-
-/// Reads and checks the TLS files when TLS is on; a bad file rejects the whole reload.
-fn prepare_tls(state: &AppState) -> ApiResult<Option<crate::auth::LoadedTls>> {
-    let Some(tls) = &state.security.tls else {
-        return Ok(None);
-    };
-    tls.prepare().map(Some).map_err(|e| {
-        let e = format!("{e:#} (the running certificates and config are unchanged)");
-        warn!(error = %e, "config reload rejected: the TLS files do not load");
-        ApiError::FailedPrecondition(e)
-    })
-}
-
-/// Uses the prepared TLS files for new connections (unless `validate_only`); a change of the
-/// served certificate is reported as the key `tls.cert_file`.
-fn install_tls(
-    state: &AppState,
-    prepared: Option<crate::auth::LoadedTls>,
-    validate_only: bool,
-) -> Option<Change> {
-    let (tls, prepared) = (state.security.tls.as_ref()?, prepared?);
-    let (old, new) = if validate_only {
-        (tls.describe(), prepared.description)
-    } else {
-        tls.install(prepared)
-    };
-    (old != new).then_some(Change {
-        key: "tls.cert_file",
-        old,
-        new,
-        restart_reason: "",
-    })
 }
 
 fn error(e: ReloadError) -> ApiError {
@@ -211,6 +209,18 @@ fn response(o: &Outcome, validate_only: bool) -> pb::ReloadResponse {
         config_applied: o.applied.iter().map(change_pb).collect(),
         config_restart_required: o.restart_required.iter().map(change_pb).collect(),
         config_path: o.path.display().to_string(),
+        config_pinned: o.pinned.iter().map(pinned_pb).collect(),
+        ..Default::default()
+    }
+}
+
+/// A pinned key as a `ConfigChange`: the value in effect is old, the file's (ignored) is new.
+pub(super) fn pinned_pb(p: &Pinned) -> pb::ConfigChange {
+    pb::ConfigChange {
+        key: p.key.to_owned(),
+        old_value: p.value.clone(),
+        new_value: p.file_value.clone(),
+        pinned_by: p.by.clone(),
         ..Default::default()
     }
 }
@@ -221,6 +231,7 @@ pub(super) fn change_pb(c: &Change) -> pb::ConfigChange {
         old_value: c.old.clone(),
         new_value: c.new.clone(),
         restart_reason: c.restart_reason.to_owned(),
+        pinned_by: String::new(),
     }
 }
 
@@ -277,6 +288,7 @@ pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
         fleet_heartbeat: Some(convert::duration(s.fleet.heartbeat)),
         fleet_ttl: Some(convert::duration(s.fleet.ttl)),
         restart_pending: state.live.restart_pending().iter().map(change_pb).collect(),
+        pinned: state.live.pinned().iter().map(pinned_pb).collect(),
         admin_rate: s.rate_limit.per_second,
         admin_burst: s.rate_limit.burst,
     }

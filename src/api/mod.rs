@@ -3,6 +3,7 @@
 
 mod audit;
 mod bus;
+mod config_files;
 mod config_reload;
 pub mod convert;
 mod drain;

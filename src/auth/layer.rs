@@ -52,6 +52,11 @@ impl AuthLayer {
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
     }
+
+    /// The authenticator (to re-read the tokens file on a config reload).
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
 }
 
 /// Refusals are logged so an operator sees a misconfigured client or a probe from the network,

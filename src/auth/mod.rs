@@ -16,7 +16,9 @@ mod methods;
 mod tls;
 mod tokens;
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use arc_swap::ArcSwap;
 
 pub use config::{AuthConfig, JwtAlgorithm, JwtSecret};
 pub use layer::{AuthLayer, AuthService};
@@ -28,12 +30,15 @@ pub use tokens::{TokenFile, hash_token};
 use jwt::JwtVerifier;
 use tokens::Credentials;
 
-/// What a config reload can change in the security layer: the TLS certificates (credentials
-/// are read at start; the rate limit is applied by [`crate::live_config`]).
+/// What a config reload can change in the security layer: the TLS certificates and the tokens
+/// file's credentials (the rate limit is applied by [`crate::live_config`]; JWT settings and
+/// the rest are read at start).
 #[derive(Debug, Clone)]
 pub struct Security {
     /// TLS of the gRPC port, when on.
     pub tls: Option<std::sync::Arc<ServerTls>>,
+    /// The authenticator the auth layer uses (its tokens file is re-read on a reload).
+    pub auth: std::sync::Arc<Authenticator>,
 }
 
 /// A permission an RPC may require.
@@ -179,11 +184,18 @@ pub enum AuthError {
     PermissionDenied(String),
 }
 
-/// The configured ways to authenticate, built once from [`AuthConfig`].
+/// The configured ways to authenticate, built once from [`AuthConfig`]; the tokens file's
+/// credentials can be replaced at run time ([`Authenticator::prepare_tokens`], then
+/// [`Authenticator::install_tokens`]).
 #[derive(Debug, Default)]
 pub struct Authenticator {
-    /// Static tokens and certificate subjects from the tokens file.
-    credentials: Credentials,
+    /// The tokens file (`--auth-tokens-file`), re-read from the same path on a reload.
+    tokens_file: Option<PathBuf>,
+    /// Static tokens and certificate subjects from the tokens file. An `ArcSwap` because a
+    /// reload replaces them while requests are being admitted: each admission loads one
+    /// consistent set without a lock, and a request admitted before the swap finishes as it
+    /// was admitted.
+    credentials: ArcSwap<Credentials>,
     /// JWT verification, when configured.
     jwt: Option<JwtVerifier>,
     /// Scopes of a verified client certificate whose subject the tokens file does not list
@@ -200,6 +212,17 @@ pub struct Presented<'a> {
     pub certificate_subject: Option<String>,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
+}
+
+/// A tokens file read and checked by [`Authenticator::prepare_tokens`], not yet in use.
+#[derive(Debug)]
+pub struct LoadedTokens(Credentials);
+
+impl LoadedTokens {
+    /// How a reload's answer shows these credentials (see [`Authenticator::describe_tokens`]).
+    pub fn describe(&self) -> String {
+        self.0.describe()
+    }
 }
 
 /// The message of a refused state-changing RPC under the default without credentials.
@@ -221,7 +244,8 @@ impl Authenticator {
             .as_ref()
             .map(|_| Scopes::from_names(config.tls_client_scopes.iter().map(String::as_str)));
         Ok(Authenticator {
-            credentials,
+            tokens_file: config.auth_tokens_file.clone(),
+            credentials: ArcSwap::from_pointee(credentials),
             jwt,
             certificate_scopes,
         })
@@ -229,7 +253,39 @@ impl Authenticator {
 
     /// Whether any credential is configured; without one the loopback default applies.
     pub fn has_credentials(&self) -> bool {
-        !self.credentials.is_empty() || self.jwt.is_some() || self.certificate_scopes.is_some()
+        !self.credentials.load().is_empty()
+            || self.jwt.is_some()
+            || self.certificate_scopes.is_some()
+    }
+
+    /// Re-reads and checks the tokens file (`None` without one), changing nothing. A file that
+    /// would leave no credential at all is refused: that would switch a server that requires
+    /// credentials to the open loopback default, which only a restart should do.
+    pub fn prepare_tokens(&self) -> Option<anyhow::Result<LoadedTokens>> {
+        let path = self.tokens_file.as_ref()?;
+        Some(Credentials::load(path).and_then(|next| {
+            let only_tokens = self.jwt.is_none() && self.certificate_scopes.is_none();
+            if next.is_empty() && only_tokens && !self.credentials.load().is_empty() {
+                anyhow::bail!(
+                    "the tokens file {} lists no token and no client: a reload cannot turn                      authentication off (restart for the loopback default)",
+                    path.display()
+                );
+            }
+            Ok(LoadedTokens(next))
+        }))
+    }
+
+    /// The running tokens file's credentials, as a reload's answer shows them.
+    pub fn describe_tokens(&self) -> String {
+        self.credentials.load().describe()
+    }
+
+    /// Uses prepared credentials for every request admitted from now on; returns the running
+    /// description and the new one.
+    pub fn install_tokens(&self, loaded: LoadedTokens) -> (String, String) {
+        let new = loaded.0.describe();
+        let old = self.credentials.swap(std::sync::Arc::new(loaded.0));
+        (old.describe(), new)
     }
 
     /// Decides who calls a method that requires `scope`: the caller, or why it is refused.
@@ -276,9 +332,9 @@ impl Authenticator {
         let peer = presented.peer;
         if let Some(value) = presented.authorization {
             let token = bearer(value)?;
-            if let Some((name, scopes)) = self.credentials.token(token) {
+            if let Some((name, scopes)) = self.credentials.load().token(token) {
                 return Ok(Caller {
-                    name: name.to_owned(),
+                    name,
                     scopes,
                     via: CredentialKind::Token,
                     peer,
@@ -302,7 +358,11 @@ impl Authenticator {
         if let (Some(subject), Some(default)) =
             (presented.certificate_subject, self.certificate_scopes)
         {
-            let scopes = self.credentials.certificate(&subject).unwrap_or(default);
+            let scopes = self
+                .credentials
+                .load()
+                .certificate(&subject)
+                .unwrap_or(default);
             return Ok(Caller {
                 name: subject,
                 scopes,

@@ -18,7 +18,7 @@ fn peer(addr: &str) -> Option<SocketAddr> {
 fn with_tokens(json: &str) -> Authenticator {
     let file: TokenFile = serde_json::from_str(json).expect("json");
     Authenticator {
-        credentials: Credentials::from_file(file).expect("valid file"),
+        credentials: ArcSwap::from_pointee(Credentials::from_file(file).expect("valid file")),
         ..Authenticator::default()
     }
 }

@@ -1,6 +1,7 @@
 //! Static credentials from the tokens file: bearer tokens kept only as SHA-256 hashes (the file
 //! holds no secret worth stealing), compared in constant time, and the scopes of client
-//! certificate subjects.
+//! certificate subjects. The file is read at start and again on every config reload; a reload
+//! reads and checks it whole before anything changes (see [`super::Authenticator`]).
 
 use std::path::Path;
 
@@ -53,8 +54,13 @@ pub fn hash_token(token: &str) -> String {
 /// Loaded static credentials.
 #[derive(Debug, Default)]
 pub(super) struct Credentials {
+    /// Name, SHA-256 of the token, scopes.
     tokens: Vec<(String, [u8; 32], Scopes)>,
+    /// Client-certificate subject, scopes.
     clients: Vec<(String, Scopes)>,
+    /// First 8 hex digits of the file's SHA-256 (empty without a file): tells a reload's
+    /// answer that the file changed even when the names did not (a rotated token).
+    fingerprint: String,
 }
 
 impl Credentials {
@@ -72,8 +78,23 @@ impl Credentials {
                 path.display()
             )
         })?;
-        Credentials::from_file(file)
-            .with_context(|| format!("checking the tokens file {}", path.display()))
+        let mut credentials = Credentials::from_file(file)
+            .with_context(|| format!("checking the tokens file {}", path.display()))?;
+        credentials.fingerprint = hex::encode(&Sha256::digest(text.as_bytes())[..4]);
+        Ok(credentials)
+    }
+
+    /// What a reload's answer shows of these credentials: counts, names and the file's
+    /// fingerprint. Names are no secret (logs and the audit trail show them).
+    pub(super) fn describe(&self) -> String {
+        let names: Vec<&str> = self.tokens.iter().map(|(n, ..)| n.as_str()).collect();
+        format!(
+            "{} token(s) [{}], {} client subject(s), sha256 {}",
+            self.tokens.len(),
+            names.join(", "),
+            self.clients.len(),
+            self.fingerprint
+        )
     }
 
     /// Checks entries: names, hashes and scopes well-formed, no name or hash twice.
@@ -123,15 +144,15 @@ impl Credentials {
     /// The name and scopes of the token, if configured. Compares the token's hash with every
     /// configured hash in constant time, without stopping at a match, so timing tells nothing
     /// about which or how many bytes matched.
-    pub(super) fn token(&self, token: &str) -> Option<(&str, Scopes)> {
+    pub(super) fn token(&self, token: &str) -> Option<(String, Scopes)> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for (name, expected, scopes) in &self.tokens {
             if bool::from(expected.ct_eq(&hash)) {
-                found = Some((name.as_str(), *scopes));
+                found = Some((name, *scopes));
             }
         }
-        found
+        found.map(|(name, scopes)| (name.clone(), scopes))
     }
 
     /// The scopes the file grants a client-certificate subject.

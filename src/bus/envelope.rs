@@ -50,6 +50,10 @@ pub enum Reason {
     Stale,
     /// Signed mode: an `event_id` already seen within the replay window.
     Replayed,
+    /// Signed mode: `ts` is before this replica started. The replay memory lives in the
+    /// process, so a message from before a restart cannot be told from a replay; what it
+    /// announced was in the store before the start-up load read it.
+    BeforeStart,
     /// Unsigned mode: a `rollback`, which would pin the replica, while unsigned rollbacks are
     /// not enabled (`--bus-allow-unsigned-rollback`).
     UnsignedRollback,
@@ -61,7 +65,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason that counts as a rejection (all but `SelfOrigin`), in a stable order.
-    pub const REJECTIONS: [Reason; 12] = [
+    pub const REJECTIONS: [Reason; 13] = [
         Reason::TooLarge,
         Reason::NotJson,
         Reason::NotObject,
@@ -72,6 +76,7 @@ impl Reason {
         Reason::Unsigned,
         Reason::Stale,
         Reason::Replayed,
+        Reason::BeforeStart,
         Reason::UnsignedRollback,
         Reason::Overflow,
     ];
@@ -89,6 +94,7 @@ impl Reason {
             Reason::Unsigned => "unsigned",
             Reason::Stale => "stale",
             Reason::Replayed => "replayed",
+            Reason::BeforeStart => "before_start",
             Reason::UnsignedRollback => "unsigned_rollback",
             Reason::Overflow => "overflow",
             Reason::SelfOrigin => "self",

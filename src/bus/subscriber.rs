@@ -101,12 +101,14 @@ pub(super) async fn run(
 ) {
     let opts = &shared.opts;
     let mut handler = Handler {
+        // Started now, before the first subscribe: see the verifier's start floor.
         verifier: Verifier::new(
             opts.secret.clone(),
             &opts.instance_id,
             opts.replay_window,
             REPLAY_MEMORY,
-        ),
+        )
+        .started_at(Utc::now().timestamp_micros() as f64 / 1e6),
         warnings: RateLimit::default(),
         handed_over: HashSet::new(),
         rollbacks,

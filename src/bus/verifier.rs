@@ -1,6 +1,13 @@
 //! The checks a decoded message passes before it may reach the engine: (signed mode) the
-//! signature, then self-origin, then (signed mode) freshness and replays. No clock of its own:
-//! callers pass `now`.
+//! signature, then self-origin, then (signed mode) freshness, the start floor and replays. No
+//! clock of its own: callers pass `now` (and the start).
+//!
+//! The replay memory lives in the process, so a restarted replica would accept again a message
+//! captured in the previous window. The start floor closes that: a signed message must have
+//! been signed no earlier than this replica's start. Nothing is lost by refusing older ones: a
+//! publisher announces a change after writing it, so it was in the store before the start-up
+//! load and the catch-up after subscribing read it; a rollback or an invalidation from before
+//! the start addressed the previous process's served state, which this one never had.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -83,6 +90,11 @@ pub struct Verifier {
     window: f64,
     /// Recent event ids.
     replay: ReplayMemory,
+    /// Unix seconds (whole) of this replica's start: signed messages with an older `ts` are
+    /// refused (see the module doc). Whole seconds, because publishers commonly send
+    /// `int(time.time())`, which truncates: a message signed just after the start would
+    /// otherwise look older than it.
+    started: f64,
 }
 
 impl Verifier {
@@ -98,7 +110,16 @@ impl Verifier {
             instance_id: instance_id.to_owned(),
             window: window.as_secs_f64(),
             replay: ReplayMemory::new(replay_capacity),
+            started: f64::NEG_INFINITY,
         }
+    }
+
+    /// Refuses signed messages with a `ts` before `started` (Unix seconds; truncated to whole
+    /// seconds), as [`Reason::BeforeStart`]. The subscriber passes the time it started, before
+    /// its first subscribe.
+    pub fn started_at(mut self, started: f64) -> Verifier {
+        self.started = started.floor();
+        self
     }
 
     /// Whether messages must be signed.
@@ -134,6 +155,16 @@ impl Verifier {
                         "ts {ts} is {:.0}s from now; the window is {:.0}s",
                         now - ts,
                         self.window
+                    ),
+                );
+            }
+            if ts < self.started {
+                return reject(
+                    Reason::BeforeStart,
+                    format!(
+                        "ts {ts} is before this replica started ({}): a message from before a \
+                         restart (or a publisher's clock running behind)",
+                        self.started
                     ),
                 );
             }
@@ -251,6 +282,25 @@ mod tests {
             ),
             Reason::SelfOrigin
         );
+    }
+
+    #[test]
+    fn signed_messages_from_before_the_start_are_refused() {
+        let s = Secret::new("k");
+        let mut v = verifier(Some(&s), 100).started_at(NOW + 0.7);
+        let msg = |id: &str, ts: f64| signed(&s, json!({"action":"reload","event_id":id,"ts":ts}));
+        assert_eq!(
+            v.check(&msg("before", NOW - 1.0), NOW + 1.0)
+                .expect_err("refused")
+                .reason,
+            Reason::BeforeStart
+        );
+        // Whole-second `ts` of the start's own second (Python's `int(time.time())`) passes.
+        v.check(&msg("same second", NOW), NOW + 1.0)
+            .expect("signed after the start");
+        // Unsigned mode has no floor (nothing to replay: any message may be sent anyway).
+        let mut u = verifier(None, 100).started_at(NOW);
+        assert!(u.check(&msg("old", NOW - 100.0), NOW).is_ok());
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Authentication and scopes against the real server: every RPC of the three services, without
 //! credentials, with read and admin tokens, with good and bad JWTs; the loopback default; rate
 //! limits. (TLS and mTLS: `tls.rs`.)
+//!
+//! `tokens_reload`: the tokens file re-read by a config reload.
+
+mod tokens_reload;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 

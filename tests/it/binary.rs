@@ -436,3 +436,95 @@ async fn a_sighup_during_start_up_does_not_kill_the_process() {
     drop(connect_serving(&addr).await);
     sigterm_exits_cleanly(child).await;
 }
+
+/// An environment variable pins its key over the config file (flag > env > file > default):
+/// the variable's value is served, and GetStatus names the pinned key, the file's ignored value
+/// and the variable, from start and after a SIGHUP re-read of an edited file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_variable_pins_its_key_over_the_config_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("hotplane.toml");
+    std::fs::write(&file, "[learn]\nmin_confidence = 0.8\n").expect("write");
+    let config = file.display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplane"));
+    cmd.args(["--listen", "127.0.0.1:0", "--config", &config])
+        .current_dir(dir.path());
+    let env = [("HOTPLANE_LEARN_MIN_CONFIDENCE", "0.5".to_owned())];
+    let (child, addr) = spawn_listening(cmd, &env, DEADLINE).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let client = HotReloadClient::new(channel);
+    let pinned = |s: &pb::GetStatusResponse| {
+        let c = s.config.clone().expect("config");
+        let p = c.pinned.first().cloned().unwrap_or_default();
+        (c.learn_min_confidence, p.key, p.new_value, p.pinned_by)
+    };
+    let s = status_until(&client, "the status", |_| true).await;
+    let expected = |file_value: &str| {
+        (
+            0.5,
+            "learn.min_confidence".to_owned(),
+            file_value.to_owned(),
+            "HOTPLANE_LEARN_MIN_CONFIDENCE".to_owned(),
+        )
+    };
+    assert_eq!(pinned(&s), expected("0.8"));
+
+    std::fs::write(&file, "[learn]\nmin_confidence = 0.7\n").expect("write");
+    signal(&child, Signal::HUP);
+    let s = status_until(&client, "the SIGHUP re-read", |s| pinned(s).2 == "0.7").await;
+    assert_eq!(pinned(&s), expected("0.7"));
+}
+
+/// SIGHUP re-reads the tokens file (no --config needed): the rotated token works, the old one
+/// is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_tokens_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = dir.path().join("tokens.json");
+    let write = |token: &str| {
+        let hash = hotplane::auth::hash_token(token);
+        let text = format!(
+            r#"{{"tokens": [{{"name": "deployer", "sha256": "{hash}", "scopes": ["admin"]}}]}}"#
+        );
+        std::fs::write(&tokens, text).expect("write tokens");
+    };
+    write("old-token-1");
+    let path = tokens.display().to_string();
+    let (child, addr) = start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--auth-tokens-file", &path],
+    )
+    .await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let status = |token: &'static str| {
+        let mut client = HotReloadClient::new(channel.clone());
+        async move {
+            let mut req = tonic::Request::new(pb::GetStatusRequest {});
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            req.metadata_mut().insert("authorization", value);
+            client.get_status(req).await.map(drop)
+        }
+    };
+    status("old-token-1").await.expect("the first token works");
+
+    write("new-token-2");
+    signal(&child, Signal::HUP);
+    crate::helpers::eventually("the rotated token to work", || async {
+        status("new-token-2").await.ok()
+    })
+    .await;
+    let refused = status("old-token-1")
+        .await
+        .expect_err("the old token is gone");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+}

@@ -636,3 +636,88 @@ async fn config_reloads_are_audited() {
         (2, 2)
     );
 }
+
+/// Flag > env > file > default: a key set by a flag (or an environment variable: clap reports
+/// both the same way) is pinned, so the file's value for it is ignored, at start and on every
+/// reload, and both say which key is pinned and by what. A ConfigMap edit that cannot take
+/// effect is never silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_pins_its_key_over_the_config_file_and_reloads_report_it() {
+    let file = ConfigFile::new("[learn]\nmin_confidence = 0.8\nmin_chars = 4\n");
+    let db = crate::db::TestDb::sqlite().await;
+    let path = file.path.display().to_string();
+    let cli = hotplane::config::Cli::try_parse_args([
+        "hotplane",
+        "--learn-min-confidence",
+        "0.5",
+        "--database-url",
+        db.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        &path,
+    ])
+    .expect("flags parse");
+    let app = TestApp::start(cli.config, db).await;
+    app.wait_ready().await;
+    let config = status(&app).await.config.expect("config status");
+    assert_eq!(
+        config.learn_min_confidence, 0.5,
+        "the flag wins over the file"
+    );
+    assert_eq!(config.learn_min_chars, 4, "the file wins over the default");
+    learn(&app, "quali workflow sono attivi", 0.6)
+        .await
+        .expect("0.6 passes the flag's threshold");
+    let pinned = |list: &[pb::ConfigChange]| -> Vec<(String, String, String, String)> {
+        list.iter()
+            .map(|c| {
+                let c = c.clone();
+                (c.key, c.old_value, c.new_value, c.pinned_by)
+            })
+            .collect()
+    };
+    let expected = |file_value: &str| {
+        vec![(
+            "learn.min_confidence".to_owned(),
+            "0.5".to_owned(),
+            file_value.to_owned(),
+            "--learn-min-confidence".to_owned(),
+        )]
+    };
+    assert_eq!(
+        pinned(&config.pinned),
+        expected("0.8"),
+        "reported from start"
+    );
+
+    // A ConfigMap edit of the pinned key: the reload says it cannot take effect; the other
+    // key's edit applies.
+    file.write(
+        "[learn]
+min_confidence = 0.7
+min_chars = 5
+",
+    );
+    let answer = reload(&app, config_req()).await.expect("reload");
+    assert_eq!(pinned(&answer.config_pinned), expected("0.7"), "{answer:?}");
+    let applied: Vec<&str> = answer
+        .config_applied
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(applied, ["learn.min_chars"]);
+    let config = status(&app).await.config.expect("config status");
+    assert_eq!(config.learn_min_confidence, 0.5);
+    assert_eq!(config.learn_min_chars, 5);
+    assert_eq!(pinned(&config.pinned), expected("0.7"));
+
+    // Deleting the key from the file: nothing pinned to report any more.
+    file.write(
+        "[learn]
+min_chars = 5
+",
+    );
+    let answer = reload(&app, config_req()).await.expect("reload");
+    assert!(answer.config_pinned.is_empty(), "{answer:?}");
+}

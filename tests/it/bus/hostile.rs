@@ -1,10 +1,10 @@
 //! Hostile bus messages: what someone who can PUBLISH on an unsigned channel (but holds no
 //! secret) can and cannot do. The content hash is public (anonymous GetStatus, fleet keys), so a
-//! message carrying it proves nothing.
+//! message carrying it proves nothing. On a signed channel: replaying a captured message.
 
 use std::{sync::Arc, time::Duration};
 
-use hotplane::bus::Secret;
+use hotplane::bus::{Secret, signing::seal};
 
 use super::{
     bus_config, bus_status, channel, insert, publish, redis_url, settle, start, wait_bus,
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     db::TestDb,
-    helpers::{DEADLINE, learn_req, patterns_status, served, sql},
+    helpers::{DEADLINE, TestApp, learn_req, patterns_status, served, sql},
 };
 
 /// An unsigned `rollback` naming the content hash every replica serves (the one-message freeze
@@ -198,4 +198,59 @@ async fn a_flood_is_handled_or_counted_as_overflow() {
     );
     wait_served(&mut app, "prima della piena").await;
     assert!(bus_status(&app).await.connected);
+}
+
+/// Signed mode: a captured signed `invalidate`, accepted once, is refused when replayed to the
+/// same replica after a restart (the replay memory did not survive it), counted as
+/// `before_start`; the row keeps being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_message_replayed_after_a_restart_is_refused() {
+    let db = Arc::new(TestDb::sqlite().await);
+    let (url, ch) = (redis_url(), channel("hotplane:hostile-restart"));
+    let secret = Secret::new("the fleet's secret");
+    let config = || {
+        let mut c = bus_config(&db, &url, &ch);
+        c.bus_secret = Some(secret.clone());
+        c
+    };
+    let mut first = start(config(), &db).await;
+    sql(&db, &[&insert(15, "riga catturata")]).await;
+    settle(&first).await;
+    wait_served(&mut first, "riga catturata").await;
+    let ts = chrono::Utc::now().timestamp();
+    let serde_json::Value::Object(fields) = serde_json::json!({
+        "action": "invalidate", "pattern_id": 15, "event_id": "captured-1", "ts": ts,
+    }) else {
+        unreachable!("an object literal")
+    };
+    let captured = seal(fields, Some(&secret));
+    publish(&url, &ch, &captured).await;
+    wait_not_served(&first, "riga catturata").await;
+    first.stop().await.expect("first run stops");
+
+    // `ts` is in whole seconds (as publishers write it), and so is the start it is compared
+    // with: a real restart takes longer than this wait for the clock's next second.
+    let next_second = std::time::UNIX_EPOCH + Duration::from_secs(ts as u64 + 1);
+    if let Ok(left) = next_second.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let mut restarted: TestApp = start(config(), &db).await;
+    wait_served(&mut restarted, "riga catturata").await;
+    publish(&url, &ch, &captured).await;
+    let st = wait_bus(&restarted, "the replay to be refused", |s| {
+        s.messages_received == 1
+    })
+    .await;
+    settle(&restarted).await;
+    assert!(
+        served(&mut restarted, "riga catturata").await.is_some(),
+        "the replayed invalidate took the row out: {st:?}"
+    );
+    assert_eq!(st.messages_applied, 0);
+    assert_eq!(
+        st.rejected.get("before_start"),
+        Some(&1),
+        "{:?}",
+        st.rejected
+    );
 }
