@@ -34,6 +34,10 @@ pub enum ApiError {
     /// A dependency is unavailable; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// The answer would be larger than the server sends (`--max-response-bytes`): permanent for
+    /// this request, never retryable as it is.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The RPC or option is not implemented yet.
     #[error("{0}")]
     Unimplemented(String),
@@ -71,6 +75,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
         }
     }
