@@ -92,11 +92,15 @@ impl Matcher<'_> {
         batch: bool,
         hits: &HitCounter,
     ) -> ApiResult<Vec<Matched>> {
+        if let ([q], false) = (queries, batch) {
+            return self.answer_one(q, hits).map(|a| vec![a]);
+        }
         // Each distinct query text: its normalized text and matched row, looked up once.
         let mut distinct: Vec<(String, Option<Row<'_>>)> = Vec::new();
         let mut of_query: HashMap<&str, usize> = HashMap::new();
-        // Each distinct matched row's pattern, built once, and its encoded length.
-        let mut built: Vec<(pb::MatchedPattern, usize)> = Vec::new();
+        // Each distinct matched row's pattern, built once, its encoded length, and how many
+        // answers use it (the last one takes it instead of a copy).
+        let mut built: Vec<(pb::MatchedPattern, usize, usize)> = Vec::new();
         let mut of_row: HashMap<i64, usize> = HashMap::new();
         let mut answer_of = Vec::with_capacity(queries.len());
         let mut total = u64_field_len(self.generation);
@@ -114,10 +118,13 @@ impl Matcher<'_> {
                 *of_row.entry(row.id()).or_insert_with(|| {
                     let pattern = matched_pb(row);
                     let len = pattern.encoded_len();
-                    built.push((pattern, len));
+                    built.push((pattern, len, 0));
                     built.len() - 1
                 })
             });
+            if let Some(p) = pattern {
+                built[p].2 += 1;
+            }
             let len = result_len(pattern.map(|p| built[p].1), normalized);
             total += if batch { delimited_len(len, true) } else { len };
             if total > self.max_bytes {
@@ -132,9 +139,36 @@ impl Matcher<'_> {
                 if let Some(row) = row {
                     hits.record(row.id());
                 }
-                (pattern.map(|p| built[p].0.clone()), normalized.clone())
+                let pattern = pattern.map(|p| {
+                    let (pattern, _, uses) = &mut built[p];
+                    *uses -= 1;
+                    if *uses == 0 {
+                        std::mem::take(pattern)
+                    } else {
+                        pattern.clone()
+                    }
+                });
+                (pattern, normalized.clone())
             })
             .collect())
+    }
+
+    /// [`Self::answer`] of one `MatchPattern` query, without the bookkeeping of duplicates.
+    fn answer_one(&self, query: &str, hits: &HitCounter) -> ApiResult<Matched> {
+        let normalized = self.normalizer.normalize(query);
+        let row = (!normalized.is_empty())
+            .then(|| self.snapshot.lookup(&normalized, self.min_confidence))
+            .flatten();
+        let pattern = row.map(matched_pb);
+        let len = result_len(pattern.as_ref().map(Message::encoded_len), &normalized);
+        let total = u64_field_len(self.generation) + len;
+        if total > self.max_bytes {
+            return Err(too_large(total, self.max_bytes, 1, 1));
+        }
+        if let Some(row) = row {
+            hits.record(row.id());
+        }
+        Ok((pattern, normalized))
     }
 }
 
