@@ -8,6 +8,10 @@
 //!
 //! Rows are kept as packed records (see [`record`]): the bulk of them in one arena per base,
 //! indexed by 4-byte offsets.
+//!
+//! A served row whose metadata is over the snapshot's served limit
+//! ([`PatternSnapshot::with_max_metadata`], `--max-served-metadata-bytes`) is quarantined like
+//! one that breaks an invariant: whatever a match returns is bounded by that limit.
 
 mod record;
 #[cfg(test)]

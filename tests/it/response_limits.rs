@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use hotplane::pb::{self, hot_reload_client::HotReloadClient, patterns_client::PatternsClient};
+use prost_types::value::Kind;
 use tonic::Code;
 
 use crate::{
@@ -101,8 +102,10 @@ async fn a_batch_of_copies_of_a_large_row_is_refused_and_the_server_keeps_servin
         .await
         .expect("the 4 MiB row is served under an 8 MiB served limit");
     let blob = &one.metadata.expect("metadata").fields["blob"];
-    assert!(matches!(&blob.kind, Some(pb_kind) if matches!(pb_kind,
-        prost_types::value::Kind::StringValue(s) if s.len() == 4 * MIB)));
+    assert!(
+        matches!(&blob.kind, Some(Kind::StringValue(s)) if s.len() == 4 * MIB),
+        "the whole 4 MiB blob is answered"
+    );
 
     let e = batch(&mut app.patterns, "metadata enorme", 1000)
         .await
