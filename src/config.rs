@@ -73,6 +73,18 @@ impl LogFormat {
     }
 }
 
+/// Default of `--max-served-metadata-bytes`: 1 MiB, 64 times what LearnPattern accepts
+/// (16 KiB), so legacy rows with large documents are still served, while one match (and so one
+/// `MatchPattern` answer) stays far under the default response limit.
+pub const DEFAULT_MAX_SERVED_METADATA_BYTES: usize = 1024 * 1024;
+
+/// Default of `--max-response-bytes`: 4 MiB, the largest message gRPC clients (grpc-go, grpc-java,
+/// grpcio, tonic) accept by default; an answer past it would fail in the client anyway.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Smallest `--max-response-bytes`: a full batch of unmatched queries must still fit.
+const MIN_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// Every setting of the service.
 #[derive(Clone, Args)]
 pub struct Config {
@@ -272,6 +284,25 @@ pub struct Config {
     )]
     pub tombstone_retention_hours: u32,
 
+    /// Longest pattern metadata (bytes of JSON text) served; a served row with more is
+    /// quarantined at load (not served, reported in GetStatus and WatchStatus) until it is
+    /// shrunk. At most 16 MiB.
+    #[arg(
+        long,
+        env = "HOTPLANE_MAX_SERVED_METADATA_BYTES",
+        default_value_t = DEFAULT_MAX_SERVED_METADATA_BYTES
+    )]
+    pub max_served_metadata_bytes: usize,
+
+    /// Largest encoded MatchPattern / BatchMatchPatterns answer, in bytes; a request whose
+    /// answer would be larger is refused with RESOURCE_EXHAUSTED before it is built.
+    #[arg(
+        long,
+        env = "HOTPLANE_MAX_RESPONSE_BYTES",
+        default_value_t = DEFAULT_MAX_RESPONSE_BYTES
+    )]
+    pub max_response_bytes: usize,
+
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,hotplane=debug`).
     #[arg(long, env = "HOTPLANE_LOG", default_value = "info")]
     pub log_filter: String,
@@ -384,6 +415,15 @@ impl Config {
         if self.event_capacity == 0 {
             return bad("event-capacity", "must be at least 1");
         }
+        if !(1..=crate::snapshot::MAX_METADATA_BYTES).contains(&self.max_served_metadata_bytes) {
+            return bad(
+                "max-served-metadata-bytes",
+                "must be between 1 and 16777216 (16 MiB)",
+            );
+        }
+        if self.max_response_bytes < MIN_RESPONSE_BYTES {
+            return bad("max-response-bytes", "must be at least 65536 (64 KiB)");
+        }
         if let Err((field, reason)) = self.auth.validate() {
             return Err(ConfigError { field, reason });
         }
@@ -457,6 +497,15 @@ mod tests {
         assert_eq!(cli.config.hit_flush_interval, Duration::from_millis(250));
         let err = cli.config.validate().expect_err("1.5 is out of range");
         assert!(err.to_string().contains("learn-min-confidence"));
+        for (flag, value) in [
+            ("--max-served-metadata-bytes", "0"),
+            ("--max-served-metadata-bytes", "16777217"),
+            ("--max-response-bytes", "1000"),
+        ] {
+            let cli = Cli::try_parse_from(["hotplane", flag, value]).expect("parses");
+            let err = cli.config.validate().expect_err("out of range");
+            assert!(err.to_string().contains(&flag[2..]), "{err}");
+        }
         assert!(Cli::try_parse_from(["hotplane", "--normalize-profile", "nope"]).is_err());
     }
 
@@ -495,6 +544,8 @@ mod tests {
         let cfg = cli.config;
         cfg.validate().expect("valid");
         assert_eq!(cfg.bus_secret(), Some(&Secret::new("legacy-secret")));
+        assert_eq!(cfg.max_served_metadata_bytes, 1 << 20);
+        assert_eq!(cfg.max_response_bytes, 4 << 20);
         assert!(cfg.poll_interval.is_zero());
         let shown = format!("{cfg:?}");
         assert!(

@@ -120,6 +120,7 @@ impl Application {
                 retain: config.retain_generations,
                 event_capacity: config.event_capacity,
                 sink: Some(engine_event_sink(events.clone())),
+                max_served_metadata_bytes: config.max_served_metadata_bytes,
             },
         );
         let health = HealthReporter::new();
@@ -177,6 +178,7 @@ impl Application {
             audit: auditor,
             audit_retention_days: config.audit_retention_days,
             watch_slots: StreamSlots::new(config.watch_max_streams_per_caller),
+            max_response_bytes: config.max_response_bytes,
         });
         let mut background = vec![
             tokio::spawn(audit::writer::run(

@@ -43,6 +43,10 @@ pub enum ApiError {
     /// A dependency failed permanently (not the caller's fault); retrying will not help.
     #[error("{0}")]
     Internal(String),
+    /// The answer would be larger than the server sends (`--max-response-bytes`): permanent for
+    /// this request, never retryable as it is.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The RPC or option is not implemented yet.
     #[error("{0}")]
     Unimplemented(String),
@@ -81,6 +85,7 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Internal(m) => Status::internal(m),
+            ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
         }
     }

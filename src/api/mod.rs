@@ -9,6 +9,7 @@ pub mod convert;
 mod drain;
 mod error;
 mod hot_reload;
+mod matching;
 mod patterns;
 mod streams;
 mod watch;
@@ -83,6 +84,8 @@ pub struct AppState {
     pub audit_retention_days: u32,
     /// Open WatchStatus streams per caller, bounded.
     pub watch_slots: StreamSlots,
+    /// Largest encoded MatchPattern / BatchMatchPatterns answer (`--max-response-bytes`).
+    pub max_response_bytes: usize,
 }
 
 /// Queues the announcement of a change this replica has applied and serves (it is published

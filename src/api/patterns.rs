@@ -11,15 +11,14 @@ use super::{
     AppState, DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, check_id,
     check_reason, convert,
     error::{ApiError, ApiResult},
+    matching::{Matched, Matcher},
 };
 use crate::{
     audit::{self, Origin},
     engine::{LoadRequest, Scope, Source},
     learn::Proposal,
     model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
-    normalize::Normalizer,
     pb::{self, patterns_server::Patterns},
-    snapshot::{PatternSnapshot, Row},
     store::ListQuery,
 };
 
@@ -35,23 +34,28 @@ impl PatternsApi {
         PatternsApi { state }
     }
 
-    /// Normalizes and looks up one query in `snap`, counting a hit on a match.
-    fn match_one(
+    /// Answers `queries` from the current generation (one snapshot and one normalizer for the
+    /// whole request), bounded by `--max-response-bytes` (see [`matching`]); returns the
+    /// answers and the generation number.
+    fn match_queries(
         &self,
-        normalizer: &Normalizer,
-        snap: &PatternSnapshot,
-        query: &str,
+        queries: &[String],
         min_confidence: Option<f64>,
-    ) -> (Option<pb::MatchedPattern>, String) {
-        let normalized = normalizer.normalize(query);
-        if normalized.is_empty() {
-            return (None, normalized);
-        }
-        let found = snap.lookup(&normalized, min_confidence).map(|row| {
-            self.state.hits.record(row.id());
-            matched_pb(row)
-        });
-        (found, normalized)
+        min_generation: u64,
+        batch: bool,
+    ) -> ApiResult<(Vec<Matched>, u64)> {
+        let generation = self.state.engine.current();
+        check_min_generation(generation.number, min_generation)?;
+        let settings = self.state.live.settings();
+        let matcher = Matcher {
+            normalizer: &settings.normalizer,
+            snapshot: &generation.snapshot,
+            min_confidence,
+            max_bytes: self.state.max_response_bytes,
+            generation: generation.number,
+        };
+        let answers = matcher.answer(queries, batch, &self.state.hits)?;
+        Ok((answers, generation.number))
     }
 
     /// Serves a write: reloads the written row through the engine and returns the generation
@@ -176,17 +180,6 @@ fn check_min_generation(served: u64, wanted: u64) -> ApiResult<()> {
     Ok(())
 }
 
-fn matched_pb(row: Row<'_>) -> pb::MatchedPattern {
-    pb::MatchedPattern {
-        id: row.id(),
-        normalized_pattern: row.normalized_pattern().to_owned(),
-        category: row.category().to_owned(),
-        confidence: row.confidence(),
-        accuracy: row.accuracy(),
-        metadata: convert::json_text_to_struct(row.metadata()),
-    }
-}
-
 fn status_pb(s: &PatternStatus) -> pb::PatternStatus {
     match s {
         PatternStatus::Pending => pb::PatternStatus::Pending,
@@ -232,20 +225,18 @@ impl Patterns for PatternsApi {
         let req = req.into_inner();
         check_query("query", &req.query)?;
         check_min_confidence(req.min_confidence)?;
-        let generation = self.state.engine.current();
-        check_min_generation(generation.number, req.min_generation)?;
-        let settings = self.state.live.settings();
-        let (pattern, normalized_query) = self.match_one(
-            &settings.normalizer,
-            &generation.snapshot,
-            &req.query,
+        let (mut answers, generation) = self.match_queries(
+            std::slice::from_ref(&req.query),
             req.min_confidence,
-        );
+            req.min_generation,
+            false,
+        )?;
+        let (pattern, normalized_query) = answers.pop().unwrap_or_default();
         Ok(Response::new(pb::MatchPatternResponse {
             matched: pattern.is_some(),
             pattern,
             normalized_query,
-            generation: generation.number,
+            generation,
         }))
     }
 
@@ -269,30 +260,19 @@ impl Patterns for PatternsApi {
             check_query(&format!("queries[{i}]"), q)?;
         }
         check_min_confidence(req.min_confidence)?;
-        // One snapshot and one normalizer answer the whole batch.
-        let generation = self.state.engine.current();
-        check_min_generation(generation.number, req.min_generation)?;
-        let settings = self.state.live.settings();
-        let results = req
-            .queries
-            .iter()
-            .map(|q| {
-                let (pattern, normalized_query) = self.match_one(
-                    &settings.normalizer,
-                    &generation.snapshot,
-                    q,
-                    req.min_confidence,
-                );
-                pb::MatchResult {
-                    matched: pattern.is_some(),
-                    pattern,
-                    normalized_query,
-                }
+        let (answers, generation) =
+            self.match_queries(&req.queries, req.min_confidence, req.min_generation, true)?;
+        let results = answers
+            .into_iter()
+            .map(|(pattern, normalized_query)| pb::MatchResult {
+                matched: pattern.is_some(),
+                pattern,
+                normalized_query,
             })
             .collect();
         Ok(Response::new(pb::BatchMatchPatternsResponse {
             results,
-            generation: generation.number,
+            generation,
         }))
     }
 

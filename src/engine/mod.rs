@@ -142,10 +142,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn empty() -> Self {
+    /// Generation 0: nothing served yet. Every later snapshot is built from its snapshot, and
+    /// so keeps its served-metadata limit.
+    fn empty(max_metadata: usize) -> Self {
         Generation {
             number: 0,
-            snapshot: Arc::new(PatternSnapshot::default()),
+            snapshot: Arc::new(PatternSnapshot::with_max_metadata(max_metadata)),
             store_revision: 0,
             cursor: None,
             loaded_at: Utc::now(),
@@ -332,6 +334,9 @@ pub struct EngineOptions {
     pub event_capacity: usize,
     /// Optional synchronous observer of every event.
     pub sink: Option<EventSink>,
+    /// Longest metadata text served (`--max-served-metadata-bytes`); a row with more is
+    /// quarantined at load.
+    pub max_served_metadata_bytes: usize,
 }
 
 impl std::fmt::Debug for EngineOptions {
@@ -340,6 +345,7 @@ impl std::fmt::Debug for EngineOptions {
             .field("retain", &self.retain)
             .field("event_capacity", &self.event_capacity)
             .field("sink", &self.sink.is_some())
+            .field("max_served_metadata_bytes", &self.max_served_metadata_bytes)
             .finish()
     }
 }
@@ -350,6 +356,7 @@ impl Default for EngineOptions {
             retain: 10,
             event_capacity: 1024,
             sink: None,
+            max_served_metadata_bytes: crate::config::DEFAULT_MAX_SERVED_METADATA_BYTES,
         }
     }
 }
@@ -399,7 +406,7 @@ impl Engine {
         let (events, _) = broadcast::channel(opts.event_capacity.max(1));
         let (ready, _) = watch::channel(false);
         let inner = Arc::new(Inner {
-            current: ArcSwap::from_pointee(Generation::empty()),
+            current: ArcSwap::from_pointee(Generation::empty(opts.max_served_metadata_bytes)),
             commit: tokio::sync::Mutex::new(()),
             store: ArcSwap::from_pointee(store),
             book: Mutex::new(Book::default()),

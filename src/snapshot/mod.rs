@@ -8,6 +8,10 @@
 //!
 //! Rows are kept as packed records (see [`record`]): the bulk of them in one arena per base,
 //! indexed by 4-byte offsets.
+//!
+//! A served row whose metadata is over the snapshot's served limit
+//! ([`PatternSnapshot::with_max_metadata`], `--max-served-metadata-bytes`) is quarantined like
+//! one that breaks an invariant: whatever a match returns is bounded by that limit.
 
 mod record;
 #[cfg(test)]
@@ -18,8 +22,10 @@ use std::{cmp::Ordering, collections::BTreeMap, fmt, hash::BuildHasher, sync::Ar
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use record::{Categories, Interner, check_record, id_of, key_of, rank, same_version};
-pub use record::{Records, Row, content_hash};
+use record::{
+    Categories, Interner, check_record, drop_oversize, id_of, key_of, rank, same_version,
+};
+pub use record::{MAX_METADATA_BYTES, Records, Row, content_hash};
 
 use crate::model::PatternRow;
 
@@ -81,6 +87,19 @@ pub struct PatternSnapshot {
     /// Rows the store says to serve that break an invariant, by id, with the reason: not served
     /// (see [`PatternSnapshot::quarantined`]). Shared until a load changes it.
     quarantine: Arc<BTreeMap<i64, String>>,
+    /// Longest metadata text served; a row with more is quarantined. Every snapshot built from
+    /// this one keeps it (see [`PatternSnapshot::with_max_metadata`]).
+    max_metadata: MetadataLimit,
+}
+
+/// The served-metadata limit, in bytes of JSON text; [`MAX_METADATA_BYTES`] unless set.
+#[derive(Clone, Copy, Debug)]
+struct MetadataLimit(usize);
+
+impl Default for MetadataLimit {
+    fn default() -> Self {
+        MetadataLimit(MAX_METADATA_BYTES)
+    }
 }
 
 /// The bulk of the served rows: one arena of records, indexed by normalized text and by id.
@@ -305,7 +324,24 @@ impl PatternSnapshot {
             len,
             hash,
             quarantine: Arc::default(),
+            max_metadata: MetadataLimit::default(),
         }
+    }
+
+    /// An empty snapshot whose loads (and every snapshot built from it) serve no row with more
+    /// than `bytes` of metadata text (at most [`MAX_METADATA_BYTES`]): such a row is
+    /// quarantined with the sizes in its reason. Bounding what one match can return bounds
+    /// what a read caller can make the server build.
+    pub fn with_max_metadata(bytes: usize) -> Self {
+        PatternSnapshot {
+            max_metadata: MetadataLimit(bytes.min(MAX_METADATA_BYTES)),
+            ..PatternSnapshot::default()
+        }
+    }
+
+    /// The served-metadata limit (see [`Self::with_max_metadata`]).
+    pub fn max_metadata(&self) -> usize {
+        self.max_metadata.0
     }
 
     fn row<'a>(&'a self, rec: &'a [u8]) -> Row<'a> {
@@ -356,9 +392,11 @@ impl PatternSnapshot {
             arena,
             interner,
             len,
-            quarantined,
+            mut quarantined,
             ..
         } = records;
+        let limit = prev.max_metadata;
+        let (arena, len) = drop_oversize(arena, len, limit.0, &mut quarantined);
         let quarantine: Arc<BTreeMap<i64, String>> = Arc::new(quarantined.into_iter().collect());
         let cats = &interner.names;
         let parallel = len > PARALLEL_ABOVE;
@@ -380,6 +418,7 @@ impl PatternSnapshot {
             let base = Base::new(seed, arena, by_id, texts);
             let mut next = Self::based(base, Arc::new(interner.names), len, hash);
             next.quarantine = quarantine;
+            next.max_metadata = limit;
             return Ok((next, counts));
         }
         let (by_id, compared) = both(
@@ -431,6 +470,7 @@ impl PatternSnapshot {
         let base = Base::new(seed, arena, by_id, texts);
         let mut next = Self::based(base, Arc::new(interner.names), len, hash);
         next.quarantine = quarantine;
+        next.max_metadata = limit;
         Ok((next, counts))
     }
 
@@ -467,7 +507,7 @@ impl PatternSnapshot {
             let row = row.as_ref();
             // A served row that breaks an invariant is quarantined; the rest of the delta is
             // applied. Any other version of the row (valid, or no longer served) releases it.
-            match row.served.then(|| check_record(&row)) {
+            match row.served.then(|| check_record(&row, self.max_metadata.0)) {
                 Some(Err(reason)) => {
                     if next.remove(row.id).is_some() {
                         counts.removed += 1;
@@ -538,6 +578,7 @@ impl PatternSnapshot {
         let base = Base::new(seed, arena, by_id, texts);
         let mut next = Self::based(base, Arc::clone(&self.cats), self.len, self.hash);
         next.quarantine = Arc::clone(&self.quarantine);
+        next.max_metadata = self.max_metadata;
         next
     }
 

@@ -123,9 +123,10 @@ pub(super) fn encode(row: &RowRef<'_>, category: u32, out: &mut Vec<u8>) {
 
 /// Longest text a record holds (the invariants allow 200 characters, at most 800 bytes).
 const MAX_TEXT_BYTES: usize = u16::MAX as usize;
-/// Longest metadata text a record holds. Far above what LearnPattern accepts (16 KiB): a
-/// legacy row with a larger document is still served, and one beyond this rejects the load.
-const MAX_METADATA_BYTES: usize = 16 * 1024 * 1024;
+/// Longest metadata text a record holds, and the highest served-metadata limit an operator may
+/// set (`--max-served-metadata-bytes`). Far above what LearnPattern accepts (16 KiB): a legacy
+/// row with a larger document can still be served when the operator raises the limit.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024 * 1024;
 
 /// One served row, read in place from its record.
 #[derive(Clone, Copy)]
@@ -278,17 +279,60 @@ impl Interner {
     }
 }
 
-/// Why a served row cannot be served: it breaks an invariant, or a text is longer than a record
-/// holds.
-pub(crate) fn check_record(row: &RowRef<'_>) -> Result<(), String> {
+/// Why a served row cannot be served: it breaks an invariant, a text is longer than a record
+/// holds, or its metadata is over `max_metadata` bytes (the served limit).
+pub(crate) fn check_record(row: &RowRef<'_>, max_metadata: usize) -> Result<(), String> {
     row.check_invariants()?;
-    if row.metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES)
-        || row.pattern.len() > MAX_TEXT_BYTES
-        || row.normalized_pattern.len() > MAX_TEXT_BYTES
-    {
+    if row.pattern.len() > MAX_TEXT_BYTES || row.normalized_pattern.len() > MAX_TEXT_BYTES {
         return Err(format!("pattern id {}: a text is too long", row.id));
     }
-    Ok(())
+    match row.metadata.map(str::len) {
+        Some(len) if len > max_metadata.min(MAX_METADATA_BYTES) => {
+            Err(oversize(row.id, len, max_metadata.min(MAX_METADATA_BYTES)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The quarantine reason of a row whose metadata is over the served limit.
+fn oversize(id: i64, len: usize, max: usize) -> String {
+    format!(
+        "pattern id {id}: metadata is {len} bytes, over the served limit of {max} bytes \
+         (--max-served-metadata-bytes); shrink it in the store, or raise the limit"
+    )
+}
+
+/// Length of a record's metadata text.
+fn metadata_len(rec: &[u8]) -> usize {
+    u32_at(rec, 60) as usize
+}
+
+/// `arena` (`len` records) without the records whose metadata is over `max` bytes, each added
+/// to `quarantined` with the reason. Without any (the usual case) the arena is returned as it
+/// is, after one pass over the headers.
+pub(super) fn drop_oversize(
+    arena: Vec<u8>,
+    len: usize,
+    max: usize,
+    quarantined: &mut Vec<(i64, String)>,
+) -> (Vec<u8>, usize) {
+    let over = |at: u32| metadata_len(&arena[at as usize..]) > max;
+    if !Records::offsets(&arena).any(over) {
+        return (arena, len);
+    }
+    let mut kept = Vec::with_capacity(arena.len());
+    let mut n = 0;
+    for at in Records::offsets(&arena) {
+        let rec = Row::new(&arena[at as usize..], &[]).bytes();
+        if over(at) {
+            quarantined.push((id_of(rec), oversize(id_of(rec), metadata_len(rec), max)));
+        } else {
+            kept.extend_from_slice(rec);
+            n += 1;
+        }
+    }
+    debug_assert!(n < len);
+    (kept, n)
 }
 
 /// The served rows of a full load, packed as records while the store decodes them.
@@ -327,7 +371,9 @@ impl Records {
         if !row.served || self.invalid.is_some() {
             return;
         }
-        if let Err(reason) = check_record(&row) {
+        // The served limit is applied when the snapshot is built (`drop_oversize`): the
+        // store fills these records without knowing it.
+        if let Err(reason) = check_record(&row, MAX_METADATA_BYTES) {
             self.quarantined.push((row.id, reason));
             return;
         }

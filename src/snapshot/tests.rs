@@ -438,3 +438,47 @@ fn large_loads_indexed_on_two_threads_agree_with_deltas() {
     let err = PatternSnapshot::from_rows(twice).expect_err("an id read twice");
     assert!(err.contains("pattern id 5"), "{err}");
 }
+
+#[test]
+fn metadata_over_the_served_limit_is_quarantined_in_full_loads_and_deltas() {
+    let with_meta = |id: i64, norm: &str, bytes: usize| {
+        let mut r = row(id, norm, 0.9, 0);
+        r.metadata = Some(format!(r#"{{"k":"{}"}}"#, "x".repeat(bytes)));
+        r
+    };
+    let empty = PatternSnapshot::with_max_metadata(100);
+    // A full load: the big row is left out and named; the rest is served.
+    let (snap, _) = PatternSnapshot::from_rows_after(
+        &empty,
+        vec![
+            with_meta(1, "small", 10),
+            with_meta(2, "big", 200),
+            row(3, "none", 0.9, 0),
+        ],
+    )
+    .expect("quarantined, not rejected");
+    assert!(snap.lookup("big", None).is_none());
+    assert_eq!(snap.len(), 2);
+    let reason = snap.quarantined().get(&2).expect("2 is quarantined");
+    assert!(
+        reason.contains("208 bytes") && reason.contains("100") && reason.contains("--max-served"),
+        "{reason}"
+    );
+    assert_eq!(snap.max_metadata(), 100, "kept by derived snapshots");
+    // A delta growing a served row's metadata quarantines it; shrinking it releases it.
+    let (grown, counts) = snap
+        .apply(vec![with_meta(1, "small", 500)], &[])
+        .expect("ok");
+    assert!(grown.lookup("small", None).is_none() && counts.removed == 1);
+    assert!(grown.quarantined().contains_key(&1));
+    let (fixed, _) = grown
+        .apply(vec![with_meta(1, "small", 5), with_meta(2, "big", 5)], &[])
+        .expect("ok");
+    assert!(fixed.quarantined().is_empty());
+    assert!(fixed.lookup("small", None).is_some() && fixed.lookup("big", None).is_some());
+    // A full load after a fold keeps the limit too.
+    let (again, _) =
+        PatternSnapshot::from_rows_after(&fixed.folded(), vec![with_meta(2, "big", 300)])
+            .expect("ok");
+    assert!(again.is_empty() && again.quarantined().contains_key(&2));
+}

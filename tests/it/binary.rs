@@ -21,6 +21,13 @@ pub async fn start(dir: &Path, args: &[&str]) -> (Child, String) {
     spawn_listening(cmd, &[], DEADLINE).await
 }
 
+/// [`start`] with `env` added to the environment.
+pub async fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplane"));
+    cmd.args(args).current_dir(dir);
+    spawn_listening(cmd, env, DEADLINE).await
+}
+
 /// Spawns `cmd` (the hotplane binary, or a command that execs it) with JSON logs, no inherited
 /// listen address or database but those in `env`, and returns it with the address it logged
 /// once it listens, within `deadline`.

@@ -38,6 +38,7 @@ async fn events_retention_noops_and_failures() {
             retain: 2,
             event_capacity: 64,
             sink: None,
+            ..EngineOptions::default()
         },
     );
     let mut events = engine.subscribe();

@@ -20,6 +20,7 @@ mod properties;
 mod proxy;
 mod redact;
 mod reload;
+mod response_limits;
 mod revisions;
 mod rollback;
 mod served;
