@@ -388,6 +388,7 @@ mod tests {
                 "unsigned",
                 "stale",
                 "replayed",
+                "before_start",
                 "unsigned_rollback",
                 "overflow"
             ]
