@@ -14,8 +14,11 @@
 #      `cargo run --release` then only starts), doc tests, then cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
-# Usage: ./scripts/test.sh [--quick] [-- ARGS FOR THE TEST RUNNER]
+# Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [-- ARGS FOR THE TEST RUNNER]
 #   --quick   skip buf lint, rustfmt and clippy (for local iteration; CI runs everything)
+#   --long    after the tests, run every fuzz target (fuzz/, cargo-fuzz, installed into .tools)
+#             for SECONDS each (default 300), then the delta model test and the property
+#             tests with many more cases; CI does not run it (about 25 minutes more)
 #   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
 # Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
 # servers; when set to anything but the local defaults, nothing is installed or started for them.
@@ -37,10 +40,16 @@ readonly TOOLS="$ROOT/.tools"
 readonly STALE_DB_MINUTES=30
 
 QUICK=false
+LONG=false
+FUZZ_SECONDS=300
 RUNNER_ARGS=()
 while (($#)); do
     case "$1" in
     --quick) QUICK=true ;;
+    --long)
+        LONG=true
+        if [[ "${2:-}" =~ ^[0-9]+$ ]]; then FUZZ_SECONDS="$2"; shift; fi
+        ;;
     --) shift; RUNNER_ARGS=("$@"); break ;;
     -h | --help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "scripts/test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -427,6 +436,44 @@ step_release() {
     step_end
 }
 
+# --long: the fuzz targets (see README, "Property tests and fuzzing"), each for FUZZ_SECONDS.
+# cargo-fuzz passes the sanitizer's -Z flags, which a stable toolchain accepts with
+# RUSTC_BOOTSTRAP=1 (the fuzz crate alone is built that way; a nightly toolchain is not needed,
+# and none can be fetched on machines that reach only crates.io).
+readonly CARGO_FUZZ_VERSION="0.13.2"
+readonly FUZZ_TARGETS=(normalize bus_message grpc_request config_file)
+step_fuzz() {
+    step_start "fuzz (${#FUZZ_TARGETS[@]} targets, ${FUZZ_SECONDS}s each)"
+    if ! "$TOOLS/cargo/bin/cargo-fuzz" --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+        log "    cargo install cargo-fuzz@$CARGO_FUZZ_VERSION (into $TOOLS/cargo)"
+        cargo install --locked --quiet --root "$TOOLS/cargo" "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
+            fail "cargo install cargo-fuzz failed (above): check access to crates.io"
+    fi
+    ln -sfn "$TOOLS/cargo/bin/cargo-fuzz" "$TOOLS/bin/cargo-fuzz"
+    hash -r
+    local target summary=()
+    for target in "${FUZZ_TARGETS[@]}"; do
+        log "    cargo fuzz run $target -- -max_total_time=$FUZZ_SECONDS"
+        local out="fuzz/artifacts/$target" logf="${TMPDIR:-/tmp}/hotplane-fuzz-$target.log" rc=0
+        RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS" \
+            -max_len=65536 -timeout=30 -print_final_stats=1 >"$logf" 2>&1 || rc=$?
+        grep -E '^#[0-9]+.*(DONE|INITED)' "$logf" | tail -n 2 | sed 's/^/    /' || true
+        if ((rc != 0)); then
+            tail -n 40 "$logf" >&2
+            fail "fuzz target $target failed (log: $logf; a crash's input is in $out/): shrink it with 'RUSTC_BOOTSTRAP=1 cargo fuzz tmin $target $out/crash-…' and add it as a unit test"
+        fi
+        summary+=("$target: $(grep -m1 -oE 'stat::number_of_executed_units: [0-9]+' "$logf" | grep -oE '[0-9]+$') runs")
+    done
+    log "    no findings in ${FUZZ_SECONDS}s each: ${summary[*]}"
+    step_end
+
+    step_start "long model and property runs"
+    HOTPLANE_MODEL_CASES=100 PROPTEST_CASES=10000 cargo nextest run --locked --no-fail-fast \
+        -E 'test(/model::|properties::/)' ||
+        fail "a long model or property run failed (above; the panic names the seed or the minimal input)"
+    step_end
+}
+
 main() {
     log "hotplane test suite: $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(nproc 2>/dev/null || echo '?') cores$($QUICK && echo ', --quick')"
     log "    HOTPLANE_TEST_PG_URL=$HOTPLANE_TEST_PG_URL"
@@ -471,6 +518,10 @@ main() {
     else
         cargo test --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
             fail "tests failed (see above). Re-run one with: ./scripts/test.sh --quick -- TEST_NAME"
+    fi
+    if $LONG; then
+        step_fuzz
+        print_timings
     fi
 }
 
