@@ -358,19 +358,11 @@ fn unknown_key(path: String) -> KeyError {
     KeyError { key: path, reason }
 }
 
-impl FileConfig {
-    /// Whether the file sets the key at `path` (a path of [`KEYS`]).
-    pub fn sets(&self, path: &str) -> bool {
-        let (section, key) = path.split_once('.').unwrap_or((path, ""));
-        macro_rules! any_set {
-            ($($s:ident . $k:ident),* $(,)?) => {
-                match (section, key) {
-                    $((stringify!($s), stringify!($k)) => self.$s.$k.is_some(),)*
-                    _ => false,
-                }
-            };
-        }
-        any_set!(
+/// Calls the macro `$m` with every key of the file as `section.key`, in [`KEYS`] order: the one
+/// list that [`FileConfig::sets`] and [`FileConfig::unset`] match paths against.
+macro_rules! file_keys {
+    ($m:ident) => {
+        $m!(
             server.listen,
             server.advertise_addr,
             log.filter,
@@ -399,6 +391,22 @@ impl FileConfig {
             limits.admin_rate,
             limits.admin_burst,
         )
+    };
+}
+
+impl FileConfig {
+    /// Whether the file sets the key at `path` (a path of [`KEYS`]).
+    pub fn sets(&self, path: &str) -> bool {
+        let (section, key) = path.split_once('.').unwrap_or((path, ""));
+        macro_rules! any_set {
+            ($($s:ident . $k:ident),* $(,)?) => {
+                match (section, key) {
+                    $((stringify!($s), stringify!($k)) => self.$s.$k.is_some(),)*
+                    _ => false,
+                }
+            };
+        }
+        file_keys!(any_set)
     }
 
     /// Forgets the key at `path` (a path of [`KEYS`]), as if the file did not set it.
@@ -412,35 +420,7 @@ impl FileConfig {
                 }
             };
         }
-        unset!(
-            server.listen,
-            server.advertise_addr,
-            log.filter,
-            log.format,
-            database.url,
-            database.schema,
-            database.max_connections,
-            database.acquire_timeout,
-            normalize.profile,
-            normalize.stop_words,
-            learn.min_confidence,
-            learn.min_chars,
-            learn.auto_approve,
-            poll.interval,
-            fleet.heartbeat,
-            fleet.ttl,
-            bus.redis_url,
-            bus.channel,
-            shutdown.delay,
-            shutdown.grace,
-            watch.heartbeat,
-            watch.max_age,
-            patterns.retain_generations,
-            hits.flush_interval,
-            hits.flush_batch,
-            limits.admin_rate,
-            limits.admin_burst,
-        )
+        file_keys!(unset)
     }
 
     /// Writes every key the file sets into `c`.
