@@ -212,7 +212,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "database.acquire_timeout", live: false, show: |c| show_duration(c.database_acquire_timeout), restart_hint: RESTART },
     Key { path: "normalize.profile", live: true, show: |c| c.normalize_profile.to_string(), restart_hint: "" },
     Key { path: "normalize.stop_words", live: true, show: |c| show_stop_words(c), restart_hint: "" },
-    Key { path: "learn.min_confidence", live: true, show: |c| c.learn_min_confidence.to_string(), restart_hint: "" },
+    Key { path: "learn.min_confidence", live: true, show: |c| show_number(c.learn_min_confidence), restart_hint: "" },
     Key { path: "learn.min_chars", live: true, show: |c| c.learn_min_chars.to_string(), restart_hint: "" },
     Key { path: "learn.auto_approve", live: true, show: |c| c.learn_auto_approve.to_string(), restart_hint: "" },
     Key { path: "poll.interval", live: true, show: |c| show_duration(c.poll_interval), restart_hint: "" },
@@ -227,9 +227,20 @@ pub const KEYS: &[Key] = &[
     Key { path: "patterns.retain_generations", live: false, show: |c| c.retain_generations.to_string(), restart_hint: RESTART },
     Key { path: "hits.flush_interval", live: false, show: |c| show_duration(c.hit_flush_interval), restart_hint: RESTART },
     Key { path: "hits.flush_batch", live: false, show: |c| c.hit_flush_batch.to_string(), restart_hint: RESTART },
-    Key { path: "limits.admin_rate", live: true, show: |c| c.auth.admin_rate.to_string(), restart_hint: "" },
+    Key { path: "limits.admin_rate", live: true, show: |c| show_number(c.auth.admin_rate), restart_hint: "" },
     Key { path: "limits.admin_burst", live: true, show: |c| c.auth.admin_burst.to_string(), restart_hint: "" },
 ];
+
+/// A number as the file would hold it: `10`, `0.5`, and an exponent where plain digits would
+/// not read back (`1e300` printed in full is a TOML integer far past i64; the config_file
+/// fuzz target found it).
+fn show_number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x}")
+    } else {
+        format!("{x:?}")
+    }
+}
 
 fn show_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
@@ -613,6 +624,26 @@ mod tests {
         match parse(text) {
             Err(e) => e,
             Ok(l) => effective(&base(), &l.file).expect_err("invalid"),
+        }
+    }
+
+    #[test]
+    fn shown_numbers_read_back_as_the_same_value() {
+        for rate in [0.0, 3.0, 0.25, 1e-7, 2.5e15, 1.1872137728370364e203] {
+            let mut c = Config::for_database("sqlite://x.db");
+            c.auth.admin_rate = rate;
+            let key = KEYS
+                .iter()
+                .find(|k| k.path == "limits.admin_rate")
+                .expect("key");
+            let text = format!(
+                "[limits]\nadmin_rate = {}\nadmin_burst = 1\n",
+                (key.show)(&c)
+            );
+            let loaded = parse(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            let back = effective(&Config::for_database("sqlite://x.db"), &loaded.file)
+                .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            assert_eq!(back.auth.admin_rate, rate, "{text}");
         }
     }
 
