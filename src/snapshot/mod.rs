@@ -393,10 +393,11 @@ impl PatternSnapshot {
             interner,
             len,
             mut quarantined,
+            longest_metadata,
             ..
         } = records;
         let limit = prev.max_metadata;
-        let (arena, len) = drop_oversize(arena, len, limit.0, &mut quarantined);
+        let (arena, len) = drop_oversize(arena, len, longest_metadata, limit.0, &mut quarantined);
         let quarantine: Arc<BTreeMap<i64, String>> = Arc::new(quarantined.into_iter().collect());
         let cats = &interner.names;
         let parallel = len > PARALLEL_ABOVE;

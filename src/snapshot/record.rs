@@ -136,6 +136,7 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
+    #[inline]
     pub(super) fn new(rec: &'a [u8], cats: &'a [Arc<str>]) -> Self {
         Row {
             rec: &rec[..record_len(rec)],
@@ -238,6 +239,7 @@ pub(super) fn rank(a: &Row<'_>, b: &Row<'_>) -> Ordering {
 
 /// Whether two records are the same version of a row: same content and the same ranking
 /// counters and revision (so one can stand for the other in a new generation).
+#[inline]
 pub(super) fn same_version(a: &Row<'_>, b: &Row<'_>) -> bool {
     a.id() == b.id()
         && a.content_hash() == b.content_hash()
@@ -313,9 +315,14 @@ fn metadata_len(rec: &[u8]) -> usize {
 pub(super) fn drop_oversize(
     arena: Vec<u8>,
     len: usize,
+    longest: usize,
     max: usize,
     quarantined: &mut Vec<(i64, String)>,
 ) -> (Vec<u8>, usize) {
+    // The longest metadata was tracked as the records were packed: no pass when none is over.
+    if longest <= max {
+        return (arena, len);
+    }
     let over = |at: u32| metadata_len(&arena[at as usize..]) > max;
     if !Records::offsets(&arena).any(over) {
         return (arena, len);
@@ -349,6 +356,8 @@ pub struct Records {
     pub(super) invalid: Option<String>,
     /// Served rows left out for breaking an invariant: id and reason.
     pub(super) quarantined: Vec<(i64, String)>,
+    /// Longest metadata text among the records, in bytes (lets `drop_oversize` skip its pass).
+    pub(super) longest_metadata: usize,
 }
 
 impl std::fmt::Debug for Records {
@@ -383,6 +392,7 @@ impl Records {
         }
         let category = self.interner.intern(row.category);
         encode(&row, category, &mut self.arena);
+        self.longest_metadata = self.longest_metadata.max(row.metadata.map_or(0, str::len));
         self.len += 1;
     }
 
@@ -397,6 +407,7 @@ impl Records {
             return;
         }
         self.quarantined.extend(other.quarantined);
+        self.longest_metadata = self.longest_metadata.max(other.longest_metadata);
         if self.arena.len() + other.arena.len() > u32::MAX as usize {
             self.invalid = Some("more pattern data than one snapshot holds (4 GiB)".into());
             return;
