@@ -508,15 +508,7 @@ async fn sigterm_drain_is_recorded_before_the_process_exits() {
         &["--listen", "127.0.0.1:0", "--database-url", db.url()],
     )
     .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    crate::helpers::wait_serving(&tonic_health::pb::health_client::HealthClient::new(
-        channel.clone(),
-    ))
-    .await;
+    let channel = crate::binary::connect_serving(&addr).await;
     drop(channel);
     crate::helpers::send_signal(child.id().expect("pid"), rustix::process::Signal::TERM);
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())

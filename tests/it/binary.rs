@@ -79,7 +79,7 @@ async fn listening(child: &mut Child, deadline: Duration) -> String {
 }
 
 /// Connects to `addr` and waits until health says SERVING.
-async fn connect_serving(addr: &str) -> tonic::transport::Channel {
+pub async fn connect_serving(addr: &str) -> tonic::transport::Channel {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -303,12 +303,7 @@ async fn sighup_applies_the_config_file_and_an_invalid_one_changes_nothing() {
         &["--listen", "127.0.0.1:0", "--config", &config],
     )
     .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let channel = connect_serving(&addr).await;
     let client = HotReloadClient::new(channel.clone());
     let mut patterns = pb::patterns_client::PatternsClient::new(channel.clone());
     let learn =
@@ -453,17 +448,14 @@ async fn an_environment_variable_pins_its_key_over_the_config_file() {
     let file = dir.path().join("hotplane.toml");
     std::fs::write(&file, "[learn]\nmin_confidence = 0.8\n").expect("write");
     let config = file.display().to_string();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotplane"));
-    cmd.args(["--listen", "127.0.0.1:0", "--config", &config])
-        .current_dir(dir.path());
     let env = [("HOTPLANE_LEARN_MIN_CONFIDENCE", "0.5".to_owned())];
-    let (child, addr) = spawn_listening(cmd, &env, DEADLINE).await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let (child, addr) = start_with_env(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--config", &config],
+        &env,
+    )
+    .await;
+    let channel = connect_serving(&addr).await;
     let client = HotReloadClient::new(channel);
     let pinned = |s: &pb::GetStatusResponse| {
         let c = s.config.clone().expect("config");
@@ -507,12 +499,7 @@ async fn sighup_rereads_the_tokens_file() {
         &["--listen", "127.0.0.1:0", "--auth-tokens-file", &path],
     )
     .await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    crate::helpers::wait_serving(&HealthClient::new(channel.clone())).await;
+    let channel = connect_serving(&addr).await;
     let status = |token: &'static str| {
         let mut client = HotReloadClient::new(channel.clone());
         async move {

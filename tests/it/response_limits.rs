@@ -291,15 +291,7 @@ async fn the_binary_refuses_a_batch_of_large_copies_with_bounded_peak_memory() {
     )
     .await;
     let pid = child.id().expect("pid");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    crate::helpers::wait_serving(&tonic_health::pb::health_client::HealthClient::new(
-        channel.clone(),
-    ))
-    .await;
+    let channel = crate::binary::connect_serving(&addr).await;
     let vm_size = field_kib(
         &std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status"),
         "VmSize:",
