@@ -309,9 +309,9 @@ fn metadata_len(rec: &[u8]) -> usize {
     u32_at(rec, 60) as usize
 }
 
-/// `arena` (`len` records) without the records whose metadata is over `max` bytes, each added
-/// to `quarantined` with the reason. Without any (the usual case) the arena is returned as it
-/// is, after one pass over the headers.
+/// `arena` (`len` records, whose longest metadata is `longest` bytes) without the records whose
+/// metadata is over `max` bytes, each added to `quarantined` with the reason. Without any (the
+/// usual case) the arena is returned as it is, untouched.
 pub(super) fn drop_oversize(
     arena: Vec<u8>,
     len: usize,
@@ -319,14 +319,12 @@ pub(super) fn drop_oversize(
     max: usize,
     quarantined: &mut Vec<(i64, String)>,
 ) -> (Vec<u8>, usize) {
-    // The longest metadata was tracked as the records were packed: no pass when none is over.
+    // The longest metadata was tracked as the records were packed: no pass when none is over,
+    // and at least one record goes when one is.
     if longest <= max {
         return (arena, len);
     }
     let over = |at: u32| metadata_len(&arena[at as usize..]) > max;
-    if !Records::offsets(&arena).any(over) {
-        return (arena, len);
-    }
     let mut kept = Vec::with_capacity(arena.len());
     let mut n = 0;
     for at in Records::offsets(&arena) {
