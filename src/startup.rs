@@ -679,6 +679,7 @@ fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
             addr: addr.clone(),
             generation: current.number,
             content_hash: current.snapshot.content_hash(),
+            content_hash_scheme: Some(crate::snapshot::scheme::CURRENT),
             store_revision: current.store_revision,
             // While pinned it serves an older generation than its last read: it claims no
             // position, so no fleet wait counts it as serving newer writes.

@@ -19,6 +19,7 @@ use crate::{
     engine::{Generation, LoadReport},
     events::EventHub,
     pb,
+    snapshot::scheme,
 };
 
 /// Longest `wait_for_fleet` accepted.
@@ -59,6 +60,7 @@ pub(super) fn member_pb(m: &Member, converged: bool) -> pb::FleetMember {
         addr: m.addr.clone(),
         generation: m.generation,
         content_hash: m.content_hash.clone(),
+        content_hash_scheme: m.content_hash_scheme.unwrap_or(0),
         store_revision: m.store_revision,
         store_position: m.store_position.clone().unwrap_or_default(),
         item_count: m.item_count,
@@ -79,7 +81,7 @@ pub(super) fn fleet_pb(v: &FleetView, me: &Generation) -> pb::FleetStatus {
             .members
             .iter()
             .map(|m| {
-                let same = m.content_hash == hash && m.store_revision == me.store_revision;
+                let same = m.serves(&hash, Some(scheme::CURRENT), me.store_revision);
                 member_pb(m, same)
             })
             .collect(),

@@ -241,6 +241,7 @@ fn generation_pb(g: &ConfigGeneration) -> pb::GenerationInfo {
     pb::GenerationInfo {
         generation: g.number,
         content_hash: g.content_hash.clone(),
+        content_hash_scheme: 0, // a file's hash, never compared across versions
         store_revision: 0,
         store_position: String::new(),
         loaded_at: Some(convert::timestamp(g.loaded_at)),

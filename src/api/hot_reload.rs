@@ -192,6 +192,7 @@ pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
     pb::GenerationInfo {
         generation: g.number,
         content_hash: g.snapshot.content_hash(),
+        content_hash_scheme: crate::snapshot::scheme::CURRENT,
         store_revision: g.store_revision,
         store_position: g.cursor.as_ref().map(|c| c.position()).unwrap_or_default(),
         loaded_at: Some(convert::timestamp(g.loaded_at)),

@@ -9,13 +9,15 @@
 //! {"action":"invalidate","pattern_id":123,        stop serving row 123 now
 //!  "event_id":"…","origin":"…","target":"patterns","revision":42,"ts":1700000000,"sig":"…"}
 //! {"action":"rollback","content_hash":"…",         serve the retained generation with this
-//!  "origin":"…", …}                                 content again, pinned (broadcast Rollback)
+//!  "content_hash_scheme":2,"origin":"…", …}         content again, pinned (broadcast Rollback)
 //! ```
 //!
 //! Optional fields: `event_id` (unique per event), `origin` (the publishing instance; a replica
 //! skips its own events), `target` (`patterns`, the only hot state the bus drives today),
 //! `revision` (the store revision the publisher served; informational: receivers always ask
-//! the store), `ts` (Unix seconds, integer or fractional), `sig` (see
+//! the store), `content_hash_scheme` (rollbacks only: the scheme of `content_hash`, see
+//! [`crate::snapshot::scheme`]; older publishers leave it out), `ts` (Unix seconds, integer or
+//! fractional), `sig` (see
 //! [`super::signing::canonical`]). Unknown fields are ignored (and signed like the others).
 //!
 //! Every rejection has a [`Reason`] whose lower-case name is the counter key in `GetStatus`.
@@ -149,6 +151,8 @@ pub struct Envelope {
     pub pattern_id: Option<i64>,
     /// The content to roll back to (always for `rollback`, never otherwise).
     pub content_hash: Option<String>,
+    /// The scheme of `content_hash`, when the publisher said (rollbacks only).
+    pub content_hash_scheme: Option<u32>,
     /// Unique event id, for replay detection.
     pub event_id: Option<String>,
     /// The publishing instance's id.
@@ -219,10 +223,33 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, Rejected> {
             "content_hash is required by a rollback and allowed on nothing else",
         );
     }
+    let content_hash_scheme = match object.get("content_hash_scheme") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if content_hash.is_some() => match n.as_u64() {
+            Some(s) if s > 0 && s <= u64::from(u32::MAX) => Some(s as u32),
+            _ => {
+                return wrong(
+                    "content_hash_scheme",
+                    "a positive integer",
+                    &Value::Number(n.clone()),
+                );
+            }
+        },
+        Some(v) if content_hash.is_some() => {
+            return wrong("content_hash_scheme", "a positive integer", v);
+        }
+        Some(_) => {
+            return reject(
+                Reason::WrongType,
+                "content_hash_scheme is allowed on a rollback only",
+            );
+        }
+    };
     let envelope = Envelope {
         action,
         pattern_id,
         content_hash,
+        content_hash_scheme,
         event_id: nonempty_string(&object, "event_id")?,
         origin: nonempty_string(&object, "origin")?,
         revision: match object.get("revision") {
@@ -309,11 +336,24 @@ mod tests {
             (Action::Rollback, Some("00ab"))
         );
         assert_eq!(Action::Rollback.as_str(), "rollback");
+        assert_eq!(
+            e.content_hash_scheme, None,
+            "older publishers name no scheme"
+        );
+        let e = decode(br#"{"action":"rollback","content_hash":"00ab","content_hash_scheme":3}"#)
+            .expect("ok")
+            .envelope;
+        assert_eq!(e.content_hash_scheme, Some(3));
         for bad in [
             &br#"{"action":"rollback"}"#[..],
             br#"{"action":"rollback","content_hash":""}"#,
             br#"{"action":"rollback","content_hash":12}"#,
             br#"{"action":"reload","content_hash":"00ab"}"#,
+            br#"{"action":"rollback","content_hash":"00ab","content_hash_scheme":0}"#,
+            br#"{"action":"rollback","content_hash":"00ab","content_hash_scheme":-2}"#,
+            br#"{"action":"rollback","content_hash":"00ab","content_hash_scheme":"2"}"#,
+            br#"{"action":"rollback","content_hash":"00ab","content_hash_scheme":4294967296}"#,
+            br#"{"action":"reload","content_hash_scheme":2}"#,
         ] {
             assert_eq!(
                 reason(bad),

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::{BusEvent, Conn, Shared, link::Link};
 use crate::{
     engine::{Engine, EventKind},
+    snapshot::scheme::{self, Comparison},
     store::Cursor,
 };
 
@@ -45,6 +46,10 @@ pub struct Member {
     pub generation: u64,
     /// Hash of the served patterns.
     pub content_hash: String,
+    /// The scheme of `content_hash` ([`crate::snapshot::scheme`]); `None` from versions that did
+    /// not report one (scheme 1 or 2). Left out of the record when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash_scheme: Option<u32>,
     /// Store revision the served patterns reflect: the newest revision visible to its last
     /// store read. A label of the store state (equal for replicas that read the same state),
     /// not an order: PostgreSQL revisions are transaction ids.
@@ -73,6 +78,15 @@ pub struct Member {
 }
 
 impl Member {
+    /// Whether it serves `hash` (of scheme `scheme`) at `revision`: the same hash and store
+    /// revision, or the same revision alone when the hashes are of different schemes and so
+    /// cannot be compared ([`scheme::compare`]).
+    pub fn serves(&self, hash: &str, scheme: Option<u32>, revision: i64) -> bool {
+        self.store_revision == revision
+            && scheme::compare(&self.content_hash, self.content_hash_scheme, hash, scheme)
+                != Comparison::Differs
+    }
+
     /// Whether the store state it serves includes every commit `position` includes, in commit
     /// order ([`Cursor::covers`]): never by comparing revisions, which on PostgreSQL are
     /// transaction ids. A member reporting no position has not (see `store_position`).
@@ -101,12 +115,17 @@ pub struct FleetView {
 }
 
 impl FleetView {
-    /// Whether every member serves the same content at the same store revision.
+    /// Whether every member serves the same content at the same store revision (as far as
+    /// their hashes' schemes can tell: [`Member::serves`]).
     pub fn agrees(&self) -> bool {
         match self.members.first() {
             None => false,
             Some(first) => self.members.iter().all(|m| {
-                m.content_hash == first.content_hash && m.store_revision == first.store_revision
+                m.serves(
+                    &first.content_hash,
+                    first.content_hash_scheme,
+                    first.store_revision,
+                )
             }),
         }
     }
@@ -455,6 +474,7 @@ mod tests {
             addr: "127.0.0.1:1".into(),
             generation: 1,
             content_hash: hash.into(),
+            content_hash_scheme: Some(scheme::CURRENT),
             store_revision: revision,
             store_position: None,
             item_count: 0,
@@ -505,6 +525,23 @@ mod tests {
         assert!(!view.agrees());
         view.members[2] = member("c", "other", 3);
         assert!(!view.agrees());
+        // Another scheme's hash says nothing: the revision decides.
+        view.members[2].content_hash_scheme = Some(scheme::CURRENT + 1);
+        assert!(view.agrees());
+        view.members[2].store_revision = 4;
+        assert!(!view.agrees());
+    }
+
+    /// Records from versions before schemes were numbered have no scheme, and still decode;
+    /// ours write it.
+    #[test]
+    fn records_without_a_scheme_decode_and_ours_carry_it() {
+        let old = r#"{"instance_id":"o","addr":"a","generation":1,"content_hash":"h",
+            "store_revision":3,"item_count":0,"draining":false,"updated_at_ms":0}"#;
+        let m: Member = serde_json::from_str(old).expect("decodes");
+        assert_eq!(m.content_hash_scheme, None);
+        let json = serde_json::to_value(member("n", "h", 3)).expect("encodes");
+        assert_eq!(json["content_hash_scheme"], scheme::CURRENT);
     }
 
     /// B read a write with a higher transaction id (101) while 100 was still running; A read

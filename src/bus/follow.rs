@@ -16,13 +16,18 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{BusEvent, Refusal, Shared};
-use crate::engine::{Engine, LoadError, LoadRequest, Scope, Source};
+use crate::{
+    engine::{Engine, LoadError, LoadRequest, Scope, Source},
+    snapshot::scheme,
+};
 
 /// A broadcast rollback to follow.
 #[derive(Debug, Clone)]
 pub(super) struct Ask {
     /// The content to serve.
     pub(super) content_hash: String,
+    /// The scheme of `content_hash`, when the publisher said.
+    pub(super) content_hash_scheme: Option<u32>,
     /// Who asked (shortened), for the generation's reason.
     pub(super) origin: String,
 }
@@ -42,6 +47,19 @@ pub(super) async fn run(
         let Some(ask) = asks.borrow_and_update().clone() else {
             continue;
         };
+        if let Some(theirs) = ask.content_hash_scheme
+            && theirs != scheme::CURRENT
+        {
+            // Our generations' hashes are of another scheme: none of them can be the one named.
+            let error = format!(
+                "the rollback names content hash {} of scheme {theirs}; this instance hashes \
+                 with scheme {}, so it cannot tell which generation that is",
+                ask.content_hash,
+                scheme::CURRENT
+            );
+            refused(&shared, &engine, &ask, error);
+            continue;
+        }
         if serves_already(&engine, &ask.content_hash).await {
             shared.status().rollbacks_followed += 1;
             *shared.rollback_error() = None;

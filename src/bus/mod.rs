@@ -52,7 +52,7 @@ pub use envelope::{Action, Reason};
 pub use signing::Secret;
 pub use status::{BusEvent, BusSink, BusStatus};
 
-use crate::{engine::Engine, store::Cursor};
+use crate::{engine::Engine, snapshot::scheme, store::Cursor};
 use conn::Conn;
 
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
@@ -412,7 +412,9 @@ impl Bus {
     ) -> Option<fleet::FleetWait> {
         let shared = self.shared.as_ref()?;
         let verdict = |m: &fleet::Member| {
-            if m.content_hash == content_hash {
+            let ours =
+                scheme::compare_with_ours(content_hash, &m.content_hash, m.content_hash_scheme);
+            if ours == scheme::Comparison::Same {
                 fleet::Verdict::Converged
             } else if m.rollback_hash.as_deref() == Some(content_hash) {
                 fleet::Verdict::Failed

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BusOptions, PublishError, Secret, link::Link, signing};
+use crate::snapshot::scheme;
 use chrono::Utc;
 use serde_json::{Map, json};
 
@@ -53,6 +54,7 @@ impl Publisher {
             Announcement::Rollback(content_hash) => {
                 map.insert("action".into(), json!("rollback"));
                 map.insert("content_hash".into(), json!(content_hash));
+                map.insert("content_hash_scheme".into(), json!(scheme::CURRENT));
             }
         }
         for (k, v) in [
@@ -117,6 +119,7 @@ mod tests {
         let e = decode(rollback.as_bytes()).expect("valid").envelope;
         assert_eq!(e.action, Action::Rollback);
         assert_eq!(e.content_hash.as_deref(), Some("00ff"));
+        assert_eq!(e.content_hash_scheme, Some(scheme::CURRENT));
         assert_eq!(e.event_id.as_deref(), Some("me-2"), "ids keep counting");
     }
 }

@@ -395,6 +395,7 @@ impl Handler {
                 (Action::Rollback, Some(hash)) => {
                     self.rollbacks.send_replace(Some(Ask {
                         content_hash: hash.clone(),
+                        content_hash_scheme: envelope.content_hash_scheme,
                         origin: origin(&envelope),
                     }));
                 }
@@ -554,6 +555,7 @@ mod tests {
             action,
             pattern_id,
             content_hash: None,
+            content_hash_scheme: None,
             event_id: None,
             origin: Some("x".repeat(500)),
             revision: None,

@@ -14,6 +14,7 @@
 //! one that breaks an invariant: whatever a match returns is bounded by that limit.
 
 mod record;
+pub mod scheme;
 #[cfg(test)]
 mod tests;
 

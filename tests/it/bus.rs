@@ -15,6 +15,7 @@
 mod connection;
 mod fleet;
 mod frozen;
+mod hash_scheme;
 mod hostile;
 mod reconnect;
 mod swap;
