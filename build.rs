@@ -25,6 +25,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .compile_fds(fds.clone())?;
+    // The server side of the services once more, with the two match answers replaced by
+    // `api::wire`'s encodings of the same messages (each matched pattern as bytes encoded once
+    // per generation); every other type is `pb`'s. Nothing else is generated twice: prost
+    // skips types that have an extern path.
+    let wire = out.join("wire");
+    fs::create_dir_all(&wire)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .out_dir(&wire)
+        .extern_path(".hotplane.v1", "crate::pb")
+        .extern_path(
+            ".hotplane.v1.MatchPatternResponse",
+            "crate::api::wire::MatchPatternResponse",
+        )
+        .extern_path(
+            ".hotplane.v1.BatchMatchPatternsResponse",
+            "crate::api::wire::BatchMatchPatternsResponse",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

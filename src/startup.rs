@@ -301,8 +301,10 @@ impl Application {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                pb::patterns_server::PatternsServer::new(PatternsApi::new(Arc::clone(state)))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                crate::api::wire::patterns_server::PatternsServer::new(PatternsApi::new(
+                    Arc::clone(state),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(state)))

@@ -6,39 +6,35 @@
 //! of that metadata. Here:
 //!
 //! - each distinct query text is normalized and looked up once, and each distinct matched row's
-//!   `MatchedPattern` (its metadata parsed into a protobuf `Struct`) is built once per request,
-//!   however many queries match it;
+//!   encoded `MatchedPattern` (its metadata parsed into a protobuf `Struct`) is fetched once per
+//!   request, however many queries match it; rows with large metadata are encoded once per
+//!   generation ([`super::encoded`]) and every answer shares the bytes;
 //! - the encoded size of the answer is added up, query by query, from those once-built parts
 //!   (what a copy would cost, without copying), and the request is refused with
-//!   RESOURCE_EXHAUSTED as soon as it passes `--max-response-bytes`: a row is parsed only while
-//!   the total is under the limit, so the memory a request can make the server use stays
+//!   RESOURCE_EXHAUSTED as soon as it passes `--max-response-bytes`: a row is fetched only
+//!   while the total is under the limit, so the memory a request can make the server use stays
 //!   about the limit (plus one row), whatever it asks;
-//! - only then are hits counted (one per matching query, as before) and the answer built.
-//!
-//! The metadata is still parsed from the row's JSON text once per request and distinct row, not
-//! once per generation: holding it pre-encoded in the snapshot would remove that cost too (see
-//! the README's Limits section).
+//! - only then are hits counted (one per matching query, as before) and the answer built, each
+//!   copy of a pattern a reference to the same bytes.
 
 use std::collections::HashMap;
 
-use prost::{
-    Message,
-    encoding::{encoded_len_varint, key_len},
-};
+use bytes::Bytes;
+use prost::encoding::{encoded_len_varint, key_len};
 
 use super::{
-    convert,
+    encoded::EncodedPatterns,
     error::{ApiError, ApiResult},
 };
 use crate::{
     hits::HitCounter,
     normalize::Normalizer,
-    pb,
     snapshot::{PatternSnapshot, Row},
 };
 
-/// One query's answer: the matched pattern, if any, and the normalized query.
-pub(super) type Matched = (Option<pb::MatchedPattern>, String);
+/// One query's answer: the matched pattern (an encoded `MatchedPattern`), if any, and the
+/// normalized query.
+pub(super) type Matched = (Option<Bytes>, String);
 
 /// What a match request needs besides its queries.
 pub(super) struct Matcher<'a> {
@@ -52,6 +48,8 @@ pub(super) struct Matcher<'a> {
     pub max_bytes: usize,
     /// The generation number, encoded in the answer too.
     pub generation: u64,
+    /// Patterns encoded once per generation.
+    pub encoded: &'a EncodedPatterns,
 }
 
 /// Bytes of a `uint64` field `value` (absent when 0, as proto3 encodes it).
@@ -98,9 +96,8 @@ impl Matcher<'_> {
         // Each distinct query text: its normalized text and matched row, looked up once.
         let mut distinct: Vec<(String, Option<Row<'_>>)> = Vec::new();
         let mut of_query: HashMap<&str, usize> = HashMap::new();
-        // Each distinct matched row's pattern, built once, its encoded length, and how many
-        // answers use it (the last one takes it instead of a copy).
-        let mut built: Vec<(pb::MatchedPattern, usize, usize)> = Vec::new();
+        // Each distinct matched row's encoded pattern, fetched once.
+        let mut built: Vec<Bytes> = Vec::new();
         let mut of_row: HashMap<i64, usize> = HashMap::new();
         let mut answer_of = Vec::with_capacity(queries.len());
         let mut total = u64_field_len(self.generation);
@@ -116,16 +113,11 @@ impl Matcher<'_> {
             let (normalized, row) = &distinct[d];
             let pattern = row.map(|row| {
                 *of_row.entry(row.id()).or_insert_with(|| {
-                    let pattern = matched_pb(row);
-                    let len = pattern.encoded_len();
-                    built.push((pattern, len, 0));
+                    built.push(self.encoded.get(self.generation, row));
                     built.len() - 1
                 })
             });
-            if let Some(p) = pattern {
-                built[p].2 += 1;
-            }
-            let len = result_len(pattern.map(|p| built[p].1), normalized);
+            let len = result_len(pattern.map(|p| built[p].len()), normalized);
             total += if batch { delimited_len(len, true) } else { len };
             if total > self.max_bytes {
                 return Err(too_large(total, self.max_bytes, n + 1, queries.len()));
@@ -139,16 +131,7 @@ impl Matcher<'_> {
                 if let Some(row) = row {
                     hits.record(row.id());
                 }
-                let pattern = pattern.map(|p| {
-                    let (pattern, _, uses) = &mut built[p];
-                    *uses -= 1;
-                    if *uses == 0 {
-                        std::mem::take(pattern)
-                    } else {
-                        pattern.clone()
-                    }
-                });
-                (pattern, normalized.clone())
+                (pattern.map(|p| built[p].clone()), normalized.clone())
             })
             .collect())
     }
@@ -159,8 +142,8 @@ impl Matcher<'_> {
         let row = (!normalized.is_empty())
             .then(|| self.snapshot.lookup(&normalized, self.min_confidence))
             .flatten();
-        let pattern = row.map(matched_pb);
-        let len = result_len(pattern.as_ref().map(Message::encoded_len), &normalized);
+        let pattern = row.map(|row| self.encoded.get(self.generation, row));
+        let len = result_len(pattern.as_ref().map(Bytes::len), &normalized);
         let total = u64_field_len(self.generation) + len;
         if total > self.max_bytes {
             return Err(too_large(total, self.max_bytes, 1, 1));
@@ -190,22 +173,16 @@ fn too_large(total: usize, max: usize, counted: usize, asked: usize) -> ApiError
     ))
 }
 
-/// A served row as a match answer (its metadata parsed from the row's JSON text).
-pub(super) fn matched_pb(row: Row<'_>) -> pb::MatchedPattern {
-    pb::MatchedPattern {
-        id: row.id(),
-        normalized_pattern: row.normalized_pattern().to_owned(),
-        category: row.category().to_owned(),
-        confidence: row.confidence(),
-        accuracy: row.accuracy(),
-        metadata: convert::json_text_to_struct(row.metadata()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
-    use crate::model::{PatternRow, PatternStatus};
+    use crate::{
+        api::wire,
+        model::{PatternRow, PatternStatus},
+        pb,
+    };
 
     fn row(id: i64, norm: &str, metadata: Option<String>) -> PatternRow {
         PatternRow {
@@ -246,13 +223,21 @@ mod tests {
     }
 
     fn matcher<'a>(snap: &'a PatternSnapshot, norm: &'a Normalizer, max: usize) -> Matcher<'a> {
+        // Leaked: a test's matchers share nothing, and a few bytes per test is no leak to mind.
+        let encoded: &'static EncodedPatterns = Box::leak(Box::default());
         Matcher {
             normalizer: norm,
             snapshot: snap,
             min_confidence: None,
             max_bytes: max,
             generation: 300,
+            encoded,
         }
+    }
+
+    fn decoded(p: &Option<Bytes>) -> Option<pb::MatchedPattern> {
+        p.as_ref()
+            .map(|b| pb::MatchedPattern::decode(b.as_ref()).expect("a MatchedPattern"))
     }
 
     fn queries(q: &[&str]) -> Vec<String> {
@@ -275,11 +260,11 @@ mod tests {
             "bare",
         ]);
         let got = m.answer(&qs, true, &hits).expect("under the limit");
-        let batch = pb::BatchMatchPatternsResponse {
+        let batch = wire::BatchMatchPatternsResponse {
             results: got
                 .iter()
                 .cloned()
-                .map(|(pattern, normalized_query)| pb::MatchResult {
+                .map(|(pattern, normalized_query)| wire::MatchResult {
                     matched: pattern.is_some(),
                     pattern,
                     normalized_query,
@@ -288,6 +273,17 @@ mod tests {
             generation: 300,
         };
         let exact = batch.encoded_len();
+        // What a client decodes: the rows' own fields, metadata included.
+        let seen = pb::BatchMatchPatternsResponse::decode(batch.encode_to_vec().as_slice())
+            .expect("decodes");
+        let big = seen.results[0].pattern.as_ref().expect("matched");
+        assert_eq!((big.id, big.category.as_str()), (1, "cat"));
+        let blob = &big.metadata.as_ref().expect("metadata").fields["blob"];
+        assert_eq!(
+            blob.kind,
+            Some(prost_types::value::Kind::StringValue("x".repeat(5000)))
+        );
+        assert_eq!(seen.results[3].pattern, None);
         // One byte under the exact size is refused, the exact size is not.
         assert!(
             matcher(&snap, &norm, exact)
@@ -303,7 +299,7 @@ mod tests {
                 .answer(std::slice::from_ref(q), false, &hits)
                 .expect("fits")
                 .remove(0);
-            let single = pb::MatchPatternResponse {
+            let single = wire::MatchPatternResponse {
                 matched: pattern.is_some(),
                 pattern,
                 normalized_query,
@@ -333,7 +329,7 @@ mod tests {
         let got = matcher(&snap, &norm, usize::MAX)
             .answer(&qs, true, &hits)
             .expect("fits");
-        let ids: Vec<_> = got.iter().map(|(p, _)| p.as_ref().map(|p| p.id)).collect();
+        let ids: Vec<_> = got.iter().map(|(p, _)| decoded(p).map(|p| p.id)).collect();
         assert_eq!(ids, [Some(2), Some(3), Some(2), Some(2)]);
         assert_eq!(got[0], got[3]);
         assert_eq!(got[0].0, got[2].0);
@@ -346,5 +342,56 @@ mod tests {
             .expect_err("100 x 5 KB is over 64 KiB");
         assert!(err.to_string().contains("--max-response-bytes"), "{err}");
         assert_eq!(refused.pending(), 0);
+    }
+
+    /// A row with large metadata is encoded once per generation: later requests share the same
+    /// bytes; a new generation encodes it again; small rows are encoded per match.
+    #[test]
+    fn large_patterns_are_encoded_once_per_generation() {
+        let snap = fixture();
+        let norm = Normalizer::new(crate::normalize::Profile::Default, None);
+        let hits = HitCounter::default();
+        let encoded = EncodedPatterns::default();
+        let at = |generation| Matcher {
+            normalizer: &norm,
+            snapshot: &snap,
+            min_confidence: None,
+            max_bytes: usize::MAX,
+            generation,
+            encoded: &encoded,
+        };
+        let big = |generation| {
+            at(generation)
+                .answer(&queries(&["big one"]), false, &hits)
+                .expect("fits")
+                .remove(0)
+                .0
+                .expect("matched")
+        };
+        let (first, second) = (big(5), big(5));
+        assert_eq!(first.as_ptr(), second.as_ptr(), "the same bytes, shared");
+        let batch = at(5)
+            .answer(&queries(&["big one", "Big One"]), true, &hits)
+            .expect("fits");
+        assert_eq!(
+            batch[0].0.as_ref().expect("matched").as_ptr(),
+            first.as_ptr()
+        );
+        assert_eq!(encoded.encoded(), 1);
+        let newer = big(6);
+        assert_ne!(
+            newer.as_ptr(),
+            first.as_ptr(),
+            "a new generation encodes again"
+        );
+        assert_eq!(newer, first, "to the same bytes when the row is unchanged");
+        assert_eq!(encoded.encoded(), 2);
+        // A request still on the older generation does not evict the newer one's rows.
+        big(5);
+        assert_eq!(big(6).as_ptr(), newer.as_ptr());
+        at(6)
+            .answer(&queries(&["small one", "small one", "bare"]), true, &hits)
+            .expect("fits");
+        assert_eq!(encoded.encoded(), 2, "small rows are not cached");
     }
 }

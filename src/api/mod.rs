@@ -7,12 +7,14 @@ mod config_files;
 mod config_reload;
 pub mod convert;
 mod drain;
+mod encoded;
 mod error;
 mod hot_reload;
 mod matching;
 mod patterns;
 mod streams;
 mod watch;
+pub mod wire;
 
 use std::sync::Arc;
 

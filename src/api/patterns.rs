@@ -10,15 +10,17 @@ use tracing::{info, instrument};
 use super::{
     AppState, DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, check_id,
     check_reason, convert,
+    encoded::EncodedPatterns,
     error::{ApiError, ApiResult},
     matching::{Matched, Matcher},
+    wire::{self, patterns_server::Patterns},
 };
 use crate::{
     audit::{self, Origin},
     engine::{LoadRequest, Scope, Source},
     learn::Proposal,
     model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
-    pb::{self, patterns_server::Patterns},
+    pb,
     store::ListQuery,
 };
 
@@ -26,12 +28,17 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct PatternsApi {
     state: Arc<AppState>,
+    /// Matched patterns with large metadata, encoded once per generation.
+    encoded: Arc<EncodedPatterns>,
 }
 
 impl PatternsApi {
     /// Handlers over shared state.
     pub fn new(state: Arc<AppState>) -> Self {
-        PatternsApi { state }
+        PatternsApi {
+            state,
+            encoded: Arc::default(),
+        }
     }
 
     /// Answers `queries` from the current generation (one snapshot and one normalizer for the
@@ -53,6 +60,7 @@ impl PatternsApi {
             min_confidence,
             max_bytes: self.state.max_response_bytes,
             generation: generation.number,
+            encoded: &self.encoded,
         };
         let answers = matcher.answer(queries, batch, &self.state.hits)?;
         Ok((answers, generation.number))
@@ -221,7 +229,7 @@ impl Patterns for PatternsApi {
     async fn match_pattern(
         &self,
         req: Request<pb::MatchPatternRequest>,
-    ) -> Result<Response<pb::MatchPatternResponse>, Status> {
+    ) -> Result<Response<wire::MatchPatternResponse>, Status> {
         let req = req.into_inner();
         check_query("query", &req.query)?;
         check_min_confidence(req.min_confidence)?;
@@ -232,7 +240,7 @@ impl Patterns for PatternsApi {
             false,
         )?;
         let (pattern, normalized_query) = answers.pop().unwrap_or_default();
-        Ok(Response::new(pb::MatchPatternResponse {
+        Ok(Response::new(wire::MatchPatternResponse {
             matched: pattern.is_some(),
             pattern,
             normalized_query,
@@ -244,7 +252,7 @@ impl Patterns for PatternsApi {
     async fn batch_match_patterns(
         &self,
         req: Request<pb::BatchMatchPatternsRequest>,
-    ) -> Result<Response<pb::BatchMatchPatternsResponse>, Status> {
+    ) -> Result<Response<wire::BatchMatchPatternsResponse>, Status> {
         let req = req.into_inner();
         if req.queries.len() > MAX_BATCH_QUERIES {
             return Err(ApiError::invalid(
@@ -264,13 +272,13 @@ impl Patterns for PatternsApi {
             self.match_queries(&req.queries, req.min_confidence, req.min_generation, true)?;
         let results = answers
             .into_iter()
-            .map(|(pattern, normalized_query)| pb::MatchResult {
+            .map(|(pattern, normalized_query)| wire::MatchResult {
                 matched: pattern.is_some(),
                 pattern,
                 normalized_query,
             })
             .collect();
-        Ok(Response::new(pb::BatchMatchPatternsResponse {
+        Ok(Response::new(wire::BatchMatchPatternsResponse {
             results,
             generation,
         }))
