@@ -8,7 +8,9 @@
 # 200000) `reload` messages (PAYLOAD=ignored: `{"action":"noop"}`, rejected without any load;
 # PAYLOAD=padded: the same with 4 KiB of padding)
 # through one pipelined redis-cli --pipe, as fast as Redis takes them.
-# Prints VmRSS before, VmHWM (the peak) and VmRSS 5 s after the flood, and the bus counters.
+# Prints VmRSS before, VmHWM (the peak) and VmRSS 5 s after the flood, the drops, and (with
+# LOG_FILTER=warn,hotplane::bus::subscriber=info) the line saying the allocator was asked to give
+# memory back once the burst was over, with how long that took.
 set -euo pipefail
 BIN="${1:-target/debug/hotplane}"
 N="${2:-200000}"
@@ -17,7 +19,7 @@ work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 ch="hotplane:flood:$$"
 "$BIN" --listen 127.0.0.1:0 --database-url "sqlite://$work/db.sqlite" --redis-url "$REDIS_URL" \
-    --bus-channel "$ch" --poll-interval 0s --log-filter warn >"$work/log" 2>&1 &
+    --bus-channel "$ch" --poll-interval 0s --log-filter "${LOG_FILTER:-warn}" >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
     [[ "$(redis-cli -u "$REDIS_URL" PUBSUB NUMSUB "$ch" | tail -1)" == 1 ]] && break
@@ -45,4 +47,4 @@ echo "published $N in $(echo "$(date +%s.%N) - $start" | bc) s"
 sleep 5
 echo "peak:     VmHWM $(rss VmHWM)"
 echo "after 5s: VmRSS $(rss VmRSS)"
-grep -E "dropped|overflow|WARN" "$work/log" | tail -3 || true
+grep -E "dropped|overflow|WARN|freed memory back" "$work/log" | tail -3 || true

@@ -29,6 +29,7 @@ pub mod fleet;
 mod follow;
 mod intake;
 mod link;
+pub mod memory;
 mod outbox;
 mod publisher;
 mod reconnect;

@@ -84,4 +84,7 @@ pub struct BusStatus {
     pub rollbacks_failed: u64,
     /// Why the last one could not.
     pub last_rollback_error: Option<String>,
+    /// Bursts of messages after which the allocator was asked to give freed memory back
+    /// (`bus::memory`; not in `GetStatus` yet).
+    pub memory_releases: u64,
 }

@@ -12,6 +12,8 @@
 //! - Messages reach the handler through a bounded intake (`intake`): a flood faster than the
 //!   handler is dropped and counted (`overflow`) past a fixed queue, and one catch-up delta
 //!   stands in for the dropped messages, so memory stays bounded however fast Redis sends.
+//! - Once a burst of messages is over, the allocator is asked to give back the memory it freed
+//!   (`memory`): glibc keeps it otherwise, and a flood would leave the process that much larger.
 //! - Each valid message becomes an engine request and nothing more (fire-and-forget, so a burst
 //!   coalesces in the engine's single flight); a `rollback` goes to the follower (`follow`).
 //!   Bad messages are counted by reason, logged at most once per reason per [`WARN_EVERY`], and
@@ -39,6 +41,7 @@ use super::{
     envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
     intake::{Intake, Taken},
+    memory::{self, Burst},
     reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -89,6 +92,8 @@ struct Handler {
     handed_over: HashSet<String>,
     /// Broadcast rollbacks, for the follower (latest wins).
     rollbacks: watch::Sender<Option<Ask>>,
+    /// The message rate, to give memory back once a burst is over.
+    burst: Burst,
 }
 
 /// Runs until `stop` turns true.
@@ -112,6 +117,7 @@ pub(super) async fn run(
         warnings: RateLimit::default(),
         handed_over: HashSet::new(),
         rollbacks,
+        burst: Burst::default(),
         engine: engine.clone(),
         shared: Arc::clone(&shared),
     };
@@ -285,11 +291,13 @@ async fn serve(
     };
     tokio::pin!(pinger);
     loop {
+        let burst_over = handler.burst.over_at();
         tokio::select! {
             taken = intake.next() => match taken {
                 Some(taken) => handler.take(taken),
                 None => return Ended::Lost("closed by the server".into()),
             },
+            () = at(burst_over) => handler.release_memory(),
             Some(h) = handovers.recv() => {
                 adopt(&shared, &h.conn);
                 // The new subscription is up: from here every message reaches it. What this
@@ -318,6 +326,14 @@ async fn serve(
     }
 }
 
+/// Resolves at `when`; never without one.
+async fn at(when: Option<tokio::time::Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Handles every message already buffered in an old subscription, without waiting for more;
 /// returns how many. Unconstrained by tokio's cooperative budget, which would otherwise report
 /// a long buffer as empty part-way through.
@@ -337,10 +353,29 @@ async fn drain(messages: &mut PubSubStream, handler: &mut Handler) -> usize {
 impl Handler {
     /// Handles a message from the intake, after accounting for the ones dropped before it.
     fn take(&mut self, taken: Taken) {
+        self.burst
+            .arrived(1 + taken.dropped_before, tokio::time::Instant::now());
         if taken.dropped_before > 0 {
             self.overflowed(taken.dropped_before);
         }
         self.handle(&taken.payload);
+    }
+
+    /// A burst of messages is over: asks the allocator, on the blocking pool, to give back what
+    /// the burst left free; counted once done.
+    fn release_memory(&mut self) {
+        self.burst.ended();
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let released = memory::release();
+            shared.status().memory_releases += 1;
+            info!(
+                released,
+                duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                "a burst of bus messages is over: asked the allocator to give freed memory back"
+            );
+        });
     }
 
     /// Counts messages the intake dropped (its queue was full) and asks for one catch-up delta

@@ -10,10 +10,12 @@
 //! Here: messages (legacy, bad, signed, invalidate, bursts) and replicas converging.
 //! `connection`: private redis-servers that stop, pause, want passwords or speak TLS.
 //! `fleet`: heartbeats, fleet status and waiting for the fleet.
+//! `flood`: memory given back to the system once a burst of messages is over.
 //! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
 mod connection;
 mod fleet;
+mod flood;
 mod frozen;
 mod hash_scheme;
 mod hostile;
