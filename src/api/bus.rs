@@ -123,6 +123,7 @@ pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
         rollbacks_followed: b.rollbacks_followed,
         rollbacks_failed: b.rollbacks_failed,
         last_rollback_error: b.last_rollback_error.clone().unwrap_or_default(),
+        memory_releases: b.memory_releases,
     }
 }
 

@@ -85,6 +85,6 @@ pub struct BusStatus {
     /// Why the last one could not.
     pub last_rollback_error: Option<String>,
     /// Bursts of messages after which the allocator was asked to give freed memory back
-    /// (`bus::memory`; not in `GetStatus` yet).
+    /// (`bus::memory`).
     pub memory_releases: u64,
 }

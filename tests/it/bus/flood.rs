@@ -3,34 +3,15 @@
 //! resident memory is measured, not asserted (BENCHMARKS.md, "Bus flood: resident memory"):
 //! RSS in a test shares the process with every other test.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use hotplane::bus::{Bus, BusOptions, BusStatus, memory};
-use tokio::sync::watch;
+use hotplane::{bus::memory, pb};
 
-use super::{channel, redis_url};
-use crate::helpers::{Backend, TestApp, eventually};
-
-/// A bus of its own beside `app` (the server's own bus status has no such counter in
-/// `GetStatus`), on `channel`.
-fn start_bus(app: &TestApp, channel: &str) -> (Bus, watch::Sender<bool>) {
-    let opts = BusOptions {
-        redis_url: redis_url(),
-        ca_file: None,
-        channel: channel.to_owned(),
-        secret: None,
-        instance_id: "flood-test".into(),
-        reconnect_min: Duration::from_millis(50),
-        reconnect_max: Duration::from_millis(500),
-        ping_interval: Duration::from_millis(200),
-        timeout: Duration::from_secs(1),
-        replay_window: Duration::from_secs(60),
-        allow_unsigned_rollback: false,
-    };
-    let (stop, stopped) = watch::channel(false);
-    let (bus, _task) = Bus::start(opts, app.engine.clone(), None, stopped).expect("bus starts");
-    (bus, stop)
-}
+use super::{bus_config, bus_status, channel, redis_url, start};
+use crate::{
+    db::TestDb,
+    helpers::{TestApp, eventually},
+};
 
 /// PUBLISHes `n` messages in one pipeline, as fast as Redis takes them.
 async fn flood(channel: &str, n: u64) {
@@ -50,9 +31,9 @@ async fn flood(channel: &str, n: u64) {
     pipe.query_async::<()>(&mut conn).await.expect("flood");
 }
 
-async fn wait(bus: &Bus, what: &str, ok: impl Fn(&BusStatus) -> bool) -> BusStatus {
+async fn wait(app: &TestApp, what: &str, ok: impl Fn(&pb::BusStatus) -> bool) -> pb::BusStatus {
     eventually(what, || async {
-        let s = bus.status();
+        let s = bus_status(app).await;
         ok(&s).then_some(s)
     })
     .await
@@ -60,14 +41,14 @@ async fn wait(bus: &Bus, what: &str, ok: impl Fn(&BusStatus) -> bool) -> BusStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_is_given_back_once_per_burst_after_it_is_over() {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let db = Arc::new(TestDb::sqlite().await);
     let ch = channel("hotplane:flood-memory");
-    let (bus, _stop) = start_bus(&app, &ch);
-    wait(&bus, "the bus to subscribe", |s| s.connected).await;
+    let app = start(bus_config(&db, &redis_url(), &ch), &db).await;
+    wait(&app, "the bus to subscribe", |s| s.connected).await;
 
     let n = 3 * memory::BURST;
     flood(&ch, n).await;
-    let s = wait(&bus, "memory given back after the flood", |s| {
+    let s = wait(&app, "memory given back after the flood", |s| {
         s.messages_received == n && s.memory_releases > 0
     })
     .await;
@@ -75,7 +56,7 @@ async fn memory_is_given_back_once_per_burst_after_it_is_over() {
 
     // A second flood is a second burst.
     flood(&ch, n).await;
-    let s = wait(&bus, "memory given back after the second flood", |s| {
+    let s = wait(&app, "memory given back after the second flood", |s| {
         s.messages_received == 2 * n && s.memory_releases > 1
     })
     .await;
