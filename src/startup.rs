@@ -6,14 +6,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::transport::{
-    Server,
-    server::{Router, TcpIncoming},
-};
-use tonic_health::{
-    ServingStatus,
-    server::{HealthReporter, HealthService},
-};
+use tonic::transport::{Server, server::TcpIncoming};
+use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 use crate::{
@@ -31,18 +25,11 @@ use crate::{
     engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
     events::EventHub,
     hits::HitCounter,
-    lifecycle::{Drain, InFlightLayer},
+    lifecycle::{Drain, InFlightLayer, health, shutdown},
     live_config::{self, LiveConfig},
     pb,
     store::{Store, StoreOptions, redact_url},
 };
-
-/// gRPC service names whose health is reported (besides the overall `""`).
-pub const SERVICE_NAMES: [&str; 3] = [
-    "hotplane.v1.HotReload",
-    "hotplane.v1.Patterns",
-    "hotplane.v1.Drain",
-];
 
 /// Opens the store described by the config (without migrating).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -55,9 +42,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
             )
         })
 }
-
-/// How long the server waits, once it stopped accepting, for the last streams to end.
-const STREAM_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The store settings of a config.
 fn store_options(config: &Config) -> StoreOptions {
@@ -123,8 +107,7 @@ impl Application {
                 max_served_metadata_bytes: config.max_served_metadata_bytes,
             },
         );
-        let health = HealthReporter::new();
-        set_health(&health, ServingStatus::NotServing).await;
+        let health = health::reporter().await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let instance_id = instance_id(addr);
@@ -201,7 +184,7 @@ impl Application {
                 stop_rx.clone(),
             )),
             tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
-            tokio::spawn(follow_health(
+            tokio::spawn(health::follow(
                 engine.clone(),
                 state.drain.clone(),
                 health.clone(),
@@ -293,7 +276,7 @@ impl Application {
             .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
             .layer(self.auth.clone())
             .layer(InFlightLayer::new(state.drain.clone()))
-            .add_service(health_service(&self.health))
+            .add_service(health::service(&self.health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
@@ -329,13 +312,12 @@ impl Application {
                 closed,
             )),
         };
-        let (health_stop, health_task) = match self.health_listener {
+        let health_listener = match self.health_listener {
             Some((listener, addr)) => {
                 info!(%addr, "plaintext health listening");
-                let (stop, task) = serve_health_only(listener, &self.health);
-                (Some(stop), Some(task))
+                Some(health::serve_only(listener, &self.health))
             }
-            None => (None, None),
+            None => None,
         };
         info!(addr = %self.addr, instance_id = %state.instance_id, tls = self.tls.is_some(), "hotplane listening");
 
@@ -346,18 +328,13 @@ impl Application {
         };
         // Every wait from here on ends by this deadline (what the drain leaves of it goes to the
         // background tasks), or shortly after it where a final flush deserves a moment.
-        let deadline = tokio::time::Instant::now()
-            + if signalled {
-                self.config.shutdown_delay
-            } else {
-                Duration::ZERO
-            }
-            + self.config.shutdown_grace;
+        let timing = shutdown::Timing {
+            delay: self.config.shutdown_delay,
+            grace: self.config.shutdown_grace,
+        };
+        let deadline = timing.deadline(signalled);
         if signalled {
-            // The drain sequence, serving all along: NOT_SERVING and refuse new work; give load
-            // balancers the pre-stop delay to notice; wait for running work up to the grace.
-            let drain = &state.drain;
-            if !drain.is_draining() {
+            if !state.drain.is_draining() {
                 let origin = audit::Origin {
                     caller: "signal".into(),
                     action: audit::action::DRAIN_START,
@@ -365,73 +342,24 @@ impl Application {
                 };
                 crate::api::record_drain(state, origin, Source::Signal, "shutdown");
             }
-            drain.start_final("shutdown");
-            info!(
-                delay_ms = self.config.shutdown_delay.as_millis() as u64,
-                grace_ms = self.config.shutdown_grace.as_millis() as u64,
-                in_flight = drain.snapshot().in_flight_requests,
-                "shutting down: draining (health NOT_SERVING, new work refused)"
-            );
-            set_health(&self.health, ServingStatus::NotServing).await;
-            let waited = async {
-                tokio::time::sleep(self.config.shutdown_delay).await;
-                drain.wait_idle(self.config.shutdown_grace).await
+            let draining = shutdown::Draining {
+                drain: &state.drain,
+                health: &self.health,
+                closing: &state.closing,
+                timing,
             };
-            tokio::select! {
-                r = &mut serve => r.context("serving gRPC")?,
-                (idle, still) = waited => if !idle {
-                    warn!(?still, "shutdown grace expired with requests still running; closing them");
-                },
-            }
-            // WatchStatus streams send a final event and end; then stop accepting connections
-            // and let the server close. Streams that would keep it open (health watches) are cut
-            // after a short bound.
-            state.closing.send_replace(true);
-            let _ = tokio::time::timeout(STREAM_CLOSE_GRACE, drain.wait_streams_closed()).await;
-            let _ = close_tx.send(());
-            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut serve)
+            shutdown::drain(draining, &mut serve, close_tx)
                 .await
-                .is_err()
-            {
-                info!("closing the remaining streams");
-            }
-        }
-
-        if let (Some(stop), Some(mut task)) = (health_stop, health_task) {
-            let _ = stop.send(());
-            if tokio::time::timeout(STREAM_CLOSE_GRACE, &mut task)
-                .await
-                .is_err()
-            {
-                task.abort();
-            }
+                .context("serving gRPC")?;
         }
         self.stop_tx.send_replace(true);
         state.engine.shutdown();
-        // The background tasks (the audit writer flushing its queue, the bus, the poll) end on
-        // the stop signal, but the audit writer may be retrying against a database that is down:
-        // they get what is left of the grace, at least STREAM_CLOSE_GRACE, then are stopped.
-        let deadline = deadline.max(tokio::time::Instant::now() + STREAM_CLOSE_GRACE);
-        let mut stopped = 0;
-        for task in self.background {
-            let abort = task.abort_handle();
-            if tokio::time::timeout_at(deadline, task).await.is_err() {
-                abort.abort();
-                stopped += 1;
-            }
-        }
-        if stopped > 0 {
-            warn!(
-                tasks = stopped,
-                "background tasks were still running at the end of the shutdown grace and were stopped (is the database down? audit rows still queued are lost)"
-            );
-        }
-        if tokio::time::timeout(STREAM_CLOSE_GRACE, state.engine.store().close())
-            .await
-            .is_err()
-        {
-            warn!("the store's connections did not close in time; leaving them");
-        }
+        let left = shutdown::Leftovers {
+            health_listener,
+            background: self.background,
+            store: state.engine.store(),
+        };
+        shutdown::finish(left, deadline).await;
         info!("hotplane stopped");
         Ok(())
     }
@@ -478,38 +406,6 @@ async fn security(
     Ok((layer, tls, health))
 }
 
-fn health_service(
-    health: &HealthReporter,
-) -> tonic_health::pb::health_server::HealthServer<HealthService> {
-    tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(
-        health.clone(),
-    ))
-}
-
-/// Serves `grpc.health.v1` alone, in plaintext, until the returned sender fires: for probes
-/// that cannot speak TLS. Nothing else is reachable on this port.
-fn serve_health_only(
-    listener: TcpListener,
-    health: &HealthReporter,
-) -> (tokio::sync::oneshot::Sender<()>, JoinHandle<()>) {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router: Router = Server::builder().add_service(health_service(health));
-    let task = tokio::spawn(async move {
-        let served = router
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stopped.await;
-                },
-            )
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "the plaintext health listener failed");
-        }
-    });
-    (stop, task)
-}
-
 /// Re-reads the config file: the same path as `Reload(TARGET_CONFIG)`.
 #[derive(Debug, Clone)]
 pub struct ConfigReloader(Arc<AppState>);
@@ -533,13 +429,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        health.set_service_status(name, status).await;
-    }
-}
-
 /// Runs the first load, retrying with capped exponential backoff until it succeeds: a database
 /// that is briefly unreachable at start delays SERVING instead of crashing the process.
 async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
@@ -561,42 +450,6 @@ async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-        }
-    }
-}
-
-/// Keeps gRPC health in step with the engine and the drain: SERVING exactly when the first
-/// pattern load has succeeded and the replica is not draining. The only writer of health while
-/// serving, so the two sources can never race each other.
-async fn follow_health(
-    engine: Engine,
-    drain: Drain,
-    health: HealthReporter,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ready = engine.ready();
-    let mut draining = drain.subscribe();
-    let mut last = None;
-    loop {
-        let serving = *ready.borrow_and_update() && !draining.borrow_and_update().draining;
-        if last != Some(serving) {
-            let status = if serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            set_health(&health, status).await;
-            info!(
-                serving,
-                generation = engine.current().number,
-                "health changed"
-            );
-            last = Some(serving);
-        }
-        tokio::select! {
-            r = ready.changed() => if r.is_err() { return },
-            r = draining.changed() => if r.is_err() { return },
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
         }
     }
