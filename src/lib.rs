@@ -12,7 +12,6 @@ pub mod config;
 pub mod config_file;
 pub mod config_source;
 pub mod engine;
-pub mod events;
 pub mod hits;
 pub mod learn;
 pub mod lifecycle;

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::{
     api::{
         AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, StreamSlots,
-        WatchOptions, bus_event_sink, drain_pb, generation_pb,
+        WatchOptions, bus_event_sink,
     },
     audit::{self, Auditor},
     auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
@@ -22,8 +22,7 @@ use crate::{
         fleet::{Member, Reporter},
     },
     config::Config,
-    engine::{Engine, EngineOptions, EventKind, EventSink, LoadRequest, Scope, Source},
-    events::EventHub,
+    engine::{Engine, EngineOptions, LoadRequest, Scope, Source},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
     live_config::{self, LiveConfig},
@@ -97,13 +96,13 @@ impl Application {
         }));
         let (auth, tls, health_listener) = security(&config, Arc::clone(&limiter)).await?;
 
-        let events = EventHub::new(config.event_capacity);
+        let events = crate::api::events::EventHub::new(config.event_capacity);
         let engine = Engine::start(
             store.clone(),
             EngineOptions {
                 retain: config.retain_generations,
                 event_capacity: config.event_capacity,
-                sink: Some(engine_event_sink(events.clone())),
+                sink: Some(crate::api::events::engine_sink(events.clone())),
                 max_served_metadata_bytes: config.max_served_metadata_bytes,
             },
         );
@@ -183,7 +182,10 @@ impl Application {
                 }),
                 stop_rx.clone(),
             )),
-            tokio::spawn(forward_drain_events(Arc::clone(&state), stop_rx.clone())),
+            tokio::spawn(crate::api::events::forward_drain(
+                Arc::clone(&state),
+                stop_rx.clone(),
+            )),
             tokio::spawn(health::follow(
                 engine.clone(),
                 state.drain.clone(),
@@ -451,70 +453,6 @@ async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-        }
-    }
-}
-
-/// Turns the engine's reload events into WatchStatus events (called synchronously by the
-/// engine, so a reload is announced before the requests it served get their answer).
-fn engine_event_sink(hub: EventHub) -> EventSink {
-    Arc::new(move |event| {
-        let mut out = pb::WatchStatusResponse {
-            target: pb::Target::Patterns.into(),
-            ..Default::default()
-        };
-        match &event.kind {
-            EventKind::ReloadStarted { .. } => out.kind = pb::EventKind::ReloadStarted.into(),
-            EventKind::ReloadSucceeded { generation, .. } => {
-                out.kind = pb::EventKind::ReloadSucceeded.into();
-                out.generation = Some(generation_pb(generation));
-            }
-            EventKind::ReloadFailed { error, .. } => {
-                out.kind = pb::EventKind::ReloadFailed.into();
-                out.error = error.clone();
-            }
-            EventKind::RolledBack { generation, .. } => {
-                out.kind = pb::EventKind::Rollback.into();
-                out.generation = Some(generation_pb(generation));
-                hub.publish(out.clone());
-                out.kind = pb::EventKind::Pin.into();
-            }
-            EventKind::Unpinned { .. } => out.kind = pb::EventKind::Unpin.into(),
-            // Held reloads show in status (pending_changes), on heartbeats and snapshots.
-            EventKind::Held { .. } => return,
-            EventKind::Quarantined { id, reason } => {
-                out.kind = pb::EventKind::PatternQuarantined.into();
-                out.pattern_id = *id;
-                out.error = reason.clone();
-            }
-            EventKind::Released { id } => {
-                out.kind = pb::EventKind::PatternReleased.into();
-                out.pattern_id = *id;
-            }
-        }
-        hub.publish(out);
-    })
-}
-
-/// Publishes every change of the drain state (not of the in-flight counts) as an event.
-async fn forward_drain_events(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
-    let mut rx = state.drain.subscribe();
-    let mut draining = rx.borrow_and_update().draining;
-    loop {
-        tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-        }
-        let snap = rx.borrow_and_update().clone();
-        if snap.draining != draining {
-            draining = snap.draining;
-            let mut status = crate::api::hot_reload_status(&state);
-            status.drain = Some(drain_pb(&snap));
-            state.events.publish(pb::WatchStatusResponse {
-                kind: pb::EventKind::DrainChanged.into(),
-                status: Some(status),
-                ..Default::default()
-            });
         }
     }
 }

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use super::{
     AppState, check_reason, convert,
     error::{ApiError, ApiResult},
+    events::EventHub,
     generation_pb,
 };
 use crate::{
@@ -17,7 +18,6 @@ use crate::{
         fleet::{FleetView, FleetWait, Member},
     },
     engine::{Generation, LoadReport},
-    events::EventHub,
     pb,
     snapshot::scheme,
 };

@@ -9,6 +9,7 @@ pub mod convert;
 mod drain;
 mod encoded;
 mod error;
+pub mod events;
 mod hot_reload;
 mod matching;
 mod patterns;
@@ -30,9 +31,9 @@ pub use patterns::PatternsApi;
 pub use streams::StreamSlots;
 pub use watch::WatchOptions;
 
-use crate::{
-    engine::Engine, events::EventHub, hits::HitCounter, lifecycle::Drain, live_config::LiveConfig,
-};
+use events::EventHub;
+
+use crate::{engine::Engine, hits::HitCounter, lifecycle::Drain, live_config::LiveConfig};
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;

@@ -14,11 +14,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::debug;
 
-use super::{AppState, hot_reload::status_pb};
-use crate::{
+use super::{
+    AppState,
     events::{Event, Start},
-    pb,
+    hot_reload::status_pb,
 };
+use crate::pb;
 
 /// Messages buffered per stream before its producer waits (and then lags and resyncs).
 const STREAM_BUFFER: usize = 64;

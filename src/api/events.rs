@@ -1,7 +1,7 @@
 //! The status event hub: one sequence of numbered events for every WatchStatus stream.
 //!
-//! Sources (the engine's reloads, drain changes, pattern writes, bus connects and disconnects)
-//! publish here; the hub gives each event the next id, keeps the newest ones in a bounded replay
+//! Sources (the engine's reloads and drain changes, through the feeds at the end of this file;
+//! pattern writes; bus connects and disconnects, through `super::bus`) publish here; the hub gives each event the next id, keeps the newest ones in a bounded replay
 //! buffer for `after_event_id` resumption, and fans them out on a bounded broadcast channel. A
 //! stream that falls behind the channel is told it lagged and resyncs with a snapshot: no
 //! subscriber can slow a publisher or another subscriber.
@@ -14,7 +14,13 @@ use std::{
 use chrono::Utc;
 use tokio::sync::broadcast;
 
-use crate::{api::convert, pb};
+use tokio::sync::watch;
+
+use super::{AppState, convert, drain_pb, generation_pb};
+use crate::{
+    engine::{EventKind, EventSink},
+    pb,
+};
 
 /// A published event (shared by every stream that sends it).
 pub type Event = Arc<pb::WatchStatusResponse>;
@@ -114,6 +120,73 @@ impl EventHub {
             )
         };
         (start, rx, last)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Feeds: what the engine and the drain publish here, translated to WatchStatus events.
+
+/// Turns the engine's reload events into WatchStatus events (called synchronously by the
+/// engine, so a reload is announced before the requests it served get their answer).
+pub fn engine_sink(hub: EventHub) -> EventSink {
+    Arc::new(move |event| {
+        let mut out = pb::WatchStatusResponse {
+            target: pb::Target::Patterns.into(),
+            ..Default::default()
+        };
+        match &event.kind {
+            EventKind::ReloadStarted { .. } => out.kind = pb::EventKind::ReloadStarted.into(),
+            EventKind::ReloadSucceeded { generation, .. } => {
+                out.kind = pb::EventKind::ReloadSucceeded.into();
+                out.generation = Some(generation_pb(generation));
+            }
+            EventKind::ReloadFailed { error, .. } => {
+                out.kind = pb::EventKind::ReloadFailed.into();
+                out.error = error.clone();
+            }
+            EventKind::RolledBack { generation, .. } => {
+                out.kind = pb::EventKind::Rollback.into();
+                out.generation = Some(generation_pb(generation));
+                hub.publish(out.clone());
+                out.kind = pb::EventKind::Pin.into();
+            }
+            EventKind::Unpinned { .. } => out.kind = pb::EventKind::Unpin.into(),
+            // Held reloads show in status (pending_changes), on heartbeats and snapshots.
+            EventKind::Held { .. } => return,
+            EventKind::Quarantined { id, reason } => {
+                out.kind = pb::EventKind::PatternQuarantined.into();
+                out.pattern_id = *id;
+                out.error = reason.clone();
+            }
+            EventKind::Released { id } => {
+                out.kind = pb::EventKind::PatternReleased.into();
+                out.pattern_id = *id;
+            }
+        }
+        hub.publish(out);
+    })
+}
+
+/// Publishes every change of the drain state (not of the in-flight counts) as an event.
+pub async fn forward_drain(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let mut rx = state.drain.subscribe();
+    let mut draining = rx.borrow_and_update().draining;
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+        let snap = rx.borrow_and_update().clone();
+        if snap.draining != draining {
+            draining = snap.draining;
+            let mut status = super::hot_reload_status(&state);
+            status.drain = Some(drain_pb(&snap));
+            state.events.publish(pb::WatchStatusResponse {
+                kind: pb::EventKind::DrainChanged.into(),
+                status: Some(status),
+                ..Default::default()
+            });
+        }
     }
 }
 
