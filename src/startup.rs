@@ -8,7 +8,7 @@ use chrono::Utc;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::server::HealthReporter;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     api::{
@@ -16,13 +16,10 @@ use crate::{
         WatchOptions, bus_event_sink,
     },
     audit::{self, Auditor},
-    auth::{AuthLayer, Authenticator, RateLimit, RateLimiter, ServerTls},
-    bus::{
-        Bus, BusOptions, backstop,
-        fleet::{Member, Reporter},
-    },
+    auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
+    bus::{Bus, BusOptions, backstop, fleet},
     config::Config,
-    engine::{Engine, EngineOptions, LoadRequest, Scope, Source},
+    engine::{Engine, EngineOptions, Source},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
     live_config::{self, LiveConfig},
@@ -94,7 +91,11 @@ impl Application {
             per_second: config.auth.admin_rate,
             burst: config.auth.admin_burst,
         }));
-        let (auth, tls, health_listener) = security(&config, Arc::clone(&limiter)).await?;
+        let (auth, tls) = crate::auth::setup(&config.auth, config.listen, Arc::clone(&limiter))?;
+        let health_listener = match config.auth.health_listen {
+            Some(at) => Some(health::bind(at).await?),
+            None => None,
+        };
 
         let events = crate::api::events::EventHub::new(config.event_capacity);
         let engine = Engine::start(
@@ -174,7 +175,7 @@ impl Application {
                 },
                 stop_rx.clone(),
             )),
-            tokio::spawn(initial_load(engine.clone(), stop_rx.clone())),
+            tokio::spawn(crate::engine::initial::run(engine.clone(), stop_rx.clone())),
             tokio::spawn(crate::engine::prune::run(
                 engine.clone(),
                 (config.tombstone_retention_hours > 0).then(|| {
@@ -210,7 +211,12 @@ impl Application {
             .clone()
             .unwrap_or_else(|| addr.to_string());
         background.extend(state.bus.start_fleet(
-            fleet_reporter(&state, advertised),
+            fleet::reporter(
+                state.engine.clone(),
+                state.drain.clone(),
+                state.instance_id.clone(),
+                advertised,
+            ),
             state.engine.clone(),
             state.live.fleet_timing(),
             stop_rx,
@@ -367,47 +373,6 @@ impl Application {
     }
 }
 
-/// The security pieces of a config: the auth layer (credentials read, rate limits set), the TLS
-/// settings (PEM files read), and the plaintext health-only listener, bound. Every file is read
-/// here, so a bad path stops startup with a message naming the flag.
-async fn security(
-    config: &Config,
-    limiter: Arc<RateLimiter>,
-) -> anyhow::Result<(
-    AuthLayer,
-    Option<Arc<ServerTls>>,
-    Option<(TcpListener, SocketAddr)>,
-)> {
-    let auth = &config.auth;
-    let authenticator = Authenticator::from_config(auth)?;
-    if !authenticator.has_credentials() {
-        info!(
-            "no credentials configured: read RPCs are open, state-changing RPCs accepted only from loopback"
-        );
-        if !config.listen.ip().is_loopback() {
-            warn!(
-                listen = %config.listen,
-                "listening beyond loopback without credentials: state-changing RPCs from the network are refused until --auth-tokens-file, --auth-jwt-* or --tls-client-ca-file is set"
-            );
-        }
-    }
-    let layer = AuthLayer::new(Arc::new(authenticator), limiter);
-    let tls = ServerTls::from_config(auth)?;
-    let health = match auth.health_listen {
-        Some(at) => {
-            let listener = TcpListener::bind(at).await.with_context(|| {
-                format!("binding the health listener on {at} (--health-listen)")
-            })?;
-            let addr = listener
-                .local_addr()
-                .context("reading the health address")?;
-            Some((listener, addr))
-        }
-        None => None,
-    };
-    Ok((layer, tls, health))
-}
-
 /// Re-reads the config file: the same path as `Reload(TARGET_CONFIG)`.
 #[derive(Debug, Clone)]
 pub struct ConfigReloader(Arc<AppState>);
@@ -429,65 +394,6 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-}
-
-/// Runs the first load, retrying with capped exponential backoff until it succeeds: a database
-/// that is briefly unreachable at start delays SERVING instead of crashing the process.
-async fn initial_load(engine: Engine, mut stop: watch::Receiver<bool>) {
-    let mut backoff =
-        crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-    loop {
-        let delay = backoff.next_delay();
-        let attempt = engine.reload(LoadRequest {
-            scope: Scope::Full,
-            source: Source::Startup,
-            reason: "startup".into(),
-        });
-        tokio::select! {
-            r = attempt => match r {
-                Ok(_) => return,
-                Err(e) => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "initial pattern load failed; still NOT_SERVING"),
-            },
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
-        }
-    }
-}
-
-/// What this instance tells the fleet about itself.
-fn fleet_reporter(state: &AppState, addr: String) -> Reporter {
-    let (engine, drain, instance_id) = (
-        state.engine.clone(),
-        state.drain.clone(),
-        state.instance_id.clone(),
-    );
-    Arc::new(move || {
-        let current = engine.current();
-        let health = engine.health();
-        Member {
-            instance_id: instance_id.clone(),
-            addr: addr.clone(),
-            generation: current.number,
-            content_hash: current.snapshot.content_hash(),
-            content_hash_scheme: Some(crate::snapshot::scheme::CURRENT),
-            store_revision: current.store_revision,
-            // While pinned it serves an older generation than its last read: it claims no
-            // position, so no fleet wait counts it as serving newer writes.
-            store_position: match health.pinned {
-                Some(_) => None,
-                None => current.cursor.as_ref().map(|c| c.position()),
-            },
-            item_count: current.snapshot.len() as u64,
-            draining: drain.snapshot().draining,
-            last_error: health.last_error,
-            rollback_error: None, // filled in by the heartbeat
-            rollback_hash: None,
-            updated_at_ms: Utc::now().timestamp_millis(),
-        }
-    })
 }
 
 /// Bus settings from the config.

@@ -13,6 +13,7 @@ mod jwt;
 mod layer;
 mod limit;
 mod methods;
+mod setup;
 mod tls;
 mod tokens;
 
@@ -24,6 +25,7 @@ pub use config::{AuthConfig, JwtAlgorithm, JwtSecret};
 pub use layer::{AuthLayer, AuthService};
 pub use limit::{RateLimit, RateLimiter};
 pub use methods::{ADMIN_METHODS, Access, READ_METHODS, access};
+pub use setup::setup;
 pub use tls::{Loaded as LoadedTls, ServerTls, certificate_subject};
 pub use tokens::{TokenFile, hash_token};
 

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::{BusEvent, Conn, Shared, link::Link};
 use crate::{
     engine::{Engine, EventKind},
+    lifecycle::Drain,
     snapshot::scheme::{self, Comparison},
     store::Cursor,
 };
@@ -100,6 +101,34 @@ impl Member {
 
 /// Produces this instance's current state for a heartbeat.
 pub type Reporter = Arc<dyn Fn() -> Member + Send + Sync>;
+
+/// This instance's state, as `engine` serves it and `drain` reports it, for its heartbeats.
+pub fn reporter(engine: Engine, drain: Drain, instance_id: String, addr: String) -> Reporter {
+    Arc::new(move || {
+        let current = engine.current();
+        let health = engine.health();
+        Member {
+            instance_id: instance_id.clone(),
+            addr: addr.clone(),
+            generation: current.number,
+            content_hash: current.snapshot.content_hash(),
+            content_hash_scheme: Some(scheme::CURRENT),
+            store_revision: current.store_revision,
+            // While pinned it serves an older generation than its last read: it claims no
+            // position, so no fleet wait counts it as serving newer writes.
+            store_position: match health.pinned {
+                Some(_) => None,
+                None => current.cursor.as_ref().map(|c| c.position()),
+            },
+            item_count: current.snapshot.len() as u64,
+            draining: drain.snapshot().draining,
+            last_error: health.last_error,
+            rollback_error: None, // filled in by the heartbeat
+            rollback_hash: None,
+            updated_at_ms: Utc::now().timestamp_millis(),
+        }
+    })
+}
 
 /// The live instances, as last read.
 #[derive(Debug, Clone, Default)]

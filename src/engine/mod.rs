@@ -14,6 +14,7 @@
 //! decides, the store reads.
 
 mod flight;
+pub mod initial;
 mod loader;
 pub mod prune;
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! writer while serving, so the engine's readiness and the drain can never race each other;
 //! the shutdown sequence sets NOT_SERVING once more on its way out.
 
+use std::net::SocketAddr;
+
+use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tonic::transport::{
     Server,
@@ -25,6 +28,17 @@ pub const SERVICE_NAMES: [&str; 3] = [
     "hotplane.v1.Patterns",
     "hotplane.v1.Drain",
 ];
+
+/// Binds the plaintext health-only listener (`--health-listen`), returning it and its address.
+pub async fn bind(at: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(at)
+        .await
+        .with_context(|| format!("binding the health listener on {at} (--health-listen)"))?;
+    let addr = listener
+        .local_addr()
+        .context("reading the health address")?;
+    Ok((listener, addr))
+}
 
 /// A reporter with every name NOT_SERVING, as a process starts.
 pub async fn reporter() -> HealthReporter {
