@@ -22,6 +22,7 @@ mod live_limits;
 mod pg_copy;
 mod position;
 mod postgres;
+mod row_columns;
 mod sqlite;
 mod sqlite_direct;
 

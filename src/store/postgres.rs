@@ -27,6 +27,7 @@ use super::{
     TextColumn,
     live_limits::{self, SharedLimits},
     pg_copy,
+    row_columns::{Col::*, served},
 };
 use crate::{
     model::{NewPattern, PatternRow, PatternStatus, RowRef},
@@ -39,8 +40,8 @@ const BACKEND: &str = "postgres";
 
 /// The SELECT list every read uses: canonical types whatever the table's column types are, and
 /// the documented value for each NULL a legacy row may hold (NULL `enabled` is not served; NULL
-/// `status` reads as the column default, `pending`). `decode_at` reads it by position: keep the
-/// order.
+/// `status` reads as the column default, `pending`). In [`Col`](super::row_columns::Col) order, aliased by name (checked
+/// by `the_select_lists_follow_the_column_table`): `decode_at` reads it by position.
 macro_rules! columns {
     () => {
         "id::bigint AS id, pattern::text AS pattern, \
@@ -58,6 +59,24 @@ macro_rules! columns {
          metadata::jsonb::text AS metadata, \
          COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
              AS updated_at, \
+         revision::bigint AS revision"
+    };
+}
+
+/// `columns!()` restricted to the served columns a full load reads
+/// ([`SERVED`](super::row_columns::SERVED)), in that order.
+macro_rules! served_columns {
+    () => {
+        "id::bigint AS id, pattern::text AS pattern, \
+         normalized_pattern::text AS normalized_pattern, \
+         COALESCE(category, '')::text AS category, \
+         COALESCE(confidence, 0)::float8 AS confidence, \
+         COALESCE(times_used, 0)::bigint AS times_used, \
+         COALESCE(times_correct, 0)::bigint AS times_correct, \
+         COALESCE(accuracy, 0)::float8 AS accuracy, \
+         COALESCE(created_at::timestamptz, 'epoch'::timestamptz) AS created_at, \
+         COALESCE(created_by, '')::text AS created_by, \
+         metadata::jsonb::text AS metadata, \
          revision::bigint AS revision"
     };
 }
@@ -118,54 +137,54 @@ fn decode(row: &PgRow) -> Result<PatternRow, sqlx::Error> {
 /// Decodes the `columns!()` starting at column `at`, by position: a lookup by name per column
 /// and row costs more than the decoding itself in a large load.
 fn decode_at(row: &PgRow, at: usize) -> Result<PatternRow, sqlx::Error> {
-    let status: &str = row.try_get(at + 12)?;
-    let metadata: Option<&str> = row.try_get(at + 13)?;
+    let status: &str = row.try_get(Status.at(at))?;
+    let metadata: Option<&str> = row.try_get(Metadata.at(at))?;
     Ok(PatternRow {
-        id: row.try_get(at)?,
-        pattern: row.try_get(at + 1)?,
-        normalized_pattern: row.try_get(at + 2)?,
-        category: row.try_get(at + 3)?,
-        confidence: row.try_get(at + 4)?,
-        times_used: row.try_get(at + 5)?,
-        times_correct: row.try_get(at + 6)?,
-        accuracy: row.try_get(at + 7)?,
-        created_at: row.try_get(at + 8)?,
-        last_used_at: row.try_get(at + 9)?,
-        created_by: row.try_get(at + 10)?,
-        enabled: row.try_get(at + 11)?,
+        id: row.try_get(Id.at(at))?,
+        pattern: row.try_get(Pattern.at(at))?,
+        normalized_pattern: row.try_get(NormalizedPattern.at(at))?,
+        category: row.try_get(Category.at(at))?,
+        confidence: row.try_get(Confidence.at(at))?,
+        times_used: row.try_get(TimesUsed.at(at))?,
+        times_correct: row.try_get(TimesCorrect.at(at))?,
+        accuracy: row.try_get(Accuracy.at(at))?,
+        created_at: row.try_get(CreatedAt.at(at))?,
+        last_used_at: row.try_get(LastUsedAt.at(at))?,
+        created_by: row.try_get(CreatedBy.at(at))?,
+        enabled: row.try_get(Enabled.at(at))?,
         status: PatternStatus::parse(status),
         metadata: not_null(metadata).map(str::to_owned),
-        updated_at: row.try_get(at + 14)?,
-        revision: row.try_get(at + 15)?,
+        updated_at: row.try_get(UpdatedAt.at(at))?,
+        revision: row.try_get(Revision.at(at))?,
     })
 }
 
 /// The full load's statement: the served columns (`columns!()`'s casts and NULL defaults) in
 /// binary COPY format, parsed by `copied_row`.
-pub const FULL_COPY: &str = "COPY (SELECT id::bigint, pattern::text, normalized_pattern::text, \
-     COALESCE(category, '')::text, COALESCE(confidence, 0)::float8, \
-     COALESCE(times_used, 0)::bigint, COALESCE(times_correct, 0)::bigint, \
-     COALESCE(accuracy, 0)::float8, COALESCE(created_at::timestamptz, 'epoch'::timestamptz), \
-     COALESCE(created_by, '')::text, metadata::jsonb::text, revision::bigint \
+pub const FULL_COPY: &str = concat!(
+    "COPY (SELECT ",
+    served_columns!(),
+    " \
      FROM auto_learned_patterns WHERE enabled AND status = 'approved') \
-     TO STDOUT (FORMAT binary)";
+     TO STDOUT (FORMAT binary)"
+);
 
 /// One tuple of `FULL_COPY` (a served row: the statement selects only those).
 fn copied_row<'a>(t: &pg_copy::Tuple<'a>) -> Result<RowRef<'a>, pg_copy::CopyError> {
     Ok(RowRef {
-        id: t.i64(0)?,
-        pattern: t.str(1)?,
-        normalized_pattern: t.str(2)?,
-        category: t.str(3)?,
-        confidence: t.f64(4)?,
-        times_used: t.i64(5)?,
-        times_correct: t.i64(6)?,
-        accuracy: t.f64(7)?,
-        created_at_micros: t.timestamp_micros(8)?,
-        created_by: t.str(9)?,
+        id: t.i64(served(Id))?,
+        pattern: t.str(served(Pattern))?,
+        normalized_pattern: t.str(served(NormalizedPattern))?,
+        category: t.str(served(Category))?,
+        confidence: t.f64(served(Confidence))?,
+        times_used: t.i64(served(TimesUsed))?,
+        times_correct: t.i64(served(TimesCorrect))?,
+        accuracy: t.f64(served(Accuracy))?,
+        created_at_micros: t.timestamp_micros(served(CreatedAt))?,
+        created_by: t.str(served(CreatedBy))?,
         served: true,
-        metadata: not_null(t.opt_str(10)?),
-        revision: t.i64(11)?,
+        metadata: not_null(t.opt_str(served(Metadata))?),
+        revision: t.i64(served(Revision))?,
     })
 }
 
@@ -789,4 +808,19 @@ async fn head(
         row.try_get("snapshot").map_err(q(what))?,
         row.try_get("revision").map_err(q(what))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::row_columns::{SERVED, aliases, names};
+
+    /// Every statement's SELECT list gives the columns the decoders read, in the order they
+    /// read them: a column added to one list and not to the table (or the other way) fails here.
+    #[test]
+    fn the_select_lists_follow_the_column_table() {
+        assert_eq!(aliases(columns!()), names());
+        let served: Vec<&str> = SERVED.iter().map(|c| c.name()).collect();
+        assert_eq!(aliases(served_columns!()), served);
+        assert!(super::FULL_COPY.contains(served_columns!()));
+    }
 }

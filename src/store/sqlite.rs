@@ -25,6 +25,7 @@ use tokio_stream::StreamExt;
 use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
     live_limits::{self, SharedLimits},
+    row_columns::Col::*,
 };
 use crate::{
     model::{NewPattern, PatternRow, PatternStatus, RowRef},
@@ -39,8 +40,8 @@ const BACKEND: &str = "sqlite";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The SELECT list every read uses (NULLs filled as in the PostgreSQL store, for rows other
-/// clients wrote).
-// `decode_at` reads these by position: keep the order.
+/// clients wrote), in [`Col`](super::row_columns::Col) order and aliased by name (checked by
+/// `the_select_list_follows_the_column_table`): the decoders read it by position.
 macro_rules! columns {
     () => {
         "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
@@ -86,31 +87,31 @@ fn columns_at(row: &SqliteRow) -> Result<usize, StoreError> {
 /// and row costs more than the decoding itself in a large load.
 fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
     const WHAT: &str = "decoding a pattern row";
-    let id: i64 = row.try_get(at).map_err(q(WHAT))?;
+    let id: i64 = row.try_get(Id.at(at)).map_err(q(WHAT))?;
     let get = |e| StoreError::Query {
         what: WHAT,
         source: e,
     };
-    let status: &str = row.try_get(at + 12).map_err(get)?;
-    let metadata: Option<&str> = row.try_get(at + 13).map_err(get)?;
+    let status: &str = row.try_get(Status.at(at)).map_err(get)?;
+    let metadata: Option<&str> = row.try_get(Metadata.at(at)).map_err(get)?;
     let metadata = checked_metadata(id, metadata)?.map(str::to_owned);
     Ok(PatternRow {
         id,
-        pattern: row.try_get(at + 1).map_err(get)?,
-        normalized_pattern: row.try_get(at + 2).map_err(get)?,
-        category: row.try_get(at + 3).map_err(get)?,
-        confidence: row.try_get(at + 4).map_err(get)?,
-        times_used: row.try_get(at + 5).map_err(get)?,
-        times_correct: row.try_get(at + 6).map_err(get)?,
-        accuracy: row.try_get(at + 7).map_err(get)?,
-        created_at: row.try_get(at + 8).map_err(get)?,
-        last_used_at: row.try_get(at + 9).map_err(get)?,
-        created_by: row.try_get(at + 10).map_err(get)?,
-        enabled: row.try_get(at + 11).map_err(get)?,
+        pattern: row.try_get(Pattern.at(at)).map_err(get)?,
+        normalized_pattern: row.try_get(NormalizedPattern.at(at)).map_err(get)?,
+        category: row.try_get(Category.at(at)).map_err(get)?,
+        confidence: row.try_get(Confidence.at(at)).map_err(get)?,
+        times_used: row.try_get(TimesUsed.at(at)).map_err(get)?,
+        times_correct: row.try_get(TimesCorrect.at(at)).map_err(get)?,
+        accuracy: row.try_get(Accuracy.at(at)).map_err(get)?,
+        created_at: row.try_get(CreatedAt.at(at)).map_err(get)?,
+        last_used_at: row.try_get(LastUsedAt.at(at)).map_err(get)?,
+        created_by: row.try_get(CreatedBy.at(at)).map_err(get)?,
+        enabled: row.try_get(Enabled.at(at)).map_err(get)?,
         status: PatternStatus::parse(status),
         metadata,
-        updated_at: row.try_get(at + 14).map_err(get)?,
-        revision: row.try_get(at + 15).map_err(get)?,
+        updated_at: row.try_get(UpdatedAt.at(at)).map_err(get)?,
+        revision: row.try_get(Revision.at(at)).map_err(get)?,
     })
 }
 
@@ -134,28 +135,28 @@ pub(super) fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&st
 /// without making a `PatternRow`.
 fn decode_ref_at(row: &SqliteRow, at: usize) -> Result<RowRef<'_>, StoreError> {
     const WHAT: &str = "decoding a pattern row";
-    let id: i64 = row.try_get(at).map_err(q(WHAT))?;
+    let id: i64 = row.try_get(Id.at(at)).map_err(q(WHAT))?;
     let get = |e| StoreError::Query {
         what: WHAT,
         source: e,
     };
-    let enabled: bool = row.try_get(at + 11).map_err(get)?;
-    let status: &str = row.try_get(at + 12).map_err(get)?;
-    let created_at: DateTime<Utc> = row.try_get(at + 8).map_err(get)?;
+    let enabled: bool = row.try_get(Enabled.at(at)).map_err(get)?;
+    let status: &str = row.try_get(Status.at(at)).map_err(get)?;
+    let created_at: DateTime<Utc> = row.try_get(CreatedAt.at(at)).map_err(get)?;
     Ok(RowRef {
         id,
-        pattern: row.try_get(at + 1).map_err(get)?,
-        normalized_pattern: row.try_get(at + 2).map_err(get)?,
-        category: row.try_get(at + 3).map_err(get)?,
-        confidence: row.try_get(at + 4).map_err(get)?,
-        times_used: row.try_get(at + 5).map_err(get)?,
-        times_correct: row.try_get(at + 6).map_err(get)?,
-        accuracy: row.try_get(at + 7).map_err(get)?,
+        pattern: row.try_get(Pattern.at(at)).map_err(get)?,
+        normalized_pattern: row.try_get(NormalizedPattern.at(at)).map_err(get)?,
+        category: row.try_get(Category.at(at)).map_err(get)?,
+        confidence: row.try_get(Confidence.at(at)).map_err(get)?,
+        times_used: row.try_get(TimesUsed.at(at)).map_err(get)?,
+        times_correct: row.try_get(TimesCorrect.at(at)).map_err(get)?,
+        accuracy: row.try_get(Accuracy.at(at)).map_err(get)?,
         created_at_micros: created_at.timestamp_micros(),
-        created_by: row.try_get(at + 10).map_err(get)?,
+        created_by: row.try_get(CreatedBy.at(at)).map_err(get)?,
         served: enabled && status == "approved",
-        metadata: checked_metadata(id, row.try_get(at + 13).map_err(get)?)?,
-        revision: row.try_get(at + 15).map_err(get)?,
+        metadata: checked_metadata(id, row.try_get(Metadata.at(at)).map_err(get)?)?,
+        revision: row.try_get(Revision.at(at)).map_err(get)?,
     })
 }
 
@@ -634,4 +635,17 @@ async fn fetch(tx: &mut Tx, id: i64, what: &'static str) -> Result<PatternRow, S
     .await
     .map_err(q(what))?;
     decode(&row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::row_columns::{aliases, names};
+
+    /// The SELECT list gives the columns the decoders (and the direct reader) read, in the
+    /// order they read them.
+    #[test]
+    fn the_select_list_follows_the_column_table() {
+        assert_eq!(aliases(columns!()), names());
+        assert!(super::FULL_SQL.contains(columns!()));
+    }
 }

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OpenFlags, types::ValueRef};
 
 use super::{
     Cursor, FullLoad,
+    row_columns::Col::{self, *},
     sqlite::{FULL_SQL, REVISION, checked_metadata},
 };
 use crate::{model::RowRef, snapshot::Records};
@@ -203,42 +204,42 @@ fn read(
     Ok(rows)
 }
 
-/// The served columns of one row of `FULL_SQL` (positions as in `columns!()`), borrowed.
+/// The served columns of one row of `FULL_SQL` (at their [`Col`] positions), borrowed.
 fn row_ref<'r>(row: &'r rusqlite::Row<'_>) -> Result<RowRef<'r>, String> {
-    let id: i64 = row.get(0).map_err(|e| e.to_string())?;
+    let id: i64 = row.get(Id.at(0)).map_err(|e| e.to_string())?;
     let bad = |what: &str| format!("pattern id {id}: {what} is not what the direct reader decodes");
-    let int = |i: usize, what: &str| match row.get_ref(i) {
+    let int = |c: Col| match row.get_ref(c.at(0)) {
         Ok(ValueRef::Integer(v)) => Ok(v),
-        _ => Err(bad(what)),
+        _ => Err(bad(c.name())),
     };
-    let real = |i: usize, what: &str| match row.get_ref(i) {
+    let real = |c: Col| match row.get_ref(c.at(0)) {
         Ok(ValueRef::Real(v)) => Ok(v),
         Ok(ValueRef::Integer(v)) => Ok(v as f64),
-        _ => Err(bad(what)),
+        _ => Err(bad(c.name())),
     };
-    let text = |i: usize, what: &str| match row.get_ref(i) {
-        Ok(ValueRef::Text(t)) => std::str::from_utf8(t).map_err(|_| bad(what)),
-        _ => Err(bad(what)),
+    let text = |c: Col| match row.get_ref(c.at(0)) {
+        Ok(ValueRef::Text(t)) => std::str::from_utf8(t).map_err(|_| bad(c.name())),
+        _ => Err(bad(c.name())),
     };
-    let metadata = match row.get_ref(13) {
+    let metadata = match row.get_ref(Metadata.at(0)) {
         Ok(ValueRef::Null) => None,
-        Ok(ValueRef::Text(t)) => Some(std::str::from_utf8(t).map_err(|_| bad("metadata"))?),
-        _ => return Err(bad("metadata")),
+        Ok(ValueRef::Text(t)) => Some(std::str::from_utf8(t).map_err(|_| bad(Metadata.name()))?),
+        _ => return Err(bad(Metadata.name())),
     };
     Ok(RowRef {
         id,
-        pattern: text(1, "pattern")?,
-        normalized_pattern: text(2, "normalized_pattern")?,
-        category: text(3, "category")?,
-        confidence: real(4, "confidence")?,
-        times_used: int(5, "times_used")?,
-        times_correct: int(6, "times_correct")?,
-        accuracy: real(7, "accuracy")?,
-        created_at_micros: time_micros(text(8, "created_at")?).ok_or_else(|| bad("created_at"))?,
-        created_by: text(10, "created_by")?,
-        served: int(11, "enabled")? != 0 && text(12, "status")? == "approved",
+        pattern: text(Pattern)?,
+        normalized_pattern: text(NormalizedPattern)?,
+        category: text(Category)?,
+        confidence: real(Confidence)?,
+        times_used: int(TimesUsed)?,
+        times_correct: int(TimesCorrect)?,
+        accuracy: real(Accuracy)?,
+        created_at_micros: time_micros(text(CreatedAt)?).ok_or_else(|| bad(CreatedAt.name()))?,
+        created_by: text(CreatedBy)?,
+        served: int(Enabled)? != 0 && text(Status)? == "approved",
         metadata: checked_metadata(id, metadata).map_err(|e| e.to_string())?,
-        revision: int(15, "revision")?,
+        revision: int(Revision)?,
     })
 }
 
