@@ -142,13 +142,7 @@ impl Application {
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),
-            store_url: arc_swap::ArcSwap::from_pointee(redact_url(&config.database_url)),
             store_options: store_options(&config),
-            store_schema: if store.backend() == "postgres" {
-                config.database_schema.clone()
-            } else {
-                String::new()
-            },
             drain: Drain::default(),
             shutdown_grace: config.shutdown_grace,
             events: events.clone(),

@@ -14,7 +14,7 @@ use crate::{
     audit::{self, Origin},
     engine::{Generation, LoadMode, LoadReport, LoadRequest, Scope, Source},
     pb::{self, hot_reload_server::HotReload},
-    store::{Store, StoreError, redact_url},
+    store::{Store, StoreError},
 };
 
 /// HotReload service.
@@ -80,7 +80,6 @@ impl HotReloadApi {
             .swap_store_by(store, reason, Origin::reload(caller))
             .await
             .map_err(|e| keep("loading patterns from the new store failed", &e))?;
-        self.state.store_url.store(Arc::new(redact_url(&opts.url)));
         let mut response = reload_response(&report, false, false, started);
         response.target = pb::Target::Store.into();
         Ok(response)
@@ -143,13 +142,16 @@ pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at: Some(convert::timestamp(s.started_at)),
         targets: vec![target_status(s), super::config_reload::target_status(s)],
-        store: Some(pb::StoreStatus {
-            backend: s.engine.store().backend().to_owned(),
-            url: s.store_url.load().as_ref().clone(),
-            schema: s.store_schema.clone(),
-            hit_flush_failures: flush.failures,
-            hit_flush_last_error: flush.last_error.unwrap_or_default(),
-            hits_pending: s.hits.pending(),
+        store: Some({
+            let store = s.engine.store();
+            pb::StoreStatus {
+                backend: store.backend().to_owned(),
+                url: store.url().to_owned(),
+                schema: store.schema().unwrap_or_default().to_owned(),
+                hit_flush_failures: flush.failures,
+                hit_flush_last_error: flush.last_error.unwrap_or_default(),
+                hits_pending: s.hits.pending(),
+            }
         }),
         drain: Some(super::drain_pb(&s.drain.snapshot())),
         bus: Some(super::bus::bus_pb(&s.bus.status())),

@@ -63,12 +63,8 @@ pub struct AppState {
     pub instance_id: String,
     /// When this process started.
     pub started_at: DateTime<Utc>,
-    /// Database URL without password, for status.
-    pub store_url: arc_swap::ArcSwap<String>,
     /// How to open a store (pool size, schema, ...): the template for `Reload(TARGET_STORE)`.
     pub store_options: crate::store::StoreOptions,
-    /// PostgreSQL schema (empty for SQLite), for status.
-    pub store_schema: String,
     /// Drain state and in-flight accounting.
     pub drain: Drain,
     /// Default wait for `StartDrain(wait)` and for shutdown.

@@ -320,6 +320,19 @@ impl Store {
         }
     }
 
+    /// The URL it was opened with, its password redacted: what status and logs show.
+    pub fn url(&self) -> &str {
+        dispatch!(self, s => &s.url)
+    }
+
+    /// The PostgreSQL schema holding its tables; `None` for SQLite.
+    pub fn schema(&self) -> Option<&str> {
+        match self {
+            Store::Postgres(s) => Some(&s.schema),
+            Store::Sqlite(_) => None,
+        }
+    }
+
     /// "postgres" or "sqlite".
     pub fn backend(&self) -> &'static str {
         match self {

@@ -98,7 +98,9 @@ pub struct PgStore {
     /// Connections with `search_path` = `schema`.
     pub(super) pool: PgPool,
     /// The validated schema name.
-    schema: String,
+    pub(super) schema: String,
+    /// The URL it was opened with, redacted.
+    pub(super) url: std::sync::Arc<str>,
     /// The table's declared column limits (read after migrating, and when a value is refused
     /// as too long).
     pub(super) limits: SharedLimits,
@@ -314,6 +316,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             schema: opts.schema.clone(),
+            url: super::redact_url(&opts.url).into(),
             limits: live_limits::unknown(),
         })
     }

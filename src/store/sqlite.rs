@@ -64,6 +64,8 @@ pub struct SqliteStore {
     pub(super) file: Option<std::path::PathBuf>,
     /// The limits the table's declared types give (read after migrating).
     pub(super) limits: SharedLimits,
+    /// The URL it was opened with, redacted.
+    pub(super) url: std::sync::Arc<str>,
 }
 
 /// Maps a driver error to a query error saying what was being done.
@@ -219,6 +221,7 @@ impl SqliteStore {
             pool,
             file,
             limits: live_limits::unknown(),
+            url: super::redact_url(&opts.url).into(),
         })
     }
 

@@ -110,3 +110,52 @@ async fn store_swap_under_load_drops_no_request_and_failures_keep_the_old_store(
         "{url}"
     );
 }
+
+async fn store_status(app: &TestApp) -> pb::StoreStatus {
+    app.reload
+        .clone()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .store
+        .expect("store status")
+}
+
+/// GetStatus describes the store that serves, however it got there: a Reload(TARGET_STORE)
+/// from SQLite to PostgreSQL shows PostgreSQL's schema, and a swap made through the engine
+/// (embedders, tests) shows the new URL too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_describes_the_store_that_serves_after_any_swap() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_schema = "hp_swap".into()).await;
+    let s = store_status(&app).await;
+    assert_eq!((s.backend.as_str(), s.schema.as_str()), ("sqlite", ""));
+
+    let pg = TestDb::postgres().await;
+    app.reload
+        .clone()
+        .reload(store_reload(pg.url()))
+        .await
+        .expect("swap to postgres");
+    let s = store_status(&app).await;
+    assert_eq!(s.backend, "postgres");
+    assert_eq!(s.schema, "hp_swap", "the schema of the store now serving");
+    let pg_name = pg.url().rsplit('/').next().expect("db name");
+    assert!(s.url.ends_with(pg_name), "{}", s.url);
+
+    // Back to a SQLite file, through the engine itself.
+    let sqlite = TestDb::sqlite().await;
+    let store = hotplane::store::Store::connect(&sqlite.options_in(""))
+        .await
+        .expect("opens");
+    store.migrate().await.expect("migrates");
+    app.engine
+        .swap_store(store, "back to sqlite".into())
+        .await
+        .expect("swap through the engine");
+    let s = store_status(&app).await;
+    assert_eq!((s.backend.as_str(), s.schema.as_str()), ("sqlite", ""));
+    assert!(!s.url.contains(pg_name), "{}", s.url);
+    let sqlite_name = sqlite.url().rsplit('/').next().expect("file name");
+    assert!(s.url.ends_with(sqlite_name), "{} vs {sqlite_name}", s.url);
+}
