@@ -25,12 +25,13 @@ mod postgres;
 mod row_columns;
 mod sqlite;
 mod sqlite_direct;
+mod sqlite_rows;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use columns::{ColumnLimits, Limit, TextColumn};
 pub use db_errors::{Problem, Refusal};
 pub use postgres::FULL_COPY as PG_FULL_COPY;
-pub use sqlite::FULL_SQL as SQLITE_FULL_SQL;
+pub use sqlite_rows::FULL_SQL as SQLITE_FULL_SQL;
 
 use chrono::{DateTime, Utc};
 

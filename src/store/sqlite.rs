@@ -26,6 +26,7 @@ use super::{
     Cursor, DeltaLoad, FullLoad, HitDelta, LearnOutcome, ListQuery, StoreError, StoreOptions,
     live_limits::{self, SharedLimits},
     row_columns::Col::*,
+    sqlite_rows::{FULL_SQL, REVISION, checked_metadata, columns},
 };
 use crate::{
     model::{NewPattern, PatternRow, PatternStatus, RowRef},
@@ -38,22 +39,6 @@ const BACKEND: &str = "sqlite";
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The SELECT list every read uses (NULLs filled as in the PostgreSQL store, for rows other
-/// clients wrote), in [`Col`](super::row_columns::Col) order and aliased by name (checked by
-/// `the_select_list_follows_the_column_table`): the decoders read it by position.
-macro_rules! columns {
-    () => {
-        "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
-         CAST(COALESCE(confidence, 0) AS REAL) AS confidence, \
-         COALESCE(times_used, 0) AS times_used, COALESCE(times_correct, 0) AS times_correct, \
-         CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, last_used_at, \
-         COALESCE(created_by, '') AS created_by, COALESCE(enabled, 0) AS enabled, \
-         COALESCE(status, 'pending') AS status, metadata, updated_at, revision"
-    };
-}
-
-const REVISION_SQL: &str = "SELECT value FROM hotplane_revision WHERE id = 1";
 
 /// SQLite pattern store.
 #[derive(Debug, Clone)]
@@ -115,22 +100,6 @@ fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
         updated_at: row.try_get(UpdatedAt.at(at)).map_err(get)?,
         revision: row.try_get(Revision.at(at)).map_err(get)?,
     })
-}
-
-/// The full load's statement (served rows, `columns!()`), shared with the direct reader (and
-/// the bench's floors).
-pub const FULL_SQL: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM auto_learned_patterns WHERE enabled AND status = 'approved'"
-);
-
-/// The store revision, shared with the direct reader.
-pub(super) const REVISION: &str = REVISION_SQL;
-
-/// Metadata text as stored, checked to be JSON (any text can be stored in SQLite).
-pub(super) fn checked_metadata(id: i64, text: Option<&str>) -> Result<Option<&str>, StoreError> {
-    crate::model::metadata_text(id, text).map_err(|reason| StoreError::BadRow { id, reason })
 }
 
 /// The served columns of `columns!()` at `at`, borrowed from the row: a full load packs them
@@ -272,7 +241,7 @@ impl SqliteStore {
     pub(super) async fn load_full_pooled(&self) -> Result<FullLoad, StoreError> {
         const WHAT: &str = "reading all served patterns";
         let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
-        let revision: i64 = sqlx::query_scalar(REVISION_SQL)
+        let revision: i64 = sqlx::query_scalar(REVISION)
             .fetch_one(&mut *tx)
             .await
             .map_err(q(WHAT))?;
@@ -306,7 +275,7 @@ impl SqliteStore {
             return Err(StoreError::ForeignCursor);
         };
         let mut tx = self.pool.begin().await.map_err(q(WHAT))?;
-        let revision: i64 = sqlx::query_scalar(REVISION_SQL)
+        let revision: i64 = sqlx::query_scalar(REVISION)
             .fetch_one(&mut *tx)
             .await
             .map_err(q(WHAT))?;
@@ -411,7 +380,7 @@ impl SqliteStore {
 
     /// The store revision (the counter equals the newest row or tombstone revision).
     pub async fn revision(&self) -> Result<i64, StoreError> {
-        sqlx::query_scalar(REVISION_SQL)
+        sqlx::query_scalar(REVISION)
             .fetch_one(&self.pool)
             .await
             .map_err(q("reading the store revision"))
@@ -642,13 +611,16 @@ async fn fetch(tx: &mut Tx, id: i64, what: &'static str) -> Result<PatternRow, S
 
 #[cfg(test)]
 mod tests {
-    use super::super::row_columns::{aliases, names};
+    use super::super::{
+        row_columns::{aliases, names},
+        sqlite_rows::{FULL_SQL, columns},
+    };
 
     /// The SELECT list gives the columns the decoders (and the direct reader) read, in the
     /// order they read them.
     #[test]
     fn the_select_list_follows_the_column_table() {
         assert_eq!(aliases(columns!()), names());
-        assert!(super::FULL_SQL.contains(columns!()));
+        assert!(FULL_SQL.contains(columns!()));
     }
 }

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, types::ValueRef};
 use super::{
     Cursor, FullLoad,
     row_columns::Col::{self, *},
-    sqlite::{FULL_SQL, REVISION, checked_metadata},
+    sqlite_rows::{FULL_SQL, REVISION, checked_metadata},
 };
 use crate::{model::RowRef, snapshot::Records};
 
