@@ -9,11 +9,11 @@ use tracing::{info, instrument, warn};
 use super::{
     AppState, check_reason, config_files, convert,
     error::{ApiError, ApiResult},
+    status::{change_pb, config_generation_pb as generation_pb, pinned_pb},
 };
 use crate::{
-    config_source::Pinned,
     engine::Source,
-    live_config::{Change, ConfigGeneration, Outcome, ReloadError},
+    live_config::{Outcome, ReloadError},
     pb,
 };
 
@@ -211,86 +211,5 @@ fn response(o: &Outcome, validate_only: bool) -> pb::ReloadResponse {
         config_path: o.path.display().to_string(),
         config_pinned: o.pinned.iter().map(pinned_pb).collect(),
         ..Default::default()
-    }
-}
-
-/// A pinned key as a `ConfigChange`: the value in effect is old, the file's (ignored) is new.
-pub(super) fn pinned_pb(p: &Pinned) -> pb::ConfigChange {
-    pb::ConfigChange {
-        key: p.key.to_owned(),
-        old_value: p.value.clone(),
-        new_value: p.file_value.clone(),
-        pinned_by: p.by.clone(),
-        ..Default::default()
-    }
-}
-
-pub(super) fn change_pb(c: &Change) -> pb::ConfigChange {
-    pb::ConfigChange {
-        key: c.key.to_owned(),
-        old_value: c.old.clone(),
-        new_value: c.new.clone(),
-        restart_reason: c.restart_reason.to_owned(),
-        pinned_by: String::new(),
-    }
-}
-
-/// The config generation as a `GenerationInfo`: the file's hash, the keys it sets as the item
-/// count.
-fn generation_pb(g: &ConfigGeneration) -> pb::GenerationInfo {
-    pb::GenerationInfo {
-        generation: g.number,
-        content_hash: g.content_hash.clone(),
-        content_hash_scheme: 0, // a file's hash, never compared across versions
-        store_revision: 0,
-        store_position: String::new(),
-        loaded_at: Some(convert::timestamp(g.loaded_at)),
-        source: super::hot_reload::source_pb(g.source).into(),
-        load_duration: Some(convert::duration(g.load_duration)),
-        item_count: g.keys_set as u64,
-        mode: pb::LoadMode::Full.into(),
-        reason: String::new(),
-    }
-}
-
-/// TARGET_CONFIG in `GetStatus.targets`: the file generation and reload health.
-pub(super) fn target_status(state: &AppState) -> pb::TargetStatus {
-    let h = state.live.health();
-    pb::TargetStatus {
-        target: pb::Target::Config.into(),
-        current: state.live.generation().map(|g| generation_pb(&g)),
-        last_success_at: h.last_success_at.map(convert::timestamp),
-        last_error: h.last_error.unwrap_or_default(),
-        last_error_at: h.last_error_at.map(convert::timestamp),
-        consecutive_failures: h.consecutive_failures,
-        loads_total: h.loads_total,
-        failures_total: h.failures_total,
-        ..Default::default()
-    }
-}
-
-/// `GetStatus.config`: the runtime settings in effect.
-pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
-    let s = state.live.settings();
-    let c = &s.config;
-    pb::ConfigStatus {
-        path: state
-            .live
-            .path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        log_filter: s.log_filter.clone(),
-        normalize_profile: c.normalize_profile.to_string(),
-        stop_words: s.normalizer.stop_words(),
-        learn_min_confidence: s.rules.min_confidence,
-        learn_min_chars: u32::try_from(s.rules.min_chars).unwrap_or(u32::MAX),
-        learn_auto_approve: s.rules.auto_approve,
-        poll_interval: Some(convert::duration(s.poll_interval)),
-        fleet_heartbeat: Some(convert::duration(s.fleet.heartbeat)),
-        fleet_ttl: Some(convert::duration(s.fleet.ttl)),
-        restart_pending: state.live.restart_pending().iter().map(change_pb).collect(),
-        pinned: state.live.pinned().iter().map(pinned_pb).collect(),
-        admin_rate: s.rate_limit.per_second,
-        admin_burst: s.rate_limit.burst,
     }
 }

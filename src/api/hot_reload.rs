@@ -9,10 +9,11 @@ use tracing::{instrument, warn};
 use super::{
     AppState, check_reason, convert,
     error::{ApiError, ApiResult},
+    status::{generation_pb, mode_pb, status_pb},
 };
 use crate::{
     audit::{self, Origin},
-    engine::{Generation, LoadMode, LoadReport, LoadRequest, Scope, Source},
+    engine::{LoadReport, LoadRequest, Scope, Source},
     pb::{self, hot_reload_server::HotReload},
     store::{Store, StoreError},
 };
@@ -86,30 +87,6 @@ impl HotReloadApi {
     }
 }
 
-/// Status of the pattern target.
-fn target_status(state: &AppState) -> pb::TargetStatus {
-    let engine = &state.engine;
-    let h = engine.health();
-    let current = engine.current();
-    pb::TargetStatus {
-        target: pb::Target::Patterns.into(),
-        current: (current.number > 0).then(|| generation_pb(&current)),
-        last_success_at: h.last_success_at.map(convert::timestamp),
-        last_error: h.last_error.unwrap_or_default(),
-        last_error_at: h.last_error_at.map(convert::timestamp),
-        consecutive_failures: h.consecutive_failures,
-        loads_total: h.loads_total,
-        failures_total: h.failures_total,
-        loading: h.loading,
-        retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
-        pinned: h.pinned.is_some(),
-        pending_changes: h.pending_changes,
-        coalesced_total: h.coalesced_total,
-        quarantined: quarantined_pb(current.snapshot.quarantined()),
-        quarantined_total: current.snapshot.quarantined().len() as u32,
-    }
-}
-
 /// NOT_FOUND when the reload named a row the store does not have (the load itself ran: were
 /// the id served before, it no longer is).
 fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> {
@@ -118,91 +95,6 @@ fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> 
             "pattern id {id} does not exist in the store: nothing is served under it"
         ))),
         _ => Ok(()),
-    }
-}
-
-/// Most quarantined rows listed in a status (the total is reported beside them).
-const MAX_QUARANTINED_LISTED: usize = 100;
-
-fn quarantined_pb(rows: &std::collections::BTreeMap<i64, String>) -> Vec<pb::QuarantinedPattern> {
-    rows.iter()
-        .take(MAX_QUARANTINED_LISTED)
-        .map(|(id, reason)| pb::QuarantinedPattern {
-            pattern_id: *id,
-            reason: reason.clone(),
-        })
-        .collect()
-}
-
-/// The full status of this instance (GetStatus, and WatchStatus snapshots and heartbeats).
-pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
-    let flush = s.hits.stats();
-    pb::GetStatusResponse {
-        instance_id: s.instance_id.clone(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at: Some(convert::timestamp(s.started_at)),
-        targets: vec![target_status(s), super::config_reload::target_status(s)],
-        store: Some({
-            let store = s.engine.store();
-            pb::StoreStatus {
-                backend: store.backend().to_owned(),
-                url: store.url().to_owned(),
-                schema: store.schema().unwrap_or_default().to_owned(),
-                hit_flush_failures: flush.failures,
-                hit_flush_last_error: flush.last_error.unwrap_or_default(),
-                hits_pending: s.hits.pending(),
-            }
-        }),
-        drain: Some(super::drain_pb(&s.drain.snapshot())),
-        bus: Some(super::bus::bus_pb(&s.bus.status())),
-        fleet: s
-            .bus
-            .fleet()
-            .map(|v| super::bus::fleet_pb(&v, &s.engine.current())),
-        audit: Some(super::audit_status_pb(
-            &s.audit.stats(),
-            s.audit_retention_days,
-        )),
-        config: Some(super::config_reload::config_status(s)),
-    }
-}
-
-pub(super) fn source_pb(s: Source) -> pb::ReloadSource {
-    match s {
-        Source::Startup => pb::ReloadSource::Startup,
-        Source::Grpc => pb::ReloadSource::Grpc,
-        Source::Bus => pb::ReloadSource::Bus,
-        Source::Poll => pb::ReloadSource::Poll,
-        Source::Signal => pb::ReloadSource::Signal,
-        Source::Write => pb::ReloadSource::Write,
-        Source::Rollback => pb::ReloadSource::Rollback,
-    }
-}
-
-fn mode_pb(m: LoadMode) -> pb::LoadMode {
-    match m {
-        LoadMode::Full => pb::LoadMode::Full,
-        LoadMode::Delta => pb::LoadMode::Delta,
-        LoadMode::Single => pb::LoadMode::Single,
-        LoadMode::Noop => pb::LoadMode::Noop,
-        LoadMode::Invalidate => pb::LoadMode::Invalidate,
-    }
-}
-
-/// Status view of one generation.
-pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
-    pb::GenerationInfo {
-        generation: g.number,
-        content_hash: g.snapshot.content_hash(),
-        content_hash_scheme: crate::snapshot::scheme::CURRENT,
-        store_revision: g.store_revision,
-        store_position: g.cursor.as_ref().map(|c| c.position()).unwrap_or_default(),
-        loaded_at: Some(convert::timestamp(g.loaded_at)),
-        source: source_pb(g.source).into(),
-        load_duration: Some(convert::duration(g.load_duration)),
-        item_count: g.snapshot.len() as u64,
-        mode: mode_pb(g.mode).into(),
-        reason: g.reason.clone(),
     }
 }
 

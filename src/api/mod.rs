@@ -13,6 +13,7 @@ pub mod events;
 mod hot_reload;
 mod matching;
 mod patterns;
+mod status;
 mod streams;
 mod watch;
 pub mod wire;
@@ -26,8 +27,9 @@ pub use bus::bus_event_sink;
 pub use config_reload::reload_config;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
-pub use hot_reload::{HotReloadApi, generation_pb, status_pb as hot_reload_status};
+pub use hot_reload::HotReloadApi;
 pub use patterns::PatternsApi;
+pub use status::{generation_pb, status_pb as hot_reload_status};
 pub use streams::StreamSlots;
 pub use watch::WatchOptions;
 

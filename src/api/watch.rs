@@ -17,7 +17,7 @@ use tracing::debug;
 use super::{
     AppState,
     events::{Event, Start},
-    hot_reload::status_pb,
+    status::status_pb,
 };
 use crate::pb;
 
