@@ -73,11 +73,6 @@ impl LogFormat {
     }
 }
 
-/// Default of `--max-served-metadata-bytes`: 1 MiB, 64 times what LearnPattern accepts
-/// (16 KiB), so legacy rows with large documents are still served, while one match (and so one
-/// `MatchPattern` answer) stays far under the default response limit.
-pub const DEFAULT_MAX_SERVED_METADATA_BYTES: usize = 1024 * 1024;
-
 /// Default of `--max-response-bytes`: 4 MiB, the largest message gRPC clients (grpc-go, grpc-java,
 /// grpcio, tonic) accept by default; an answer past it would fail in the client anyway.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -290,7 +285,7 @@ pub struct Config {
     #[arg(
         long,
         env = "HOTPLANE_MAX_SERVED_METADATA_BYTES",
-        default_value_t = DEFAULT_MAX_SERVED_METADATA_BYTES
+        default_value_t = crate::snapshot::DEFAULT_MAX_SERVED_METADATA_BYTES
     )]
     pub max_served_metadata_bytes: usize,
 

@@ -160,7 +160,10 @@ impl Application {
         let mut background = vec![
             tokio::spawn(audit::writer::run(
                 audit_queue,
-                engine.clone(),
+                {
+                    let engine = engine.clone();
+                    Arc::new(move || engine.store())
+                },
                 audit::writer::WriterOptions {
                     instance: state.instance_id.clone(),
                     retention: (config.audit_retention_days > 0).then(|| {

@@ -26,7 +26,45 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::engine::Source;
+/// What asked for a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The first load at process start.
+    Startup,
+    /// An explicit `HotReload.Reload`.
+    Grpc,
+    /// A Redis bus event.
+    Bus,
+    /// The periodic revision poll.
+    Poll,
+    /// A process signal.
+    Signal,
+    /// A write through this replica's Patterns RPCs.
+    Write,
+    /// A `HotReload.Rollback`.
+    Rollback,
+}
+
+impl Source {
+    /// Lower-case name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Startup => "startup",
+            Source::Grpc => "grpc",
+            Source::Bus => "bus",
+            Source::Poll => "poll",
+            Source::Signal => "signal",
+            Source::Write => "write",
+            Source::Rollback => "rollback",
+        }
+    }
+
+    /// Automatic sources are held (recorded as pending) while the target is pinned; explicit
+    /// ones (gRPC, writes, signals, startup) unpin it.
+    pub fn is_automatic(self) -> bool {
+        matches!(self, Source::Bus | Source::Poll)
+    }
+}
 
 /// Every action a row can record (the `action` column).
 pub mod action {

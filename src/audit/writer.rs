@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{AuditQueue, Entry};
-use crate::engine::Engine;
+use crate::store::Store;
+
+/// The store audit rows go to: the engine's current one, read at each write (a blue/green swap
+/// moves the audit trail with the patterns).
+pub type CurrentStore = std::sync::Arc<dyn Fn() -> std::sync::Arc<Store> + Send + Sync>;
 
 /// Most rows per insert.
 pub const MAX_BATCH: usize = 256;
@@ -42,7 +46,7 @@ pub struct WriterOptions {
 /// Runs until `stop` turns true, then writes what is still queued and returns.
 pub async fn run(
     mut queue: AuditQueue,
-    engine: Engine,
+    store: CurrentStore,
     opts: WriterOptions,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -55,13 +59,13 @@ pub async fn run(
                 if n == 0 {
                     return; // every recorder is gone
                 }
-                if let Written::Stopped = write(&queue, &engine, &opts.instance, &mut batch, &mut stop).await {
+                if let Written::Stopped = write(&queue, &store, &opts.instance, &mut batch, &mut stop).await {
                     break;
                 }
             }
             _ = purge.tick() => {
                 if let Some(retention) = opts.retention {
-                    purge_expired(&engine, retention).await;
+                    purge_expired(&store, retention).await;
                 }
             }
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
@@ -76,7 +80,7 @@ pub async fn run(
             }
             queue.rx.recv_many(&mut batch, MAX_BATCH).await;
         }
-        if let Err(e) = attempt(&queue, &engine, &opts.instance, &mut batch).await {
+        if let Err(e) = attempt(&queue, &store, &opts.instance, &mut batch).await {
             lose(&queue, &mut batch, &e, "at shutdown");
         }
     }
@@ -94,7 +98,7 @@ enum Written {
 /// when it refuses the rows.
 async fn write(
     queue: &AuditQueue,
-    engine: &Engine,
+    store: &CurrentStore,
     instance: &str,
     batch: &mut Vec<Entry>,
     stop: &mut watch::Receiver<bool>,
@@ -102,7 +106,7 @@ async fn write(
     let mut delay = FIRST_RETRY;
     let mut refused = 0;
     loop {
-        let Err(e) = attempt(queue, engine, instance, batch).await else {
+        let Err(e) = attempt(queue, store, instance, batch).await else {
             return Written::Done;
         };
         if e.is_unavailable() {
@@ -127,12 +131,12 @@ async fn write(
 /// One insert of `batch` into the current store (a swap may have replaced it); counted.
 async fn attempt(
     queue: &AuditQueue,
-    engine: &Engine,
+    store: &CurrentStore,
     instance: &str,
     batch: &mut Vec<Entry>,
 ) -> Result<(), crate::store::StoreError> {
     let c = &queue.counters;
-    match engine.store().insert_audit(instance, batch).await {
+    match store().insert_audit(instance, batch).await {
         Ok(()) => {
             c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
@@ -161,14 +165,14 @@ fn lose(queue: &AuditQueue, batch: &mut Vec<Entry>, e: &crate::store::StoreError
     batch.clear();
 }
 
-async fn purge_expired(engine: &Engine, retention: Duration) {
+async fn purge_expired(store: &CurrentStore, retention: Duration) {
     let Ok(retention) = chrono::Duration::from_std(retention) else {
         return;
     };
     let Some(before) = Utc::now().checked_sub_signed(retention) else {
         return;
     };
-    match engine.store().purge_audit(before).await {
+    match store().purge_audit(before).await {
         Ok(0) => {}
         Ok(n) => info!(rows = n, %before, "deleted audit rows past the retention"),
         Err(e) => warn!(error = %e, "deleting expired audit rows failed; retrying in an hour"),

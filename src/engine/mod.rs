@@ -36,47 +36,8 @@ use crate::{
     store::{Cursor, Store},
 };
 
+pub use crate::audit::Source;
 pub use flight::Flight;
-
-/// What asked for a load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The first load at process start.
-    Startup,
-    /// An explicit `HotReload.Reload`.
-    Grpc,
-    /// A Redis bus event.
-    Bus,
-    /// The periodic revision poll.
-    Poll,
-    /// A process signal.
-    Signal,
-    /// A write through this replica's Patterns RPCs.
-    Write,
-    /// A `HotReload.Rollback`.
-    Rollback,
-}
-
-impl Source {
-    /// Lower-case name for logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Startup => "startup",
-            Source::Grpc => "grpc",
-            Source::Bus => "bus",
-            Source::Poll => "poll",
-            Source::Signal => "signal",
-            Source::Write => "write",
-            Source::Rollback => "rollback",
-        }
-    }
-
-    /// Automatic sources are held (recorded as pending) while the target is pinned; explicit
-    /// ones (gRPC, writes, signals, startup) unpin it.
-    pub fn is_automatic(self) -> bool {
-        matches!(self, Source::Bus | Source::Poll)
-    }
-}
 
 /// How the store was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,7 +318,7 @@ impl Default for EngineOptions {
             retain: 10,
             event_capacity: 1024,
             sink: None,
-            max_served_metadata_bytes: crate::config::DEFAULT_MAX_SERVED_METADATA_BYTES,
+            max_served_metadata_bytes: crate::snapshot::DEFAULT_MAX_SERVED_METADATA_BYTES,
         }
     }
 }

@@ -26,7 +26,9 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use record::{
     Categories, Interner, check_record, drop_oversize, id_of, key_of, rank, same_version,
 };
-pub use record::{MAX_METADATA_BYTES, Records, Row, content_hash};
+pub use record::{
+    DEFAULT_MAX_SERVED_METADATA_BYTES, MAX_METADATA_BYTES, Records, Row, content_hash,
+};
 
 use crate::model::PatternRow;
 

@@ -128,6 +128,11 @@ const MAX_TEXT_BYTES: usize = u16::MAX as usize;
 /// row with a larger document can still be served when the operator raises the limit.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default of `--max-served-metadata-bytes`: 1 MiB, 64 times what LearnPattern accepts
+/// (16 KiB), so legacy rows with large documents are still served, while one match (and so one
+/// `MatchPattern` answer) stays far under the default response limit.
+pub const DEFAULT_MAX_SERVED_METADATA_BYTES: usize = 1024 * 1024;
+
 /// One served row, read in place from its record.
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
