@@ -78,7 +78,7 @@ impl HotReloadApi {
         let report = self
             .state
             .engine
-            .swap_store_by(store, reason, Origin::reload(caller))
+            .swap_store(store, reason, Origin::reload(caller))
             .await
             .map_err(|e| keep("loading patterns from the new store failed", &e))?;
         let mut response = reload_response(&report, false, false, started);
@@ -217,13 +217,13 @@ impl HotReload for HotReloadApi {
             reload_response(&report, false, true, started)
         } else {
             let (report, coalesced) = engine
-                .reload_by(
+                .reload(
                     LoadRequest {
                         scope,
                         source: Source::Grpc,
                         reason: req.reason,
                     },
-                    Origin::reload(caller),
+                    Some(Origin::reload(caller)),
                 )
                 .await
                 .map_err(ApiError::from)?;
@@ -275,7 +275,7 @@ impl HotReload for HotReloadApi {
         let report = self
             .state
             .engine
-            .rollback_by(req.to_generation, reason, Origin::reload(caller))
+            .rollback(req.to_generation, reason, Origin::reload(caller))
             .await
             .map_err(ApiError::from)?;
         let mut response = pb::RollbackResponse {

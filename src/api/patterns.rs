@@ -72,13 +72,13 @@ impl PatternsApi {
         let (report, _) = self
             .state
             .engine
-            .reload_by(
+            .reload(
                 LoadRequest {
                     scope: Scope::Ids(vec![id]),
                     source: Source::Write,
                     reason: reason.to_owned(),
                 },
-                origin,
+                Some(origin),
             )
             .await?;
         Ok(report.generation_after)

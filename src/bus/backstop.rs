@@ -30,11 +30,14 @@ pub async fn run(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                engine.request(LoadRequest {
-                    scope: Scope::Delta,
-                    source: Source::Poll,
-                    reason: "backstop poll".into(),
-                });
+                engine.request(
+                    LoadRequest {
+                        scope: Scope::Delta,
+                        source: Source::Poll,
+                        reason: "backstop poll".into(),
+                    },
+                    None,
+                );
             }
         };
         tokio::select! {

@@ -72,10 +72,7 @@ pub(super) async fn run(
         }
         let reason = format!("bus: rollback from {}", ask.origin);
         let by = crate::audit::Origin::reload(format!("bus:{}", ask.origin));
-        match engine
-            .rollback_to_hash_by(&ask.content_hash, reason, by)
-            .await
-        {
+        match engine.rollback_to_hash(&ask.content_hash, reason, by).await {
             Ok(report) => {
                 shared.status().rollbacks_followed += 1;
                 *shared.rollback_error() = None;
@@ -102,11 +99,14 @@ async fn serves_already(engine: &Engine, content_hash: &str) -> bool {
     if engine.health().pinned.is_none() {
         // A failed catch-up (store down) leaves the comparison with what is served.
         let _ = engine
-            .reload(LoadRequest {
-                scope: Scope::Delta,
-                source: Source::Bus,
-                reason: "bus: catching up before following a rollback".into(),
-            })
+            .reload(
+                LoadRequest {
+                    scope: Scope::Delta,
+                    source: Source::Bus,
+                    reason: "bus: catching up before following a rollback".into(),
+                },
+                None,
+            )
             .await;
     }
     engine.current().snapshot.content_hash() == content_hash

@@ -150,11 +150,14 @@ pub(super) async fn run(
                 backoff.subscribed(Instant::now());
                 // Requested before the status says "connected", so whoever waits for that sees
                 // the catch-up already queued in the engine.
-                engine.request(LoadRequest {
-                    scope: Scope::Delta,
-                    source: Source::Bus,
-                    reason: "bus subscribed: catch-up".into(),
-                });
+                engine.request(
+                    LoadRequest {
+                        scope: Scope::Delta,
+                        source: Source::Bus,
+                        reason: "bus subscribed: catch-up".into(),
+                    },
+                    None,
+                );
                 let reconnect = subscribed_before && done.is_none();
                 {
                     let mut st = shared.status();
@@ -386,11 +389,14 @@ impl Handler {
             st.messages_received += dropped;
             *st.rejected.entry(Reason::Overflow.as_str()).or_default() += dropped;
         }
-        self.engine.request(LoadRequest {
-            scope: Scope::Delta,
-            source: Source::Bus,
-            reason: "bus: catch-up for messages dropped in a flood".into(),
-        });
+        self.engine.request(
+            LoadRequest {
+                scope: Scope::Delta,
+                source: Source::Bus,
+                reason: "bus: catch-up for messages dropped in a flood".into(),
+            },
+            None,
+        );
         let r = Rejected {
             reason: Reason::Overflow,
             detail: format!(
@@ -436,7 +442,7 @@ impl Handler {
                 }
                 _ => self
                     .engine
-                    .request_by(request_for(&envelope), origin_of(&envelope)),
+                    .request(request_for(&envelope), Some(origin_of(&envelope))),
             },
             Err(r) if r.reason == Reason::SelfOrigin => debug!("bus: skipped our own event"),
             Err(r) => self.warnings.warn(&r, bytes.len()),

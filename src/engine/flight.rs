@@ -98,14 +98,10 @@ impl Flight {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a request to the next batch. After `close` the waiter is dropped at once, so the
-    /// caller sees `LoadError::Closed`.
-    pub(super) fn push(&self, req: LoadRequest, waiter: Option<Waiter>) {
-        self.push_by(req, None, waiter);
-    }
-
-    /// [`Flight::push`] with the requester for the audit trail (`None`: the source itself).
-    pub(super) fn push_by(&self, req: LoadRequest, origin: Option<Origin>, waiter: Option<Waiter>) {
+    /// Adds a request to the next batch, with its requester for the audit trail (`None`: the
+    /// source itself). After `close` the waiter is dropped at once, so the caller sees
+    /// `LoadError::Closed`.
+    pub(super) fn push(&self, req: LoadRequest, origin: Option<Origin>, waiter: Option<Waiter>) {
         let mut p = self.lock();
         if p.closed {
             return;
@@ -230,19 +226,19 @@ mod tests {
     #[tokio::test]
     async fn merges_everything_pushed_before_the_loader_takes_it() {
         let f = Flight::default();
-        f.push(req(Scope::Ids(vec![3, 1])), None);
-        f.push(req(Scope::Ids(vec![1, 2])), None);
+        f.push(req(Scope::Ids(vec![3, 1])), None, None);
+        f.push(req(Scope::Ids(vec![1, 2])), None, None);
         let b = f.next().await.expect("batch");
         assert_eq!(b.plan, Some(Plan::Ids(vec![1, 2, 3])));
         assert_eq!(b.requests, 2);
-        f.push(req(Scope::Ids(vec![9])), None);
-        f.push(req(Scope::Delta), None);
+        f.push(req(Scope::Ids(vec![9])), None, None);
+        f.push(req(Scope::Delta), None, None);
         assert_eq!(
             f.next().await.expect("batch").plan,
             Some(Plan::Delta(vec![9]))
         );
-        f.push(req(Scope::Delta), None);
-        f.push(req(Scope::Full), None);
+        f.push(req(Scope::Delta), None, None);
+        f.push(req(Scope::Full), None, None);
         assert_eq!(f.next().await.expect("batch").plan, Some(Plan::Full));
     }
 
@@ -250,7 +246,7 @@ mod tests {
     async fn too_many_ids_become_a_delta() {
         let f = Flight::default();
         for id in 0..(MAX_IDS as i64 + 1) {
-            f.push(req(Scope::Ids(vec![id])), None);
+            f.push(req(Scope::Ids(vec![id])), None, None);
         }
         assert_eq!(
             f.next().await.expect("batch").plan,
@@ -261,14 +257,14 @@ mod tests {
     #[tokio::test]
     async fn invalidations_merge_into_the_batch_and_alone_need_no_load() {
         let f = Flight::default();
-        f.push(req(Scope::Invalidate(vec![5, 3])), None);
-        f.push(req(Scope::Invalidate(vec![3])), None);
+        f.push(req(Scope::Invalidate(vec![5, 3])), None, None);
+        f.push(req(Scope::Invalidate(vec![3])), None, None);
         let b = f.next().await.expect("batch");
         assert_eq!((b.invalidate, b.plan, b.requests), (vec![3, 5], None, 2));
         // Mixed with reloads: invalidate first, then one load for all the reloads.
-        f.push(req(Scope::Invalidate(vec![7])), None);
-        f.push(req(Scope::Ids(vec![7])), None);
-        f.push(req(Scope::Delta), None);
+        f.push(req(Scope::Invalidate(vec![7])), None, None);
+        f.push(req(Scope::Ids(vec![7])), None, None);
+        f.push(req(Scope::Delta), None, None);
         let b = f.next().await.expect("batch");
         assert_eq!(b.invalidate, vec![7]);
         assert_eq!(b.plan, Some(Plan::Delta(vec![7])));
@@ -278,9 +274,9 @@ mod tests {
     async fn invalidations_past_the_bound_are_dropped_and_counted() {
         let f = Flight::default();
         let ids: Vec<i64> = (0..(MAX_INVALIDATE as i64 + 10)).collect();
-        f.push(req(Scope::Invalidate(ids)), None);
+        f.push(req(Scope::Invalidate(ids)), None, None);
         // An id already pending is not a drop.
-        f.push(req(Scope::Invalidate(vec![0])), None);
+        f.push(req(Scope::Invalidate(vec![0])), None, None);
         let b = f.next().await.expect("batch");
         assert_eq!(b.invalidate.len(), MAX_INVALIDATE);
         assert_eq!(b.invalidate_dropped, 10);
@@ -290,9 +286,9 @@ mod tests {
     async fn requesters_are_remembered_once_each_and_bounded() {
         let f = Flight::default();
         let bus = |caller: &str| Some(Origin::reload(caller));
-        f.push_by(req(Scope::Delta), bus("bus:a"), None);
-        f.push_by(req(Scope::Ids(vec![1])), bus("bus:a"), None);
-        f.push(req(Scope::Invalidate(vec![2])), None);
+        f.push(req(Scope::Delta), bus("bus:a"), None);
+        f.push(req(Scope::Ids(vec![1])), bus("bus:a"), None);
+        f.push(req(Scope::Invalidate(vec![2])), None, None);
         let b = f.next().await.expect("batch");
         let callers: Vec<_> = b
             .origins
@@ -301,7 +297,7 @@ mod tests {
             .collect();
         assert_eq!(callers, vec![("bus:a", "reload"), ("bus", "invalidate")]);
         for n in 0..MAX_ORIGINS + 3 {
-            f.push_by(req(Scope::Delta), bus(&format!("bus:{n}")), None);
+            f.push(req(Scope::Delta), bus(&format!("bus:{n}")), None);
         }
         let b = f.next().await.expect("batch");
         assert_eq!((b.origins.len(), b.origins_extra), (MAX_ORIGINS, 3));
@@ -311,7 +307,7 @@ mod tests {
     async fn close_ends_the_loader_and_drops_waiters() {
         let f = Flight::default();
         let (tx, rx) = oneshot::channel();
-        f.push(req(Scope::Delta), Some(tx));
+        f.push(req(Scope::Delta), None, Some(tx));
         f.close();
         assert!(f.next().await.is_none());
         assert!(rx.await.is_err());

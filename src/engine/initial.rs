@@ -16,11 +16,14 @@ pub async fn run(engine: Engine, mut stop: watch::Receiver<bool>) {
         crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         let delay = backoff.next_delay();
-        let attempt = engine.reload(LoadRequest {
-            scope: Scope::Full,
-            source: Source::Startup,
-            reason: "startup".into(),
-        });
+        let attempt = engine.reload(
+            LoadRequest {
+                scope: Scope::Full,
+                source: Source::Startup,
+                reason: "startup".into(),
+            },
+            None,
+        );
         tokio::select! {
             r = attempt => match r {
                 Ok(_) => return,

@@ -388,32 +388,22 @@ impl Engine {
     }
 
     /// Asks for a load and waits for the load that serves the request. Requests arriving while
-    /// a load runs are coalesced into one further load.
-    pub async fn reload(&self, req: LoadRequest) -> Result<(LoadReport, bool), LoadError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner.flight.push(req, Some(tx));
-        rx.await.map_err(|_| LoadError::Closed)?
-    }
-
-    /// Asks for a load without waiting for it (for fire-and-forget sources such as the bus).
-    pub fn request(&self, req: LoadRequest) {
-        self.inner.flight.push(req, None);
-    }
-
-    /// [`Engine::reload`] on behalf of `origin` (who asked, for what), for the audit trail.
-    pub async fn reload_by(
+    /// a load runs are coalesced into one further load. `origin` is who asked, for the audit
+    /// trail; `None`: the request's source itself (the poll, the first load, a bus catch-up).
+    pub async fn reload(
         &self,
         req: LoadRequest,
-        origin: Origin,
+        origin: Option<Origin>,
     ) -> Result<(LoadReport, bool), LoadError> {
         let (tx, rx) = oneshot::channel();
-        self.inner.flight.push_by(req, Some(origin), Some(tx));
+        self.inner.flight.push(req, origin, Some(tx));
         rx.await.map_err(|_| LoadError::Closed)?
     }
 
-    /// [`Engine::request`] on behalf of `origin`, for the audit trail.
-    pub fn request_by(&self, req: LoadRequest, origin: Origin) {
-        self.inner.flight.push_by(req, Some(origin), None);
+    /// Asks for a load without waiting for it (for fire-and-forget sources such as the bus);
+    /// `origin` as in [`Engine::reload`].
+    pub fn request(&self, req: LoadRequest, origin: Option<Origin>) {
+        self.inner.flight.push(req, origin, None);
     }
 
     /// Records every later load, rollback and store swap on `auditor` (the first call wins).
@@ -430,14 +420,8 @@ impl Engine {
 
     /// Serves a retained generation again, as a new generation, and pins the target: automatic
     /// reloads (bus, poll) are then held as pending changes until an explicit reload (which
-    /// reads everything) unpins it. `to` 0 means the previous generation.
-    pub async fn rollback(&self, to: u64, reason: String) -> Result<LoadReport, LoadError> {
-        self.rollback_by(to, reason, Origin::of_source(Source::Grpc))
-            .await
-    }
-
-    /// [`Engine::rollback`] on behalf of `origin`, for the audit trail.
-    pub async fn rollback_by(
+    /// reads everything) unpins it. `to` 0 means the previous generation. `origin`: who asked.
+    pub async fn rollback(
         &self,
         to: u64,
         reason: String,
@@ -452,16 +436,6 @@ impl Engine {
     /// process, content hashes are not). When the current generation already has that content,
     /// it is pinned in place. `LoadError::ContentNotRetained` when no retained generation has it.
     pub async fn rollback_to_hash(
-        &self,
-        content_hash: &str,
-        reason: String,
-    ) -> Result<LoadReport, LoadError> {
-        self.rollback_to_hash_by(content_hash, reason, Origin::of_source(Source::Bus))
-            .await
-    }
-
-    /// [`Engine::rollback_to_hash`] on behalf of `origin` (a bus message), for the audit trail.
-    pub async fn rollback_to_hash_by(
         &self,
         content_hash: &str,
         reason: String,
@@ -494,13 +468,8 @@ impl Engine {
     /// Replaces the store (blue/green): reads everything from `new` first and, only if that
     /// succeeds, swaps both the store and the served generation, then closes the old pool once
     /// its running queries finish. On failure the old store keeps serving and `new` is closed.
-    pub async fn swap_store(&self, new: Store, reason: String) -> Result<LoadReport, LoadError> {
-        self.swap_store_by(new, reason, Origin::of_source(Source::Grpc))
-            .await
-    }
-
-    /// [`Engine::swap_store`] on behalf of `origin`, for the audit trail.
-    pub async fn swap_store_by(
+    /// `origin`: who asked.
+    pub async fn swap_store(
         &self,
         new: Store,
         reason: String,

@@ -62,20 +62,23 @@ async fn invalidate_stops_serving_at_once_until_a_load_reads_the_row() {
     // Before the first load nothing is served: an invalidation changes nothing, not even
     // readiness.
     let (r, _) = engine
-        .reload(req(Scope::Invalidate(vec![a])))
+        .reload(req(Scope::Invalidate(vec![a])), None)
         .await
         .expect("ignored");
     assert_eq!(r.generation_after, 0);
     assert!(!*engine.ready().borrow());
 
-    engine.reload(req(Scope::Full)).await.expect("first load");
+    engine
+        .reload(req(Scope::Full), None)
+        .await
+        .expect("first load");
     assert!(served(&engine, a) && served(&engine, b));
 
     // No store read: it works with the store closed, as its own generation.
     let revision = engine.current().store_revision;
     store.close().await;
     let (r, _) = engine
-        .reload(req(Scope::Invalidate(vec![a, 999])))
+        .reload(req(Scope::Invalidate(vec![a, 999])), None)
         .await
         .expect("invalidated");
     assert_eq!((r.generation_before, r.generation_after), (1, 2));
@@ -94,19 +97,22 @@ async fn invalidate_stops_serving_at_once_until_a_load_reads_the_row() {
     // A delta that does not see the row change keeps it out; a load of the row brings it back.
     let store = sqlite_store(&dir).await;
     let engine = Engine::start(store.clone(), EngineOptions::default());
-    engine.reload(req(Scope::Full)).await.expect("first load");
     engine
-        .reload(req(Scope::Invalidate(vec![a])))
+        .reload(req(Scope::Full), None)
+        .await
+        .expect("first load");
+    engine
+        .reload(req(Scope::Invalidate(vec![a])), None)
         .await
         .expect("invalidated");
-    let (r, _) = engine.reload(req(Scope::Delta)).await.expect("delta");
+    let (r, _) = engine.reload(req(Scope::Delta), None).await.expect("delta");
     assert_eq!(r.mode, LoadMode::Noop);
     assert!(
         !served(&engine, a),
         "an unchanged store does not say otherwise"
     );
     engine
-        .reload(req(Scope::Ids(vec![a])))
+        .reload(req(Scope::Ids(vec![a])), None)
         .await
         .expect("reload a");
     assert!(served(&engine, a), "the store says it is served");
@@ -120,17 +126,20 @@ async fn invalidations_coalesce_with_reloads_into_one_batch() {
     let store = sqlite_store(&dir).await;
     let (a, b) = (learn(&store, "alpha").await, learn(&store, "beta").await);
     let engine = Engine::start(store.clone(), EngineOptions::default());
-    engine.reload(req(Scope::Full)).await.expect("first load");
+    engine
+        .reload(req(Scope::Full), None)
+        .await
+        .expect("first load");
     let before = engine.health();
 
     let mut events = engine.subscribe();
     for _ in 0..100 {
-        engine.request(req(Scope::Invalidate(vec![a])));
-        engine.request(req(Scope::Invalidate(vec![b])));
+        engine.request(req(Scope::Invalidate(vec![a])), None);
+        engine.request(req(Scope::Invalidate(vec![b])), None);
     }
     // Invalidate b, then read b in the same batch: the read wins, as it comes after.
     let (r, _) = engine
-        .reload(req(Scope::Ids(vec![b])))
+        .reload(req(Scope::Ids(vec![b])), None)
         .await
         .expect("batch");
     let after = engine.health();
@@ -164,15 +173,22 @@ async fn rollback_to_hash_finds_retained_content_pins_in_place_or_refuses() {
     let store = sqlite_store(&dir).await;
     let engine = Engine::start(store.clone(), EngineOptions::default());
     learn(&store, "alpha").await;
-    engine.reload(req(Scope::Full)).await.expect("first load");
+    engine
+        .reload(req(Scope::Full), None)
+        .await
+        .expect("first load");
     let good = engine.current().snapshot.content_hash();
     let bad_id = learn(&store, "beta").await;
-    engine.reload(req(Scope::Delta)).await.expect("delta");
+    engine.reload(req(Scope::Delta), None).await.expect("delta");
     let bad = engine.current().snapshot.content_hash();
     assert_ne!(good, bad);
 
     let err = engine
-        .rollback_to_hash("0000000000000000", "unit".into())
+        .rollback_to_hash(
+            "0000000000000000",
+            "unit".into(),
+            crate::audit::Origin::of_source(crate::audit::Source::Bus),
+        )
         .await
         .expect_err("not retained");
     assert!(matches!(err, LoadError::ContentNotRetained { .. }), "{err}");
@@ -184,7 +200,11 @@ async fn rollback_to_hash_finds_retained_content_pins_in_place_or_refuses() {
     assert!(engine.health().pinned.is_none());
 
     let r = engine
-        .rollback_to_hash(&good, "unit".into())
+        .rollback_to_hash(
+            &good,
+            "unit".into(),
+            crate::audit::Origin::of_source(crate::audit::Source::Bus),
+        )
         .await
         .expect("retained");
     assert_eq!(r.current.snapshot.content_hash(), good);
@@ -194,7 +214,11 @@ async fn rollback_to_hash_finds_retained_content_pins_in_place_or_refuses() {
     // Asked again (a second announcement, or content this replica already served): pinned in
     // place, no new generation.
     let again = engine
-        .rollback_to_hash(&good, "unit".into())
+        .rollback_to_hash(
+            &good,
+            "unit".into(),
+            crate::audit::Origin::of_source(crate::audit::Source::Bus),
+        )
         .await
         .expect("already served");
     assert_eq!(

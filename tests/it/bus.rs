@@ -89,11 +89,14 @@ pub(crate) async fn wait_bus(
 /// subscribing): a request pushed now joins their batch or a later one.
 pub(crate) async fn settle(app: &TestApp) {
     app.engine
-        .reload(LoadRequest {
-            scope: Scope::Delta,
-            source: Source::Grpc,
-            reason: "test: settle".into(),
-        })
+        .reload(
+            LoadRequest {
+                scope: Scope::Delta,
+                source: Source::Grpc,
+                reason: "test: settle".into(),
+            },
+            None,
+        )
         .await
         .expect("settle");
 }

@@ -43,7 +43,7 @@ async fn events_retention_noops_and_failures() {
     );
     let mut events = engine.subscribe();
     let (first, coalesced) = engine
-        .reload(request(Scope::Full))
+        .reload(request(Scope::Full), None)
         .await
         .expect("first load");
     assert!(!coalesced);
@@ -73,7 +73,7 @@ async fn events_retention_noops_and_failures() {
             .expect("learn")
             .row;
         let (r, _) = engine
-            .reload(request(Scope::Ids(vec![row.id])))
+            .reload(request(Scope::Ids(vec![row.id])), None)
             .await
             .expect("load");
         assert_eq!(r.mode, LoadMode::Single);
@@ -83,15 +83,21 @@ async fn events_retention_noops_and_failures() {
     assert_eq!(retained, vec![4, 3]);
 
     // An unchanged store: a delta is a no-op that keeps the generation.
-    let (noop, _) = engine.reload(request(Scope::Delta)).await.expect("delta");
-    let (noop2, _) = engine.reload(request(Scope::Delta)).await.expect("delta");
+    let (noop, _) = engine
+        .reload(request(Scope::Delta), None)
+        .await
+        .expect("delta");
+    let (noop2, _) = engine
+        .reload(request(Scope::Delta), None)
+        .await
+        .expect("delta");
     assert_eq!(noop2.mode, LoadMode::Noop, "after {:?}", noop.mode);
     assert_eq!(noop2.generation_after, 5);
 
     // A failing load keeps generation 5 serving and is reported, and announced.
     sql(&db, &["ALTER TABLE auto_learned_patterns RENAME TO gone"]).await;
     let err = engine
-        .reload(request(Scope::Full))
+        .reload(request(Scope::Full), None)
         .await
         .expect_err("fails");
     assert!(
@@ -120,7 +126,7 @@ async fn events_retention_noops_and_failures() {
 
     engine.shutdown();
     let closed = engine
-        .reload(request(Scope::Delta))
+        .reload(request(Scope::Delta), None)
         .await
         .expect_err("closed");
     assert!(closed.to_string().contains("shutting down"));
@@ -149,7 +155,7 @@ async fn swap_store_is_all_or_nothing() {
         .expect("learn");
     let engine = Engine::start(blue_store, EngineOptions::default());
     engine
-        .reload(request(Scope::Full))
+        .reload(request(Scope::Full), None)
         .await
         .expect("first load");
     let served = |e: &Engine, text: &str| e.current().snapshot.lookup(text, None).is_some();
@@ -164,7 +170,11 @@ async fn swap_store_is_all_or_nothing() {
     .await;
     let before = engine.current().number;
     let err = engine
-        .swap_store(broken_store, "bad".into())
+        .swap_store(
+            broken_store,
+            "bad".into(),
+            hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
+        )
         .await
         .expect_err("unreadable store refused");
     assert!(
@@ -188,7 +198,11 @@ async fn swap_store_is_all_or_nothing() {
 
     // The green store: swapped in with its content, as a new generation.
     let report = engine
-        .swap_store(green_store, "move to green".into())
+        .swap_store(
+            green_store,
+            "move to green".into(),
+            hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
+        )
         .await
         .expect("swap");
     assert_eq!(report.generation_after, before + 1);
@@ -210,6 +224,9 @@ async fn swap_store_is_all_or_nothing() {
         "writes go to the new store"
     );
     // Deltas now follow the new store.
-    let (r, _) = engine.reload(request(Scope::Delta)).await.expect("delta");
+    let (r, _) = engine
+        .reload(request(Scope::Delta), None)
+        .await
+        .expect("delta");
     assert!(r.counts.added == 1 && served(&engine, "scritto dopo lo scambio"));
 }

@@ -206,7 +206,7 @@ async fn one_case(backend: Backend, seed: u64) {
         let mut n = 0u32;
         while !*stop.borrow() {
             engine
-                .reload(delta())
+                .reload(delta(), None)
                 .await
                 .unwrap_or_else(|e| panic!("seed {seed}: a delta failed: {e}"));
             n += 1;
@@ -232,7 +232,7 @@ async fn one_case(backend: Backend, seed: u64) {
     assert!(committed > 0, "seed {seed}: no transaction committed");
 
     app.engine
-        .reload(delta())
+        .reload(delta(), None)
         .await
         .unwrap_or_else(|e| panic!("seed {seed}: the last delta failed: {e}"));
     let store = app.db.store().await;
@@ -243,10 +243,13 @@ async fn one_case(backend: Backend, seed: u64) {
     assert_serves_store(&app.engine, &store, &context).await;
     let full = app
         .engine
-        .reload(LoadRequest {
-            scope: Scope::Full,
-            ..delta()
-        })
+        .reload(
+            LoadRequest {
+                scope: Scope::Full,
+                ..delta()
+            },
+            None,
+        )
         .await
         .unwrap_or_else(|e| panic!("{context}: the full reload failed: {e}"));
     assert!(

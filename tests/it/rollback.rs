@@ -69,11 +69,14 @@ async fn rollback_pins_holds_automatic_reloads_and_an_explicit_reload_unpins() {
     for source in [Source::Poll, Source::Bus] {
         let (held, _) = app
             .engine
-            .reload(LoadRequest {
-                scope: Scope::Full,
-                source,
-                reason: "auto".into(),
-            })
+            .reload(
+                LoadRequest {
+                    scope: Scope::Full,
+                    source,
+                    reason: "auto".into(),
+                },
+                None,
+            )
             .await
             .expect("held");
         assert_eq!(held.generation_after, cur.generation);

@@ -150,7 +150,11 @@ async fn status_describes_the_store_that_serves_after_any_swap() {
         .expect("opens");
     store.migrate().await.expect("migrates");
     app.engine
-        .swap_store(store, "back to sqlite".into())
+        .swap_store(
+            store,
+            "back to sqlite".into(),
+            hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
+        )
         .await
         .expect("swap through the engine");
     let s = store_status(&app).await;

@@ -63,16 +63,16 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     let store = db.store(4).await?;
     let client = db.client().await?;
     let engine = Engine::start(store.clone(), EngineOptions::default());
-    engine.reload(bus(Scope::Full)).await?;
+    engine.reload(bus(Scope::Full), None).await?;
     let mut rng = Rng::new(s.seed, 20);
 
     // One load alone, of each scope: the time a burst cannot beat.
     touch(&client, &mut rng, data.served, 0).await?;
     let t0 = Instant::now();
-    engine.reload(bus(Scope::Delta)).await?;
+    engine.reload(bus(Scope::Delta), None).await?;
     let one_delta = stats::ms(t0.elapsed());
     let t0 = Instant::now();
-    engine.reload(bus(Scope::Full)).await?;
+    engine.reload(bus(Scope::Full), None).await?;
     let one_full = stats::ms(t0.elapsed());
 
     let label = format!("{} patterns, {}", num(size as f64), num(messages as f64));
@@ -160,11 +160,11 @@ async fn burst(
         Kind::Full => Scope::Full,
     };
     for i in 1..messages {
-        engine.request(bus(scope(i)));
+        engine.request(bus(scope(i)), None);
         if let Pace::Yielding = pace {
             tokio::task::yield_now().await;
         }
     }
-    engine.reload(bus(scope(messages))).await?;
+    engine.reload(bus(scope(messages)), None).await?;
     Ok(())
 }

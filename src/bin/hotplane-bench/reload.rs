@@ -152,7 +152,8 @@ impl Case<'_> {
         store: &Store,
     ) -> anyhow::Result<Figure> {
         let client = db.client().await?;
-        let (first, _) = timed(async { Ok(engine.reload(request(Scope::Full)).await?) }).await?;
+        let (first, _) =
+            timed(async { Ok(engine.reload(request(Scope::Full), None).await?) }).await?;
         let served = engine.current().snapshot.len();
         anyhow::ensure!(
             served == self.data.served,
@@ -193,7 +194,7 @@ impl Case<'_> {
                 sqlx.push(timed(client.raw_fetch()).await?.0);
             }
             let (ms, (report, _)) =
-                timed(async { Ok(engine.reload(request(Scope::Full)).await?) }).await?;
+                timed(async { Ok(engine.reload(request(Scope::Full), None).await?) }).await?;
             anyhow::ensure!(report.mode == LoadMode::Full, "not a full load");
             reloads.push(ms);
         }
@@ -311,7 +312,7 @@ impl Case<'_> {
                 ))
                 .await?;
             let (ms, (report, _)) =
-                timed(async { Ok(engine.reload(request(Scope::Delta)).await?) }).await?;
+                timed(async { Ok(engine.reload(request(Scope::Delta), None).await?) }).await?;
             anyhow::ensure!(
                 report.mode == LoadMode::Delta && report.counts.updated == 1,
                 "expected a delta load updating one row, got {:?} {:?}",
@@ -536,10 +537,10 @@ pub fn probe_memory(url: &str) -> anyhow::Result<()> {
         let engine = Engine::start(store.clone(), EngineOptions::default());
         let base = stats::rss();
         stats::reset_peak();
-        engine.reload(request(Scope::Full)).await?;
+        engine.reload(request(Scope::Full), None).await?;
         let loaded = stats::rss();
         let peak_reset = stats::reset_peak();
-        engine.reload(request(Scope::Full)).await?;
+        engine.reload(request(Scope::Full), None).await?;
         let reloaded = stats::rss();
         let served = engine.current().snapshot.len();
         engine.shutdown();

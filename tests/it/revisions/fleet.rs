@@ -84,7 +84,11 @@ async fn pg_fleet_wait_converges_only_when_every_replica_read_the_late_commit() 
     // read the late commit before the wait decides.
     let hash = b.engine.current().snapshot.content_hash();
     b.engine
-        .rollback_to_hash(&hash, "test: hold B".into())
+        .rollback_to_hash(
+            &hash,
+            "test: hold B".into(),
+            hotplane::audit::Origin::of_source(hotplane::audit::Source::Bus),
+        )
         .await
         .expect("pin B");
 
