@@ -420,15 +420,16 @@ step_fmt() {
 
 step_clippy() {
     step_start "cargo clippy"
-    cargo clippy --all-targets --locked -- -D warnings ||
+    cargo clippy --workspace --all-targets --locked -- -D warnings ||
         fail "clippy found problems (above; warnings are errors): fix them, or the build errors, and re-run"
     step_end
 }
 
-# The binaries as users build them: release, without dev-dependencies, whose features would
+# The server as users build it: release, without dev-dependencies, whose features would
 # otherwise be unified into the test build and could hide a feature missing from
 # [dependencies]. It is also the build behind the README's run command (`cargo run --release`),
-# whose test then only starts it. Not skipped by --quick: that test would build it itself.
+# whose test then only starts it. Not skipped by --quick: that test would build it itself. The
+# workspace's default member is the server alone (the bench, bench/, is built by the tests).
 step_release() {
     step_start "cargo build --release --bins"
     cargo build --release --locked --bins ||
@@ -497,15 +498,15 @@ main() {
     cargo nextest --version >/dev/null 2>&1 || nextest=false
 
     step_start "cargo test --doc"
-    cargo test --doc --locked || fail "doc tests failed (above): fix the examples in the doc comments"
+    cargo test --doc --workspace --locked || fail "doc tests failed (above): fix the examples in the doc comments"
     step_end
 
     step_start "build tests"
     if $nextest; then
-        cargo nextest run --locked --no-run || fail "the tests do not compile (errors above)"
+        cargo nextest run --workspace --locked --no-run || fail "the tests do not compile (errors above)"
     else
         log "    cargo-nextest not found: falling back to cargo test (install it: cargo install cargo-nextest --locked)"
-        cargo test --locked --no-run || fail "the tests do not compile (errors above)"
+        cargo test --workspace --locked --no-run || fail "the tests do not compile (errors above)"
     fi
     step_end
 
@@ -513,10 +514,10 @@ main() {
     step_start "run tests"
     # Nothing is printed after a passing run: the runner's summary line stays the last line.
     if $nextest; then
-        cargo nextest run --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
+        cargo nextest run --workspace --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
             fail "tests failed (FAIL lines above). Re-run one with: ./scripts/test.sh --quick -- TEST_NAME"
     else
-        cargo test --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
+        cargo test --workspace --locked --no-fail-fast "${RUNNER_ARGS[@]}" ||
             fail "tests failed (see above). Re-run one with: ./scripts/test.sh --quick -- TEST_NAME"
     fi
     if $LONG; then

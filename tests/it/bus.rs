@@ -37,9 +37,7 @@ use crate::{
     helpers::{TestApp, eventually, learn_req, served, sql},
 };
 
-pub(crate) fn redis_url() -> String {
-    std::env::var("HOTPLANE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+pub(crate) use hotplane_testkit::redis_url;
 
 pub(crate) fn channel(prefix: &str) -> String {
     format!("{prefix}:{}", unique_suffix())

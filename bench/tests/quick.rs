@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::{bus::redis_url, db::admin_url};
+use hotplane_testkit::{db::admin_url, redis_url};
 
 #[test]
 fn quick_bench_runs_every_scenario_and_reports_every_figure() {

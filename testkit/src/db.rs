@@ -46,7 +46,7 @@ pub fn unique_suffix() -> String {
 }
 
 /// `url` with its database path replaced by `name` (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),

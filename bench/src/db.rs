@@ -6,8 +6,7 @@
 use std::{
     path::PathBuf,
     str::FromStr,
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -16,6 +15,7 @@ use hotplane::{
     model::PatternRow,
     store::{Store, StoreOptions, redact_url},
 };
+use hotplane_testkit::db::{unique_suffix, with_database};
 use sqlx::{
     AssertSqlSafe, Connection, Executor, PgConnection,
     postgres::{PgPool, PgPoolOptions},
@@ -80,31 +80,6 @@ pub struct BenchDb {
     url: String,
     kind: Kind,
     removed: bool,
-}
-
-/// A name no other run uses: pid, a per-process counter and the clock.
-pub fn unique_suffix() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}_{n}_{nanos}", std::process::id())
-}
-
-/// `url` with its database path replaced by `name` (query parameters kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority..].find('/') {
-        Some(i) => &base[..authority + i],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
 }
 
 impl BenchDb {
@@ -527,21 +502,4 @@ async fn insert_rows(pool: &SqlitePool, rows: &[PatternRow]) -> anyhow::Result<(
     }
     tx.commit().await.context("committing the inserts")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_is_swapped_in_the_url() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "x"),
-            "postgres://u@h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u@h/postgres?sslmode=disable", "x"),
-            "postgres://u@h/x?sslmode=disable"
-        );
-    }
 }

@@ -20,13 +20,14 @@ use hotplane::{
     normalize::{Normalizer, Profile},
     pb::{self, hot_reload_client::HotReloadClient, patterns_client::PatternsClient},
 };
+use hotplane_testkit::db::unique_suffix;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 use crate::{
     Settings,
     data::{Dataset, Rng},
-    db::{Backend, BenchDb, Client, unique_suffix},
+    db::{Backend, BenchDb, Client},
     progress,
     report::{Figure, Target, num},
     server::{ServerThread, connect, wait_serving},
