@@ -14,7 +14,7 @@ use hotplane::{
     startup::Application,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -50,6 +50,10 @@ pub fn send_signal(pid: u32, signal: rustix::process::Signal) {
 pub struct TestApp {
     /// Bound address.
     pub addr: SocketAddr,
+    /// The plaintext health-only listener's address (`--health-listen`, with TLS on).
+    pub health_addr: Option<SocketAddr>,
+    /// The server's TLS settings, when TLS is on.
+    pub tls: Option<Arc<hotplane::auth::ServerTls>>,
     /// Patterns client.
     pub patterns: PatternsClient<Channel>,
     /// HotReload client.
@@ -90,23 +94,44 @@ impl TestApp {
     /// Builds and starts a server with a prepared config, without waiting for readiness. Pass
     /// an `Arc<TestDb>` clone to start several servers on one database.
     pub async fn start(config: Config, db: impl Into<Arc<TestDb>>) -> TestApp {
+        Self::start_tls(config, db, None).await
+    }
+
+    /// [`TestApp::start`] for a server whose config may turn TLS on: with `client_tls`, the
+    /// app's clients reach it over TLS (as `localhost`) with that client config, connecting at
+    /// their first call (a server that requires client certificates refuses a client without
+    /// one only then, which is what a TLS test asserts).
+    pub async fn start_tls(
+        config: Config,
+        db: impl Into<Arc<TestDb>>,
+        client_tls: Option<ClientTlsConfig>,
+    ) -> TestApp {
         let app = Application::build(config)
             .await
             .expect("application builds");
-        let addr = app.local_addr();
+        let (addr, health_addr, tls) = (app.local_addr(), app.health_addr(), app.tls());
         let engine = app.engine().clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stop_rx.await;
         }));
         // The listener is already bound, so connecting cannot race the server start.
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("valid uri")
-            .connect()
-            .await
-            .expect("connects to the test server");
+        let channel = match client_tls {
+            None => Channel::from_shared(format!("http://{addr}"))
+                .expect("valid uri")
+                .connect()
+                .await
+                .expect("connects to the test server"),
+            Some(client_tls) => Channel::from_shared(format!("https://localhost:{}", addr.port()))
+                .expect("valid uri")
+                .tls_config(client_tls)
+                .expect("client tls")
+                .connect_lazy(),
+        };
         TestApp {
             addr,
+            health_addr,
+            tls,
             patterns: PatternsClient::new(channel.clone()),
             reload: HotReloadClient::new(channel.clone()),
             health: HealthClient::new(channel.clone()),

@@ -1,14 +1,11 @@
 //! TLS and mTLS on the gRPC port, and the plaintext health-only port, with certificates from a
 //! throwaway private CA made by the openssl CLI.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use hotplane::{config::Config, startup::Application};
 use serde_json::json;
-use tokio::{process::Command, sync::oneshot, task::JoinHandle};
+use tokio::process::Command;
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
@@ -18,7 +15,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::{
     auth::{ADMIN_TOKEN, Need, RPCS, call, passed, tokens_file},
     db::TestDb,
-    helpers::wait_serving,
+    helpers::{TestApp, wait_serving},
 };
 
 /// Runs `openssl args` in `dir`, which must succeed.
@@ -152,63 +149,26 @@ impl Pki {
     }
 }
 
-/// A server started from `config` (TLS or not), stopped when dropped.
-struct Server {
-    addr: SocketAddr,
-    health_addr: Option<SocketAddr>,
-    tls: Option<std::sync::Arc<hotplane::auth::ServerTls>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-    _db: TestDb,
+/// A server on a fresh SQLite file, its config adjusted by `tweak` (TLS on), through the test
+/// kit's [`TestApp`]; its own clients reach it over TLS with `client` (at their first call).
+async fn start(tweak: impl FnOnce(&mut Config), client: ClientTlsConfig) -> TestApp {
+    let db = TestDb::sqlite().await;
+    let mut config = Config::for_database(db.url());
+    tweak(&mut config);
+    TestApp::start_tls(config, db, Some(client)).await
 }
 
-impl Server {
-    async fn start(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Server {
-        let mut config = Config::for_database(db.url());
-        tweak(&mut config);
-        let app = Application::build(config).await.expect("builds");
-        let (addr, health_addr, tls) = (app.local_addr(), app.health_addr(), app.tls());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until_stopped(async move {
-            let _ = stopped.await;
-        }));
-        Server {
-            addr,
-            health_addr,
-            tls,
-            stop: Some(stop),
-            task,
-            _db: db,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task)
-            .await
-            .expect("no panic")
-            .expect("stops cleanly");
-    }
-
-    /// A TLS channel, or the connection error.
-    async fn tls_channel(&self, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
-        Channel::from_shared(format!("https://localhost:{}", self.addr.port()))
-            .expect("uri")
-            .tls_config(tls)
-            .expect("client tls")
-            .connect()
-            .await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// A TLS channel to `app` (as `localhost`), or the connection error.
+async fn tls_channel(
+    app: &TestApp,
+    tls: ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(format!("https://localhost:{}", app.addr.port()))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("client tls")
+        .connect()
+        .await
 }
 
 /// TLS on the gRPC port: a client trusting the CA gets every RPC (loopback default, no
@@ -217,13 +177,15 @@ impl Drop for Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_every_rpc_and_the_health_port_only_health() {
     let pki = Pki::make().await;
-    let server = Server::start(TestDb::sqlite().await, |c| {
-        pki.serve_tls(c);
-        c.auth.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    })
+    let server = start(
+        |c| {
+            pki.serve_tls(c);
+            c.auth.health_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        },
+        pki.client(None),
+    )
     .await;
-    let ch = server
-        .tls_channel(pki.client(None))
+    let ch = tls_channel(&server, pki.client(None))
         .await
         .expect("TLS connects");
     wait_serving(&HealthClient::new(ch.clone())).await;
@@ -261,7 +223,7 @@ async fn tls_serves_every_rpc_and_the_health_port_only_health() {
         .await
         .expect_err("only health there");
     assert_eq!(reload.code(), Code::Unimplemented, "{reload:?}");
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 }
 
 /// mTLS: the certificate's subject is the caller; the tokens file gives `CN=deployer` admin,
@@ -273,14 +235,16 @@ async fn mtls_subject_is_the_caller_and_a_certificate_is_required() {
         pki.dir.path(),
         json!({"clients": [{"subject": "CN=deployer", "scopes": ["admin"]}]}),
     );
-    let server = Server::start(TestDb::sqlite().await, |c| {
-        pki.serve_tls(c);
-        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
-        c.auth.auth_tokens_file = Some(tokens);
-    })
+    let server = start(
+        |c| {
+            pki.serve_tls(c);
+            c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+            c.auth.auth_tokens_file = Some(tokens);
+        },
+        pki.client(None),
+    )
     .await;
-    let deployer = server
-        .tls_channel(pki.client(Some("deployer")))
+    let deployer = tls_channel(&server, pki.client(Some("deployer")))
         .await
         .expect("deployer connects");
     wait_serving(&HealthClient::new(deployer.clone())).await;
@@ -288,8 +252,7 @@ async fn mtls_subject_is_the_caller_and_a_certificate_is_required() {
         let r = call(&deployer, None, rpc).await;
         assert!(passed(&r), "{rpc} as CN=deployer: {r:?}");
     }
-    let viewer = server
-        .tls_channel(pki.client(Some("viewer")))
+    let viewer = tls_channel(&server, pki.client(Some("viewer")))
         .await
         .expect("viewer connects");
     for (rpc, need) in RPCS {
@@ -309,13 +272,13 @@ async fn mtls_subject_is_the_caller_and_a_certificate_is_required() {
         }
     }
     // No certificate: the handshake (or, with TLS 1.3, the first call) fails.
-    if let Ok(anonymous) = server.tls_channel(pki.client(None)).await {
+    if let Ok(anonymous) = tls_channel(&server, pki.client(None)).await {
         for rpc in ["GetStatus", "Reload"] {
             let r = call(&anonymous, Some(ADMIN_TOKEN), rpc).await;
             assert!(r.is_err(), "{rpc} without a client certificate: {r:?}");
         }
     }
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 }
 
 /// Optional client certificates: a connection without one needs a bearer token.
@@ -323,15 +286,17 @@ async fn mtls_subject_is_the_caller_and_a_certificate_is_required() {
 async fn optional_mtls_falls_back_to_bearer_tokens() {
     let pki = Pki::make().await;
     let tokens = tokens_file(pki.dir.path(), json!({}));
-    let server = Server::start(TestDb::sqlite().await, |c| {
-        pki.serve_tls(c);
-        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
-        c.auth.tls_client_cert_optional = true;
-        c.auth.auth_tokens_file = Some(tokens);
-    })
+    let server = start(
+        |c| {
+            pki.serve_tls(c);
+            c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+            c.auth.tls_client_cert_optional = true;
+            c.auth.auth_tokens_file = Some(tokens);
+        },
+        pki.client(None),
+    )
     .await;
-    let ch = server
-        .tls_channel(pki.client(None))
+    let ch = tls_channel(&server, pki.client(None))
         .await
         .expect("connects without a certificate");
     wait_serving(&HealthClient::new(ch.clone())).await;
@@ -345,8 +310,7 @@ async fn optional_mtls_falls_back_to_bearer_tokens() {
     call(&ch, Some(ADMIN_TOKEN), "Reload")
         .await
         .expect("bearer token over TLS");
-    let viewer = server
-        .tls_channel(pki.client(Some("viewer")))
+    let viewer = tls_channel(&server, pki.client(Some("viewer")))
         .await
         .expect("viewer");
     call(&viewer, None, "GetStatus")
@@ -359,7 +323,7 @@ async fn optional_mtls_falls_back_to_bearer_tokens() {
             .code(),
         Code::PermissionDenied
     );
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 }
 
 /// Bad TLS settings stop startup with a message naming the flag.
@@ -414,12 +378,17 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
         }
     };
     install(&old);
-    let server = Server::start(TestDb::sqlite().await, |c| {
-        c.auth.tls_cert_file = Some(live.path().join("server.pem"));
-        c.auth.tls_key_file = Some(live.path().join("server.key"));
-    })
+    let server = start(
+        |c| {
+            c.auth.tls_cert_file = Some(live.path().join("server.pem"));
+            c.auth.tls_key_file = Some(live.path().join("server.key"));
+        },
+        old.client(None),
+    )
     .await;
-    let open = server.tls_channel(old.client(None)).await.expect("old CA");
+    let open = tls_channel(&server, old.client(None))
+        .await
+        .expect("old CA");
     wait_serving(&HealthClient::new(open.clone())).await;
     let same = reload_config(&open, false)
         .await
@@ -432,7 +401,7 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
         checked.config_applied[0].key, "tls.cert_file",
         "{checked:?}"
     );
-    let still_old = server.tls_channel(new.client(None)).await;
+    let still_old = tls_channel(&server, new.client(None)).await;
     assert!(
         match still_old {
             Ok(ch) => call(&ch, None, "GetStatus").await.is_err(),
@@ -451,14 +420,13 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
     call(&open, None, "GetStatus")
         .await
         .expect("an open connection keeps working");
-    let fresh = server
-        .tls_channel(new.client(None))
+    let fresh = tls_channel(&server, new.client(None))
         .await
         .expect("new CA connects");
     call(&fresh, None, "GetStatus")
         .await
         .expect("served with the new certificate");
-    let stale = match server.tls_channel(old.client(None)).await {
+    let stale = match tls_channel(&server, old.client(None)).await {
         Ok(ch) => call(&ch, None, "GetStatus").await.is_err(),
         Err(_) => true,
     };
@@ -473,11 +441,10 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
         .expect_err("a bad key is refused");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("--tls-key-file"), "{err:?}");
-    let still = server
-        .tls_channel(new.client(None))
+    let still = tls_channel(&server, new.client(None))
         .await
         .expect("the running certificate stays");
     call(&still, None, "GetStatus").await.expect("served");
     assert!(server.tls.is_some());
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 }
