@@ -155,6 +155,12 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How long one pattern load may run before the `liveness` health name reports
+    /// NOT_SERVING: the engine is wedged, and only a restart helps. 0 turns the check off.
+    /// Readiness (`""` and the service names) does not depend on it.
+    #[arg(long, env = "HOTPLANE_LIVENESS_LOAD_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub liveness_load_timeout: Duration,
+
     /// Interval between WatchStatus heartbeats (so dashboards can tell quiet from dead).
     #[arg(long, env = "HOTPLANE_WATCH_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub watch_heartbeat: Duration,

@@ -184,6 +184,12 @@ impl Application {
                 Arc::clone(&state),
                 stop_rx.clone(),
             )),
+            tokio::spawn(health::watch_liveness(
+                engine.clone(),
+                config.liveness_load_timeout,
+                health.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(health::follow(
                 engine.clone(),
                 state.drain.clone(),

@@ -173,6 +173,11 @@ impl Flight {
         }
     }
 
+    /// Whether [`Flight::close`] was called.
+    pub(super) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Stops accepting requests and drops every waiter.
     pub(super) fn close(&self) {
         let mut p = self.lock();

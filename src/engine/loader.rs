@@ -28,6 +28,16 @@ pub(super) struct Built {
 
 /// Runs until the flight is closed.
 pub(super) async fn run(inner: Arc<Inner>) {
+    /// Marks the loader gone however it ends, a panic included (see `Engine::wedged`).
+    struct Alive<'a>(&'a Inner);
+    impl Drop for Alive<'_> {
+        fn drop(&mut self) {
+            self.0
+                .loader_alive
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let _alive = Alive(&inner);
     while let Some(batch) = inner.flight.next().await {
         let span = info_span!(
             "reload",
@@ -56,6 +66,7 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     {
         let mut book = inner.book();
         book.health.loading = true;
+        book.health.loading_since = Some(std::time::Instant::now());
         book.health.loads_total += 1;
         book.health.coalesced_total += batch.requests.saturating_sub(1) as u64;
     }
@@ -98,7 +109,11 @@ async fn execute(inner: &Inner, mut batch: Batch) {
         );
     }
     let result = result.unwrap_or_else(|| Ok(unchanged(inner)));
-    inner.book().health.loading = false;
+    {
+        let mut book = inner.book();
+        book.health.loading = false;
+        book.health.loading_since = None;
+    }
     let last = batch.origins.len().saturating_sub(1);
     for (i, (source, origin, reason)) in batch.origins.iter().enumerate() {
         let reason = match batch.origins_extra {

@@ -276,6 +276,8 @@ pub struct TargetHealth {
     pub coalesced_total: u64,
     /// Whether a load is running.
     pub loading: bool,
+    /// Since when the running load has run.
+    pub loading_since: Option<std::time::Instant>,
     /// The generation a rollback pinned, while pinned.
     pub pinned: Option<u64>,
     /// Automatic reloads held since the pin.
@@ -346,6 +348,8 @@ struct Inner {
     opts: EngineOptions,
     /// The audit trail, once attached: every load, rollback and swap is recorded here.
     audit: std::sync::OnceLock<Auditor>,
+    /// Whether the loader task runs (false once it ended, by a shutdown or a panic).
+    loader_alive: std::sync::atomic::AtomicBool,
 }
 
 /// Cheap-to-clone handle to the swap engine.
@@ -377,6 +381,7 @@ impl Engine {
             ready,
             opts,
             audit: std::sync::OnceLock::new(),
+            loader_alive: std::sync::atomic::AtomicBool::new(true),
         });
         tokio::spawn(loader::run(Arc::clone(&inner)));
         Engine { inner }
@@ -512,6 +517,26 @@ impl Engine {
     /// Becomes true once the first load succeeded.
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.inner.ready.subscribe()
+    }
+
+    /// Why the engine cannot make progress, if it cannot: its loader task ended without a
+    /// shutdown (a panic), or one load has run longer than `limit`. A database outage is not
+    /// that (loads fail, quickly, and the last good generation keeps serving): this is what a
+    /// liveness probe asks, where only a restart helps.
+    pub fn wedged(&self, limit: std::time::Duration) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        if !self.inner.loader_alive.load(Ordering::Acquire) && !self.inner.flight.is_closed() {
+            return Some("the loader task has stopped".into());
+        }
+        let since = self.inner.book().health.loading_since?;
+        let running = since.elapsed();
+        (running > limit).then(|| {
+            format!(
+                "one load has run for {} s, over --liveness-load-timeout ({} s)",
+                running.as_secs(),
+                limit.as_secs_f64()
+            )
+        })
     }
 
     /// Stops the loader after the load in progress; pending waiters get `LoadError::Closed`.

@@ -1,11 +1,17 @@
-//! gRPC health (`grpc.health.v1`): what probes and load balancers read.
+//! gRPC health (`grpc.health.v1`): what probes and load balancers read. Two meanings:
 //!
-//! Every reported name (the overall `""` and each hotplane service) is SERVING exactly when the
-//! first pattern load has succeeded and the replica is not draining. [`follow`] is the only
-//! writer while serving, so the engine's readiness and the drain can never race each other;
-//! the shutdown sequence sets NOT_SERVING once more on its way out.
+//! - **Readiness**, the overall `""` and each hotplane service name ([`SERVICE_NAMES`]): SERVING
+//!   exactly when the first pattern load has succeeded and the replica is not draining. [`follow`]
+//!   is the only writer while serving, so the engine's readiness and the drain never race each
+//!   other; the shutdown sequence sets NOT_SERVING once more on its way out. Point readiness
+//!   probes and load balancers here.
+//! - **Liveness**, the name [`LIVENESS`]: SERVING while the process runs and its engine is not
+//!   wedged ([`crate::engine::Engine::wedged`]: its loader task died, or one load has run longer
+//!   than `--liveness-load-timeout`). It stays SERVING before the first load, during a database
+//!   outage and while draining, so a liveness probe never restarts a replica that is starting,
+//!   waiting for its database or draining; [`watch_liveness`] writes it.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -40,14 +46,20 @@ pub async fn bind(at: SocketAddr) -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
-/// A reporter with every name NOT_SERVING, as a process starts.
+/// The health name liveness probes ask for.
+pub const LIVENESS: &str = "liveness";
+
+/// A reporter as a process starts: readiness NOT_SERVING, liveness SERVING.
 pub async fn reporter() -> HealthReporter {
     let health = HealthReporter::new();
     set(&health, ServingStatus::NotServing).await;
     health
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
+    health
 }
 
-/// Sets every reported name to `status`.
+/// Sets every readiness name to `status` (liveness is [`watch_liveness`]'s).
 pub async fn set(health: &HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     for name in SERVICE_NAMES {
@@ -119,6 +131,44 @@ pub async fn follow(
             r = ready.changed() => if r.is_err() { return },
             r = draining.changed() => if r.is_err() { return },
             _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+    }
+}
+
+/// Keeps [`LIVENESS`] in step with whether the engine is wedged, checking every quarter of
+/// `limit` (at most every 5 s) until `stop`; `limit` zero turns the check off.
+pub async fn watch_liveness(
+    engine: Engine,
+    limit: Duration,
+    health: HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    if limit.is_zero() {
+        return;
+    }
+    let every = (limit / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut live = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => return,
+        }
+        let wedged = engine.wedged(limit);
+        if wedged.is_some() == live {
+            live = wedged.is_none();
+            let status = if live {
+                info!("liveness SERVING again: the engine makes progress");
+                ServingStatus::Serving
+            } else {
+                warn!(
+                    reason = wedged.as_deref().unwrap_or_default(),
+                    "liveness NOT_SERVING: the engine is wedged; a liveness probe will restart this process"
+                );
+                ServingStatus::NotServing
+            };
+            health.set_service_status(LIVENESS, status).await;
         }
     }
 }

@@ -12,6 +12,7 @@ mod config_reload;
 mod drain;
 mod engine;
 mod grpcurl;
+mod liveness;
 mod load;
 mod model;
 mod patterns_api;
