@@ -437,7 +437,7 @@ step_release() {
     step_end
 }
 
-# --long: the fuzz targets (see README, "Property tests and fuzzing"), each for FUZZ_SECONDS.
+# --long: the fuzz targets (see docs/testing.md, "Property tests and fuzzing"), each for FUZZ_SECONDS.
 # cargo-fuzz passes the sanitizer's -Z flags, which a stable toolchain accepts with
 # RUSTC_BOOTSTRAP=1 (the fuzz crate alone is built that way; a nightly toolchain is not needed,
 # and none can be fetched on machines that reach only crates.io).

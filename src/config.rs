@@ -317,7 +317,7 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// A TOML config file, read at start and again on SIGHUP or `Reload(TARGET_CONFIG)`.
     /// Precedence: flag > environment variable > file > default; a key set by flag or
-    /// environment ignores the file's value (reported). See the README's "Config file" section.
+    /// environment ignores the file's value (reported). See docs/configuration.md, "Config file".
     #[arg(long = "config", env = "HOTPLANE_CONFIG")]
     pub config_file: Option<std::path::PathBuf>,
 

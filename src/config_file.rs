@@ -704,12 +704,12 @@ mod tests {
 
     #[test]
     fn the_readme_example_sets_every_key_and_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/configuration.md");
         let example = readme
             .split("```toml\n")
             .nth(1)
             .and_then(|rest| rest.split("```").next())
-            .expect("a toml block in the README");
+            .expect("a toml block in docs/configuration.md");
         let loaded = parse(example).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(loaded.keys_set, KEYS.len(), "the example shows every key");
         effective(&base(), &loaded.file).expect("the example is valid");

@@ -230,7 +230,7 @@ impl LoadedTokens {
 /// The message of a refused state-changing RPC under the default without credentials.
 pub const CONFIGURE_AUTH_HINT: &str = "no credentials are configured, so state-changing RPCs are accepted only from \
      loopback; configure --auth-tokens-file (static tokens), --auth-jwt-* (JWTs) or \
-     --tls-client-ca-file (mTLS) and call with credentials (see the README's Security section)";
+     --tls-client-ca-file (mTLS) and call with credentials (see docs/security.md)";
 
 impl Authenticator {
     /// Builds the authenticator: reads the tokens file and the JWT key. Errors name the flag

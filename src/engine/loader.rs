@@ -383,7 +383,7 @@ async fn build_plan(inner: &Inner, plan: &Plan, store: &Store) -> Result<Built, 
         None => {
             // No "the revision went backwards" guard: revisions are transaction ids on
             // PostgreSQL, not commit order, and loads are serialized, so this read is at least
-            // as new as the one served (see "Store positions" in the README).
+            // as new as the one served (see "Store positions" in docs/architecture.md).
             let full = store.load_full().await.map_err(store_err)?;
             let rows_read = full.rows.len();
             let prev = Arc::clone(&cur.snapshot);

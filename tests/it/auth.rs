@@ -641,7 +641,7 @@ async fn health_and_reflection_stay_open_with_credentials_configured() {
     );
 }
 
-/// The README's one-liner for a token's hash gives what the tokens file expects.
+/// The one-liner in docs/security.md for a token's hash gives what the tokens file expects.
 #[tokio::test]
 async fn the_readme_hash_one_liner_matches() {
     let out = tokio::process::Command::new("sh")
@@ -651,11 +651,11 @@ async fn the_readme_hash_one_liner_matches() {
         .await
         .expect("sh runs");
     assert!(out.status.success(), "{out:?}");
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md"))
+        .expect("docs/security.md");
     assert!(
         readme.contains("printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1"),
-        "the README shows this command"
+        "docs/security.md shows this command"
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

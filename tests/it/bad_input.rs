@@ -1,4 +1,4 @@
-//! The README's limits table, row by row, against a real server on PostgreSQL with the Redis
+//! The limits table in docs/limits.md, row by row, against a real server on PostgreSQL with the Redis
 //! bus: every bad input gets its status code and names its field, and afterwards the server
 //! still serves what it served, and nothing in the store, the served generation or its content
 //! changed.
@@ -77,7 +77,7 @@ fn metadata_of(bytes: usize) -> Option<Struct> {
     })
 }
 
-/// Every gRPC row of the README's limits table.
+/// Every gRPC row of the limits table in docs/limits.md.
 fn grpc_rows(
     p: &PatternsClient<Channel>,
     r: &HotReloadClient<Channel>,

@@ -381,17 +381,17 @@ async fn invalidate_stops_serving_until_a_load_reads_the_row() {
     assert_eq!(wait_served(&mut app, "fatture scadute").await.id, id);
 }
 
-/// The README's Python publisher (the ```python block that defines `bus_message`, run with
+/// The Python publisher in docs/bus.md (the ```python block that defines `bus_message`, run with
 /// python3) produces the message for `fields`, signed when `secret` is given.
 async fn python_message(fields: &str, secret: Option<&str>) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/bus.md"))
+        .expect("docs/bus.md");
     let block = readme
         .split("```python\n")
         .skip(1)
         .filter_map(|rest| rest.split_once("```").map(|(code, _)| code))
         .find(|code| code.contains("def bus_message("))
-        .expect("README.md has a python block defining bus_message");
+        .expect("docs/bus.md has a python block defining bus_message");
     let program = format!(
         "{block}\nimport json, sys\nprint(bus_message(json.loads(sys.argv[1]), *sys.argv[2:]))\n"
     );
@@ -405,7 +405,7 @@ async fn python_message(fields: &str, secret: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Signed mode, with messages signed the way the README tells a Python publisher to: a valid
+/// Signed mode, with messages signed the way docs/bus.md tells a Python publisher to: a valid
 /// one is applied; forged, unsigned, stale and replayed ones are rejected under their reasons.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_mode_applies_valid_messages_and_rejects_the_rest() {
