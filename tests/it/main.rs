@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod bus;
 mod config_reload;
+mod docs;
 mod drain;
 mod engine;
 mod grpcurl;
