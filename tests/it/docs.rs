@@ -1,11 +1,26 @@
 //! The documentation checks itself: every relative link in README.md, BENCHMARKS.md and
 //! docs/*.md reaches a file that exists and, with an `#anchor`, a heading of that file (or an
-//! explicit `<a id="…">`); and every docs/*.md is linked from README.md.
+//! explicit `<a id="…">`); every docs/*.md is linked from README.md; and the flag table in
+//! docs/configuration.md is the one `hotplane --help` describes, rendered here from the clap
+//! definitions so that it cannot drift from them.
+//!
+//! The table lists the top-level (global) settings of `hotplane::config::Cli` only. A
+//! subcommand's own flags are documented with that subcommand, not in this table.
+//!
+//! To regenerate the table after changing a flag: `HOTPLANE_BLESS=1 cargo nextest run --locked
+//! -E 'test(docs_flag_table)'`, then review and commit the diff of docs/configuration.md.
 
 use std::{
     collections::{BTreeSet, HashMap},
     path::{Path, PathBuf},
 };
+
+use clap::CommandFactory;
+use hotplane::config::Cli;
+
+/// Where the generated flag table starts and ends in docs/configuration.md.
+const FLAGS_BEGIN: &str = "<!-- flags:begin -->";
+const FLAGS_END: &str = "<!-- flags:end -->";
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -184,5 +199,89 @@ fn docs_link_checker_catches_a_broken_link() {
     assert_eq!(
         slug("Rollback, and moving to another `database`"),
         "rollback-and-moving-to-another-database"
+    );
+}
+
+/// A table cell: one line, with the characters that would end the cell escaped.
+fn cell(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+}
+
+/// The flag table, from the clap definitions of `Cli`'s top-level settings (hidden ones left
+/// out, as `--help` leaves them out): long flag, environment variable, default ("unset" when
+/// there is none) and help text, with the possible values `--help` lists.
+fn flag_table() -> String {
+    let command = Cli::command();
+    let mut table = String::from("| flag | env | default | meaning |\n|---|---|---|---|\n");
+    for arg in command.get_arguments() {
+        if arg.is_hide_set() {
+            continue;
+        }
+        let Some(long) = arg.get_long() else { continue };
+        let env = arg
+            .get_env()
+            .map(|env| format!("`{}`", env.to_string_lossy()))
+            .unwrap_or_default();
+        let default = arg
+            .get_default_values()
+            .iter()
+            .map(|value| format!("`{}`", value.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let default = if default.is_empty() {
+            "unset".to_owned()
+        } else {
+            default
+        };
+        let help = arg
+            .get_long_help()
+            .or_else(|| arg.get_help())
+            .map(|help| cell(&help.to_string()))
+            .unwrap_or_default();
+        // The values `--help` lists as "[possible values: …]" (true/false goes without saying).
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|value| !value.is_hide_set())
+            .map(|value| format!("`{}`", value.get_name()))
+            .collect();
+        let help = if values.is_empty() || values == ["`true`", "`false`"] {
+            help
+        } else {
+            format!("{help} (one of {})", values.join(", "))
+        };
+        table.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
+    }
+    table
+}
+
+#[test]
+fn docs_flag_table_is_generated_from_clap() {
+    let path = root().join("docs/configuration.md");
+    let text = read(&path);
+    let (before, rest) = text
+        .split_once(FLAGS_BEGIN)
+        .unwrap_or_else(|| panic!("{} has no {FLAGS_BEGIN} marker", path.display()));
+    let (current, after) = rest
+        .split_once(FLAGS_END)
+        .unwrap_or_else(|| panic!("{} has no {FLAGS_END} marker", path.display()));
+    let wanted = format!("\n{}", flag_table());
+    if current == wanted {
+        return;
+    }
+    if std::env::var_os("HOTPLANE_BLESS").is_some_and(|v| v == "1") {
+        let updated = format!("{before}{FLAGS_BEGIN}{wanted}{FLAGS_END}{after}");
+        std::fs::write(&path, updated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!("rewrote the flag table in {}", path.display());
+        return;
+    }
+    panic!(
+        "the flag table in {} differs from the clap definitions of hotplane::config::Cli (what \
+         `hotplane --help` prints). Regenerate it with HOTPLANE_BLESS=1 cargo nextest run --locked \
+         -E 'test(docs_flag_table)' and commit the result.\n--- in the file:\n{current}\n--- from clap:\n{wanted}",
+        path.display()
     );
 }
