@@ -42,25 +42,6 @@ impl Backend {
     }
 }
 
-/// The SELECT list of the PostgreSQL store's full load, copied from `src/store/postgres.rs` so
-/// the floor reads exactly what the store reads (keep the two in step).
-const PG_COLUMNS: &str = "id::bigint AS id, pattern::text AS pattern, \
-     normalized_pattern::text AS normalized_pattern, \
-     COALESCE(category, '')::text AS category, \
-     COALESCE(confidence, 0)::float8 AS confidence, \
-     COALESCE(times_used, 0)::bigint AS times_used, \
-     COALESCE(times_correct, 0)::bigint AS times_correct, \
-     COALESCE(accuracy, 0)::float8 AS accuracy, \
-     COALESCE(created_at::timestamptz, 'epoch'::timestamptz) AS created_at, \
-     last_used_at::timestamptz AS last_used_at, \
-     COALESCE(created_by, '')::text AS created_by, \
-     COALESCE(enabled, false) AS enabled, \
-     COALESCE(status, 'pending')::text AS status, \
-     metadata::jsonb AS metadata, \
-     COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
-         AS updated_at, \
-     revision::bigint AS revision";
-
 /// Columns the bench writes (the rest take their defaults; the triggers stamp revisions).
 const INSERT_COLUMNS: &str = "pattern, normalized_pattern, category, confidence, times_used, \
      times_correct, accuracy, created_at, created_by, enabled, status, metadata";
@@ -299,8 +280,9 @@ impl Client {
         let n = match self {
             Client::Postgres(p) => {
                 let sql = format!(
-                    "SELECT {PG_COLUMNS} FROM auto_learned_patterns \
-                     WHERE enabled AND status = 'approved' {order}"
+                    "SELECT {} FROM auto_learned_patterns \
+                     WHERE enabled AND status = 'approved' {order}",
+                    hotplane::store::PG_COLUMNS
                 );
                 sqlx::query(AssertSqlSafe(sql)).fetch_all(p).await?.len()
             }

@@ -31,6 +31,8 @@ pub use audit::{AuditFilter, AuditRow};
 pub use columns::{ColumnLimits, Limit, TextColumn};
 pub use db_errors::{Problem, Refusal};
 #[cfg(feature = "bench")]
+pub use postgres::COLUMNS as PG_COLUMNS;
+#[cfg(feature = "bench")]
 pub use postgres::FULL_COPY as PG_FULL_COPY;
 #[cfg(feature = "bench")]
 pub use sqlite_rows::FULL_SQL as SQLITE_FULL_SQL;

@@ -38,33 +38,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const BACKEND: &str = "postgres";
 
-/// The SELECT list every read uses: canonical types whatever the table's column types are, and
-/// the documented value for each NULL a legacy row may hold (NULL `enabled` is not served; NULL
-/// `status` reads as the column default, `pending`). In [`Col`](super::row_columns::Col) order, aliased by name (checked
-/// by `the_select_lists_follow_the_column_table`): `decode_at` reads it by position.
-macro_rules! columns {
-    () => {
-        "id::bigint AS id, pattern::text AS pattern, \
-         normalized_pattern::text AS normalized_pattern, \
-         COALESCE(category, '')::text AS category, \
-         COALESCE(confidence, 0)::float8 AS confidence, \
-         COALESCE(times_used, 0)::bigint AS times_used, \
-         COALESCE(times_correct, 0)::bigint AS times_correct, \
-         COALESCE(accuracy, 0)::float8 AS accuracy, \
-         COALESCE(created_at::timestamptz, 'epoch'::timestamptz) AS created_at, \
-         last_used_at::timestamptz AS last_used_at, \
-         COALESCE(created_by, '')::text AS created_by, \
-         COALESCE(enabled, false) AS enabled, \
-         COALESCE(status, 'pending')::text AS status, \
-         metadata::jsonb::text AS metadata, \
-         COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
-             AS updated_at, \
-         revision::bigint AS revision"
-    };
-}
-
-/// `columns!()` restricted to the served columns a full load reads
-/// ([`SERVED`](super::row_columns::SERVED)), in that order.
+/// The served columns a full load reads ([`SERVED`](super::row_columns::SERVED)), in that
+/// order, with `columns!()`'s casts and NULL defaults: the start of `columns!()`.
 macro_rules! served_columns {
     () => {
         "id::bigint AS id, pattern::text AS pattern, \
@@ -78,6 +53,24 @@ macro_rules! served_columns {
          COALESCE(created_by, '')::text AS created_by, \
          metadata::jsonb::text AS metadata, \
          revision::bigint AS revision"
+    };
+}
+
+/// The SELECT list every read uses: canonical types whatever the table's column types are, and
+/// the documented value for each NULL a legacy row may hold (NULL `enabled` is not served; NULL
+/// `status` reads as the column default, `pending`). In [`Col`](super::row_columns::Col) order,
+/// aliased by name (checked by `the_select_lists_follow_the_column_table`): `decode_at` reads
+/// it by position.
+macro_rules! columns {
+    () => {
+        concat!(
+            served_columns!(),
+            ", last_used_at::timestamptz AS last_used_at, \
+             COALESCE(enabled, false) AS enabled, \
+             COALESCE(status, 'pending')::text AS status, \
+             COALESCE(updated_at::timestamptz, created_at::timestamptz, 'epoch'::timestamptz) \
+                 AS updated_at"
+        )
     };
 }
 
@@ -160,6 +153,10 @@ fn decode_at(row: &PgRow, at: usize) -> Result<PatternRow, sqlx::Error> {
         revision: row.try_get(Revision.at(at))?,
     })
 }
+
+/// Every read's SELECT list (`columns!()`), for the bench's floors.
+#[cfg(feature = "bench")]
+pub const COLUMNS: &str = columns!();
 
 /// The full load's statement: the served columns (`columns!()`'s casts and NULL defaults) in
 /// binary COPY format, parsed by `copied_row`.

@@ -12,9 +12,9 @@ macro_rules! columns {
         "id, pattern, normalized_pattern, COALESCE(category, '') AS category, \
          CAST(COALESCE(confidence, 0) AS REAL) AS confidence, \
          COALESCE(times_used, 0) AS times_used, COALESCE(times_correct, 0) AS times_correct, \
-         CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, last_used_at, \
-         COALESCE(created_by, '') AS created_by, COALESCE(enabled, 0) AS enabled, \
-         COALESCE(status, 'pending') AS status, metadata, updated_at, revision"
+         CAST(COALESCE(accuracy, 0) AS REAL) AS accuracy, created_at, \
+         COALESCE(created_by, '') AS created_by, metadata, revision, last_used_at, \
+         COALESCE(enabled, 0) AS enabled, COALESCE(status, 'pending') AS status, updated_at"
     };
 }
 

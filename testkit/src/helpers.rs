@@ -191,16 +191,19 @@ pub async fn wait_serving(health: &HealthClient<Channel>) {
     .expect("SERVING before the deadline");
 }
 
-/// The pattern target's status, from GetStatus.
-pub async fn patterns_status(app: &TestApp) -> pb::TargetStatus {
+/// GetStatus of `app`.
+pub async fn status(app: &TestApp) -> pb::GetStatusResponse {
     app.reload
         .clone()
         .get_status(pb::GetStatusRequest {})
         .await
         .expect("status")
         .into_inner()
-        .targets
-        .remove(0)
+}
+
+/// The pattern target's status, from GetStatus.
+pub async fn patterns_status(app: &TestApp) -> pb::TargetStatus {
+    status(app).await.targets.remove(0)
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` at the deadline. For state that

@@ -57,13 +57,30 @@ pub(crate) fn bus_config(db: &TestDb, redis: &str, channel: &str) -> Config {
     c
 }
 
-pub(crate) async fn status(app: &TestApp) -> pb::GetStatusResponse {
-    app.reload
-        .clone()
-        .get_status(pb::GetStatusRequest {})
+pub(crate) use crate::helpers::status;
+
+/// Registers a fleet member `id` with its JSON `record` beside the real ones, as a replica's
+/// heartbeat would (for a minute): a stand-in for a replica of another version or state.
+pub(crate) async fn register_member(ch: &str, id: &str, record: &str) {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
         .await
-        .expect("status")
-        .into_inner()
+        .expect("connects");
+    redis::pipe()
+        .cmd("SET")
+        .arg(format!("{ch}:fleet:{id}"))
+        .arg(record)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("{ch}:fleet"))
+        .arg(id)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("register the member");
 }
 
 pub(crate) async fn bus_status(app: &TestApp) -> pb::BusStatus {

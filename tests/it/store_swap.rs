@@ -112,12 +112,8 @@ async fn store_swap_under_load_drops_no_request_and_failures_keep_the_old_store(
 }
 
 async fn store_status(app: &TestApp) -> pb::StoreStatus {
-    app.reload
-        .clone()
-        .get_status(pb::GetStatusRequest {})
+    crate::helpers::status(app)
         .await
-        .expect("status")
-        .into_inner()
         .store
         .expect("store status")
 }

@@ -11,7 +11,7 @@ use hotplane::{config::Config, pb};
 use tonic::Code;
 
 use crate::{
-    bus::{bus_config, channel, insert, redis_url, start, status},
+    bus::{bus_config, channel, insert, redis_url, register_member, start, status},
     db::TestDb,
     helpers::{eventually, learn_req, reload_req, served, sql},
 };
@@ -156,20 +156,7 @@ async fn a_member_that_does_not_converge_is_named_when_the_wait_ends() {
         .get_multiplexed_async_connection()
         .await
         .expect("connects");
-    redis::pipe()
-        .cmd("SET")
-        .arg(format!("{ch}:fleet:ghost"))
-        .arg(ghost)
-        .arg("PX")
-        .arg(60_000)
-        .ignore()
-        .cmd("SADD")
-        .arg(format!("{ch}:fleet"))
-        .arg("ghost")
-        .ignore()
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("register the ghost");
+    register_member(&ch, "ghost", ghost).await;
 
     sql(&db, &[&insert(4, "non converge")]).await;
     let started = Instant::now();

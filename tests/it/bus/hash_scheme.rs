@@ -10,7 +10,8 @@ use hotplane::pb;
 use tokio_stream::StreamExt;
 
 use super::{
-    bus_config, bus_status, channel, publish, redis_url, start, status, wait_bus, wait_served,
+    bus_config, bus_status, channel, publish, redis_url, register_member, start, status, wait_bus,
+    wait_served,
 };
 use crate::{
     db::TestDb,
@@ -31,25 +32,7 @@ async fn register(ch: &str, id: &str, hash: &str, revision: i64, scheme: Option<
     if let Some(s) = scheme {
         record["content_hash_scheme"] = s.into();
     }
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
-    redis::pipe()
-        .cmd("SET")
-        .arg(format!("{ch}:fleet:{id}"))
-        .arg(record.to_string())
-        .arg("PX")
-        .arg(60_000)
-        .ignore()
-        .cmd("SADD")
-        .arg(format!("{ch}:fleet"))
-        .arg(id)
-        .ignore()
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("register the member");
+    register_member(ch, id, &record.to_string()).await;
 }
 
 /// The fleet as `app` sees it, once it lists `n` members.
