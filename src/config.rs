@@ -78,7 +78,7 @@ impl LogFormat {
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Smallest `--max-response-bytes`: a full batch of unmatched queries must still fit.
-const MIN_RESPONSE_BYTES: usize = 64 * 1024;
+pub(crate) const MIN_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Every setting of the service.
 #[derive(Clone, Args)]
@@ -390,77 +390,16 @@ impl Config {
         cfg
     }
 
-    /// Checks ranges clap cannot express.
+    /// Checks ranges clap cannot express ([`crate::config_rules`], the rules a config file's
+    /// reload applies too); the first broken rule, named by its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason: &str| {
-            Err(ConfigError {
-                field,
-                reason: reason.to_owned(),
-            })
-        };
-        if !(0.0..=1.0).contains(&self.learn_min_confidence) {
-            return bad("learn-min-confidence", "must be between 0 and 1");
+        match crate::config_rules::violations(self).into_iter().next() {
+            None => Ok(()),
+            Some(v) => Err(ConfigError {
+                field: v.flag,
+                reason: v.reason,
+            }),
         }
-        if self.database_max_connections == 0 {
-            return bad("database-max-connections", "must be at least 1");
-        }
-        if self.hit_flush_interval.is_zero() {
-            return bad("hit-flush-interval", "must be greater than zero");
-        }
-        if self.hit_flush_batch == 0 {
-            return bad("hit-flush-batch", "must be at least 1");
-        }
-        if self.audit_queue_capacity == 0 {
-            return bad("audit-queue-capacity", "must be at least 1");
-        }
-        if self.event_capacity == 0 {
-            return bad("event-capacity", "must be at least 1");
-        }
-        if !(1..=crate::snapshot::MAX_METADATA_BYTES).contains(&self.max_served_metadata_bytes) {
-            return bad(
-                "max-served-metadata-bytes",
-                "must be between 1 and 16777216 (16 MiB)",
-            );
-        }
-        if self.max_response_bytes < MIN_RESPONSE_BYTES {
-            return bad("max-response-bytes", "must be at least 65536 (64 KiB)");
-        }
-        if let Err((field, reason)) = self.auth.validate() {
-            return Err(ConfigError { field, reason });
-        }
-        if let (Some(a), Some(b)) = (&self.bus_secret, &self.reload_message_secret)
-            && a != b
-        {
-            return bad(
-                "bus-secret",
-                "HOTPLANE_BUS_SECRET and RELOAD_MESSAGE_SECRET differ; set only one",
-            );
-        }
-        if self.bus_channel.is_empty() {
-            return bad("bus-channel", "must not be empty");
-        }
-        if self.bus_timeout.is_zero() || self.bus_ping_interval.is_zero() {
-            return bad(
-                "bus-timeout",
-                "bus timeouts and intervals must be greater than zero",
-            );
-        }
-        if self.bus_reconnect_min.is_zero() || self.bus_reconnect_max < self.bus_reconnect_min {
-            return bad(
-                "bus-reconnect-max",
-                "reconnect delays must be positive, the maximum at least the minimum",
-            );
-        }
-        if self.bus_replay_window.is_zero() {
-            return bad("bus-replay-window", "must be greater than zero");
-        }
-        if self.fleet_heartbeat.is_zero() || self.fleet_ttl <= self.fleet_heartbeat {
-            return bad(
-                "fleet-ttl",
-                "the heartbeat must be positive and the TTL longer than the heartbeat",
-            );
-        }
-        Ok(())
     }
 }
 
@@ -508,6 +447,32 @@ mod tests {
             assert!(err.to_string().contains(&flag[2..]), "{err}");
         }
         assert!(Cli::try_parse_from(["hotplane", "--normalize-profile", "nope"]).is_err());
+    }
+
+    /// Start-up and a config file reload apply one set of rules: values the file would refuse
+    /// are refused as flags too, named by the flag.
+    #[test]
+    fn flags_are_held_to_the_rules_the_config_file_is() {
+        for (flag, value) in [
+            ("--learn-min-chars", "0"),
+            ("--log-filter", "hotplane=nonsense["),
+            ("--database-acquire-timeout", "0s"),
+            ("--watch-heartbeat", "0s"),
+            ("--stop-words", "due parole"),
+        ] {
+            let cli = Cli::try_parse_from(["hotplane", flag, value]).expect("parses");
+            let err = cli
+                .config
+                .validate()
+                .expect_err(&format!("{flag} {value} is refused"));
+            assert_eq!(err.field, &flag[2..], "{err}");
+            let keys = crate::config_file::check(&cli.config);
+            assert_eq!(
+                keys.len(),
+                1,
+                "the same rule, named by its file key: {keys:?}"
+            );
+        }
     }
 
     #[test]

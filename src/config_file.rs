@@ -521,95 +521,15 @@ pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config_source::
         .collect()
 }
 
-/// Range checks, named by file key.
+/// Range checks, named by file key: the rules start-up applies too ([`crate::config_rules`]).
 pub fn check(c: &Config) -> Vec<KeyError> {
-    let mut errors = Vec::new();
-    let mut bad = |key: &str, reason: &str| {
-        errors.push(KeyError {
-            key: key.to_owned(),
-            reason: reason.to_owned(),
+    crate::config_rules::violations(c)
+        .into_iter()
+        .map(|v| KeyError {
+            key: v.key,
+            reason: v.reason,
         })
-    };
-    if !c.learn_min_confidence.is_finite() || !(0.0..=1.0).contains(&c.learn_min_confidence) {
-        bad(
-            "learn.min_confidence",
-            &format!(
-                "{} is out of range: must be between 0 and 1",
-                c.learn_min_confidence
-            ),
-        );
-    }
-    if c.learn_min_chars == 0 || c.learn_min_chars > crate::model::MAX_NORMALIZED_CHARS {
-        bad(
-            "learn.min_chars",
-            &format!(
-                "must be between 1 and {}",
-                crate::model::MAX_NORMALIZED_CHARS
-            ),
-        );
-    }
-    if let Some(words) = &c.stop_words
-        && let Some(i) = words
-            .iter()
-            .position(|w| w.trim().is_empty() || w.contains(char::is_whitespace))
-    {
-        bad(
-            &format!("normalize.stop_words[{i}]"),
-            "a stop word must be one non-empty word",
-        );
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log_filter) {
-        bad(
-            "log.filter",
-            &format!("{:?} is not a valid filter: {e}", c.log_filter),
-        );
-    }
-    if c.fleet_heartbeat.is_zero() {
-        bad("fleet.heartbeat", "must be greater than zero");
-    }
-    if c.fleet_ttl <= c.fleet_heartbeat {
-        bad(
-            "fleet.ttl",
-            &format!(
-                "must be longer than fleet.heartbeat ({})",
-                show_duration(c.fleet_heartbeat)
-            ),
-        );
-    }
-    if c.database_max_connections == 0 {
-        bad("database.max_connections", "must be at least 1");
-    }
-    if c.database_acquire_timeout.is_zero() {
-        bad("database.acquire_timeout", "must be greater than zero");
-    }
-    if c.hit_flush_interval.is_zero() {
-        bad("hits.flush_interval", "must be greater than zero");
-    }
-    if c.hit_flush_batch == 0 {
-        bad("hits.flush_batch", "must be at least 1");
-    }
-    if c.watch_heartbeat.is_zero() {
-        bad("watch.heartbeat", "must be greater than zero");
-    }
-    if !c.auth.admin_rate.is_finite() || c.auth.admin_rate < 0.0 {
-        bad(
-            "limits.admin_rate",
-            &format!(
-                "{} is out of range: must be a number >= 0 (0: no limit)",
-                c.auth.admin_rate
-            ),
-        );
-    }
-    if c.auth.admin_rate > 0.0 && c.auth.admin_burst == 0 {
-        bad(
-            "limits.admin_burst",
-            "must be at least 1 while limits.admin_rate is set",
-        );
-    }
-    if c.bus_channel.is_empty() {
-        bad("bus.channel", "must not be empty");
-    }
-    errors
+        .collect()
 }
 
 #[cfg(test)]

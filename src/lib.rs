@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod config_file;
+pub mod config_rules;
 pub mod config_source;
 pub mod engine;
 pub mod hits;
