@@ -46,12 +46,59 @@ impl Cli {
 }
 
 /// Commands.
-#[derive(Debug, Clone, Copy, Subcommand, PartialEq, Eq)]
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
 pub enum Command {
     /// Run the gRPC server (the default).
     Serve,
     /// Run the database migrations and exit.
     Migrate,
+    /// Ask a running server's grpc.health.v1 whether it is SERVING: exit 0 if so, 1 otherwise,
+    /// with a one-line reason (for exec probes and Docker's HEALTHCHECK). Needs no database and
+    /// reads no config file.
+    Health(HealthArgs),
+}
+
+/// Options of `hotplane health` (see [`crate::probe`]).
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+#[command(next_help_heading = "Probe options")]
+pub struct HealthArgs {
+    /// Health service name to check: "" (the default) is the whole server; a hotplane service
+    /// such as `hotplane.v1.Patterns` is checked by name.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub service: String,
+
+    /// Server address, `HOST:PORT` (or an `http://` / `https://` URL). Default: `--listen` /
+    /// `HOTPLANE_LISTEN` (the server's address, not its config file's), with a wildcard host
+    /// (0.0.0.0, ::) replaced by loopback; so 127.0.0.1:50051 when unset.
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
+
+    /// Give up after this long (connect and answer), reporting no answer.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Connect with TLS, trusting the system's CA bundle (`SSL_CERT_FILE`, else
+    /// /etc/ssl/certs/ca-certificates.crt) unless `--tls-ca` is given. Implied by every other
+    /// `--tls-*` option of this command and by an `https://` address.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// TLS: PEM CA certificate(s) the server's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// mTLS: PEM client certificate (chain) to present; needs `--tls-client-key`.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// mTLS: PEM private key of `--tls-client-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+
+    /// TLS: the name the server's certificate must carry, when it is not the address's host
+    /// (e.g. `localhost` while connecting to 127.0.0.1).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Log output format.

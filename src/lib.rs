@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod live_config;
 pub mod model;
 pub mod normalize;
+pub mod probe;
 pub mod retry;
 pub mod snapshot;
 pub mod startup;

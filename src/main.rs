@@ -1,5 +1,6 @@
 //! The hotplane binary: parse config, set up logs, build the application, run it until a signal
-//! (SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config file).
+//! (SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config file). `hotplane health` is
+//! answered first, by [`hotplane::probe`], without reading the config file.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,12 @@ use hotplane::{
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse_args();
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The probe needs neither the config file nor logs nor a database: only an address. A
+    // config file it cannot read (or a bad one) must not make a healthy server look sick.
+    if let Command::Health(args) = &command {
+        return hotplane::probe::run(args, cli.config.listen).await;
+    }
     let config = cli.config;
     // Logs start with the file's filter and format; `build` reads the file again as the live
     // config's first generation.
@@ -26,9 +33,10 @@ async fn main() -> ExitCode {
         eprintln!("hotplane: {e}");
         return ExitCode::from(2);
     }
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Migrate => migrate(effective).await,
         Command::Serve => serve(config).await,
+        Command::Health(_) => unreachable!("answered before the config was read"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

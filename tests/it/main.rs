@@ -17,6 +17,7 @@ mod liveness;
 mod load;
 mod model;
 mod patterns_api;
+mod probe;
 mod properties;
 mod redact;
 mod reload;

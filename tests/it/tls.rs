@@ -448,3 +448,100 @@ async fn certificates_reload_for_new_connections_and_a_bad_file_changes_nothing(
     assert!(server.tls.is_some());
     server.stop().await.expect("stops cleanly");
 }
+
+/// `hotplane health` against the TLS port: `--tls-ca` is enough for plain TLS (the certificate
+/// names 127.0.0.1); without TLS options it fails with a reason; with client certificates
+/// required it presents one, `--tls-server-name` checking the certificate's DNS name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_subcommand_speaks_tls_and_mtls() {
+    use crate::probe::{assert_serving, assert_unhealthy, health};
+    let pki = Pki::make().await;
+    let ca = pki.path("ca.pem").display().to_string();
+    let server = Server::start(TestDb::sqlite().await, |c| pki.serve_tls(c)).await;
+    let addr = server.addr.to_string();
+    let channel = server
+        .tls_channel(pki.client(None))
+        .await
+        .expect("connects");
+    wait_serving(&HealthClient::new(channel)).await;
+    assert_serving(&health(&["--addr", &addr, "--tls-ca", &ca], &[]).await);
+    assert_unhealthy(&health(&["--addr", &addr], &[]).await, &[&addr]);
+    server.stop().await;
+
+    let server = Server::start(TestDb::sqlite().await, |c| {
+        pki.serve_tls(c);
+        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+    })
+    .await;
+    let addr = server.addr.to_string();
+    let channel = server
+        .tls_channel(pki.client(Some("viewer")))
+        .await
+        .expect("connects");
+    wait_serving(&HealthClient::new(channel)).await;
+    let (cert, key) = (
+        pki.path("viewer.pem").display().to_string(),
+        pki.path("viewer.key").display().to_string(),
+    );
+    let by_name = format!("https://localhost:{}", server.addr.port());
+    assert_serving(
+        &health(
+            &[
+                "--addr",
+                &by_name,
+                "--tls-ca",
+                &ca,
+                "--tls-client-cert",
+                &cert,
+                "--tls-client-key",
+                &key,
+            ],
+            &[],
+        )
+        .await,
+    );
+    assert_serving(
+        &health(
+            &[
+                "--addr",
+                &addr,
+                "--tls-server-name",
+                "localhost",
+                "--tls-ca",
+                &ca,
+                "--tls-client-cert",
+                &cert,
+                "--tls-client-key",
+                &key,
+            ],
+            &[],
+        )
+        .await,
+    );
+    // A name the certificate does not carry.
+    assert_unhealthy(
+        &health(
+            &[
+                "--addr",
+                &addr,
+                "--tls-server-name",
+                "elsewhere.example",
+                "--tls-ca",
+                &ca,
+                "--tls-client-cert",
+                &cert,
+                "--tls-client-key",
+                &key,
+            ],
+            &[],
+        )
+        .await,
+        &[&addr],
+    );
+    // No client certificate: refused (at the handshake, or at the first call with TLS 1.3).
+    assert_unhealthy(
+        &health(&["--addr", &addr, "--tls-ca", &ca], &[]).await,
+        &[&addr],
+    );
+    server.stop().await;
+}
