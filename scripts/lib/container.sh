@@ -13,6 +13,10 @@
 #                          it from an EXIT trap).
 #   ctr_docker ARGS        Debian's client against that daemon (DOCKER_BUILDKIT=0).
 #   ctr_ensure_base_image  debian:bookworm-slim from debootstrap minbase, made once and reused.
+#   ctr_ensure_toolchain_image  hotplane-fresh:KEY = the base + ONLY the host's Rust toolchain,
+#                          cargo-nextest and CA bundle (sets CTR_TOOLCHAIN_IMAGE); rebuilt when
+#                          KEY (toolchain, nextest, CA bundle, recipe) changes. The fresh-machine
+#                          check runs in it; the container test's Rust builder stand-in adds gcc.
 #   ctr_prune_images REPO KEEP_TAG   removes REPO's other tags and dangling images.
 #   ctr_net_egress_on      NAT MASQUERADE for the bridge's subnet (+ ip_forward) for this run.
 #   ctr_net_block_host PORT...       REJECT those host ports from the bridge (INPUT on docker0).
@@ -224,6 +228,87 @@ ctr_ensure_base_image() {
         ctr_fail "docker import of the debootstrap tree failed"
     rm -rf "$rootfs"
     ctr_log "    $CTR_BASE_IMAGE created ($(ctr_docker image inspect -f '{{.Size}}' "$CTR_BASE_IMAGE" | awk '{ printf "%d MB", $1 / 1e6 }'))"
+}
+
+# The toolchain image's identity: rebuilt when any of it changes.
+CTR_TOOLCHAIN_REPO=hotplane-fresh
+CTR_TOOLCHAIN_RECIPE_VERSION=1 # bump when the recipe below changes meaning (part of the key)
+CTR_HOST_CA=/etc/ssl/certs/ca-certificates.crt
+CTR_TOOLCHAIN_IMAGE=""
+CTR_TOOLCHAIN_KEY=""
+
+ctr_nextest() {
+    local n
+    n="$(command -v cargo-nextest || true)"
+    [[ -n "$n" ]] || n="${CARGO_HOME:-$HOME/.cargo}/bin/cargo-nextest"
+    printf '%s\n' "$n"
+}
+
+ctr_toolchain_key() {
+    {
+        echo "recipe $CTR_TOOLCHAIN_RECIPE_VERSION"
+        rustc -vV
+        cargo -V
+        "$(ctr_nextest)" --version
+        sha256sum "$CTR_HOST_CA"
+        sed -n '/^ctr_toolchain_dockerfile()/,/^}/p' "${BASH_SOURCE[0]}"
+    } | sha256sum | cut -c1-16
+}
+
+ctr_toolchain_dockerfile() {
+    local ca=/usr/local/share/hotplane-host-ca/ca-certificates.crt
+    cat <<EOF
+FROM $CTR_BASE_IMAGE
+# Only the Rust toolchain, as rustup leaves it for root: rustc, cargo, rustfmt, clippy, nextest.
+COPY rust/ /usr/local/rust/
+COPY cargo-nextest /root/.cargo/bin/cargo-nextest
+# The machine's CA bundle (HTTPS goes through an intercepting proxy): kept where no package
+# writes, also the system bundle, and in update-ca-certificates' input so it survives the
+# ca-certificates package regenerating the system bundle.
+COPY host-ca.crt $ca
+COPY host-ca.crt /etc/ssl/certs/ca-certificates.crt
+COPY host-ca.crt /usr/local/share/ca-certificates/hotplane-host-ca.crt
+ENV CARGO_HOME=/root/.cargo \\
+    PATH=/root/.cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    SSL_CERT_FILE=$ca \\
+    CARGO_HTTP_CAINFO=$ca \\
+    PIP_CERT=$ca \\
+    REQUESTS_CA_BUNDLE=$ca \\
+    NODE_EXTRA_CA_CERTS=$ca \\
+    npm_config_cafile=$ca
+WORKDIR /root
+CMD ["/bin/bash"]
+EOF
+}
+
+# Needs the base image (ctr_ensure_base_image). Other tags of the repo are left to the caller's
+# ctr_prune_images.
+ctr_ensure_toolchain_image() {
+    local nextest sysroot key
+    nextest="$(ctr_nextest)"
+    [[ -x "$nextest" ]] || ctr_fail "cargo-nextest not found on this machine (cargo install cargo-nextest --locked)"
+    [[ -s "$CTR_HOST_CA" ]] || ctr_fail "the host's CA bundle $CTR_HOST_CA is missing"
+    sysroot="$(rustc --print sysroot)" || ctr_fail "rustc not found on this machine"
+    key="$(ctr_toolchain_key)"
+    # shellcheck disable=SC2034 # read by the scripts that source this file
+    CTR_TOOLCHAIN_KEY="$key"
+    CTR_TOOLCHAIN_IMAGE="$CTR_TOOLCHAIN_REPO:$key"
+    if ctr_docker image inspect "$CTR_TOOLCHAIN_IMAGE" >/dev/null 2>&1; then
+        ctr_log "    $CTR_TOOLCHAIN_IMAGE: cached ($(rustc -V), $("$nextest" --version | head -n1))"
+        return 0
+    fi
+    ctr_log "    $CTR_TOOLCHAIN_IMAGE not cached: building it ($(rustc -V) from $sysroot, $nextest)"
+    local ctx="$CTR_CACHE/toolchain-context"
+    rm -rf "$ctx"
+    mkdir -p "$ctx/rust"
+    tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$ctx/rust" -x
+    cp "$nextest" "$ctx/cargo-nextest"
+    cp "$CTR_HOST_CA" "$ctx/host-ca.crt"
+    ctr_toolchain_dockerfile >"$ctx/Dockerfile"
+    ctr_docker build -q --label "org.hotplane.fresh-key=$key" -t "$CTR_TOOLCHAIN_IMAGE" "$ctx" >/dev/null ||
+        ctr_fail "docker build of $CTR_TOOLCHAIN_IMAGE failed (see above)"
+    rm -rf "$ctx"
+    ctr_log "    built $CTR_TOOLCHAIN_IMAGE ($(ctr_docker image inspect -f '{{.Size}}' "$CTR_TOOLCHAIN_IMAGE" | awk '{ printf "%d MB", $1 / 1e6 }'))"
 }
 
 # ctr_prune_images REPO KEEP_TAG: every other tag of REPO, then dangling layers and stopped
