@@ -331,7 +331,12 @@ phase_stop() {
     local t0="$EPOCHREALTIME" dt code
     ctr_docker stop -t "$STOP_TIMEOUT_S" hotplane-ctest-1 >/dev/null || fail "docker stop failed"
     dt="$(seconds_since "$t0")"
-    sleep 0.3
+    # A call in flight when the container went may take up to grpcurl's -max-time to fail.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ "$(tail -n1 "$polls")" == DOWN ]] && break
+        sleep 0.1
+    done
     kill "$POLLER" 2>/dev/null || true
     wait "$POLLER" 2>/dev/null || true
     POLLER=""

@@ -21,7 +21,7 @@
 #                       every host address (and its own loopback); egress to the package
 #                       registries is a NAT MASQUERADE rule added for the run.
 #   5. test command     `./scripts/test.sh` in the checkout, with CI=true as .ci/run has it,
-#                       and HOTPLANE_TEST_INSIDE_CONTAINER=1: its container test step is
+#                       and HOTPLANE_TEST_INSIDE_CONTAINER=fresh-machine: its container test step is
 #                       skipped in here (no Docker daemon can run in a container; the host's run
 #                       of the test command, just before this script in .ci/run, did it).
 #   6. run command      `cargo run --release`; SERVING on grpc.health.v1.Health/Check,
@@ -210,11 +210,11 @@ phase_isolation() {
 
 phase_test_command() {
     phase_start "test command"
-    log "    # cd hotplane && CI=true HOTPLANE_TEST_INSIDE_CONTAINER=1 ./scripts/test.sh"
+    log "    # cd hotplane && CI=true HOTPLANE_TEST_INSIDE_CONTAINER=fresh-machine ./scripts/test.sh"
     local out="$CTR_CACHE/test-command.log"
     # shellcheck disable=SC2016 # $0 and $@ are the inner bash's
     interruptible bash -c 'set -o pipefail; "$@" 2>&1 | tee "$0"' "$out" \
-        "$CTR_DOCKER" exec -e CI=true -e HOTPLANE_TEST_INSIDE_CONTAINER=1 -w /root/hotplane "$CONTAINER" ./scripts/test.sh ||
+        "$CTR_DOCKER" exec -e CI=true -e HOTPLANE_TEST_INSIDE_CONTAINER=fresh-machine -w /root/hotplane "$CONTAINER" ./scripts/test.sh ||
         fail "./scripts/test.sh failed on the fresh machine (its own error is above)"
     phase_end
     # Where the time went: test.sh's own step lines, and nextest's summary.

@@ -25,10 +25,11 @@
 #   -- ARGS   passed to `cargo nextest run` (e.g. a test name filter)
 # Environment: HOTPLANE_TEST_PG_URL and HOTPLANE_TEST_REDIS_URL point the tests at other
 # servers; when set to anything but the local defaults, nothing is installed or started for them.
-# HOTPLANE_TEST_INSIDE_CONTAINER=1 is set by scripts/fresh-machine.sh, which runs this command
-# inside a container where no Docker daemon can run: it skips the container test there (the
-# host's run of this command, before it in .ci/run, has done it), and only inside a container
-# (/.dockerenv); nothing else skips it under CI.
+# HOTPLANE_TEST_INSIDE_CONTAINER=fresh-machine is set by scripts/fresh-machine.sh, which runs
+# this command inside a container where no Docker daemon can run: it skips the container test
+# there (the host's run of this command, before it in .ci/run, has done it), and is honoured only
+# where the hostname is also fresh-machine (that container's --hostname; the CI host may itself
+# be a container, so /.dockerenv proves nothing). Nothing else skips it under CI.
 set -Eeuo pipefail
 LC_NUMERIC=C # "1.5", not "1,5", in $EPOCHREALTIME (this shell only; the tests keep the caller's locale)
 
@@ -467,8 +468,8 @@ step_release() {
 step_container() {
     step_start "container test"
     if [[ -n "${HOTPLANE_TEST_INSIDE_CONTAINER:-}" ]]; then
-        [[ -f /.dockerenv ]] ||
-            fail "HOTPLANE_TEST_INSIDE_CONTAINER is set, but this is not a container (no /.dockerenv): unset it; only scripts/fresh-machine.sh sets it, for its container"
+        [[ "$HOTPLANE_TEST_INSIDE_CONTAINER" == fresh-machine && "$(cat /proc/sys/kernel/hostname 2>/dev/null)" == fresh-machine ]] ||
+            fail "HOTPLANE_TEST_INSIDE_CONTAINER=$HOTPLANE_TEST_INSIDE_CONTAINER is honoured only as 'fresh-machine' in scripts/fresh-machine.sh's container (hostname fresh-machine; this is $(cat /proc/sys/kernel/hostname 2>/dev/null)): unset it"
         log "    skipped: inside scripts/fresh-machine.sh's container (HOTPLANE_TEST_INSIDE_CONTAINER), where no Docker daemon runs; the host's run does it"
         step_end "skipped (inside a container)"
         return 0
