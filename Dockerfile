@@ -46,8 +46,9 @@ VOLUME ["/data"]
 WORKDIR /data
 USER 10001:10001
 EXPOSE 50051
-# `hotplane health` asks grpc.health.v1 on 127.0.0.1 at HOTPLANE_LISTEN's port: exit 0 when
-# SERVING, 1 otherwise (NOT_SERVING while draining and until the first load, or no answer).
+# `hotplane health` asks grpc.health.v1 on 127.0.0.1 at HOTPLANE_LISTEN's port (or at
+# HOTPLANE_HEALTH_LISTEN's, the plaintext probe port beside TLS, when set): exit 0 when SERVING,
+# 1 otherwise (NOT_SERVING while draining and until the first load, or no answer).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["hotplane", "health"]
 # Exec form: hotplane is PID 1 and gets `docker stop`'s SIGTERM (drain, then exit 0).

@@ -67,9 +67,10 @@ pub struct HealthArgs {
     #[arg(long, default_value = "", value_name = "NAME")]
     pub service: String,
 
-    /// Server address, `HOST:PORT` (or an `http://` / `https://` URL). Default: `--listen` /
-    /// `HOTPLANE_LISTEN` (the server's address, not its config file's), with a wildcard host
-    /// (0.0.0.0, ::) replaced by loopback; so 127.0.0.1:50051 when unset.
+    /// Server address, `HOST:PORT` (or an `http://` / `https://` URL). Default: the server's
+    /// plaintext health port `--health-listen` / `HOTPLANE_HEALTH_LISTEN` when set and no TLS
+    /// option is given, else `--listen` / `HOTPLANE_LISTEN` (not the config file's), a wildcard
+    /// host (0.0.0.0, ::) becoming loopback; so 127.0.0.1:50051 when neither is set.
     #[arg(long, value_name = "ADDR")]
     pub addr: Option<String>,
 

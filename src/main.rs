@@ -17,7 +17,11 @@ async fn main() -> ExitCode {
     // The probe needs neither the config file nor logs nor a database: only an address. A
     // config file it cannot read (or a bad one) must not make a healthy server look sick.
     if let Command::Health(args) = &command {
-        return hotplane::probe::run(args, cli.config.listen).await;
+        let server = hotplane::probe::ServerAddrs {
+            listen: cli.config.listen,
+            health_listen: cli.config.auth.health_listen,
+        };
+        return hotplane::probe::run(args, server).await;
     }
     let config = cli.config;
     // Logs start with the file's filter and format; `build` reads the file again as the live

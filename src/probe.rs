@@ -9,12 +9,14 @@
 //! (asked of `Drain/GetDrainStatus`, best effort: a health-only port or an auth refusal just
 //! leaves it out).
 //!
-//! It reads no config file and opens no database. Of the server's settings only the listen
-//! address is used, as the default `--addr`: `--listen` / `HOTPLANE_LISTEN` with a wildcard
-//! host (0.0.0.0, ::) replaced by loopback, so inside the server's container or pod the probe
-//! finds the server with no flags. A config file's `server.listen` is not read: a server moved
-//! there needs `--addr`. The server's TLS settings are not used either (its certificate is not
-//! a CA): a TLS server needs `--tls-ca` (or the system's CA bundle with `--tls`).
+//! It reads no config file and opens no database. Of the server's settings only its addresses
+//! are used, for the default `--addr`: the plaintext health-only port (`--health-listen` /
+//! `HOTPLANE_HEALTH_LISTEN`, which exists only beside TLS) when it is set and no TLS option is
+//! given, else `--listen` / `HOTPLANE_LISTEN`; a wildcard host (0.0.0.0, ::) becomes loopback.
+//! So inside the server's container or pod, where the probe sees the server's environment, it
+//! finds the server with no flags, TLS or not. A config file's `server.listen` is not read: a
+//! server moved there needs `--addr`. The server's TLS files are not used (its certificate is
+//! not a CA): the TLS port needs `--tls-ca` (or the system's CA bundle with `--tls`).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -36,9 +38,18 @@ use crate::{config::HealthArgs, pb};
 /// `SSL_CERT_FILE` names another.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// The server addresses the default `--addr` is taken from.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerAddrs {
+    /// `--listen` / `HOTPLANE_LISTEN`.
+    pub listen: SocketAddr,
+    /// `--health-listen` / `HOTPLANE_HEALTH_LISTEN`.
+    pub health_listen: Option<SocketAddr>,
+}
+
 /// Runs the probe, prints its one line, and returns the exit status.
-pub async fn run(args: &HealthArgs, listen: SocketAddr) -> ExitCode {
-    match check(args, listen).await {
+pub async fn run(args: &HealthArgs, server: ServerAddrs) -> ExitCode {
+    match check(args, server).await {
         Ok(line) => {
             println!("hotplane health: {line}");
             ExitCode::SUCCESS
@@ -51,16 +62,19 @@ pub async fn run(args: &HealthArgs, listen: SocketAddr) -> ExitCode {
 }
 
 /// `Ok(line)` when SERVING, `Err(reason)` otherwise.
-pub async fn check(args: &HealthArgs, listen: SocketAddr) -> Result<String, String> {
-    let addr = match &args.addr {
-        Some(addr) => addr.trim().to_owned(),
-        None => default_addr(listen)?.to_string(),
-    };
-    let tls = args.tls
+pub async fn check(args: &HealthArgs, server: ServerAddrs) -> Result<String, String> {
+    let tls_options = args.tls
         || args.tls_ca.is_some()
         || args.tls_client_cert.is_some()
-        || args.tls_server_name.is_some()
-        || addr.starts_with("https://");
+        || args.tls_server_name.is_some();
+    let addr = match &args.addr {
+        Some(addr) => addr.trim().to_owned(),
+        None => match server.health_listen {
+            Some(health) if !tls_options => default_addr(health, "health listen")?.to_string(),
+            _ => default_addr(server.listen, "listen")?.to_string(),
+        },
+    };
+    let tls = tls_options || addr.starts_with("https://");
     let uri = match addr.split_once("://") {
         Some(("http", _)) if tls => {
             return Err(format!(
@@ -140,12 +154,12 @@ pub async fn check(args: &HealthArgs, listen: SocketAddr) -> Result<String, Stri
     Err(reason)
 }
 
-/// The address to probe when `--addr` is not given: the server's listen address, loopback in
-/// place of a wildcard.
-fn default_addr(listen: SocketAddr) -> Result<SocketAddr, String> {
+/// The address to probe when `--addr` is not given: one the server listens on (`what`), loopback
+/// in place of a wildcard.
+fn default_addr(listen: SocketAddr, what: &str) -> Result<SocketAddr, String> {
     if listen.port() == 0 {
         return Err(format!(
-            "the listen address {listen} has port 0 (any free port), so the server's port is unknown: pass --addr"
+            "the {what} address {listen} has port 0 (any free port), so the server's port is unknown: pass --addr"
         ));
     }
     let ip = match listen.ip() {
@@ -227,7 +241,8 @@ mod tests {
 
     #[test]
     fn the_default_address_follows_the_listen_address_with_loopback_for_a_wildcard() {
-        let addr = |s: &str| default_addr(s.parse().expect("addr")).map(|a| a.to_string());
+        let addr =
+            |s: &str| default_addr(s.parse().expect("addr"), "listen").map(|a| a.to_string());
         assert_eq!(addr("0.0.0.0:50051").as_deref(), Ok("127.0.0.1:50051"));
         assert_eq!(addr("[::]:7000").as_deref(), Ok("[::1]:7000"));
         assert_eq!(addr("10.1.2.3:9000").as_deref(), Ok("10.1.2.3:9000"));

@@ -16,6 +16,7 @@ pub async fn health(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.arg("health")
         .args(args)
         .env_remove("HOTPLANE_LISTEN")
+        .env_remove("HOTPLANE_HEALTH_LISTEN")
         .env_remove("HOTPLANE_CONFIG")
         .envs(env.iter().copied())
         .kill_on_drop(true);

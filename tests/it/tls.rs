@@ -189,6 +189,27 @@ async fn tls_serves_every_rpc_and_the_health_port_only_health() {
         .await
         .expect("TLS connects");
     wait_serving(&HealthClient::new(ch.clone())).await;
+    // `hotplane health` with the server's environment and no flags probes the plaintext health
+    // port; with a TLS option, the TLS port.
+    let health_addr = server.health_addr.expect("health port").to_string();
+    let env = [
+        ("HOTPLANE_LISTEN", server.addr.to_string()),
+        ("HOTPLANE_HEALTH_LISTEN", health_addr.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = crate::probe::health(&[], &env).await;
+    crate::probe::assert_serving(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&health_addr),
+        "{out:?}"
+    );
+    let ca = pki.path("ca.pem").display().to_string();
+    let out = crate::probe::health(&["--tls-ca", &ca], &env).await;
+    crate::probe::assert_serving(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&server.addr.to_string()),
+        "{out:?}"
+    );
     for (rpc, _) in RPCS {
         let r = call(&ch, None, rpc).await;
         assert!(passed(&r), "{rpc} over TLS: {r:?}");
