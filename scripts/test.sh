@@ -16,8 +16,8 @@
 #      run for real by a private dockerd; root), doc tests, then cargo nextest run.
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
-# Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [-- ARGS FOR THE TEST RUNNER]
-#   --quick   skip buf lint, rustfmt and clippy (for local iteration; CI runs everything)
+# Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [--no-container] [-- ARGS FOR THE TEST RUNNER]
+#   --quick   skip buf lint, hadolint, rustfmt and clippy (for local iteration; CI runs everything)
 #   --long    after the tests, run every fuzz target (fuzz/, cargo-fuzz, installed into .tools)
 #             for SECONDS each (default 300), then the delta model test and the property
 #             tests with many more cases; CI does not run it (about 25 minutes more)
@@ -533,7 +533,7 @@ main() {
     step_cc
     if $QUICK; then
         log ""
-        log "==> --quick: skipping buf lint, cargo fmt, cargo clippy"
+        log "==> --quick: skipping buf lint, hadolint, cargo fmt, cargo clippy"
     else
         step_buf
         step_hadolint
