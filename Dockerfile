@@ -12,11 +12,16 @@ FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
 # Dependencies first, against empty sources: this layer is rebuilt only when the manifests, the
 # build script or the protos change, not on every source edit.
+# The workspace's other members (the bench and the test kit) are not built, but cargo loads
+# their manifests, so they get empty sources too.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY bench/Cargo.toml ./bench/
+COPY testkit/Cargo.toml ./testkit/
 COPY proto ./proto
-RUN mkdir src \
+RUN mkdir src bench/src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs testkit/src/lib.rs \
+    && echo 'fn main() {}' > bench/src/main.rs \
     && cargo build --release --locked --bin hotplane \
     && rm -rf src
 COPY migrations ./migrations

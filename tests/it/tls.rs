@@ -478,25 +478,26 @@ async fn the_health_subcommand_speaks_tls_and_mtls() {
     use crate::probe::{assert_serving, assert_unhealthy, health};
     let pki = Pki::make().await;
     let ca = pki.path("ca.pem").display().to_string();
-    let server = Server::start(TestDb::sqlite().await, |c| pki.serve_tls(c)).await;
+    let server = start(|c| pki.serve_tls(c), pki.client(None)).await;
     let addr = server.addr.to_string();
-    let channel = server
-        .tls_channel(pki.client(None))
+    let channel = tls_channel(&server, pki.client(None))
         .await
         .expect("connects");
     wait_serving(&HealthClient::new(channel)).await;
     assert_serving(&health(&["--addr", &addr, "--tls-ca", &ca], &[]).await);
     assert_unhealthy(&health(&["--addr", &addr], &[]).await, &[&addr]);
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 
-    let server = Server::start(TestDb::sqlite().await, |c| {
-        pki.serve_tls(c);
-        c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
-    })
+    let server = start(
+        |c| {
+            pki.serve_tls(c);
+            c.auth.tls_client_ca_file = Some(pki.path("ca.pem"));
+        },
+        pki.client(Some("viewer")),
+    )
     .await;
     let addr = server.addr.to_string();
-    let channel = server
-        .tls_channel(pki.client(Some("viewer")))
+    let channel = tls_channel(&server, pki.client(Some("viewer")))
         .await
         .expect("connects");
     wait_serving(&HealthClient::new(channel)).await;
@@ -564,5 +565,5 @@ async fn the_health_subcommand_speaks_tls_and_mtls() {
         &health(&["--addr", &addr, "--tls-ca", &ca], &[]).await,
         &[&addr],
     );
-    server.stop().await;
+    server.stop().await.expect("stops cleanly");
 }
