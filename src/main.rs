@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     let config = cli.config;
     // Logs start with the file's filter and format; `build` reads the file again as the live
     // config's first generation.
-    let effective = match hotplane::live_config::startup_config(&config) {
+    let effective = match hotplane::config::live::startup_config(&config) {
         Ok((effective, _)) => effective,
         Err(e) => {
             eprintln!("hotplane: {e}");

@@ -18,11 +18,10 @@ use crate::{
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
     bus::{Bus, BusOptions, backstop, fleet},
-    config::Config,
+    config::{self, Config, live::LiveConfig},
     engine::{Engine, EngineOptions, Source},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
-    live_config::{self, LiveConfig},
     pb,
     store::{Store, StoreOptions, redact_url},
 };
@@ -72,10 +71,10 @@ impl Application {
     /// NOT_SERVING until then.
     ///
     /// `config` is the base (flags, environment, defaults); a config file it names is read over
-    /// it (see [`crate::config_file`]) and becomes the live config's first generation.
+    /// it (see [`crate::config::file`]) and becomes the live config's first generation.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let base = config;
-        let (config, loaded) = live_config::startup_config(&base)?;
+        let (config, loaded) = config::live::startup_config(&base)?;
         config.validate()?;
         let store = open_store(&config).await?;
         store

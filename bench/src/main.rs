@@ -3,9 +3,9 @@
 //! issue's target; `--json` prints one JSON document instead of the table.
 //!
 //! ```text
-//! cargo run --release --bin hotplane-bench                  # every scenario, full sizes
-//! cargo run --release --bin hotplane-bench -- lookup match  # some scenarios
-//! cargo run --release --bin hotplane-bench -- --quick       # small sizes, a few seconds
+//! cargo run --release -p hotplane-bench                   # every scenario, full sizes
+//! cargo run --release -p hotplane-bench -- lookup match   # some scenarios
+//! cargo run --release -p hotplane-bench -- --quick        # small sizes, a few seconds
 //! ```
 //!
 //! Data is generated with a fixed seed. PostgreSQL databases are created through

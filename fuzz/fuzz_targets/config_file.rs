@@ -2,7 +2,7 @@
 //! over the built-in defaults, as start-up and every reload run them.
 //!
 //! Each input is a list of assignments. Most name one of the keys the file accepts
-//! ([`config_file::KEYS`]), some an unknown key; each value is any TOML scalar or list (any
+//! ([`config::file::KEYS`]), some an unknown key; each value is any TOML scalar or list (any
 //! text, NaN and infinite numbers, durations with any unit, socket addresses), written as
 //! top-level dotted keys so that sections, duplicates and mixed types all occur. Sometimes a
 //! raw line is added, for TOML syntax errors.
@@ -17,10 +17,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use hotplane::{
-    config::Config,
-    config_file::{self, KEYS},
-};
+use hotplane::config::{self, Config, file::KEYS};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -35,7 +32,9 @@ enum Val {
     Words(Vec<String>),
 }
 
-const UNITS: &[&str] = &["ms", "s", "m", "h", "d", "us", "ns", "", "sec", "min", "parsecs"];
+const UNITS: &[&str] = &[
+    "ms", "s", "m", "h", "d", "us", "ns", "", "sec", "min", "parsecs",
+];
 
 impl Val {
     fn toml(&self) -> String {
@@ -121,9 +120,8 @@ fuzz_target!(|input: Input| {
     // The built-in defaults, parsed once (clap's parse is most of an input's time otherwise).
     static BASE: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
     let base = BASE.get_or_init(|| Config::for_database("sqlite://fuzz.db"));
-    let outcome = config_file::parse(&text).and_then(|loaded| {
-        config_file::effective(base, &loaded.file).map(|c| (loaded, c))
-    });
+    let outcome = config::file::parse(&text)
+        .and_then(|loaded| config::file::effective(base, &loaded.file).map(|c| (loaded, c)));
     let (loaded, config) = match outcome {
         Ok(ok) => ok,
         Err(errors) => {
@@ -137,8 +135,15 @@ fuzz_target!(|input: Input| {
                     || KEYS.iter().any(|k| names(k.path))
                     || written.iter().any(|(k, _)| names(k))
                     || key.split('.').all(|part| text.contains(part)); // from the raw line
-                assert!(known, "an error names a key the file does not have: {e:?} in {text:?}");
-                if let Some(n) = e.reason.rsplit("(line ").next().and_then(|t| t.strip_suffix(')'))
+                assert!(
+                    known,
+                    "an error names a key the file does not have: {e:?} in {text:?}"
+                );
+                if let Some(n) = e
+                    .reason
+                    .rsplit("(line ")
+                    .next()
+                    .and_then(|t| t.strip_suffix(')'))
                     && let Ok(n) = n.parse::<usize>()
                 {
                     assert!((1..=lines + 1).contains(&n), "line {n} of {lines}: {e:?}");
@@ -147,7 +152,10 @@ fuzz_target!(|input: Input| {
             return;
         }
     };
-    assert!(config_file::check(&config).is_empty(), "accepted, then out of range: {text:?}");
+    assert!(
+        config::file::check(&config).is_empty(),
+        "accepted, then out of range: {text:?}"
+    );
 
     // What is shown for each key the file set, written back, must load to the same values.
     let mut again = String::new();
@@ -155,14 +163,24 @@ fuzz_target!(|input: Input| {
     for (key, val) in &written {
         kinds.insert(key.clone(), val); // the last assignment of a key is the one in effect
     }
-    for key in KEYS.iter().filter(|k| kinds.contains_key(k.path) && !shown_differs(k.path)) {
+    for key in KEYS
+        .iter()
+        .filter(|k| kinds.contains_key(k.path) && !shown_differs(k.path))
+    {
         let shown = (key.show)(&config);
-        again.push_str(&format!("{} = {}\n", key.path, kinds[key.path].rewrite(&shown)));
+        again.push_str(&format!(
+            "{} = {}\n",
+            key.path,
+            kinds[key.path].rewrite(&shown)
+        ));
     }
-    let reloaded = config_file::parse(&again)
-        .and_then(|l| config_file::effective(base, &l.file))
+    let reloaded = config::file::parse(&again)
+        .and_then(|l| config::file::effective(base, &l.file))
         .unwrap_or_else(|e| panic!("the shown values do not load: {e:?}\n{again}\nfrom {text:?}"));
-    for key in KEYS.iter().filter(|k| kinds.contains_key(k.path) && !shown_differs(k.path)) {
+    for key in KEYS
+        .iter()
+        .filter(|k| kinds.contains_key(k.path) && !shown_differs(k.path))
+    {
         assert_eq!(
             (key.show)(&reloaded),
             (key.show)(&config),

@@ -7,7 +7,7 @@
 use super::AppState;
 use crate::{
     auth::{LoadedTls, LoadedTokens},
-    live_config::Change,
+    config::live::Change,
 };
 
 /// The re-read files, checked and not yet in use.

@@ -1,6 +1,6 @@
 //! `Reload(TARGET_CONFIG)` and SIGHUP: one function re-reads the config file through the live
 //! config, announces the reload on WatchStatus, logs it, and translates the outcome. The rules of
-//! what changes live are the live config's ([`crate::live_config`]); this only translates.
+//! what changes live are the live config's ([`crate::config::live`]); this only translates.
 
 use std::{sync::Arc, time::Instant};
 
@@ -12,8 +12,8 @@ use super::{
     status::{change_pb, config_generation_pb as generation_pb, pinned_pb},
 };
 use crate::{
+    config::live::{Outcome, ReloadError},
     engine::Source,
-    live_config::{Outcome, ReloadError},
     pb,
 };
 

@@ -35,7 +35,7 @@ pub use watch::WatchOptions;
 
 use events::EventHub;
 
-use crate::{engine::Engine, hits::HitCounter, lifecycle::Drain, live_config::LiveConfig};
+use crate::{config::live::LiveConfig, engine::Engine, hits::HitCounter, lifecycle::Drain};
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;

@@ -4,9 +4,9 @@
 
 use super::{AppState, convert};
 use crate::{
-    config_source::Pinned,
+    config::live::{Change, ConfigGeneration},
+    config::source::Pinned,
     engine::{Generation, LoadMode, Source},
-    live_config::{Change, ConfigGeneration},
     pb,
 };
 

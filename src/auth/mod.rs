@@ -33,7 +33,7 @@ use jwt::JwtVerifier;
 use tokens::Credentials;
 
 /// What a config reload can change in the security layer: the TLS certificates and the tokens
-/// file's credentials (the rate limit is applied by [`crate::live_config`]; JWT settings and
+/// file's credentials (the rate limit is applied by [`crate::config::live`]; JWT settings and
 /// the rest are read at start).
 #[derive(Debug, Clone)]
 pub struct Security {

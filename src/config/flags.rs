@@ -40,7 +40,7 @@ impl Cli {
         let command = Cli::command().mut_args(|arg| arg.global(true));
         let matches = command.clone().try_get_matches_from(args)?;
         let mut cli = Cli::from_arg_matches(&matches)?;
-        cli.config.pinned = crate::config_source::pins(&matches, &command);
+        cli.config.pinned = crate::config::source::pins(&matches, &command);
         Ok(cli)
     }
 }
@@ -370,9 +370,9 @@ pub struct Config {
     pub config_file: Option<std::path::PathBuf>,
 
     /// File keys set by a flag or environment variable, which the file may not override
-    /// (filled in by [`Cli::try_parse_args`]; see [`crate::config_source`]).
+    /// (filled in by [`Cli::try_parse_args`]; see [`crate::config::source`]).
     #[arg(skip)]
-    pub pinned: Vec<crate::config_source::Pin>,
+    pub pinned: Vec<crate::config::source::Pin>,
 }
 
 impl std::fmt::Debug for Config {
@@ -438,10 +438,10 @@ impl Config {
         cfg
     }
 
-    /// Checks ranges clap cannot express ([`crate::config_rules`], the rules a config file's
+    /// Checks ranges clap cannot express ([`crate::config::rules`], the rules a config file's
     /// reload applies too); the first broken rule, named by its flag.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match crate::config_rules::violations(self).into_iter().next() {
+        match crate::config::rules::violations(self).into_iter().next() {
             None => Ok(()),
             Some(v) => Err(ConfigError {
                 field: v.flag,
@@ -514,7 +514,7 @@ mod tests {
                 .validate()
                 .expect_err(&format!("{flag} {value} is refused"));
             assert_eq!(err.field, &flag[2..], "{err}");
-            let keys = crate::config_file::check(&cli.config);
+            let keys = crate::config::file::check(&cli.config);
             assert_eq!(
                 keys.len(),
                 1,

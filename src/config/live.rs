@@ -33,9 +33,11 @@ use tokio::sync::watch;
 use crate::{
     auth::{RateLimit, RateLimiter},
     bus::fleet::FleetTiming,
-    config::Config,
-    config_file::{self, FileError, KEYS, KeyError},
-    config_source::Pinned,
+    config::{
+        self, Config,
+        file::{FileError, KEYS, KeyError},
+        source::Pinned,
+    },
     engine::Source,
     learn::LearnRules,
     normalize::Normalizer,
@@ -216,13 +218,13 @@ pub struct LiveConfig {
 }
 
 /// The effective config at start: `base` with the config file over it, checked.
-pub fn startup_config(base: &Config) -> Result<(Config, Option<config_file::Loaded>), FileError> {
+pub fn startup_config(base: &Config) -> Result<(Config, Option<config::file::Loaded>), FileError> {
     let Some(path) = &base.config_file else {
         return Ok((base.clone(), None));
     };
-    let loaded = config_file::read(path)?;
+    let loaded = config::file::read(path)?;
     let effective =
-        config_file::effective(base, &loaded.file).map_err(|errors| FileError::Invalid {
+        config::file::effective(base, &loaded.file).map_err(|errors| FileError::Invalid {
             path: path.clone(),
             errors,
         })?;
@@ -232,7 +234,7 @@ pub fn startup_config(base: &Config) -> Result<(Config, Option<config_file::Load
 impl LiveConfig {
     /// The live config of a process started with `effective` (from [`startup_config`]) over
     /// `base`.
-    pub fn new(base: Config, effective: Config, loaded: Option<&config_file::Loaded>) -> Self {
+    pub fn new(base: Config, effective: Config, loaded: Option<&config::file::Loaded>) -> Self {
         let settings = Settings::from_config(&effective);
         let book = Book {
             generation: loaded.map(|l| {
@@ -251,7 +253,7 @@ impl LiveConfig {
                 ..ConfigHealth::default()
             },
             restart_pending: Vec::new(),
-            pinned: loaded.map_or_else(Vec::new, |l| config_file::pinned_in(&base, &l.file)),
+            pinned: loaded.map_or_else(Vec::new, |l| config::file::pinned_in(&base, &l.file)),
         };
         for pin in &book.pinned {
             warn_pinned(pin);
@@ -416,8 +418,8 @@ impl LiveConfig {
             path: path.to_owned(),
             errors,
         };
-        let loaded = config_file::parse(&text).map_err(invalid)?;
-        let next = config_file::effective(&self.base, &loaded.file).map_err(invalid)?;
+        let loaded = config::file::parse(&text).map_err(invalid)?;
+        let next = config::file::effective(&self.base, &loaded.file).map_err(invalid)?;
         let old = self.settings.load_full();
         let settings = Settings::from_config(&next);
         check_rekey(&old, &settings, &next, served)
@@ -467,7 +469,7 @@ impl LiveConfig {
             restart_required,
             current,
             path: path.to_owned(),
-            pinned: config_file::pinned_in(&self.base, &loaded.file),
+            pinned: config::file::pinned_in(&self.base, &loaded.file),
         };
         Ok((outcome, (settings, loaded.content_hash, loaded.keys_set)))
     }

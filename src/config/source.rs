@@ -10,7 +10,7 @@
 //!
 //! clap knows the source of every value ([`clap::ArgMatches::value_source`]); this module maps
 //! file keys to their arguments and keeps the answer in [`crate::config::Config::pinned`].
-//! It decides nothing else: [`crate::config_file`] skips pinned keys when it overlays the file.
+//! It decides nothing else: [`crate::config::file`] skips pinned keys when it overlays the file.
 
 use clap::{ArgMatches, parser::ValueSource};
 
@@ -47,7 +47,7 @@ impl std::fmt::Display for Pinned {
     }
 }
 
-/// Every file key (see [`crate::config_file::KEYS`]) and the id of its clap argument (the
+/// Every file key (see [`crate::config::file::KEYS`]) and the id of its clap argument (the
 /// field of [`crate::config::Config`] or of the flattened auth settings).
 #[rustfmt::skip]
 pub const ARGS: &[(&str, &str)] = &[
@@ -100,7 +100,7 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
-    use crate::{config::Cli, config_file::KEYS};
+    use crate::{config::Cli, config::file::KEYS};
 
     #[test]
     fn every_file_key_has_an_argument() {

@@ -1,7 +1,7 @@
 //! The one set of rules a config must satisfy beyond what its types say, checked on every path
 //! that makes a config: start-up (flags and environment, with the config file over them) through
 //! [`crate::config::Config::validate`], and every reload of the file through
-//! [`crate::config_file::check`]. Each rule names both the flag and the file key it is about,
+//! [`crate::config::file::check`]. Each rule names both the flag and the file key it is about,
 //! so start-up errors name the flag and reload errors the key, and a value refused in the file
 //! is refused as a flag too.
 

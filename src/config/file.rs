@@ -2,12 +2,12 @@
 //! fault in every error, the range checks, and how the file overlays flags and environment.
 //!
 //! **Precedence.** Flag > `HOTPLANE_*` variable > file > default: a key set by a flag or a
-//! variable is pinned ([`crate::config_source`]) and the file's value for it is ignored (and
+//! variable is pinned ([`crate::config::source`]) and the file's value for it is ignored (and
 //! reported, see [`pinned_in`]); the file overrides defaults. The file is read at start and
 //! again on each reload, always over the same base (flags, environment, defaults): a key deleted
 //! from the file goes back to its base value on the next reload.
 //!
-//! This module only parses and checks: it applies nothing. [`crate::live_config`] decides what
+//! This module only parses and checks: it applies nothing. [`crate::config::live`] decides what
 //! takes effect at run time and what waits for a restart ([`KEYS`] says which is which).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -199,7 +199,7 @@ pub struct Key {
 const RESTART: &str = "read at start only; restart the process to apply it";
 
 /// Every key the file accepts, in file order. `live` keys change on reload; the normalizer
-/// keys change only when no served pattern would be keyed differently (see `live_config`).
+/// keys change only when no served pattern would be keyed differently (see `config::live`).
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
     Key { path: "server.listen", live: false, show: |c| c.listen.to_string(), restart_hint: "the listener is bound at start; restart the process to move it" },
@@ -503,7 +503,7 @@ pub fn effective(base: &Config, file: &FileConfig) -> Result<Config, Vec<KeyErro
 
 /// The pinned keys that the file sets, whose file value is therefore ignored: the value in
 /// effect (from the flag or variable), the file's, and what pins it.
-pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config_source::Pinned> {
+pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config::source::Pinned> {
     let mut wanted = base.clone();
     file.overlay(&mut wanted);
     base.pinned
@@ -511,7 +511,7 @@ pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config_source::
         .filter(|pin| file.sets(pin.key))
         .filter_map(|pin| {
             let key = KEYS.iter().find(|k| k.path == pin.key)?;
-            Some(crate::config_source::Pinned {
+            Some(crate::config::source::Pinned {
                 key: pin.key,
                 value: (key.show)(base),
                 file_value: (key.show)(&wanted),
@@ -521,9 +521,9 @@ pub fn pinned_in(base: &Config, file: &FileConfig) -> Vec<crate::config_source::
         .collect()
 }
 
-/// Range checks, named by file key: the rules start-up applies too ([`crate::config_rules`]).
+/// Range checks, named by file key: the rules start-up applies too ([`crate::config::rules`]).
 pub fn check(c: &Config) -> Vec<KeyError> {
-    crate::config_rules::violations(c)
+    crate::config::rules::violations(c)
         .into_iter()
         .map(|v| KeyError {
             key: v.key,
@@ -624,7 +624,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_sets_every_key_and_is_valid() {
-        let readme = include_str!("../docs/configuration.md");
+        let readme = include_str!("../../docs/configuration.md");
         let example = readme
             .split("```toml\n")
             .nth(1)
