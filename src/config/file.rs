@@ -286,7 +286,8 @@ pub enum FileError {
     },
 }
 
-fn join(errors: &[KeyError]) -> String {
+/// Every key error, in one line.
+pub(super) fn join(errors: &[KeyError]) -> String {
     errors
         .iter()
         .map(ToString::to_string)

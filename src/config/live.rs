@@ -150,21 +150,13 @@ pub enum ReloadError {
     #[error("{0}; the running config is unchanged")]
     Read(String),
     /// The file is invalid: every problem, by key.
-    #[error("invalid config file {}: {}; the running config is unchanged", .path.display(), join(.errors))]
+    #[error("invalid config file {}: {}; the running config is unchanged", .path.display(), config::file::join(.errors))]
     Invalid {
         /// The file.
         path: PathBuf,
         /// Every problem.
         errors: Vec<KeyError>,
     },
-}
-
-fn join(errors: &[KeyError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Load health of the config target, for status.
