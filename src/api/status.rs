@@ -24,7 +24,7 @@ pub(super) fn patterns_target(state: &AppState) -> pb::TargetStatus {
         consecutive_failures: h.consecutive_failures,
         loads_total: h.loads_total,
         failures_total: h.failures_total,
-        loading: h.loading,
+        loading: h.loading_since.is_some(),
         retained: engine.retained().iter().map(|g| generation_pb(g)).collect(),
         pinned: h.pinned.is_some(),
         pending_changes: h.pending_changes,

@@ -65,7 +65,6 @@ async fn execute(inner: &Inner, mut batch: Batch) {
     }
     {
         let mut book = inner.book();
-        book.health.loading = true;
         book.health.loading_since = Some(std::time::Instant::now());
         book.health.loads_total += 1;
         book.health.coalesced_total += batch.requests.saturating_sub(1) as u64;
@@ -109,11 +108,7 @@ async fn execute(inner: &Inner, mut batch: Batch) {
         );
     }
     let result = result.unwrap_or_else(|| Ok(unchanged(inner)));
-    {
-        let mut book = inner.book();
-        book.health.loading = false;
-        book.health.loading_since = None;
-    }
+    inner.book().health.loading_since = None;
     let last = batch.origins.len().saturating_sub(1);
     for (i, (source, origin, reason)) in batch.origins.iter().enumerate() {
         let reason = match batch.origins_extra {

@@ -274,14 +274,19 @@ pub struct TargetHealth {
     pub failures_total: u64,
     /// Requests served by a load that another request started.
     pub coalesced_total: u64,
-    /// Whether a load is running.
-    pub loading: bool,
-    /// Since when the running load has run.
+    /// Since when the running load has run; `None` while no load runs.
     pub loading_since: Option<std::time::Instant>,
     /// The generation a rollback pinned, while pinned.
     pub pinned: Option<u64>,
     /// Automatic reloads held since the pin.
     pub pending_changes: u32,
+}
+
+impl TargetHealth {
+    /// Whether a load is running.
+    pub fn loading(&self) -> bool {
+        self.loading_since.is_some()
+    }
 }
 
 /// A function every engine event is handed to synchronously, before the requests served by

@@ -108,7 +108,7 @@ async fn events_retention_noops_and_failures() {
     assert_eq!(engine.current().snapshot.len(), 4);
     let h = engine.health();
     assert_eq!(h.consecutive_failures, 1);
-    assert!(h.last_error.is_some() && !h.loading);
+    assert!(h.last_error.is_some() && !h.loading());
     let failed = loop {
         let e = events.recv().await.expect("event");
         if let EventKind::ReloadFailed { error, .. } = e.kind {
