@@ -18,7 +18,7 @@ use crate::{
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
     bus::{Bus, BusOptions, backstop, fleet},
-    config::{self, Config, live::LiveConfig},
+    config::{self, Config, live::LiveConfig, reload::ConfigReloader},
     engine::{Engine, EngineOptions, Source},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
@@ -127,17 +127,21 @@ impl Application {
             None => (Bus::disabled(), None),
         };
 
+        let live = Arc::new(LiveConfig::new(base, config.clone(), loaded.as_ref()));
+        live.attach_rate_limiter(limiter);
         let state = Arc::new(AppState {
             engine: engine.clone(),
-            live: Arc::new({
-                let live = LiveConfig::new(base, config.clone(), loaded.as_ref());
-                live.attach_rate_limiter(limiter);
-                live
-            }),
-            security: crate::auth::Security {
-                tls: tls.clone(),
-                auth: Arc::clone(auth.authenticator()),
-            },
+            live: Arc::clone(&live),
+            config_reloader: ConfigReloader::new(
+                Arc::clone(&live),
+                crate::auth::Security {
+                    tls: tls.clone(),
+                    auth: Arc::clone(auth.authenticator()),
+                },
+                engine.clone(),
+                auditor.clone(),
+                crate::api::events::config_sink(events.clone()),
+            ),
             hits: Arc::new(HitCounter::default()),
             instance_id,
             started_at: Utc::now(),
@@ -266,7 +270,7 @@ impl Application {
     /// A handle that re-reads the config file (what SIGHUP does), usable after `run_until_stopped`
     /// took the application.
     pub fn config_reloader(&self) -> ConfigReloader {
-        ConfigReloader(Arc::clone(&self.state))
+        self.state.config_reloader.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, waits up to the shutdown grace
@@ -372,20 +376,6 @@ impl Application {
         shutdown::finish(left, deadline).await;
         info!("hotplane stopped");
         Ok(())
-    }
-}
-
-/// Re-reads the config file: the same path as `Reload(TARGET_CONFIG)`.
-#[derive(Debug, Clone)]
-pub struct ConfigReloader(Arc<AppState>);
-
-impl ConfigReloader {
-    /// Re-reads and applies the config file; failures are logged (with every key at fault),
-    /// counted in status and announced on WatchStatus, and leave the running config unchanged.
-    pub async fn reload(&self, source: Source) -> Result<pb::ReloadResponse, tonic::Status> {
-        crate::api::reload_config(&self.0, source, false, "signal".into(), "SIGHUP")
-            .await
-            .map_err(tonic::Status::from)
     }
 }
 

@@ -181,37 +181,6 @@ pub(super) fn record_bus_swap<T>(
     );
 }
 
-/// Records a config file reload that was attempted (not `validate_only`, not without a file):
-/// applied (generations are the config's), or rejected with the keys at fault.
-pub(super) fn record_config_reload(
-    state: &AppState,
-    caller: String,
-    source: Source,
-    reason: &str,
-    generations: (u64, u64),
-    outcome: Result<(), String>,
-    duration: std::time::Duration,
-) {
-    let (outcome, error) = match outcome {
-        Ok(()) if generations.0 == generations.1 => (Outcome::Noop, String::new()),
-        Ok(()) => (Outcome::Ok, String::new()),
-        Err(e) => (Outcome::Failed, e),
-    };
-    state.audit.record(Entry {
-        at: Utc::now(),
-        caller,
-        action: action::CONFIG_RELOAD,
-        target: "config".into(),
-        source: source.as_str(),
-        reason: reason.to_owned(),
-        generation_before: generations.0,
-        generation_after: generations.1,
-        outcome,
-        error,
-        duration,
-    });
-}
-
 fn record(
     state: &AppState,
     origin: Origin,

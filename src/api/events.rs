@@ -16,8 +16,9 @@ use tokio::sync::broadcast;
 
 use tokio::sync::watch;
 
-use super::{AppState, convert, drain_pb, generation_pb};
+use super::{AppState, convert, drain_pb, generation_pb, status::config_generation_pb};
 use crate::{
+    config::reload::{ConfigEvent, ConfigEventSink},
     engine::{EventKind, EventSink},
     pb,
 };
@@ -125,6 +126,28 @@ impl EventHub {
 
 // ---------------------------------------------------------------------------------------------
 // Feeds: what the engine and the drain publish here, translated to WatchStatus events.
+
+/// Turns the config reload's events into WatchStatus events with target CONFIG.
+pub fn config_sink(hub: EventHub) -> ConfigEventSink {
+    Arc::new(move |event| {
+        let mut out = pb::WatchStatusResponse {
+            target: pb::Target::Config.into(),
+            ..Default::default()
+        };
+        match event {
+            ConfigEvent::Started => out.kind = pb::EventKind::ReloadStarted.into(),
+            ConfigEvent::Succeeded(generation) => {
+                out.kind = pb::EventKind::ReloadSucceeded.into();
+                out.generation = Some(config_generation_pb(&generation));
+            }
+            ConfigEvent::Failed(error) => {
+                out.kind = pb::EventKind::ReloadFailed.into();
+                out.error = error;
+            }
+        }
+        hub.publish(out);
+    })
+}
 
 /// Turns the engine's reload events into WatchStatus events (called synchronously by the
 /// engine, so a reload is announced before the requests it served get their answer).

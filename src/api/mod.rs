@@ -3,7 +3,6 @@
 
 mod audit;
 mod bus;
-mod config_files;
 mod config_reload;
 pub mod convert;
 mod drain;
@@ -24,7 +23,6 @@ use chrono::{DateTime, Utc};
 
 pub use audit::{audit_status_pb, record_drain};
 pub use bus::bus_event_sink;
-pub use config_reload::reload_config;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::HotReloadApi;
@@ -57,8 +55,8 @@ pub struct AppState {
     pub engine: Engine,
     /// The runtime settings (normalizer, learning rules, ...) and the config file reload.
     pub live: Arc<LiveConfig>,
-    /// What a config reload changes in the auth layer: rate limits, TLS certificates.
-    pub security: crate::auth::Security,
+    /// The config reload (`Reload(TARGET_CONFIG)`; SIGHUP runs the same one).
+    pub config_reloader: crate::config::reload::ConfigReloader,
     /// Hit counters.
     pub hits: Arc<HitCounter>,
     /// This process's unique id.

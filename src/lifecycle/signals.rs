@@ -2,7 +2,7 @@
 //! SIGHUP re-reads the config file. Each is listened for from the moment its handle is made, so
 //! a signal that arrives during start-up is handled, not the default action (which kills).
 
-use crate::{engine, startup};
+use crate::{config::reload::ConfigReloader, engine};
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called, not
 /// when the future is first polled: a signal that arrives between the two must start the
@@ -71,7 +71,7 @@ impl Hangups {
 /// Re-reads the config file on every SIGHUP, for as long as the process runs (one that came
 /// during start-up included). A bad file is logged with every key at fault and counted in
 /// status; it never stops the process.
-pub async fn reload_config_on_sighup(hangups: Hangups, reloader: startup::ConfigReloader) {
+pub async fn reload_config_on_sighup(hangups: Hangups, reloader: ConfigReloader) {
     #[cfg(unix)]
     {
         let Some(mut hup) = hangups.signal else {
@@ -80,7 +80,9 @@ pub async fn reload_config_on_sighup(hangups: Hangups, reloader: startup::Config
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP received: re-reading the config file");
             // The outcome is logged, counted and announced by the reload itself.
-            let _ = reloader.reload(engine::Source::Signal).await;
+            let _ = reloader
+                .reload(engine::Source::Signal, false, "signal".into(), "SIGHUP")
+                .await;
         }
     }
     #[cfg(not(unix))]

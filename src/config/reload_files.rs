@@ -4,15 +4,14 @@
 //! changes (neither these files nor the config). Once the config file is accepted too, they are
 //! installed together and reported like changed keys: `tls.cert_file`, `auth.tokens_file`.
 
-use super::AppState;
 use crate::{
-    auth::{LoadedTls, LoadedTokens},
+    auth::{LoadedTls, LoadedTokens, Security},
     config::live::Change,
 };
 
 /// The re-read files, checked and not yet in use.
 #[derive(Debug, Default)]
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     /// The TLS files, when TLS is on.
     tls: Option<LoadedTls>,
     /// The tokens file's credentials, when one is configured.
@@ -21,15 +20,14 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// Whether any file was re-read: without a config file, a reload re-reads these alone.
-    pub(super) fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.tls.is_some() || self.tokens.is_some()
     }
 }
 
 /// Reads and checks every file; the error names the one that does not load (and its line,
 /// when the parser says).
-pub(super) fn prepare(state: &AppState) -> Result<Prepared, String> {
-    let security = &state.security;
+pub(crate) fn prepare(security: &Security) -> Result<Prepared, String> {
     let tls = match &security.tls {
         Some(tls) => Some(tls.prepare().map_err(|e| format!("{e:#}"))?),
         None => None,
@@ -44,9 +42,9 @@ pub(super) fn prepare(state: &AppState) -> Result<Prepared, String> {
 
 /// Puts the prepared files in use for new connections and requests (unless `validate_only`:
 /// then only reports); returns the changes, old → new.
-pub(super) fn install(state: &AppState, prepared: Prepared, validate_only: bool) -> Vec<Change> {
+pub(crate) fn install(security: &Security, prepared: Prepared, validate_only: bool) -> Vec<Change> {
     let mut changes = Vec::new();
-    if let (Some(tls), Some(next)) = (&state.security.tls, prepared.tls) {
+    if let (Some(tls), Some(next)) = (&security.tls, prepared.tls) {
         let (old, new) = if validate_only {
             (tls.describe(), next.description)
         } else {
@@ -55,7 +53,7 @@ pub(super) fn install(state: &AppState, prepared: Prepared, validate_only: bool)
         changes.extend(change("tls.cert_file", old, new));
     }
     if let Some(next) = prepared.tokens {
-        let auth = &state.security.auth;
+        let auth = &security.auth;
         let (old, new) = if validate_only {
             (auth.describe_tokens(), next.describe())
         } else {
