@@ -120,8 +120,14 @@ impl Application {
             Some(url) => {
                 let opts = bus_options(&config, url, &instance_id);
                 let sink = bus_event_sink(events.clone());
-                let (bus, task) = Bus::start(opts, engine.clone(), Some(sink), stop_rx.clone())
-                    .context("starting the Redis bus; check --redis-url / HOTPLANE_REDIS_URL")?;
+                let (bus, task) = Bus::start(
+                    opts,
+                    engine.clone(),
+                    Some(sink),
+                    auditor.clone(),
+                    stop_rx.clone(),
+                )
+                .context("starting the Redis bus; check --redis-url / HOTPLANE_REDIS_URL")?;
                 (bus, Some(task))
             }
             None => (Bus::disabled(), None),

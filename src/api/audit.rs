@@ -151,36 +151,6 @@ pub fn record_drain(state: &AppState, origin: Origin, source: Source, reason: &s
     );
 }
 
-/// Records a `Reload(TARGET_BUS)` that was attempted: swapped, or failed with the current
-/// connection kept. Requests refused before trying (bad fields, no bus) change nothing and are
-/// not recorded.
-pub(super) fn record_bus_swap<T>(
-    state: &AppState,
-    caller: String,
-    reason: &str,
-    result: &ApiResult<T>,
-    started: std::time::Instant,
-) {
-    let outcome = match result {
-        Ok(_) => Ok(()),
-        Err(ApiError::FailedPrecondition(e)) if state.bus.enabled() => Err(e.clone()),
-        Err(_) => return,
-    };
-    let origin = Origin {
-        caller,
-        action: action::BUS_SWAP,
-        target: "bus".into(),
-    };
-    record(
-        state,
-        origin,
-        Source::Grpc,
-        reason,
-        outcome,
-        started.elapsed(),
-    );
-}
-
 fn record(
     state: &AppState,
     origin: Origin,

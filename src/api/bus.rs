@@ -4,8 +4,6 @@
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
-use tracing::{info, warn};
-
 use super::{
     AppState, check_reason, convert,
     error::{ApiError, ApiResult},
@@ -127,13 +125,13 @@ pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
     }
 }
 
-/// `Reload(TARGET_BUS)`: swaps the Redis connection blue/green (the new one is subscribed
-/// before the old one unsubscribes); any failure keeps the current connection. Announced on
-/// WatchStatus as reload events with target BUS.
+/// `Reload(TARGET_BUS)`: checks the request, then [`crate::bus::Bus::swap`] (which announces
+/// and records the swap) and translates.
 pub(super) async fn reload_bus(
     state: &AppState,
     req: pb::ReloadRequest,
     started: Instant,
+    caller: String,
 ) -> ApiResult<pb::ReloadResponse> {
     check_reason(&req.reason)?;
     let not_for_bus = |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_BUS"));
@@ -149,42 +147,15 @@ pub(super) async fn reload_bus(
     if !req.database_url.is_empty() {
         return not_for_bus("database_url");
     }
-    if !state.bus.enabled() {
-        return Err(ApiError::FailedPrecondition(
-            SwapError::Disabled.to_string(),
-        ));
-    }
-    let event = |kind: pb::EventKind, error: String| {
-        state.events.publish(pb::WatchStatusResponse {
-            kind: kind.into(),
-            target: pb::Target::Bus.into(),
-            error,
-            ..Default::default()
-        });
-    };
-    if !req.validate_only {
-        event(pb::EventKind::ReloadStarted, String::new());
-    }
     let url = Some(req.redis_url.as_str()).filter(|u| !u.is_empty());
-    let swapped = match state.bus.reload(url, req.validate_only).await {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "bus swap refused; the current Redis connection keeps running");
-            if !req.validate_only {
-                event(pb::EventKind::ReloadFailed, e.to_string());
-            }
-            return Err(match e {
-                SwapError::InvalidUrl(m) => ApiError::invalid("redis_url", m),
-                e => ApiError::FailedPrecondition(format!(
-                    "the new Redis connection failed; the current one keeps running: {e}"
-                )),
-            });
-        }
-    };
-    if !req.validate_only {
-        info!(from = %swapped.previous_url, to = %swapped.url, reason = %req.reason, "bus swapped");
-        event(pb::EventKind::ReloadSucceeded, String::new());
-    }
+    let swapped = state
+        .bus
+        .swap(url, req.validate_only, caller, &req.reason)
+        .await
+        .map_err(|e| match e {
+            SwapError::InvalidUrl(m) => ApiError::invalid("redis_url", m),
+            e => ApiError::FailedPrecondition(e.to_string()),
+        })?;
     let current = state.engine.current();
     Ok(pb::ReloadResponse {
         target: pb::Target::Bus.into(),
@@ -270,6 +241,12 @@ pub fn bus_event_sink(hub: EventHub) -> BusSink {
             BusEvent::MemberLeft(m) => {
                 out.kind = pb::EventKind::FleetMemberLeft.into();
                 out.fleet_member = Some(member_pb(&m, false));
+            }
+            BusEvent::SwapStarted => out.kind = pb::EventKind::ReloadStarted.into(),
+            BusEvent::Swapped { .. } => out.kind = pb::EventKind::ReloadSucceeded.into(),
+            BusEvent::SwapFailed { error } => {
+                out.kind = pb::EventKind::ReloadFailed.into();
+                out.error = error;
             }
             BusEvent::RollbackFailed { error } => {
                 out.kind = pb::EventKind::RollbackFailed.into();

@@ -189,12 +189,8 @@ impl HotReload for HotReloadApi {
             ));
         }
         if req.target == pb::Target::Bus as i32 {
-            let (validate_only, reason) = (req.validate_only, req.reason.clone());
-            let result = super::bus::reload_bus(&self.state, req, started).await;
-            if !validate_only {
-                super::audit::record_bus_swap(&self.state, caller, &reason, &result, started);
-            }
-            return Ok(Response::new(result?));
+            let response = super::bus::reload_bus(&self.state, req, started, caller).await?;
+            return Ok(Response::new(response));
         }
         if req.target == pb::Target::Config as i32 {
             let response = super::config_reload::reload(&self.state, req, started, caller).await?;

@@ -196,6 +196,37 @@ pub struct Entry {
     pub duration: Duration,
 }
 
+impl Entry {
+    /// The entry of a change `origin` asked for, finished now: `result` is how it ended, or
+    /// the error it failed with.
+    pub fn finished(
+        origin: Origin,
+        source: Source,
+        reason: &str,
+        generations: (u64, u64),
+        result: Result<Outcome, String>,
+        duration: Duration,
+    ) -> Entry {
+        let (outcome, error) = match result {
+            Ok(outcome) => (outcome, String::new()),
+            Err(e) => (Outcome::Failed, e),
+        };
+        Entry {
+            at: Utc::now(),
+            caller: origin.caller,
+            action: origin.action,
+            target: origin.target,
+            source: source.as_str(),
+            reason: reason.to_owned(),
+            generation_before: generations.0,
+            generation_after: generations.1,
+            outcome,
+            error,
+            duration,
+        }
+    }
+}
+
 /// Audit queue counters, for GetStatus.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditStats {

@@ -14,7 +14,7 @@
 //! [`Engine::rollback_to_hash`]), so bus reloads coalesce with every other source. It never
 //! blocks startup either: Redis being down is a status, not an error.
 //!
-//! **Swapping the connection** ([`Bus::reload`], `Reload(TARGET_BUS)`): the new Redis URL is
+//! **Swapping the connection** ([`Bus::swap`], `Reload(TARGET_BUS)`, in `swap`): the new Redis URL is
 //! connected and subscribed first (any failure leaves everything as it was); then the
 //! subscriber task adopts it: the publisher and the fleet heartbeat switch to it, the old
 //! connection is unsubscribed, the messages it had received are handled, and only then is it
@@ -36,24 +36,26 @@ mod reconnect;
 pub mod signing;
 mod status;
 mod subscriber;
+mod swap;
 pub mod verifier;
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, atomic::Ordering},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use tokio::{
-    sync::{Notify, mpsc, oneshot, watch},
+    sync::{Notify, mpsc, watch},
     task::JoinHandle,
 };
 
 pub use envelope::{Action, Reason};
 pub use signing::Secret;
 pub use status::{BusEvent, BusSink, BusStatus};
+pub use swap::{SwapError, Swapped};
 
-use crate::{engine::Engine, snapshot::scheme, store::Cursor};
+use crate::{audit::Auditor, engine::Engine, snapshot::scheme, store::Cursor};
 use conn::Conn;
 
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
@@ -107,35 +109,6 @@ pub enum BusError {
     },
 }
 
-/// Why `Reload(TARGET_BUS)` did not swap the connection. The current one keeps running.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SwapError {
-    /// No Redis URL is configured: there is no bus to swap.
-    #[error(
-        "no Redis bus is configured: start hotplane with --redis-url (HOTPLANE_REDIS_URL); the \
-         channel, secret and fleet settings are fixed at start"
-    )]
-    Disabled,
-    /// The URL does not parse (or the CA file is unusable for it).
-    #[error("{0}")]
-    InvalidUrl(String),
-    /// The new Redis could not be connected or subscribed to in time.
-    #[error("{0}")]
-    Failed(String),
-    /// The process is stopping.
-    #[error("the bus is shutting down")]
-    Stopping,
-}
-
-/// What a swap did.
-#[derive(Debug, Clone)]
-pub struct Swapped {
-    /// The URL before, without password.
-    pub previous_url: String,
-    /// The URL now, without password.
-    pub url: String,
-}
-
 /// Why a publish failed. The local change it announces has succeeded regardless.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("publishing to Redis channel {channel} failed: {reason}")]
@@ -151,8 +124,12 @@ pub struct PublishError {
 struct Shared {
     /// Settings.
     opts: BusOptions,
-    /// Told about connects and disconnects.
+    /// Told about connects, disconnects and swaps.
     sink: Option<BusSink>,
+    /// Records connection swaps in the audit trail.
+    audit: Auditor,
+    /// What this instance serves (the generation an audit row names).
+    engine: Engine,
     /// The status being kept.
     status: Mutex<BusStatus>,
     /// Announces changes.
@@ -264,12 +241,14 @@ impl Bus {
     }
 
     /// Starts the subscriber task (it connects in the background and retries forever) and
-    /// returns the handle and the task; `sink` hears of connects and disconnects. Fails only
-    /// for bad settings (a malformed URL, an unreadable CA file).
+    /// returns the handle and the task; `sink` hears of connects, disconnects and swaps, and
+    /// swaps are recorded on `audit`. Fails only for bad settings (a malformed URL, an
+    /// unreadable CA file).
     pub fn start(
         opts: BusOptions,
         engine: Engine,
         sink: Option<BusSink>,
+        audit: Auditor,
         stop: watch::Receiver<bool>,
     ) -> Result<(Bus, JoinHandle<()>), BusError> {
         let conn = Conn::new(&opts.redis_url, opts.ca_file.as_deref(), opts.timeout)?;
@@ -295,6 +274,8 @@ impl Bus {
             rollback_error: Mutex::new(None),
             opts,
             sink,
+            audit,
+            engine: engine.clone(),
             status: Mutex::new(status),
         });
         let (asks, ask_rx) = watch::channel(None);
@@ -316,56 +297,6 @@ impl Bus {
             },
             task,
         ))
-    }
-
-    /// Swaps the Redis connection blue/green (`Reload(TARGET_BUS)`): connects and subscribes to
-    /// `redis_url` (the current URL when `None`), and only then hands it to the subscriber task,
-    /// which moves the publisher and the fleet heartbeat to it, unsubscribes the old connection,
-    /// handles what the old one had received, and closes it. With `validate_only`, the new
-    /// connection is dropped once subscribed. On any error nothing has changed.
-    pub async fn reload(
-        &self,
-        redis_url: Option<&str>,
-        validate_only: bool,
-    ) -> Result<Swapped, SwapError> {
-        let shared = self.shared.as_ref().ok_or(SwapError::Disabled)?;
-        let _one_at_a_time = shared.swapping.lock().await;
-        let old = shared.conn();
-        let url = redis_url.unwrap_or(&old.url);
-        let opts = &shared.opts;
-        let conn = Conn::new(url, opts.ca_file.as_deref(), opts.timeout).map_err(|e| match e {
-            BusError::Client { .. } => SwapError::InvalidUrl(e.to_string()),
-            BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
-        })?;
-        let swapped = Swapped {
-            previous_url: old.redacted(),
-            url: conn.redacted(),
-        };
-        // From here until the old subscription is drained, messages may arrive on both.
-        shared.overlap.store(!validate_only, Ordering::SeqCst);
-        let subscribed = subscriber::connect(&conn.client, &opts.channel, opts.timeout)
-            .await
-            .map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())));
-        let pubsub = match subscribed {
-            Ok(p) if !validate_only => p,
-            result => {
-                shared.overlap.store(false, Ordering::SeqCst);
-                return result.map(|_| swapped);
-            }
-        };
-        let (done, confirmed) = oneshot::channel();
-        let handover = subscriber::Handover {
-            conn: Arc::new(conn),
-            pubsub,
-            done,
-        };
-        if shared.handovers.send(handover).await.is_err() {
-            shared.overlap.store(false, Ordering::SeqCst);
-            return Err(SwapError::Stopping);
-        }
-        confirmed.await.map_err(|_| SwapError::Stopping)?;
-        shared.fleet_kick.notify_one();
-        Ok(swapped)
     }
 
     /// Starts the fleet heartbeat (`None` when the bus is disabled): `reporter` says what this

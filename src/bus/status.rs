@@ -23,6 +23,20 @@ pub enum BusEvent {
     MemberJoined(fleet::Member),
     /// An instance left the fleet view (it stopped, or its heartbeat expired); as last seen.
     MemberLeft(fleet::Member),
+    /// `Reload(TARGET_BUS)` began connecting to a new Redis.
+    SwapStarted,
+    /// The connection was swapped (URLs without password).
+    Swapped {
+        /// The URL now.
+        url: String,
+        /// The URL before.
+        previous_url: String,
+    },
+    /// The swap failed; the current connection keeps running.
+    SwapFailed {
+        /// Why.
+        error: String,
+    },
     /// A broadcast rollback from another instance could not be followed.
     RollbackFailed {
         /// Why (the content hash is not retained).

@@ -8,7 +8,6 @@
 
 use std::{sync::Arc, time::Instant};
 
-use chrono::Utc;
 use tracing::{info, instrument, warn};
 
 use super::{
@@ -16,7 +15,7 @@ use super::{
     reload_files,
 };
 use crate::{
-    audit::{self, Auditor, Entry},
+    audit::{self, Auditor, Entry, Origin},
     auth::Security,
     engine::{Engine, Source},
 };
@@ -193,23 +192,22 @@ impl ConfigReloader {
         outcome: Result<(), String>,
         started: Instant,
     ) {
-        let (outcome, error) = match outcome {
-            Ok(()) if generations.0 == generations.1 => (audit::Outcome::Noop, String::new()),
-            Ok(()) => (audit::Outcome::Ok, String::new()),
-            Err(e) => (audit::Outcome::Failed, e),
-        };
-        self.audit.record(Entry {
-            at: Utc::now(),
+        let origin = Origin {
             caller: caller.to_owned(),
             action: audit::action::CONFIG_RELOAD,
             target: "config".into(),
-            source: source.as_str(),
-            reason: reason.to_owned(),
-            generation_before: generations.0,
-            generation_after: generations.1,
-            outcome,
-            error,
-            duration: started.elapsed(),
+        };
+        let result = outcome.map(|()| match generations.0 == generations.1 {
+            true => audit::Outcome::Noop,
+            false => audit::Outcome::Ok,
         });
+        self.audit.record(Entry::finished(
+            origin,
+            source,
+            reason,
+            generations,
+            result,
+            started.elapsed(),
+        ));
     }
 }
