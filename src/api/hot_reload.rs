@@ -4,7 +4,7 @@ use std::{pin::Pin, sync::Arc, time::Instant};
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::{
     AppState, check_reason, convert,
@@ -13,9 +13,8 @@ use super::{
 };
 use crate::{
     audit::{self, Origin},
-    engine::{LoadReport, LoadRequest, Scope, Source},
+    engine::{LoadReport, LoadRequest, Scope, Source, StoreSwapError},
     pb::{self, hot_reload_server::HotReload},
-    store::{Store, StoreError},
 };
 
 /// HotReload service.
@@ -30,9 +29,9 @@ impl HotReloadApi {
         HotReloadApi { state }
     }
 
-    /// `Reload(TARGET_STORE)`: opens a new pool (to `database_url`, or the current URL),
-    /// migrates it, and swaps it in blue/green through the engine. Any failure keeps the
-    /// current store serving and says why.
+    /// `Reload(TARGET_STORE)`: checks the request and asks the engine to swap to
+    /// `database_url` (or the current URL) blue/green; any failure keeps the current store
+    /// serving and says why.
     async fn reload_store(
         &self,
         req: pb::ReloadRequest,
@@ -58,18 +57,6 @@ impl HotReloadApi {
         if !req.database_url.is_empty() {
             opts.url = req.database_url.clone();
         }
-        let keep = |what: &str, e: &dyn std::fmt::Display| {
-            warn!(error = %e, "{what}; the current store keeps serving");
-            ApiError::FailedPrecondition(format!("{what}; the current store keeps serving: {e}"))
-        };
-        let store = Store::connect(&opts).await.map_err(|e| match e {
-            StoreError::UnsupportedUrl(_) => ApiError::invalid("database_url", e.to_string()),
-            e => keep("connecting to the new store failed", &e),
-        })?;
-        if let Err(e) = store.migrate().await {
-            store.close().await;
-            return Err(keep("migrating the new store failed", &e));
-        }
         let reason = if req.reason.is_empty() {
             "store swap".to_owned()
         } else {
@@ -78,9 +65,12 @@ impl HotReloadApi {
         let report = self
             .state
             .engine
-            .swap_store(store, reason, Origin::reload(caller))
+            .swap_store(&opts, reason, Origin::reload(caller))
             .await
-            .map_err(|e| keep("loading patterns from the new store failed", &e))?;
+            .map_err(|e| match e {
+                StoreSwapError::InvalidUrl(m) => ApiError::invalid("database_url", m),
+                e => ApiError::FailedPrecondition(e.to_string()),
+            })?;
         let mut response = reload_response(&report, false, false, started);
         response.target = pb::Target::Store.into();
         Ok(response)

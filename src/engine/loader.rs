@@ -115,7 +115,14 @@ async fn execute(inner: &Inner, mut batch: Batch) {
             n if n > 0 && i == last => format!("{reason} (and {n} more requesters)"),
             _ => reason.clone(),
         };
-        inner.audit_one(*source, origin, &reason, before, &result, started);
+        inner.audit_one(
+            *source,
+            origin,
+            &reason,
+            before,
+            super::as_outcome(&result),
+            started,
+        );
     }
     for (i, waiter) in batch.waiters.into_iter().enumerate() {
         // A caller that went away is normal (e.g. a cancelled RPC).

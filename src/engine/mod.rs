@@ -33,11 +33,33 @@ use tokio::sync::{broadcast, oneshot, watch};
 use crate::{
     audit::{Auditor, Origin},
     snapshot::{ChangeCounts, PatternSnapshot},
-    store::{Cursor, Store},
+    store::{Cursor, Store, StoreError, StoreOptions},
 };
 
 pub use crate::audit::Source;
 pub use flight::Flight;
+
+/// Why `Reload(TARGET_STORE)` did not swap the store. The current store keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSwapError {
+    /// The URL names no supported database.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// The new database could not be connected to.
+    #[error("connecting to the new store failed; the current store keeps serving: {0}")]
+    Connect(StoreError),
+    /// The new database could not be migrated.
+    #[error("migrating the new store failed; the current store keeps serving: {0}")]
+    Migrate(StoreError),
+    /// The patterns could not be read from the new database.
+    #[error("loading patterns from the new store failed; the current store keeps serving: {0}")]
+    Load(LoadError),
+}
+
+/// The audit trail's view of a load's result.
+fn as_outcome(result: &Result<LoadReport, LoadError>) -> Result<&LoadReport, String> {
+    result.as_ref().map_err(ToString::to_string)
+}
 
 /// How the store was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,21 +492,28 @@ impl Engine {
             ..origin
         };
         let result = loader::rollback(&self.inner, pick, reason.clone()).await;
-        self.inner
-            .audit_one(source, &origin, &reason, before, &result, started);
+        self.inner.audit_one(
+            source,
+            &origin,
+            &reason,
+            before,
+            as_outcome(&result),
+            started,
+        );
         result
     }
 
-    /// Replaces the store (blue/green): reads everything from `new` first and, only if that
-    /// succeeds, swaps both the store and the served generation, then closes the old pool once
-    /// its running queries finish. On failure the old store keeps serving and `new` is closed.
-    /// `origin`: who asked.
+    /// Replaces the store (blue/green, `Reload(TARGET_STORE)`): opens and migrates a pool with
+    /// `opts`, reads everything from it and, only if all that succeeds, swaps both the store and
+    /// the served generation, then closes the old pool once its running queries finish. On
+    /// failure the old store keeps serving and the new pool is closed. `origin`: who asked; the
+    /// swap is recorded in the audit trail unless the URL was refused before anything was tried.
     pub async fn swap_store(
         &self,
-        new: Store,
+        opts: &StoreOptions,
         reason: String,
         origin: Origin,
-    ) -> Result<LoadReport, LoadError> {
+    ) -> Result<LoadReport, StoreSwapError> {
         let started = std::time::Instant::now();
         let before = self.current().number;
         let origin = Origin {
@@ -492,9 +521,28 @@ impl Engine {
             target: "store".into(),
             ..origin
         };
-        let result = loader::swap_store(&self.inner, new, reason.clone()).await;
-        self.inner
-            .audit_one(Source::Grpc, &origin, &reason, before, &result, started);
+        let result = async {
+            let new = Store::connect(opts).await.map_err(|e| match e {
+                StoreError::UnsupportedUrl(_) => StoreSwapError::InvalidUrl(e.to_string()),
+                e => StoreSwapError::Connect(e),
+            })?;
+            if let Err(e) = new.migrate().await {
+                new.close().await;
+                return Err(StoreSwapError::Migrate(e));
+            }
+            loader::swap_store(&self.inner, new, reason.clone())
+                .await
+                .map_err(StoreSwapError::Load)
+        }
+        .await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "store swap failed; the current store keeps serving");
+        }
+        if !matches!(result, Err(StoreSwapError::InvalidUrl(_))) {
+            let outcome = result.as_ref().map_err(ToString::to_string);
+            self.inner
+                .audit_one(Source::Grpc, &origin, &reason, before, outcome, started);
+        }
         result
     }
 
@@ -583,7 +631,7 @@ impl Inner {
         origin: &Origin,
         reason: &str,
         before: u64,
-        result: &Result<LoadReport, LoadError>,
+        result: Result<&LoadReport, String>,
         started: std::time::Instant,
     ) {
         use crate::audit::{Entry, Outcome, action};
@@ -600,7 +648,7 @@ impl Inner {
                 (r.generation_after, Outcome::Ok, String::new())
             }
             Ok(r) => (r.generation_after, Outcome::Noop, String::new()),
-            Err(e) => (self.current.load().number, Outcome::Failed, e.to_string()),
+            Err(e) => (self.current.load().number, Outcome::Failed, e),
         };
         if source.is_automatic() && outcome == Outcome::Noop {
             return;

@@ -444,6 +444,42 @@ async fn a_store_swap_is_recorded_in_the_new_store() {
     assert_eq!(in_green, 1);
 }
 
+/// A store swap that cannot even connect is recorded as failed, with the reason it gave; one
+/// refused for its URL changed nothing and is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_swap_that_cannot_connect_is_recorded_as_failed() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let swap = |url: &str, reason: &str| {
+        let mut client = app.reload.clone();
+        let req = pb::ReloadRequest {
+            target: pb::Target::Store.into(),
+            database_url: url.into(),
+            reason: reason.into(),
+            ..Default::default()
+        };
+        async move { client.reload(req).await }
+    };
+    let refused = swap("mysql://nowhere/db", "not a url we speak")
+        .await
+        .expect_err("unsupported URL");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let failed = swap("postgres://postgres@127.0.0.1:1/none", "nothing listens")
+        .await
+        .expect_err("port 1 refuses");
+    assert_eq!(failed.code(), tonic::Code::FailedPrecondition);
+    let rows = wait_rows(&app, list("store_swap", ME), 1).await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.reason.as_str(), r.result.as_str(), r.target.as_str()))
+        .collect();
+    assert_eq!(got, vec![("nothing listens", "failed", "store")]);
+    assert!(
+        rows[0].error.contains("connecting to the new store failed"),
+        "{}",
+        rows[0].error
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_audit_writes_are_counted_and_the_change_still_serves() {
     let mut app = TestApp::spawn(Backend::Postgres).await;

@@ -162,7 +162,7 @@ async fn swap_store_is_all_or_nothing() {
     assert!(served(&engine, "solo in blu"));
 
     // A store whose table is gone: refused, nothing changes.
-    let broken_store = broken.store().await;
+    broken.store().await.close().await; // migrated, then broken below
     sql(
         &broken,
         &["ALTER TABLE auto_learned_patterns RENAME TO gone"],
@@ -171,7 +171,7 @@ async fn swap_store_is_all_or_nothing() {
     let before = engine.current().number;
     let err = engine
         .swap_store(
-            broken_store,
+            &broken.options_in("public"),
             "bad".into(),
             hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
         )
@@ -199,7 +199,7 @@ async fn swap_store_is_all_or_nothing() {
     // The green store: swapped in with its content, as a new generation.
     let report = engine
         .swap_store(
-            green_store,
+            &green.options_in("public"),
             "move to green".into(),
             hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
         )

@@ -141,13 +141,9 @@ async fn status_describes_the_store_that_serves_after_any_swap() {
 
     // Back to a SQLite file, through the engine itself.
     let sqlite = TestDb::sqlite().await;
-    let store = hotplane::store::Store::connect(&sqlite.options_in(""))
-        .await
-        .expect("opens");
-    store.migrate().await.expect("migrates");
     app.engine
         .swap_store(
-            store,
+            &sqlite.options_in(""),
             "back to sqlite".into(),
             hotplane::audit::Origin::of_source(hotplane::audit::Source::Grpc),
         )
