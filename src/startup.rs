@@ -19,7 +19,7 @@ use crate::{
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
     bus::{Bus, BusOptions, backstop, fleet},
     config::{self, Config, live::LiveConfig, reload::ConfigReloader},
-    engine::{Engine, EngineOptions, Source},
+    engine::{Engine, EngineOptions},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
     pb,
@@ -113,6 +113,8 @@ impl Application {
         // Attached before the first load, so the startup load is recorded too.
         let (auditor, audit_queue) = Auditor::new(config.audit_queue_capacity);
         engine.attach_audit(auditor.clone());
+        let drain = Drain::default();
+        drain.attach_audit(auditor.clone(), engine.clone());
         // Redis being down is not an error here: the subscriber connects in the background and
         // keeps retrying. Only a malformed URL stops startup.
         // An empty URL (e.g. `HOTPLANE_REDIS_URL=` in a compose file) means no bus, like unset.
@@ -152,7 +154,7 @@ impl Application {
             instance_id,
             started_at: Utc::now(),
             store_options: store_options(&config),
-            drain: Drain::default(),
+            drain,
             shutdown_grace: config.shutdown_grace,
             events: events.clone(),
             watch: WatchOptions {
@@ -354,14 +356,6 @@ impl Application {
         };
         let deadline = timing.deadline(signalled);
         if signalled {
-            if !state.drain.is_draining() {
-                let origin = audit::Origin {
-                    caller: "signal".into(),
-                    action: audit::action::DRAIN_START,
-                    target: "drain".into(),
-                };
-                crate::api::record_drain(state, origin, Source::Signal, "shutdown");
-            }
             let draining = shutdown::Draining {
                 drain: &state.drain,
                 health: &self.health,

@@ -8,8 +8,7 @@ use super::{
     error::{ApiError, ApiResult},
 };
 use crate::{
-    audit::{AuditStats, Entry, Origin, Outcome, action},
-    engine::Source,
+    audit::{AuditStats, action},
     pb,
     store::{AuditFilter, AuditRow},
 };
@@ -137,44 +136,4 @@ fn entry_pb(r: &AuditRow) -> pb::AuditEntry {
             r.duration_ms.max(0.0) / 1e3,
         ))),
     }
-}
-
-/// Records a drain start or stop (not engine state, so recorded where it happens).
-pub fn record_drain(state: &AppState, origin: Origin, source: Source, reason: &str) {
-    record(
-        state,
-        origin,
-        source,
-        reason,
-        Ok(()),
-        std::time::Duration::ZERO,
-    );
-}
-
-fn record(
-    state: &AppState,
-    origin: Origin,
-    source: Source,
-    reason: &str,
-    outcome: Result<(), String>,
-    duration: std::time::Duration,
-) {
-    let generation = state.engine.current().number;
-    let (outcome, error) = match outcome {
-        Ok(()) => (Outcome::Ok, String::new()),
-        Err(e) => (Outcome::Failed, e),
-    };
-    state.audit.record(Entry {
-        at: Utc::now(),
-        caller: origin.caller,
-        action: origin.action,
-        target: origin.target,
-        source: source.as_str(),
-        reason: reason.to_owned(),
-        generation_before: generation,
-        generation_after: generation,
-        outcome,
-        error,
-        duration,
-    });
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{AppState, check_reason, convert, error::ApiError};
 use crate::{
@@ -57,15 +57,7 @@ impl Drain for DrainApi {
         } else {
             &req.reason
         };
-        if self.state.drain.start(reason) {
-            info!(reason, "draining: health NOT_SERVING, new work refused");
-            let origin = audit::Origin {
-                caller,
-                action: audit::action::DRAIN_START,
-                target: "drain".into(),
-            };
-            super::record_drain(&self.state, origin, Source::Grpc, reason);
-        }
+        self.state.drain.start(reason, &caller, Source::Grpc);
         let (completed, still_running) = if req.wait {
             let (done, still) = self.state.drain.wait_idle(grace).await;
             if !done {
@@ -90,20 +82,10 @@ impl Drain for DrainApi {
         &self,
         req: Request<pb::StopDrainRequest>,
     ) -> Result<Response<pb::StopDrainResponse>, Status> {
-        if self
-            .state
+        self.state
             .drain
-            .stop()
-            .map_err(|m| ApiError::FailedPrecondition(m.into()))?
-        {
-            info!("drain stopped: taking work again");
-            let origin = audit::Origin {
-                caller: audit::caller_of(&req),
-                action: audit::action::DRAIN_STOP,
-                target: "drain".into(),
-            };
-            super::record_drain(&self.state, origin, Source::Grpc, "StopDrain");
-        }
+            .stop(&audit::caller_of(&req))
+            .map_err(|m| ApiError::FailedPrecondition(m.into()))?;
         Ok(Response::new(pb::StopDrainResponse {
             status: Some(drain_pb(&self.state.drain.snapshot())),
         }))

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use audit::{audit_status_pb, record_drain};
+pub use audit::audit_status_pb;
 pub use bus::bus_event_sink;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};

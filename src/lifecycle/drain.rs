@@ -8,7 +8,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -16,8 +16,13 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
+use tracing::info;
 
 use super::counts::{Counts, Slot};
+use crate::{
+    audit::{Auditor, Entry, Origin, Outcome, Source, action},
+    engine::Engine,
+};
 
 /// What the drain reports.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,6 +60,8 @@ pub struct Drain {
     /// Publishes drain state changes (start/stop), so the health task reacts without polling.
     /// Not sent on every request: that would wake the observers twice per RPC.
     changes: Arc<watch::Sender<DrainSnapshot>>,
+    /// Records starts and stops in the audit trail, with the generation served then.
+    audit: Arc<OnceLock<(Auditor, Engine)>>,
 }
 
 impl Default for Drain {
@@ -65,6 +72,7 @@ impl Default for Drain {
             draining: Arc::default(),
             counts: Arc::default(),
             changes: Arc::new(tx),
+            audit: Arc::default(),
         }
     }
 }
@@ -120,9 +128,14 @@ impl Drain {
         }
     }
 
-    /// Starts draining (idempotent: a second call keeps the first time and reason).
-    /// Returns whether this call started it.
-    pub fn start(&self, reason: &str) -> bool {
+    /// Records starts and stops on `auditor` from now on; `engine` gives the generation served.
+    pub fn attach_audit(&self, auditor: Auditor, engine: Engine) {
+        let _ = self.audit.set((auditor, engine));
+    }
+
+    /// Starts draining for `caller` (idempotent: a second call keeps the first time and
+    /// reason). Returns whether this call started it; a start is logged and audited.
+    pub fn start(&self, reason: &str, caller: &str, source: Source) -> bool {
         let mut started = false;
         self.update(|s| {
             if !s.draining {
@@ -132,17 +145,25 @@ impl Drain {
                 started = true;
             }
         });
+        if started {
+            info!(
+                reason,
+                caller, "draining: health NOT_SERVING, new work refused"
+            );
+            self.record(action::DRAIN_START, caller, source, reason);
+        }
         started
     }
 
-    /// Starts the drain of a process shutdown, which `stop` cannot undo.
+    /// Starts the drain of a process shutdown (a signal's), which `stop` cannot undo.
     pub fn start_final(&self, reason: &str) {
-        self.start(reason);
+        self.start(reason, "signal", Source::Signal);
         self.update(|s| s.final_drain = true);
     }
 
-    /// Stops draining. Returns whether it was draining, or an error during shutdown.
-    pub fn stop(&self) -> Result<bool, &'static str> {
+    /// Stops draining for `caller`. Returns whether it was draining (a stop is logged and
+    /// audited), or an error during shutdown.
+    pub fn stop(&self, caller: &str) -> Result<bool, &'static str> {
         let mut result = Ok(false);
         self.update(|s| {
             if s.final_drain {
@@ -154,7 +175,31 @@ impl Drain {
             s.since = None;
             s.reason.clear();
         });
+        if result == Ok(true) {
+            info!(caller, "drain stopped: taking work again");
+            self.record(action::DRAIN_STOP, caller, Source::Grpc, "StopDrain");
+        }
         result
+    }
+
+    fn record(&self, action: &'static str, caller: &str, source: Source, reason: &str) {
+        let Some((auditor, engine)) = self.audit.get() else {
+            return;
+        };
+        let origin = Origin {
+            caller: caller.to_owned(),
+            action,
+            target: "drain".into(),
+        };
+        let generation = engine.current().number;
+        auditor.record(Entry::finished(
+            origin,
+            source,
+            reason,
+            (generation, generation),
+            Ok(Outcome::Ok),
+            Duration::ZERO,
+        ));
     }
 
     /// Whether new work is refused.
@@ -232,14 +277,14 @@ mod tests {
     #[test]
     fn start_is_idempotent_and_stop_clears() {
         let d = Drain::default();
-        assert!(d.start("deploy"));
+        assert!(d.start("deploy", "test", Source::Grpc));
         let since = d.snapshot().since;
-        assert!(!d.start("again"));
+        assert!(!d.start("again", "test", Source::Grpc));
         assert_eq!(d.snapshot().reason, "deploy");
         assert_eq!(d.snapshot().since, since);
-        assert_eq!(d.stop(), Ok(true));
-        assert!(!d.is_draining() && d.stop() == Ok(false));
+        assert_eq!(d.stop("test"), Ok(true));
+        assert!(!d.is_draining() && d.stop("test") == Ok(false));
         d.start_final("SIGTERM");
-        assert!(d.stop().is_err() && d.is_draining());
+        assert!(d.stop("test").is_err() && d.is_draining());
     }
 }
