@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -41,6 +44,8 @@ pub struct FlushStats {
 #[derive(Debug)]
 pub struct HitCounter {
     shards: Vec<Mutex<Shard>>,
+    /// Hits taken by a flush that has not written them yet (they are still pending).
+    writing: AtomicU64,
     stats: Mutex<FlushStats>,
 }
 
@@ -48,6 +53,7 @@ impl Default for HitCounter {
     fn default() -> Self {
         HitCounter {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            writing: AtomicU64::new(0),
             stats: Mutex::new(FlushStats::default()),
         }
     }
@@ -67,12 +73,14 @@ impl HitCounter {
         entry.1 = now;
     }
 
-    /// Hits counted and not yet written.
+    /// Hits counted and not yet written (those a flush is writing now included).
     pub fn pending(&self) -> u64 {
-        self.shards
+        let counted: u64 = self
+            .shards
             .iter()
             .map(|s| lock(s).values().map(|(n, _)| *n as u64).sum::<u64>())
-            .sum()
+            .sum();
+        counted + self.writing.load(Ordering::SeqCst)
     }
 
     /// Flush counters.
@@ -80,11 +88,17 @@ impl HitCounter {
         lock(&self.stats).clone()
     }
 
-    /// Takes every pending count, leaving the counters empty.
+    /// Takes every pending count for writing, leaving the counters empty (the taken counts stay
+    /// pending until [`Self::written`] or [`Self::restore`]).
     fn take(&self) -> Vec<HitDelta> {
         let mut out = Vec::new();
         for shard in &self.shards {
-            let taken = std::mem::take(&mut *lock(shard));
+            let mut shard = lock(shard);
+            let taken = std::mem::take(&mut *shard);
+            // Under the shard's lock, so a status read never sees the hits in neither place.
+            let count: u64 = taken.values().map(|(n, _)| *n as u64).sum();
+            self.writing.fetch_add(count, Ordering::SeqCst);
+            drop(shard);
             out.extend(taken.into_iter().map(|(id, (count, at))| HitDelta {
                 id,
                 count,
@@ -94,13 +108,21 @@ impl HitCounter {
         out
     }
 
-    /// Puts counts back after a failed write, merging with hits counted meanwhile.
+    /// Taken counts that reached the store.
+    fn written(&self, hits: &[HitDelta]) {
+        let count: u64 = hits.iter().map(|h| h.count as u64).sum();
+        self.writing.fetch_sub(count, Ordering::SeqCst);
+        lock(&self.stats).flushed += count;
+    }
+
+    /// Puts taken counts back after a failed write, merging with hits counted meanwhile.
     fn restore(&self, hits: Vec<HitDelta>) {
         for h in hits {
             let mut shard = lock(&self.shards[h.id.rem_euclid(SHARDS as i64) as usize]);
             let entry = shard.entry(h.id).or_insert((0, h.last_used_at));
             entry.0 += h.count;
             entry.1 = entry.1.max(h.last_used_at);
+            self.writing.fetch_sub(h.count as u64, Ordering::SeqCst);
         }
     }
 
@@ -120,7 +142,7 @@ impl HitCounter {
                 stats.last_error = Some(msg.clone());
                 return Err(msg);
             }
-            lock(&self.stats).flushed += hits.iter().map(|h| h.count as u64).sum::<u64>();
+            self.written(&hits);
             hits = rest;
         }
         lock(&self.stats).last_error = None;
@@ -177,9 +199,15 @@ mod tests {
             taken.iter().map(|h| (h.id, h.count)).collect::<Vec<_>>(),
             vec![(-2, 1), (7, 3)]
         );
-        assert_eq!(c.pending(), 0);
+        // Taken for writing, not written: still pending (status must not show them as gone).
+        assert_eq!(c.pending(), 4);
         c.record(7);
+        assert_eq!(c.pending(), 5);
         c.restore(taken);
         assert_eq!(c.pending(), 5);
+        let taken = c.take();
+        c.written(&taken);
+        assert_eq!(c.pending(), 0);
+        assert_eq!(c.stats().flushed, 5);
     }
 }
