@@ -73,32 +73,30 @@ fn columns_at(row: &SqliteRow) -> Result<usize, StoreError> {
 /// Decodes the `columns!()` starting at column `at`, by position: a lookup by name per column
 /// and row costs more than the decoding itself in a large load.
 fn decode_at(row: &SqliteRow, at: usize) -> Result<PatternRow, StoreError> {
-    const WHAT: &str = "decoding a pattern row";
-    let id: i64 = row.try_get(Id.at(at)).map_err(q(WHAT))?;
+    // The served columns as a full load reads them, plus the ones only a whole row has.
+    let r = decode_ref_at(row, at)?;
     let get = |e| StoreError::Query {
-        what: WHAT,
+        what: "decoding a pattern row",
         source: e,
     };
     let status: &str = row.try_get(Status.at(at)).map_err(get)?;
-    let metadata: Option<&str> = row.try_get(Metadata.at(at)).map_err(get)?;
-    let metadata = checked_metadata(id, metadata)?.map(str::to_owned);
     Ok(PatternRow {
-        id,
-        pattern: row.try_get(Pattern.at(at)).map_err(get)?,
-        normalized_pattern: row.try_get(NormalizedPattern.at(at)).map_err(get)?,
-        category: row.try_get(Category.at(at)).map_err(get)?,
-        confidence: row.try_get(Confidence.at(at)).map_err(get)?,
-        times_used: row.try_get(TimesUsed.at(at)).map_err(get)?,
-        times_correct: row.try_get(TimesCorrect.at(at)).map_err(get)?,
-        accuracy: row.try_get(Accuracy.at(at)).map_err(get)?,
+        id: r.id,
+        pattern: r.pattern.to_owned(),
+        normalized_pattern: r.normalized_pattern.to_owned(),
+        category: r.category.to_owned(),
+        confidence: r.confidence,
+        times_used: r.times_used,
+        times_correct: r.times_correct,
+        accuracy: r.accuracy,
         created_at: row.try_get(CreatedAt.at(at)).map_err(get)?,
         last_used_at: row.try_get(LastUsedAt.at(at)).map_err(get)?,
-        created_by: row.try_get(CreatedBy.at(at)).map_err(get)?,
+        created_by: r.created_by.to_owned(),
         enabled: row.try_get(Enabled.at(at)).map_err(get)?,
         status: PatternStatus::parse(status),
-        metadata,
+        metadata: r.metadata.map(str::to_owned),
         updated_at: row.try_get(UpdatedAt.at(at)).map_err(get)?,
-        revision: row.try_get(Revision.at(at)).map_err(get)?,
+        revision: r.revision,
     })
 }
 

@@ -263,8 +263,27 @@ impl SqlClient {
     }
 }
 
-/// The existing deployment's table, as it was created there.
-pub fn legacy_ddl(schema: &str) -> String {
+/// Which of the existing deployment's definitions of its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    /// As it was first created there: `TIMESTAMP` without time zone, `created_by VARCHAR(50)`.
+    Created,
+    /// As its own migration leaves it: `TIMESTAMPTZ NOT NULL` timestamps, `created_by
+    /// VARCHAR(20)` and an `updated_at` column.
+    Migrated,
+}
+
+/// The existing deployment's table in `schema`, as `which` defines it.
+pub fn legacy_ddl(schema: &str, which: Legacy) -> String {
+    let (created_at, last_used_at, created_by, extra) = match which {
+        Legacy::Created => ("TIMESTAMP DEFAULT NOW()", "TIMESTAMP", "VARCHAR(50)", ""),
+        Legacy::Migrated => (
+            "TIMESTAMPTZ NOT NULL DEFAULT NOW()",
+            "TIMESTAMPTZ",
+            "VARCHAR(20)",
+            ",\n            updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()",
+        ),
+    };
     format!(
         "CREATE TABLE {schema}.auto_learned_patterns (
             id SERIAL PRIMARY KEY,
@@ -275,11 +294,11 @@ pub fn legacy_ddl(schema: &str) -> String {
             times_used INTEGER DEFAULT 0,
             times_correct INTEGER DEFAULT 0,
             accuracy FLOAT DEFAULT 0,
-            created_at TIMESTAMP DEFAULT NOW(),
-            last_used_at TIMESTAMP,
-            created_by VARCHAR(50) DEFAULT 'llm',
+            created_at {created_at},
+            last_used_at {last_used_at},
+            created_by {created_by} DEFAULT 'llm',
             enabled BOOLEAN DEFAULT TRUE,
-            status VARCHAR(20) DEFAULT 'pending'
+            status VARCHAR(20) DEFAULT 'pending'{extra}
         )"
     )
 }

@@ -8,7 +8,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 
 use crate::{
     both_backends,
-    db::{TestDb, legacy_ddl},
+    db::{Legacy, TestDb, legacy_ddl},
     helpers::{Backend, TestApp, reload_req, served, sql},
 };
 
@@ -286,7 +286,7 @@ async fn legacy_table_invalid_row_is_quarantined_until_fixed() {
     let url = db.url().to_owned();
     sql(&db, &[
         "CREATE SCHEMA pilotpros",
-        &legacy_ddl("pilotpros"),
+        &legacy_ddl("pilotpros", Legacy::Created),
         "INSERT INTO pilotpros.auto_learned_patterns (pattern, normalized_pattern, category, confidence, times_used, times_correct, accuracy, status) \
          VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 10, 8, 0.8, 'approved'), \
                 ('rotto', 'rotto', 'broken', 0.95, 1, 5, 0.5, 'approved')",

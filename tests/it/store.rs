@@ -11,7 +11,7 @@ use hotplane::{
 };
 use serde_json::json;
 
-use crate::db::{SqlClient, TestDb, legacy_ddl, unique_suffix};
+use crate::db::{Legacy, SqlClient, TestDb, legacy_ddl, unique_suffix};
 
 /// One `#[tokio::test]` per backend for an `async fn(TestDb)` body.
 macro_rules! on_both {
@@ -599,7 +599,7 @@ async fn pg_legacy_table_is_adopted_in_place() {
     let sql = db.client().await;
     let schema = format!("pilotpros_{}", unique_suffix());
     sql.exec(&format!("CREATE SCHEMA {schema}")).await;
-    sql.exec(&legacy_ddl(&schema)).await;
+    sql.exec(&legacy_ddl(&schema, Legacy::Created)).await;
     sql.exec(&format!(
         "INSERT INTO {schema}.auto_learned_patterns (pattern, normalized_pattern, category, \
              confidence, times_used, times_correct, accuracy, created_at, last_used_at, \

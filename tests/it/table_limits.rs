@@ -5,7 +5,7 @@
 //! server keeps serving.
 //!
 //! The legacy deployment's table here is the one its own migration made, narrower than
-//! `db::legacy_ddl`: `created_by VARCHAR(20)` and `TIMESTAMPTZ NOT NULL` timestamps.
+//! `db::Legacy::Created`: `created_by VARCHAR(20)` and `TIMESTAMPTZ NOT NULL` timestamps.
 
 use std::str::FromStr;
 
@@ -16,31 +16,9 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus}
 use tonic_types::StatusExt;
 
 use crate::{
-    db::TestDb,
+    db::{Legacy, TestDb, legacy_ddl},
     helpers::{TestApp, learn_req, served, sql},
 };
-
-/// The legacy deployment's table as its own migration created it.
-fn legacy_migration_ddl(schema: &str) -> String {
-    format!(
-        "CREATE TABLE {schema}.auto_learned_patterns (
-            id SERIAL PRIMARY KEY,
-            pattern VARCHAR(200) UNIQUE NOT NULL,
-            normalized_pattern VARCHAR(200) NOT NULL,
-            category VARCHAR(50),
-            confidence FLOAT,
-            times_used INTEGER DEFAULT 0,
-            times_correct INTEGER DEFAULT 0,
-            accuracy FLOAT DEFAULT 0,
-            created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-            last_used_at TIMESTAMPTZ,
-            created_by VARCHAR(20) DEFAULT 'llm',
-            enabled BOOLEAN DEFAULT TRUE,
-            status VARCHAR(20) DEFAULT 'pending',
-            updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
-        )"
-    )
-}
 
 /// A server on a fresh PostgreSQL database holding the legacy table in schema `pilotpros`,
 /// with one approved row ("workflow attivi") and one pending row ("in attesa", id 2).
@@ -51,7 +29,7 @@ async fn legacy_app() -> TestApp {
         &db,
         &[
             "CREATE SCHEMA pilotpros",
-            &legacy_migration_ddl("pilotpros"),
+            &legacy_ddl("pilotpros", Legacy::Migrated),
             "INSERT INTO pilotpros.auto_learned_patterns \
                  (pattern, normalized_pattern, category, confidence, status) \
              VALUES ('Workflow attivi?', 'workflow attivi', 'workflow', 0.95, 'approved'), \
