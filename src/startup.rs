@@ -12,8 +12,8 @@ use tracing::info;
 
 use crate::{
     api::{
-        AppState, DrainApi, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, StreamSlots,
-        WatchOptions, bus_event_sink,
+        DrainApi, DrainState, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, PatternsState,
+        ReloadState, StatusSources, StreamSlots, WatchOptions, bus_event_sink, events::EventHub,
     },
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
@@ -58,7 +58,10 @@ pub struct Application {
     tls: Option<Arc<ServerTls>>,
     /// The auth layer (credentials, scopes, rate limits), shared by every connection.
     auth: AuthLayer,
-    state: Arc<AppState>,
+    /// Every subsystem, for status and shutdown.
+    status: StatusSources,
+    /// Each gRPC service's state.
+    services: Services,
     health: HealthReporter,
     config: Config,
     stop_tx: watch::Sender<bool>,
@@ -137,37 +140,22 @@ impl Application {
 
         let live = Arc::new(LiveConfig::new(base, config.clone(), loaded.as_ref()));
         live.attach_rate_limiter(limiter);
-        let state = Arc::new(AppState {
+        let status = StatusSources {
             engine: engine.clone(),
             live: Arc::clone(&live),
-            config_reloader: ConfigReloader::new(
-                Arc::clone(&live),
-                crate::auth::Security {
-                    tls: tls.clone(),
-                    auth: Arc::clone(auth.authenticator()),
-                },
-                engine.clone(),
-                auditor.clone(),
-                crate::api::events::config_sink(events.clone()),
-            ),
-            hits: Arc::new(HitCounter::default()),
-            instance_id,
-            started_at: Utc::now(),
-            store_options: store_options(&config),
             drain,
-            shutdown_grace: config.shutdown_grace,
-            events: events.clone(),
-            watch: WatchOptions {
-                heartbeat: config.watch_heartbeat,
-                max_age: config.watch_max_age,
-            },
-            closing: watch::channel(false).0,
             bus,
+            hits: Arc::new(HitCounter::default()),
             audit: auditor,
             audit_retention_days: config.audit_retention_days,
-            watch_slots: StreamSlots::new(config.watch_max_streams_per_caller),
-            max_response_bytes: config.max_response_bytes,
-        });
+            instance_id,
+            started_at: Utc::now(),
+        };
+        let security = crate::auth::Security {
+            tls: tls.clone(),
+            auth: Arc::clone(auth.authenticator()),
+        };
+        let services = Services::new(&config, &status, security, &events);
         let mut background = vec![
             tokio::spawn(audit::writer::run(
                 audit_queue,
@@ -176,7 +164,7 @@ impl Application {
                     Arc::new(move || engine.store())
                 },
                 audit::writer::WriterOptions {
-                    instance: state.instance_id.clone(),
+                    instance: status.instance_id.clone(),
                     retention: (config.audit_retention_days > 0).then(|| {
                         Duration::from_secs(u64::from(config.audit_retention_days) * 86_400)
                     }),
@@ -192,7 +180,8 @@ impl Application {
                 stop_rx.clone(),
             )),
             tokio::spawn(crate::api::events::forward_drain(
-                Arc::clone(&state),
+                status.clone(),
+                events.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(health::watch_liveness(
@@ -203,19 +192,19 @@ impl Application {
             )),
             tokio::spawn(health::follow(
                 engine.clone(),
-                state.drain.clone(),
+                status.drain.clone(),
                 health.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(Arc::clone(&state.hits).run_flusher(
+            tokio::spawn(Arc::clone(&status.hits).run_flusher(
                 engine.clone(),
                 config.hit_flush_interval,
                 config.hit_flush_batch,
                 stop_rx.clone(),
             )),
             tokio::spawn(backstop::run(
-                state.engine.clone(),
-                state.live.poll_interval(),
+                engine.clone(),
+                live.poll_interval(),
                 stop_rx.clone(),
             )),
         ];
@@ -224,15 +213,15 @@ impl Application {
             .advertise_addr
             .clone()
             .unwrap_or_else(|| addr.to_string());
-        background.extend(state.bus.start_fleet(
+        background.extend(status.bus.start_fleet(
             fleet::reporter(
-                state.engine.clone(),
-                state.drain.clone(),
-                state.instance_id.clone(),
+                engine.clone(),
+                status.drain.clone(),
+                status.instance_id.clone(),
                 advertised,
             ),
-            state.engine.clone(),
-            state.live.fleet_timing(),
+            engine,
+            live.fleet_timing(),
             stop_rx,
         ));
         Ok(Application {
@@ -241,7 +230,8 @@ impl Application {
             health_listener,
             tls,
             auth,
-            state,
+            status,
+            services,
             health,
             config,
             stop_tx,
@@ -267,18 +257,18 @@ impl Application {
 
     /// The swap engine, for tests and embedding.
     pub fn engine(&self) -> &Engine {
-        &self.state.engine
+        &self.status.engine
     }
 
     /// This process's instance id.
     pub fn instance_id(&self) -> &str {
-        &self.state.instance_id
+        &self.status.instance_id
     }
 
     /// A handle that re-reads the config file (what SIGHUP does), usable after `run_until_stopped`
     /// took the application.
     pub fn config_reloader(&self) -> ConfigReloader {
-        self.state.config_reloader.clone()
+        self.services.reload.config_reloader.clone()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, waits up to the shutdown grace
@@ -291,28 +281,30 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("building reflection v1alpha")?;
-        let state = &self.state;
+        let (status, services) = (&self.status, &self.services);
         // Auth outermost: a refused request is neither counted nor served.
         let router = Server::builder()
             .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
             .layer(self.auth.clone())
-            .layer(InFlightLayer::new(state.drain.clone()))
+            .layer(InFlightLayer::new(status.drain.clone()))
             .add_service(health::service(&self.health))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                pb::hot_reload_server::HotReloadServer::new(HotReloadApi::new(Arc::clone(state)))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+                pb::hot_reload_server::HotReloadServer::new(HotReloadApi::new(Arc::clone(
+                    &services.reload,
+                )))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
                 crate::api::wire::patterns_server::PatternsServer::new(PatternsApi::new(
-                    Arc::clone(state),
+                    Arc::clone(&services.patterns),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             )
             .add_service(
-                pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(state)))
+                pb::drain_server::DrainServer::new(DrainApi::new(Arc::clone(&services.drain)))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),
             );
 
@@ -341,7 +333,7 @@ impl Application {
             }
             None => None,
         };
-        info!(addr = %self.addr, instance_id = %state.instance_id, tls = self.tls.is_some(), "hotplane listening");
+        info!(addr = %self.addr, instance_id = %status.instance_id, tls = self.tls.is_some(), "hotplane listening");
 
         // Serve until the shutdown signal (or until the server fails).
         let signalled = tokio::select! {
@@ -357,9 +349,9 @@ impl Application {
         let deadline = timing.deadline(signalled);
         if signalled {
             let draining = shutdown::Draining {
-                drain: &state.drain,
+                drain: &status.drain,
                 health: &self.health,
-                closing: &state.closing,
+                closing: &services.reload.closing,
                 timing,
             };
             shutdown::drain(draining, &mut serve, close_tx)
@@ -367,15 +359,71 @@ impl Application {
                 .context("serving gRPC")?;
         }
         self.stop_tx.send_replace(true);
-        state.engine.shutdown();
+        status.engine.shutdown();
         let left = shutdown::Leftovers {
             health_listener,
             background: self.background,
-            store: state.engine.store(),
+            store: status.engine.store(),
         };
         shutdown::finish(left, deadline).await;
         info!("hotplane stopped");
         Ok(())
+    }
+}
+
+/// Each gRPC service's state.
+#[derive(Debug)]
+struct Services {
+    reload: Arc<ReloadState>,
+    patterns: Arc<PatternsState>,
+    drain: Arc<DrainState>,
+}
+
+impl Services {
+    fn new(
+        config: &Config,
+        status: &StatusSources,
+        security: crate::auth::Security,
+        events: &EventHub,
+    ) -> Services {
+        let engine = &status.engine;
+        let reload = ReloadState {
+            engine: engine.clone(),
+            bus: status.bus.clone(),
+            config_reloader: ConfigReloader::new(
+                Arc::clone(&status.live),
+                security,
+                engine.clone(),
+                status.audit.clone(),
+                crate::api::events::config_sink(events.clone()),
+            ),
+            store_options: store_options(config),
+            events: events.clone(),
+            watch: WatchOptions {
+                heartbeat: config.watch_heartbeat,
+                max_age: config.watch_max_age,
+            },
+            watch_slots: StreamSlots::new(config.watch_max_streams_per_caller),
+            closing: watch::channel(false).0,
+            status: status.clone(),
+        };
+        let patterns = PatternsState {
+            engine: engine.clone(),
+            live: Arc::clone(&status.live),
+            hits: Arc::clone(&status.hits),
+            bus: status.bus.clone(),
+            events: events.clone(),
+            max_response_bytes: config.max_response_bytes,
+        };
+        let drain = DrainState {
+            drain: status.drain.clone(),
+            shutdown_grace: config.shutdown_grace,
+        };
+        Services {
+            reload: Arc::new(reload),
+            patterns: Arc::new(patterns),
+            drain: Arc::new(drain),
+        }
     }
 }
 

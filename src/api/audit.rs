@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    AppState, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_CHARS, convert,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_CHARS, convert,
     error::{ApiError, ApiResult},
 };
 use crate::{
@@ -101,11 +101,11 @@ pub(super) fn audit_filter(req: &pb::ListAuditRequest) -> ApiResult<(AuditFilter
 
 /// One page of the audit trail.
 pub(super) async fn list_audit(
-    state: &AppState,
+    engine: &crate::engine::Engine,
     req: &pb::ListAuditRequest,
 ) -> ApiResult<pb::ListAuditResponse> {
     let (filter, page_size) = audit_filter(req)?;
-    let mut rows = state.engine.store().list_audit(&filter).await?;
+    let mut rows = engine.store().list_audit(&filter).await?;
     let next_page_token = if rows.len() > page_size {
         rows.truncate(page_size);
         rows.last().map(|r| r.id.to_string()).unwrap_or_default()

@@ -5,14 +5,14 @@
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use super::{
-    AppState, check_reason, convert,
+    ReloadState, check_reason, convert,
     error::{ApiError, ApiResult},
     events::EventHub,
     generation_pb,
 };
 use crate::{
     bus::{
-        BusEvent, BusSink, BusStatus, SwapError,
+        Bus, BusEvent, BusSink, BusStatus, SwapError,
         fleet::{FleetView, FleetWait, Member},
     },
     engine::{Generation, LoadReport},
@@ -128,7 +128,7 @@ pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
 /// `Reload(TARGET_BUS)`: checks the request, then [`crate::bus::Bus::swap`] (which announces
 /// and records the swap) and translates.
 pub(super) async fn reload_bus(
-    state: &AppState,
+    state: &ReloadState,
     req: pb::ReloadRequest,
     started: Instant,
     caller: String,
@@ -172,12 +172,9 @@ pub(super) async fn reload_bus(
 
 /// Checks a broadcast rollback before anything is rolled back: it needs the bus, and a valid
 /// `wait_for_fleet`.
-pub(super) fn check_rollback(
-    state: &AppState,
-    req: &pb::RollbackRequest,
-) -> ApiResult<Option<Duration>> {
+pub(super) fn check_rollback(bus: &Bus, req: &pb::RollbackRequest) -> ApiResult<Option<Duration>> {
     let wait = check_fleet_wait(req.wait_for_fleet.as_ref(), req.broadcast)?;
-    if req.broadcast && !state.bus.enabled() {
+    if req.broadcast && !bus.enabled() {
         return Err(ApiError::FailedPrecondition(
             "broadcast needs the Redis bus: start hotplane with --redis-url \
              (HOTPLANE_REDIS_URL), or roll back each replica"
@@ -190,18 +187,18 @@ pub(super) fn check_rollback(
 /// After a local rollback with broadcast: announces the content hash now served, and with a
 /// wait, waits for every live instance to serve it (or to report that it cannot).
 pub(super) async fn broadcast_rollback(
-    state: &AppState,
+    bus: &Bus,
     report: &LoadReport,
     wait: Option<Duration>,
     response: &mut pb::RollbackResponse,
 ) {
     let hash = report.current.snapshot.content_hash();
     let revision = report.current.store_revision;
-    if let Err(e) = state.bus.announce_rollback(&hash, revision).await {
+    if let Err(e) = bus.announce_rollback(&hash, revision).await {
         response.publish_error = e.to_string();
     }
     if let Some(wait) = wait
-        && let Some(found) = state.bus.wait_for_content(&hash, wait).await
+        && let Some(found) = bus.wait_for_content(&hash, wait).await
     {
         let (members, converged, error) = fleet_result(found);
         response.fleet = members;

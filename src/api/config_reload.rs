@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{
-    AppState, check_reason, convert,
+    ReloadState, check_reason, convert,
     error::{ApiError, ApiResult},
     status::{change_pb, config_generation_pb as generation_pb, pinned_pb},
 };
@@ -19,7 +19,7 @@ use crate::{
 
 /// `Reload(TARGET_CONFIG)`: checks the request, reloads, translates.
 pub(super) async fn reload(
-    state: &AppState,
+    state: &ReloadState,
     req: pb::ReloadRequest,
     started: Instant,
     caller: String,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{AppState, check_reason, convert, error::ApiError};
+use super::{DrainState, check_reason, convert, error::ApiError};
 use crate::{
     audit,
     engine::Source,
@@ -17,12 +17,12 @@ use crate::{
 /// Drain service.
 #[derive(Debug, Clone)]
 pub struct DrainApi {
-    state: Arc<AppState>,
+    state: Arc<DrainState>,
 }
 
 impl DrainApi {
-    /// Handlers over shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
+    /// Handlers over the service's state.
+    pub fn new(state: Arc<DrainState>) -> Self {
         DrainApi { state }
     }
 }

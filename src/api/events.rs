@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 
 use tokio::sync::watch;
 
-use super::{AppState, convert, drain_pb, generation_pb, status::config_generation_pb};
+use super::{StatusSources, convert, drain_pb, generation_pb, status::config_generation_pb};
 use crate::{
     config::reload::{ConfigEvent, ConfigEventSink},
     engine::{EventKind, EventSink},
@@ -191,7 +191,11 @@ pub fn engine_sink(hub: EventHub) -> EventSink {
 }
 
 /// Publishes every change of the drain state (not of the in-flight counts) as an event.
-pub async fn forward_drain(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+pub async fn forward_drain(
+    state: StatusSources,
+    events: EventHub,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut rx = state.drain.subscribe();
     let mut draining = rx.borrow_and_update().draining;
     loop {
@@ -204,7 +208,7 @@ pub async fn forward_drain(state: Arc<AppState>, mut stop: watch::Receiver<bool>
             draining = snap.draining;
             let mut status = super::hot_reload_status(&state);
             status.drain = Some(drain_pb(&snap));
-            state.events.publish(pb::WatchStatusResponse {
+            events.publish(pb::WatchStatusResponse {
                 kind: pb::EventKind::DrainChanged.into(),
                 status: Some(status),
                 ..Default::default()

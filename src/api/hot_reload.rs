@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::{
-    AppState, check_reason, convert,
+    ReloadState, check_reason, convert,
     error::{ApiError, ApiResult},
     status::{generation_pb, mode_pb, status_pb},
 };
@@ -20,12 +20,12 @@ use crate::{
 /// HotReload service.
 #[derive(Debug, Clone)]
 pub struct HotReloadApi {
-    state: Arc<AppState>,
+    state: Arc<ReloadState>,
 }
 
 impl HotReloadApi {
-    /// Handlers over shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
+    /// Handlers over the service's state.
+    pub fn new(state: Arc<ReloadState>) -> Self {
         HotReloadApi { state }
     }
 
@@ -216,7 +216,9 @@ impl HotReload for HotReloadApi {
             check_present(&report, req.pattern_id)?;
             let mut response = reload_response(&report, coalesced, false, started);
             if req.broadcast {
-                response.publish_error = super::publish_change(&self.state, req.pattern_id).await;
+                response.publish_error =
+                    super::publish_change(&self.state.bus, &self.state.engine, req.pattern_id)
+                        .await;
             }
             if let Some(wait) = wait
                 && let Some(position) = &report.current.cursor
@@ -252,7 +254,7 @@ impl HotReload for HotReloadApi {
             }
         }
         check_reason(&req.reason)?;
-        let wait = super::bus::check_rollback(&self.state, &req)?;
+        let wait = super::bus::check_rollback(&self.state.bus, &req)?;
         let reason = if req.reason.is_empty() {
             "rollback".to_owned()
         } else {
@@ -271,7 +273,7 @@ impl HotReload for HotReloadApi {
             ..Default::default()
         };
         if req.broadcast {
-            super::bus::broadcast_rollback(&self.state, &report, wait, &mut response).await;
+            super::bus::broadcast_rollback(&self.state.bus, &report, wait, &mut response).await;
         }
         Ok(Response::new(response))
     }
@@ -280,7 +282,7 @@ impl HotReload for HotReloadApi {
         &self,
         _req: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
-        Ok(Response::new(status_pb(&self.state)))
+        Ok(Response::new(status_pb(&self.state.status)))
     }
 
     type WatchStatusStream = WatchStream;
@@ -303,7 +305,7 @@ impl HotReload for HotReloadApi {
         &self,
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
-        let page = super::audit::list_audit(&self.state, req.get_ref()).await?;
+        let page = super::audit::list_audit(&self.state.engine, req.get_ref()).await?;
         Ok(Response::new(page))
     }
 }

@@ -33,7 +33,15 @@ pub use watch::WatchOptions;
 
 use events::EventHub;
 
-use crate::{config::live::LiveConfig, engine::Engine, hits::HitCounter, lifecycle::Drain};
+use crate::{
+    audit::Auditor,
+    bus::Bus,
+    config::{live::LiveConfig, reload::ConfigReloader},
+    engine::Engine,
+    hits::HitCounter,
+    lifecycle::Drain,
+    store::StoreOptions,
+};
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
@@ -48,52 +56,87 @@ pub const DEFAULT_PAGE_SIZE: i32 = 100;
 /// Largest decoded request message (a full batch of maximum-size queries fits).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
-/// What every handler shares.
-#[derive(Debug)]
-pub struct AppState {
-    /// The swap engine (served patterns and reloads).
+/// Every subsystem's state, read-only: what GetStatus, WatchStatus snapshots and the drain
+/// events show. Each field is a cheap handle.
+#[derive(Debug, Clone)]
+pub struct StatusSources {
+    /// The swap engine: the served generation, its health, the store.
     pub engine: Engine,
-    /// The runtime settings (normalizer, learning rules, ...) and the config file reload.
+    /// The runtime settings and the config target's health.
     pub live: Arc<LiveConfig>,
-    /// The config reload (`Reload(TARGET_CONFIG)`; SIGHUP runs the same one).
-    pub config_reloader: crate::config::reload::ConfigReloader,
-    /// Hit counters.
+    /// Drain state and in-flight accounting.
+    pub drain: Drain,
+    /// The Redis bus and the fleet view (disabled without a Redis URL).
+    pub bus: Bus,
+    /// Hit counters (their flush status).
     pub hits: Arc<HitCounter>,
+    /// The audit trail's queue (its counters).
+    pub audit: Auditor,
+    /// Audit rows older than this many days are deleted (0: never).
+    pub audit_retention_days: u32,
     /// This process's unique id.
     pub instance_id: String,
     /// When this process started.
     pub started_at: DateTime<Utc>,
+}
+
+/// What the HotReload service drives: reloads of every target, rollbacks, status and
+/// WatchStatus streams.
+#[derive(Debug)]
+pub struct ReloadState {
+    /// The swap engine.
+    pub engine: Engine,
+    /// The bus: swapped by `Reload(TARGET_BUS)`, announces broadcasts, waits for the fleet.
+    pub bus: Bus,
+    /// The config reload (`Reload(TARGET_CONFIG)`; SIGHUP runs the same one).
+    pub config_reloader: ConfigReloader,
     /// How to open a store (pool size, schema, ...): the template for `Reload(TARGET_STORE)`.
-    pub store_options: crate::store::StoreOptions,
-    /// Drain state and in-flight accounting.
-    pub drain: Drain,
-    /// Default wait for `StartDrain(wait)` and for shutdown.
-    pub shutdown_grace: std::time::Duration,
+    pub store_options: StoreOptions,
     /// Status events for WatchStatus streams.
     pub events: EventHub,
     /// WatchStatus stream settings.
     pub watch: WatchOptions,
-    /// Turns true when the server is about to close: streams send a final event and end.
-    pub closing: tokio::sync::watch::Sender<bool>,
-    /// The Redis bus (disabled without a Redis URL): announces this replica's changes.
-    pub bus: crate::bus::Bus,
-    /// The audit trail's recorder (the engine holds a clone and records every load).
-    pub audit: crate::audit::Auditor,
-    /// Audit rows older than this many days are deleted (0: never), for status.
-    pub audit_retention_days: u32,
     /// Open WatchStatus streams per caller, bounded.
     pub watch_slots: StreamSlots,
+    /// Turns true when the server is about to close: streams send a final event and end.
+    pub closing: tokio::sync::watch::Sender<bool>,
+    /// What status shows.
+    pub status: StatusSources,
+}
+
+/// What the Patterns service drives: matching, learning and the pattern admin RPCs.
+#[derive(Debug)]
+pub struct PatternsState {
+    /// The swap engine (the served snapshot, the store writes go to).
+    pub engine: Engine,
+    /// The runtime settings: normalizer, learning rules.
+    pub live: Arc<LiveConfig>,
+    /// Hit counters.
+    pub hits: Arc<HitCounter>,
+    /// The bus: announces this replica's writes.
+    pub bus: Bus,
+    /// Status events (pattern writes).
+    pub events: EventHub,
     /// Largest encoded MatchPattern / BatchMatchPatterns answer (`--max-response-bytes`).
     pub max_response_bytes: usize,
+}
+
+/// What the Drain service drives.
+#[derive(Debug)]
+pub struct DrainState {
+    /// Drain state and in-flight accounting.
+    pub drain: Drain,
+    /// Default wait for `StartDrain(wait)`.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Queues the announcement of a change this replica has applied and serves (it is published
 /// after the answer, so a slow Redis never delays it), and returns the error text for the
 /// response's `publish_error`: empty when queued or when there is no bus, the reason when the
 /// queue is full. The bus counts and logs failures, later ones too; the change stands either way.
-async fn publish_change(state: &AppState, pattern_id: Option<i64>) -> String {
-    let revision = state.engine.current().store_revision;
-    match state.bus.announce(pattern_id, revision).await {
+async fn publish_change(bus: &Bus, engine: &Engine, pattern_id: Option<i64>) -> String {
+    let revision = engine.current().store_revision;
+    match bus.announce(pattern_id, revision).await {
         Ok(()) => String::new(),
         Err(e) => e.to_string(),
     }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 
 use super::{
-    AppState, DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, check_id,
+    DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, PatternsState, check_id,
     check_reason, convert,
     encoded::EncodedPatterns,
     error::{ApiError, ApiResult},
@@ -27,14 +27,14 @@ use crate::{
 /// Patterns service.
 #[derive(Debug, Clone)]
 pub struct PatternsApi {
-    state: Arc<AppState>,
+    state: Arc<PatternsState>,
     /// Matched patterns with large metadata, encoded once per generation.
     encoded: Arc<EncodedPatterns>,
 }
 
 impl PatternsApi {
-    /// Handlers over shared state.
-    pub fn new(state: Arc<AppState>) -> Self {
+    /// Handlers over the service's state.
+    pub fn new(state: Arc<PatternsState>) -> Self {
         PatternsApi {
             state,
             encoded: Arc::default(),
@@ -137,7 +137,7 @@ impl PatternsApi {
     }
 }
 
-impl AppState {
+impl PatternsState {
     fn store(&self) -> std::sync::Arc<crate::store::Store> {
         self.engine.store()
     }
@@ -333,7 +333,12 @@ impl Patterns for PatternsApi {
             updated: outcome.updated,
             served,
             generation,
-            publish_error: super::publish_change(&self.state, Some(outcome.row.id)).await,
+            publish_error: super::publish_change(
+                &self.state.bus,
+                &self.state.engine,
+                Some(outcome.row.id),
+            )
+            .await,
         }))
     }
 
@@ -435,7 +440,8 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::ApprovePatternResponse {
             pattern: Some(pattern),
             generation,
-            publish_error: super::publish_change(&self.state, Some(req.id)).await,
+            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
+                .await,
         }))
     }
 
@@ -452,7 +458,8 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::DisablePatternResponse {
             pattern: Some(pattern),
             generation,
-            publish_error: super::publish_change(&self.state, Some(req.id)).await,
+            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
+                .await,
         }))
     }
 
@@ -481,7 +488,8 @@ impl Patterns for PatternsApi {
         Ok(Response::new(pb::DeletePatternResponse {
             id: req.id,
             generation,
-            publish_error: super::publish_change(&self.state, Some(req.id)).await,
+            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
+                .await,
         }))
     }
 }

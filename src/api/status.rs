@@ -2,7 +2,7 @@
 //! about generations and targets (patterns and config), translated from the engine and the
 //! live config. Read-only: nothing here changes state.
 
-use super::{AppState, convert};
+use super::{StatusSources, convert};
 use crate::{
     config::live::{Change, ConfigGeneration},
     config::source::Pinned,
@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Status of the pattern target.
-pub(super) fn patterns_target(state: &AppState) -> pb::TargetStatus {
+pub(super) fn patterns_target(state: &StatusSources) -> pb::TargetStatus {
     let engine = &state.engine;
     let h = engine.health();
     let current = engine.current();
@@ -48,7 +48,7 @@ fn quarantined_pb(rows: &std::collections::BTreeMap<i64, String>) -> Vec<pb::Qua
 }
 
 /// The full status of this instance (GetStatus, and WatchStatus snapshots and heartbeats).
-pub fn status_pb(s: &AppState) -> pb::GetStatusResponse {
+pub fn status_pb(s: &StatusSources) -> pb::GetStatusResponse {
     let flush = s.hits.stats();
     pb::GetStatusResponse {
         instance_id: s.instance_id.clone(),
@@ -162,7 +162,7 @@ pub(super) fn config_generation_pb(g: &ConfigGeneration) -> pb::GenerationInfo {
 }
 
 /// TARGET_CONFIG in `GetStatus.targets`: the file generation and reload health.
-pub(super) fn config_target(state: &AppState) -> pb::TargetStatus {
+pub(super) fn config_target(state: &StatusSources) -> pb::TargetStatus {
     let h = state.live.health();
     pb::TargetStatus {
         target: pb::Target::Config.into(),
@@ -178,7 +178,7 @@ pub(super) fn config_target(state: &AppState) -> pb::TargetStatus {
 }
 
 /// `GetStatus.config`: the runtime settings in effect.
-pub(super) fn config_status(state: &AppState) -> pb::ConfigStatus {
+pub(super) fn config_status(state: &StatusSources) -> pb::ConfigStatus {
     let s = state.live.settings();
     let c = &s.config;
     pb::ConfigStatus {

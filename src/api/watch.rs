@@ -15,7 +15,7 @@ use tonic::Status;
 use tracing::debug;
 
 use super::{
-    AppState,
+    ReloadState,
     events::{Event, Start},
     status::status_pb,
 };
@@ -56,7 +56,7 @@ impl Filter {
 }
 
 fn status_event(
-    state: &AppState,
+    state: &ReloadState,
     kind: pb::EventKind,
     id: u64,
     resync: bool,
@@ -66,14 +66,14 @@ fn status_event(
         at: Some(super::convert::timestamp(chrono::Utc::now())),
         kind: kind.into(),
         resync,
-        status: Some(status_pb(state)),
+        status: Some(status_pb(&state.status)),
         ..Default::default()
     }
 }
 
 /// Opens a stream for `req`.
 pub fn open(
-    state: Arc<AppState>,
+    state: Arc<ReloadState>,
     req: pb::WatchStatusRequest,
     opts: WatchOptions,
     slot: super::streams::Slot,
@@ -91,7 +91,7 @@ pub fn open(
 /// first, even while the producer waits to send to a client that stopped reading: the age and
 /// shutdown are raced against the whole stream, not polled between sends.
 async fn produce(
-    state: Arc<AppState>,
+    state: Arc<ReloadState>,
     req: pb::WatchStatusRequest,
     opts: WatchOptions,
     tx: mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
@@ -118,7 +118,7 @@ async fn produce(
 /// The stream's body: the start (snapshot or replay), then live events and heartbeats, until
 /// the client goes away or the hub closes.
 async fn stream(
-    state: &AppState,
+    state: &ReloadState,
     req: &pb::WatchStatusRequest,
     opts: WatchOptions,
     tx: &mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
