@@ -13,6 +13,7 @@ mod docs;
 mod drain;
 mod engine;
 mod grpcurl;
+mod kubernetes;
 mod liveness;
 mod load;
 mod model;
