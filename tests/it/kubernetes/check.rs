@@ -32,7 +32,7 @@ pub struct Report {
     pub disagreements: Vec<Disagreement>,
 }
 
-/// The probes, by field name, and the health name each must ask.
+/// The probes, by field name.
 const PROBES: [&str; 3] = ["startupProbe", "readinessProbe", "livenessProbe"];
 
 /// Checks the rendered objects `docs`; probes' health names are asked of `app` (a real server).
@@ -47,15 +47,24 @@ pub async fn check(docs: &[Value], app: &TestApp) -> Report {
         };
     };
     let pod = &deployment["spec"]["template"];
-    let container = &pod["spec"]["containers"][0];
-    let config = hotplane_config(docs, pod, &mut out);
+    let Some(container) = pod["spec"]["containers"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "hotplane"))
+    else {
+        out.push(Disagreement::Missing("container named hotplane".into()));
+        return Report {
+            config: None,
+            disagreements: out,
+        };
+    };
+    let config = hotplane_config(docs, pod, container, &mut out);
 
     let replicas = int_at(deployment, "/spec/replicas", 1);
     if replicas < 2 {
         out.push(Disagreement::Replicas(replicas));
     }
     if let Some(c) = &config {
-        timing(pod, c, &mut out);
+        timing(pod, container, c, &mut out);
         ports(docs, container, c, &mut out);
     }
     probes(container, app, &mut out).await;
@@ -69,14 +78,14 @@ pub async fn check(docs: &[Value], app: &TestApp) -> Report {
 
 /// terminationGracePeriodSeconds >= delay + grace + closing; readiness notices a drain within
 /// the delay.
-fn timing(pod: &Value, c: &Config, out: &mut Vec<Disagreement>) {
+fn timing(pod: &Value, container: &Value, c: &Config, out: &mut Vec<Disagreement>) {
     let period_s = int_at(pod, "/spec/terminationGracePeriodSeconds", 30);
     let needed = c.shutdown_delay + c.shutdown_grace + CLOSING;
     let needed_s = i64::try_from(needed.as_millis().div_ceil(1000)).expect("seconds fit");
     if period_s < needed_s {
         out.push(Disagreement::GraceTooShort { period_s, needed_s });
     }
-    let readiness = &pod["spec"]["containers"][0]["readinessProbe"];
+    let readiness = &container["readinessProbe"];
     let detect_s =
         int_at(readiness, "/periodSeconds", 10) * int_at(readiness, "/failureThreshold", 3);
     if Duration::from_secs(u64::try_from(detect_s).unwrap_or(u64::MAX)) > c.shutdown_delay {

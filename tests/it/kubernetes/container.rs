@@ -20,8 +20,12 @@ pub const POD_IP: &str = "192.0.2.10";
 /// into the flags clap maps those variables to, its args after them, through
 /// [`Cli::try_parse_args`]; then the config file (the ConfigMap's data, written to a temporary
 /// file standing for the mount) through [`hotplane::config::live::startup_config`].
-pub fn hotplane_config(docs: &[Value], pod: &Value, out: &mut Vec<Disagreement>) -> Option<Config> {
-    let container = &pod["spec"]["containers"][0];
+pub fn hotplane_config(
+    docs: &[Value],
+    pod: &Value,
+    container: &Value,
+    out: &mut Vec<Disagreement>,
+) -> Option<Config> {
     let args: Vec<String> = container["args"]
         .as_array()
         .map(|a| {
@@ -68,7 +72,7 @@ pub fn hotplane_config(docs: &[Value], pod: &Value, out: &mut Vec<Disagreement>)
     let dir = tempfile::tempdir().expect("a temporary directory");
     if let Some(path) = base.config_file.clone() {
         let path = path.to_string_lossy().into_owned();
-        match mounted_file(docs, pod, &path) {
+        match mounted_file(docs, pod, container, &path) {
             Some(text) => {
                 let local = dir.path().join("config.toml");
                 std::fs::write(&local, text).expect("writing the config file");
@@ -139,8 +143,7 @@ fn expand(text: &str, env: &[(String, String)]) -> String {
 
 /// The text of the file at `path` in the container, when a volume mounts it from a ConfigMap
 /// (the directory mounted, or the file alone with `subPath`).
-fn mounted_file(docs: &[Value], pod: &Value, path: &str) -> Option<String> {
-    let container = &pod["spec"]["containers"][0];
+fn mounted_file(docs: &[Value], pod: &Value, container: &Value, path: &str) -> Option<String> {
     container["volumeMounts"]
         .as_array()?
         .iter()
