@@ -293,6 +293,14 @@ fn cases() -> Vec<Case> {
             }],
         },
         Case {
+            what: "the database URL from a Secret the manifests lack",
+            mutate: |d| {
+                let r = &mut env(d, "HOTPLANE_DATABASE_URL")["valueFrom"]["secretKeyRef"];
+                r["name"] = Value::from("hotplane-db");
+            },
+            expect: vec![Missing("Secret hotplane-db key url".into())],
+        },
+        Case {
             what: "the config file mounted elsewhere",
             mutate: |d| {
                 container(d)["volumeMounts"][0]["mountPath"] = Value::from("/etc/hotplane.d");

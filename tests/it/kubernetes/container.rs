@@ -37,7 +37,7 @@ pub fn hotplane_config(
     let command = Cli::command();
     let mut argv = vec!["hotplane".to_owned()];
     let mut from_env = Vec::new(); // (flag, variable)
-    for (name, value) in environment(docs, container) {
+    for (name, value) in environment(docs, container, out) {
         let Some(arg) = command
             .get_arguments()
             .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
@@ -110,18 +110,35 @@ pub fn hotplane_config(
     Some(effective)
 }
 
-/// The container's environment as the kubelet sets it: values from Secrets and the pod IP
-/// resolved, `$(VAR)` references to earlier variables expanded.
-fn environment(docs: &[Value], container: &Value) -> Vec<(String, String)> {
+/// The container's environment as the kubelet sets it: values from Secrets, ConfigMaps and the
+/// pod IP resolved (a reference to a key the manifests lack is reported: the pod would not
+/// start), `$(VAR)` references to earlier variables expanded.
+fn environment(
+    docs: &[Value],
+    container: &Value,
+    out: &mut Vec<Disagreement>,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     for var in container["env"].as_array().into_iter().flatten() {
         let name = str_at(var, "/name").to_owned();
         let value = if let Some(v) = var["value"].as_str() {
             expand(v, &env)
         } else if let Some(r) = var.pointer("/valueFrom/secretKeyRef") {
-            named(docs, "Secret", str_at(r, "/name"))
-                .and_then(|s| secret_value(s, str_at(r, "/key")))
-                .unwrap_or_default()
+            let (secret, key) = (str_at(r, "/name"), str_at(r, "/key"));
+            named(docs, "Secret", secret)
+                .and_then(|s| secret_value(s, key))
+                .unwrap_or_else(|| {
+                    out.push(Disagreement::Missing(format!("Secret {secret} key {key}")));
+                    String::new()
+                })
+        } else if let Some(r) = var.pointer("/valueFrom/configMapKeyRef") {
+            let (map, key) = (str_at(r, "/name"), str_at(r, "/key"));
+            named(docs, "ConfigMap", map)
+                .and_then(|m| m["data"][key].as_str().map(String::from))
+                .unwrap_or_else(|| {
+                    out.push(Disagreement::Missing(format!("ConfigMap {map} key {key}")));
+                    String::new()
+                })
         } else if str_at(var, "/valueFrom/fieldRef/fieldPath") == "status.podIP" {
             POD_IP.to_owned()
         } else {
