@@ -86,6 +86,13 @@ async fn the_manifests_agree_with_the_config_they_mount() {
         "from the overlay's Secret"
     );
     assert_eq!(bus.bus_channel, "hotplane:patterns:reload");
+    assert!(
+        bus.pinned
+            .iter()
+            .any(|p| p.key == "bus.channel" && p.by == "--bus-channel"),
+        "the channel comes from the overlay's flag (the default has the same value): {:?}",
+        bus.pinned
+    );
     assert_eq!(
         bus.advertise_addr.as_deref(),
         Some(format!("{POD_IP}:50051").as_str())
