@@ -287,6 +287,11 @@ fn cases() -> Vec<Case> {
             expect: vec![port("Service hotplane targetPort 8080", 8080)],
         },
         Case {
+            what: "the Service's port renamed (which of its ports is gRPC?)",
+            mutate: |d| one_mut(d, "Service")["spec"]["ports"][0]["name"] = Value::from("api"),
+            expect: vec![port("Service hotplane port grpc", -1)],
+        },
+        Case {
             what: "a variable pinning a key the file sets",
             mutate: |d| {
                 container(d)["env"]

@@ -97,7 +97,7 @@ fn timing(pod: &Value, container: &Value, c: &Config, out: &mut Vec<Disagreement
 }
 
 /// The listener is reachable at the pod's address, and the container port, the probes' port
-/// and every Service's targetPort are its port (the probes': the plaintext health port when
+/// and every Service's gRPC targetPort are its port (the probes': the plaintext health port when
 /// one is set, beside TLS).
 fn ports(docs: &[Value], container: &Value, c: &Config, out: &mut Vec<Disagreement>) {
     if !c.listen.ip().is_unspecified() {
@@ -135,8 +135,15 @@ fn ports(docs: &[Value], container: &Value, c: &Config, out: &mut Vec<Disagreeme
             );
         }
     }
+    // The Services' gRPC ports (named grpc); other ports (metrics, say) serve something else.
     for service in all(docs, "Service") {
-        for p in service["spec"]["ports"].as_array().into_iter().flatten() {
+        let ports = service["spec"]["ports"].as_array().into_iter().flatten();
+        let grpc: Vec<&Value> = ports.filter(|p| p["name"] == "grpc").collect();
+        if grpc.is_empty() {
+            let name = str_at(service, "/metadata/name");
+            expect(format!("Service {name} port grpc"), -1, listen);
+        }
+        for p in grpc {
             let target = match &p["targetPort"] {
                 Value::Null => int_at(p, "/port", -1),
                 Value::String(name) => container_ports
