@@ -204,8 +204,8 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
                 query: format!("bench propagate {suffix} trial {k}"),
                 category: "bench_propagate".into(),
                 confidence: 0.99,
-                metadata: None,
                 created_by: "bench".into(),
+                ..Default::default()
             })
             .await
             .context("LearnPattern")?

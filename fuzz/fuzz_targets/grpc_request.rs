@@ -175,6 +175,7 @@ impl Typed {
                     query: query.clone(),
                     min_confidence: *min_confidence,
                     min_generation: *min_generation,
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             ),
@@ -184,6 +185,7 @@ impl Typed {
                     queries: queries.clone(),
                     min_confidence: *min_confidence,
                     min_generation: *min_generation,
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             ),
@@ -204,7 +206,7 @@ impl Typed {
                 }
                 (2, b)
             }
-            Typed::Get { id } => (3, pb::GetPatternRequest { id: *id }.encode_to_vec()),
+            Typed::Get { id } => (3, pb::GetPatternRequest { id: *id, ..Default::default() }.encode_to_vec()),
             Typed::List { page_size, page_token, status, category } => (
                 4,
                 pb::ListPatternsRequest {
@@ -212,16 +214,17 @@ impl Typed {
                     page_token: page_token.clone(),
                     status: *status,
                     category: category.clone(),
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             ),
             Typed::Approve { id, reason } => (
                 5,
-                pb::ApprovePatternRequest { id: *id, reason: reason.clone() }.encode_to_vec(),
+                pb::ApprovePatternRequest { id: *id, reason: reason.clone(), ..Default::default() }.encode_to_vec(),
             ),
             Typed::Disable { id, reason } => (
                 6,
-                pb::DisablePatternRequest { id: *id, reason: reason.clone() }.encode_to_vec(),
+                pb::DisablePatternRequest { id: *id, reason: reason.clone(), ..Default::default() }.encode_to_vec(),
             ),
             Typed::Delete { id, reason } => (
                 7,

@@ -30,6 +30,17 @@ pub fn json_text_to_struct(text: Option<&str>) -> Option<Struct> {
     json_to_struct(&serde_json::from_str(text?).ok()?)
 }
 
+/// Metadata text (valid JSON, as the snapshot and the store keep it) as a `metadata_json`
+/// answer: the text itself when it is a JSON object, else empty, exactly where
+/// [`json_text_to_struct`] answers `None`. Valid JSON is an object when it starts with `{`, so
+/// nothing is parsed.
+pub fn json_object_text(text: Option<&str>) -> String {
+    match text {
+        Some(t) if t.trim_start().starts_with('{') => t.to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// A protobuf `Struct` as a JSON object.
 pub fn struct_to_json(s: &Struct) -> Json {
     Json::Object(
@@ -182,6 +193,30 @@ mod tests {
             json!({"a": {"b": [1, {"c": null}]}}),
         ] {
             assert_eq!(prost_value_to_json(&json_value_to_prost(&v)), v, "{v}");
+        }
+    }
+
+    /// The JSON form answers text exactly where the Struct form answers a Struct.
+    #[test]
+    fn json_object_text_agrees_with_the_struct_form() {
+        for text in [
+            None,
+            Some(r#"{"a": 1}"#),
+            Some(" \n{}"),
+            Some("[1, 2]"),
+            Some(r#""{not an object}""#),
+            Some("3"),
+            Some("true"),
+        ] {
+            let json = json_object_text(text);
+            assert_eq!(
+                !json.is_empty(),
+                json_text_to_struct(text).is_some(),
+                "{text:?}"
+            );
+            if !json.is_empty() {
+                assert_eq!(Some(json.as_str()), text);
+            }
         }
     }
 

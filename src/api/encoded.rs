@@ -87,14 +87,33 @@ fn encode(row: Row<'_>) -> Bytes {
     Bytes::from(matched_pb(row).encode_to_vec())
 }
 
+/// A served row as an encoded match answer with its metadata as JSON text (`metadata_json`,
+/// the row's text as loaded: no parse, so nothing is worth caching).
+pub fn encode_json(row: Row<'_>) -> Bytes {
+    let pattern = pb::MatchedPattern {
+        metadata_json: convert::json_object_text(row.metadata()),
+        ..fields(row)
+    };
+    Bytes::from(pattern.encode_to_vec())
+}
+
 /// A served row as a match answer.
 fn matched_pb(row: Row<'_>) -> pb::MatchedPattern {
+    pb::MatchedPattern {
+        metadata: convert::json_text_to_struct(row.metadata()),
+        ..fields(row)
+    }
+}
+
+/// A served row's fields of a match answer, without its metadata.
+fn fields(row: Row<'_>) -> pb::MatchedPattern {
     pb::MatchedPattern {
         id: row.id(),
         normalized_pattern: row.normalized_pattern().to_owned(),
         category: row.category().to_owned(),
         confidence: row.confidence(),
         accuracy: row.accuracy(),
-        metadata: convert::json_text_to_struct(row.metadata()),
+        metadata: None,
+        metadata_json: String::new(),
     }
 }

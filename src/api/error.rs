@@ -9,10 +9,21 @@
 //! value the table refuses → `INVALID_ARGUMENT` naming the request field, or
 //! `FAILED_PRECONDITION` when no request field is at fault or another row conflicts; any other
 //! store error → `INTERNAL` (retrying will not help).
+//!
+//! An answer a client may act on carries an `ErrorInfo` with a stable [`Reason`] (the
+//! `reason` module lists them, with the metadata each fills), plus the details that reason
+//! defines: a `ResourceInfo` naming what was not found, a `PreconditionFailure`, and a
+//! `RetryInfo` on every `UNAVAILABLE`.
+
+mod reason;
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{error, warn};
+
+pub use reason::{DOMAIN, RETRY_AFTER, Reason};
 
 use crate::{engine::LoadError, learn::Violation, store::StoreError};
 
@@ -50,9 +61,86 @@ pub enum ApiError {
     /// The RPC or option is not implemented yet.
     #[error("{0}")]
     Unimplemented(String),
+    /// An answer with a stable reason a client may act on; its code is the reason's.
+    #[error("{}", .0.message)]
+    Reasoned(Box<Reasoned>),
+}
+
+/// The parts of an [`ApiError::Reasoned`] answer.
+#[derive(Debug)]
+pub struct Reasoned {
+    /// `ErrorInfo.reason`; also decides the status code and any `RetryInfo`.
+    pub reason: Reason,
+    /// The status message, for people.
+    pub message: String,
+    /// `ErrorInfo.metadata`, as the reason documents it.
+    pub metadata: Vec<(&'static str, String)>,
+    /// `ResourceInfo` type and name, for what was not found.
+    pub resource: Option<(&'static str, String)>,
+    /// A `PreconditionFailure` violation's type and subject (its description is the message).
+    pub precondition: Option<(&'static str, &'static str)>,
 }
 
 impl ApiError {
+    /// An answer for `reason`, with `metadata` as the reason documents it.
+    pub fn reasoned(
+        reason: Reason,
+        message: impl Into<String>,
+        metadata: Vec<(&'static str, String)>,
+    ) -> ApiError {
+        ApiError::Reasoned(Box::new(Reasoned {
+            reason,
+            message: message.into(),
+            metadata,
+            resource: None,
+            precondition: None,
+        }))
+    }
+
+    /// `FAILED_PRECONDITION` `GENERATION_BEHIND`: this replica serves generation `served`,
+    /// older than the request's `min_generation` `wanted`.
+    pub fn generation_behind(served: u64, wanted: u64) -> ApiError {
+        ApiError::Reasoned(Box::new(Reasoned {
+            reason: Reason::GenerationBehind,
+            message: format!(
+                "this replica serves generation {served}, older than min_generation {wanted}; \
+                 retry shortly or on another replica"
+            ),
+            metadata: vec![
+                ("served_generation", served.to_string()),
+                ("min_generation", wanted.to_string()),
+            ],
+            resource: None,
+            precondition: Some(("GENERATION", "min_generation")),
+        }))
+    }
+
+    /// `NOT_FOUND` `PATTERN_NOT_FOUND`: no pattern row `id`.
+    pub fn pattern_not_found(id: i64, message: impl Into<String>) -> ApiError {
+        ApiError::not_found(
+            Reason::PatternNotFound,
+            message,
+            ("pattern", id.to_string()),
+            vec![("pattern_id", id.to_string())],
+        )
+    }
+
+    /// `NOT_FOUND` for `reason`, naming the missing resource (type, name).
+    fn not_found(
+        reason: Reason,
+        message: impl Into<String>,
+        resource: (&'static str, String),
+        metadata: Vec<(&'static str, String)>,
+    ) -> ApiError {
+        ApiError::Reasoned(Box::new(Reasoned {
+            reason,
+            message: message.into(),
+            metadata,
+            resource: Some(resource),
+            precondition: None,
+        }))
+    }
+
     /// Shorthand for an invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ApiError {
         ApiError::InvalidArgument {
@@ -83,11 +171,44 @@ impl From<ApiError> for Status {
             }
             ApiError::NotFound(m) => Status::not_found(m),
             ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ApiError::Unavailable(m) => Status::unavailable(m),
+            // Every UNAVAILABLE says when to retry, with or without a reason.
+            ApiError::Unavailable(m) => Status::with_error_details(
+                Code::Unavailable,
+                m,
+                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+            ),
+            ApiError::Reasoned(r) => (*r).into_status(),
             ApiError::Internal(m) => Status::internal(m),
             ApiError::ResourceExhausted(m) => Status::resource_exhausted(m),
             ApiError::Unimplemented(m) => Status::unimplemented(m),
         }
+    }
+}
+
+impl Reasoned {
+    fn into_status(self) -> Status {
+        let Reasoned {
+            reason,
+            message,
+            metadata,
+            resource,
+            precondition,
+        } = self;
+        let metadata: HashMap<String, String> = metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut details = ErrorDetails::with_error_info(reason.as_str(), DOMAIN, metadata);
+        if let Some((kind, name)) = resource {
+            details.set_resource_info(kind, name, "", message.clone());
+        }
+        if let Some((kind, subject)) = precondition {
+            details.add_precondition_failure_violation(kind, subject, message.clone());
+        }
+        if let Some(delay) = reason.retry_after() {
+            details.set_retry_info(Some(delay));
+        }
+        Status::with_error_details(reason.code(), message, details)
     }
 }
 
@@ -97,8 +218,10 @@ impl ApiError {
     pub fn from_store_write(e: StoreError, fields: &[(&str, &'static str)]) -> ApiError {
         if e.is_transient() {
             error!(error = %e, "pattern store request failed; the client is told to retry");
-            return ApiError::Unavailable(
-                "the pattern store is unavailable; nothing was changed, retry later".into(),
+            return ApiError::reasoned(
+                Reason::StoreUnavailable,
+                "the pattern store is unavailable; nothing was changed, retry later",
+                vec![],
             );
         }
         let Some(refusal) = e.refusal() else {
@@ -121,9 +244,13 @@ impl ApiError {
                 };
                 ApiError::invalid(*field, reason)
             }
-            _ => ApiError::FailedPrecondition(format!(
-                "the pattern table refused the request: {refusal}; nothing was changed"
-            )),
+            _ => ApiError::reasoned(
+                Reason::StoreRefused,
+                format!("the pattern table refused the request: {refusal}; nothing was changed"),
+                column
+                    .map(|c| vec![("column", c.to_owned())])
+                    .unwrap_or_default(),
+            ),
         }
     }
 }
@@ -139,30 +266,62 @@ impl From<StoreError> for ApiError {
 impl From<LoadError> for ApiError {
     fn from(e: LoadError) -> ApiError {
         match e {
-            LoadError::Invalid(m) => ApiError::FailedPrecondition(format!(
-                "reload rejected, the previous generation keeps serving: {m}"
-            )),
+            LoadError::Invalid(m) => ApiError::reasoned(
+                Reason::ReloadRejected,
+                format!("reload rejected, the previous generation keeps serving: {m}"),
+                vec![],
+            ),
             LoadError::Store(m) => {
                 error!(error = %m, "reload failed reading the store");
-                ApiError::Unavailable(
+                ApiError::reasoned(
+                    Reason::StoreUnavailable,
                     "reload failed: the pattern store is unavailable; the previous generation \
-                     keeps serving (see HotReload.GetStatus last_error)"
-                        .into(),
+                     keeps serving (see HotReload.GetStatus last_error)",
+                    vec![],
                 )
             }
             LoadError::StoreFailed(m) => {
                 error!(error = %m, "reload failed reading the store, permanently");
-                ApiError::FailedPrecondition(
+                ApiError::reasoned(
+                    Reason::StoreFailed,
                     "reload failed: the pattern store answered with an error retrying will not \
                      fix; the previous generation keeps serving (see HotReload.GetStatus \
-                     last_error)"
-                        .into(),
+                     last_error)",
+                    vec![],
                 )
             }
-            LoadError::Closed => ApiError::Unavailable("the server is shutting down".into()),
-            e @ (LoadError::NotRetained { .. } | LoadError::ContentNotRetained { .. }) => {
-                ApiError::NotFound(e.to_string())
+            LoadError::Closed => ApiError::reasoned(
+                Reason::ShuttingDown,
+                "the server is shutting down; retry on another replica",
+                vec![],
+            ),
+            LoadError::NotRetained {
+                wanted,
+                ref retained,
+            } => {
+                let list = retained.iter().map(u64::to_string).collect::<Vec<_>>();
+                ApiError::not_found(
+                    Reason::GenerationNotRetained,
+                    e.to_string(),
+                    ("generation", wanted.to_string()),
+                    vec![
+                        ("requested_generation", wanted.to_string()),
+                        ("retained_generations", list.join(",")),
+                    ],
+                )
             }
+            LoadError::ContentNotRetained {
+                ref content_hash,
+                retained,
+            } => ApiError::not_found(
+                Reason::ContentNotRetained,
+                e.to_string(),
+                ("generation", content_hash.clone()),
+                vec![
+                    ("content_hash", content_hash.clone()),
+                    ("retained_count", retained.to_string()),
+                ],
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use tracing::instrument;
 
 use super::{
     ReloadState, check_reason, convert,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Reason},
     status::{generation_pb, mode_pb, status_pb},
 };
 use crate::{
@@ -67,9 +67,21 @@ impl HotReloadApi {
             .engine
             .swap_store(&opts, reason, Origin::reload(caller))
             .await
-            .map_err(|e| match e {
-                StoreSwapError::InvalidUrl(m) => ApiError::invalid("database_url", m),
-                e => ApiError::FailedPrecondition(e.to_string()),
+            .map_err(|e| {
+                // `stage` is the STORE_SWAP_FAILED metadata a client reads.
+                let stage = match &e {
+                    StoreSwapError::InvalidUrl(m) => {
+                        return ApiError::invalid("database_url", m.clone());
+                    }
+                    StoreSwapError::Connect(_) => "connect",
+                    StoreSwapError::Migrate(_) => "migrate",
+                    StoreSwapError::Load(_) => "load",
+                };
+                ApiError::reasoned(
+                    Reason::StoreSwapFailed,
+                    e.to_string(),
+                    vec![("stage", stage.to_owned())],
+                )
             })?;
         let mut response = reload_response(&report, false, false, started);
         response.target = pb::Target::Store.into();
@@ -81,9 +93,10 @@ impl HotReloadApi {
 /// the id served before, it no longer is).
 fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> {
     match pattern_id {
-        Some(id) if report.absent.contains(&id) => Err(ApiError::NotFound(format!(
-            "pattern id {id} does not exist in the store: nothing is served under it"
-        ))),
+        Some(id) if report.absent.contains(&id) => Err(ApiError::pattern_not_found(
+            id,
+            format!("pattern id {id} does not exist in the store: nothing is served under it"),
+        )),
         _ => Ok(()),
     }
 }
@@ -189,10 +202,11 @@ impl HotReload for HotReloadApi {
         let scope = reload_scope(&req)?;
         let wait = super::bus::fleet_wait(&req)?;
         if req.broadcast && !self.state.bus.enabled() {
-            return Err(ApiError::FailedPrecondition(
+            return Err(ApiError::reasoned(
+                Reason::BusNotConfigured,
                 "broadcast needs the Redis bus: start hotplane with --redis-url \
-                 (HOTPLANE_REDIS_URL), or reload each replica"
-                    .into(),
+                 (HOTPLANE_REDIS_URL), or reload each replica",
+                vec![],
             )
             .into());
         }

@@ -24,7 +24,7 @@ use prost::encoding::{encoded_len_varint, key_len};
 
 use super::{
     encoded::EncodedPatterns,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Reason},
 };
 use crate::{
     hits::HitCounter,
@@ -50,6 +50,9 @@ pub(super) struct Matcher<'a> {
     pub generation: u64,
     /// Patterns encoded once per generation.
     pub encoded: &'a EncodedPatterns,
+    /// Answer each pattern's metadata as JSON text (`metadata_json`) instead of a `Struct`:
+    /// copied from the row, so encoded per match without the cache.
+    pub metadata_as_json: bool,
 }
 
 /// Bytes of a `uint64` field `value` (absent when 0, as proto3 encodes it).
@@ -113,7 +116,7 @@ impl Matcher<'_> {
             let (normalized, row) = &distinct[d];
             let pattern = row.map(|row| {
                 *of_row.entry(row.id()).or_insert_with(|| {
-                    built.push(self.encoded.get(self.generation, row));
+                    built.push(self.pattern(row));
                     built.len() - 1
                 })
             });
@@ -136,13 +139,22 @@ impl Matcher<'_> {
             .collect())
     }
 
+    /// `row` as an encoded `MatchedPattern`, its metadata in the form asked for.
+    fn pattern(&self, row: Row<'_>) -> Bytes {
+        if self.metadata_as_json {
+            super::encoded::encode_json(row)
+        } else {
+            self.encoded.get(self.generation, row)
+        }
+    }
+
     /// [`Self::answer`] of one `MatchPattern` query, without the bookkeeping of duplicates.
     fn answer_one(&self, query: &str, hits: &HitCounter) -> ApiResult<Matched> {
         let normalized = self.normalizer.normalize(query);
         let row = (!normalized.is_empty())
             .then(|| self.snapshot.lookup(&normalized, self.min_confidence))
             .flatten();
-        let pattern = row.map(|row| self.encoded.get(self.generation, row));
+        let pattern = row.map(|row| self.pattern(row));
         let len = result_len(pattern.as_ref().map(Bytes::len), &normalized);
         let total = u64_field_len(self.generation) + len;
         if total > self.max_bytes {
@@ -167,10 +179,17 @@ fn too_large(total: usize, max: usize, counted: usize, asked: usize) -> ApiError
              patterns carry large metadata): send fewer queries per batch"
         )
     };
-    ApiError::ResourceExhausted(format!(
-        "the answer would be at least {total} bytes, over the limit of {max} bytes \
-         (--max-response-bytes); {what}"
-    ))
+    ApiError::reasoned(
+        Reason::ResponseTooLarge,
+        format!(
+            "the answer would be at least {total} bytes, over the limit of {max} bytes \
+             (--max-response-bytes); {what}"
+        ),
+        vec![
+            ("max_response_bytes", max.to_string()),
+            ("answer_bytes", total.to_string()),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -232,6 +251,7 @@ mod tests {
             max_bytes: max,
             generation: 300,
             encoded,
+            metadata_as_json: false,
         }
     }
 
@@ -293,7 +313,10 @@ mod tests {
         let err = matcher(&snap, &norm, exact - 1)
             .answer(&qs, true, &hits)
             .expect_err("one byte over");
-        assert!(matches!(err, ApiError::ResourceExhausted(_)), "{err}");
+        assert!(
+            matches!(&err, ApiError::Reasoned(r) if r.reason == Reason::ResponseTooLarge),
+            "{err}"
+        );
         for q in &qs {
             let (pattern, normalized_query) = m
                 .answer(std::slice::from_ref(q), false, &hits)
@@ -359,6 +382,7 @@ mod tests {
             max_bytes: usize::MAX,
             generation,
             encoded: &encoded,
+            metadata_as_json: false,
         };
         let big = |generation| {
             at(generation)
@@ -393,5 +417,63 @@ mod tests {
             .answer(&queries(&["small one", "small one", "bare"]), true, &hits)
             .expect("fits");
         assert_eq!(encoded.encoded(), 2, "small rows are not cached");
+    }
+
+    /// With `metadata_as_json`, each matched pattern carries its row's metadata text in
+    /// `metadata_json` and no `Struct`, the cache is left alone, and the size bound counts the
+    /// bytes that are sent.
+    #[test]
+    fn metadata_as_json_answers_the_row_text() {
+        let snap = fixture();
+        let norm = Normalizer::new(crate::normalize::Profile::Default, None);
+        let hits = HitCounter::default();
+        let cache = EncodedPatterns::default();
+        let json = |max| Matcher {
+            metadata_as_json: true,
+            encoded: &cache,
+            ..matcher(&snap, &norm, max)
+        };
+        let qs = queries(&["big one", "small one", "bare", "nothing", "big one"]);
+        let got = json(usize::MAX).answer(&qs, true, &hits).expect("fits");
+        let seen: Vec<_> = got.iter().map(|(p, _)| decoded(p)).collect();
+        let text = |i: usize| seen[i].as_ref().expect("matched").metadata_json.clone();
+        assert_eq!(text(0), format!(r#"{{"blob":"{}"}}"#, "x".repeat(5000)));
+        assert_eq!(text(1), r#"{"a":[1,2.5,null,{"b":true}]}"#);
+        assert_eq!(text(2), "", "no metadata: empty");
+        assert!(seen[3].is_none());
+        assert!(seen.iter().flatten().all(|p| p.metadata.is_none()));
+        // The same pattern as the Struct form, but for its metadata.
+        let as_struct = decoded(
+            &matcher(&snap, &norm, usize::MAX)
+                .answer(&qs[1..2], false, &hits)
+                .expect("fits")[0]
+                .0,
+        )
+        .expect("matched");
+        assert_eq!(
+            pb::MatchedPattern {
+                metadata: as_struct.metadata.clone(),
+                metadata_json: String::new(),
+                ..seen[1].clone().expect("matched")
+            },
+            as_struct
+        );
+        // The bound holds on what is sent, to the byte.
+        let batch = wire::BatchMatchPatternsResponse {
+            results: got
+                .into_iter()
+                .map(|(pattern, normalized_query)| wire::MatchResult {
+                    matched: pattern.is_some(),
+                    pattern,
+                    normalized_query,
+                })
+                .collect(),
+            generation: 300,
+        };
+        let exact = batch.encoded_len();
+        assert!(json(exact).answer(&qs, true, &hits).is_ok());
+        assert!(json(exact - 1).answer(&qs, true, &hits).is_err());
+        // "big one" (over MIN_CACHED_METADATA) would be cached in the Struct form.
+        assert_eq!(cache.encoded(), 0, "the JSON form does not fill the cache");
     }
 }

@@ -50,6 +50,7 @@ impl PatternsApi {
         min_confidence: Option<f64>,
         min_generation: u64,
         batch: bool,
+        metadata_as_json: bool,
     ) -> ApiResult<(Vec<Matched>, u64)> {
         let generation = self.state.engine.current();
         check_min_generation(generation.number, min_generation)?;
@@ -61,6 +62,7 @@ impl PatternsApi {
             max_bytes: self.state.max_response_bytes,
             generation: generation.number,
             encoded: &self.encoded,
+            metadata_as_json,
         };
         let answers = matcher.answer(queries, batch, &self.state.hits)?;
         Ok((answers, generation.number))
@@ -104,6 +106,7 @@ impl PatternsApi {
         status: PatternStatus,
         enabled: bool,
         caller: String,
+        metadata_as_json: bool,
     ) -> ApiResult<(pb::Pattern, u64)> {
         check_id(id)?;
         check_reason(reason)?;
@@ -133,7 +136,7 @@ impl PatternsApi {
             pb::EventKind::PatternDisabled
         };
         self.announce(kind, id, generation);
-        Ok((pattern_pb(&row), generation))
+        Ok((pattern_pb(&row, metadata_as_json), generation))
     }
 }
 
@@ -155,7 +158,7 @@ const LEARN_FIELDS: &[(&str, &str)] = &[
 ];
 
 fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("pattern {id} does not exist"))
+    ApiError::pattern_not_found(id, format!("pattern {id} does not exist"))
 }
 
 fn check_query(field: &str, query: &str) -> ApiResult<()> {
@@ -180,10 +183,7 @@ fn check_min_confidence(min: Option<f64>) -> ApiResult<()> {
 
 fn check_min_generation(served: u64, wanted: u64) -> ApiResult<()> {
     if wanted > served {
-        return Err(ApiError::FailedPrecondition(format!(
-            "this replica serves generation {served}, older than min_generation {wanted}; \
-             retry shortly or on another replica"
-        )));
+        return Err(ApiError::generation_behind(served, wanted));
     }
     Ok(())
 }
@@ -197,7 +197,14 @@ fn status_pb(s: &PatternStatus) -> pb::PatternStatus {
     }
 }
 
-fn pattern_pb(row: &PatternRow) -> pb::Pattern {
+/// A row as answered, its metadata as a `Struct` or, with `metadata_as_json`, as JSON text.
+fn pattern_pb(row: &PatternRow, metadata_as_json: bool) -> pb::Pattern {
+    let metadata = row.metadata.as_deref();
+    let (metadata, metadata_json) = if metadata_as_json {
+        (None, convert::json_object_text(metadata))
+    } else {
+        (convert::json_text_to_struct(metadata), String::new())
+    };
     pb::Pattern {
         id: row.id,
         pattern: row.pattern.clone(),
@@ -212,15 +219,44 @@ fn pattern_pb(row: &PatternRow) -> pb::Pattern {
         created_by: row.created_by.clone(),
         enabled: row.enabled,
         status: status_pb(&row.status).into(),
-        metadata: convert::json_text_to_struct(row.metadata.as_deref()),
+        metadata,
         updated_at: Some(convert::timestamp(row.updated_at)),
         revision: row.revision,
+        metadata_json,
     }
 }
 
-fn metadata_json(m: Option<&prost_types::Struct>) -> serde_json::Value {
-    m.map(convert::struct_to_json)
-        .unwrap_or(serde_json::Value::Null)
+/// A LearnPattern request's metadata, from whichever form it was sent in, and the name of the
+/// field it came from (which the learning rules' and the table's refusals then name).
+fn proposed_metadata(
+    req: &pb::LearnPatternRequest,
+) -> ApiResult<(serde_json::Value, &'static str)> {
+    let text = req.metadata_json.as_str();
+    match (&req.metadata, text.is_empty()) {
+        (m, true) => Ok((
+            m.as_ref()
+                .map_or(serde_json::Value::Null, convert::struct_to_json),
+            "metadata",
+        )),
+        (Some(m), false) if m.fields.is_empty() => Err(ApiError::invalid(
+            "metadata",
+            "is present but empty while metadata_json is set: send one form (a JavaScript \
+             object given as metadata is encoded as an empty Struct; send its JSON.stringify \
+             as metadata_json alone)",
+        )),
+        (Some(_), false) => Err(ApiError::invalid(
+            "metadata_json",
+            "is set together with metadata: send one form",
+        )),
+        (None, false) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.is_object() => Ok((v, "metadata_json")),
+            Ok(_) => Err(ApiError::invalid("metadata_json", "must be a JSON object")),
+            Err(e) => Err(ApiError::invalid(
+                "metadata_json",
+                format!("is not valid JSON: {e}"),
+            )),
+        },
+    }
 }
 
 #[tonic::async_trait]
@@ -238,6 +274,7 @@ impl Patterns for PatternsApi {
             req.min_confidence,
             req.min_generation,
             false,
+            req.metadata_as_json,
         )?;
         let (pattern, normalized_query) = answers.pop().unwrap_or_default();
         Ok(Response::new(wire::MatchPatternResponse {
@@ -268,8 +305,13 @@ impl Patterns for PatternsApi {
             check_query(&format!("queries[{i}]"), q)?;
         }
         check_min_confidence(req.min_confidence)?;
-        let (answers, generation) =
-            self.match_queries(&req.queries, req.min_confidence, req.min_generation, true)?;
+        let (answers, generation) = self.match_queries(
+            &req.queries,
+            req.min_confidence,
+            req.min_generation,
+            true,
+            req.metadata_as_json,
+        )?;
         let results = answers
             .into_iter()
             .map(|(pattern, normalized_query)| wire::MatchResult {
@@ -291,11 +333,12 @@ impl Patterns for PatternsApi {
     ) -> Result<Response<pb::LearnPatternResponse>, Status> {
         let caller = audit::caller_of(&req);
         let req = req.into_inner();
+        let (metadata, metadata_field) = proposed_metadata(&req)?;
         let proposal = Proposal {
             query: req.query,
             category: req.category,
             confidence: req.confidence,
-            metadata: metadata_json(req.metadata.as_ref()),
+            metadata,
             created_by: req.created_by,
         };
         // One load: the threshold and the normalizer of one config generation; the column
@@ -305,12 +348,24 @@ impl Patterns for PatternsApi {
         let new = settings
             .rules
             .check(proposal, &settings.normalizer, &store.column_limits())
-            .map_err(ApiError::from)?;
+            .map_err(|mut v| {
+                if v.field == "metadata" {
+                    v.field = metadata_field;
+                }
+                ApiError::from(v)
+            })?;
         drop(settings);
+        let fields: Vec<_> = LEARN_FIELDS
+            .iter()
+            .map(|&(column, field)| match field {
+                "metadata" => (column, metadata_field),
+                _ => (column, field),
+            })
+            .collect();
         let outcome = store
             .learn(&new)
             .await
-            .map_err(|e| ApiError::from_store_write(e, LEARN_FIELDS))?;
+            .map_err(|e| ApiError::from_store_write(e, &fields))?;
         info!(
             id = outcome.row.id,
             normalized = %outcome.row.normalized_pattern,
@@ -328,7 +383,7 @@ impl Patterns for PatternsApi {
             .snapshot
             .is_winner(outcome.row.id);
         Ok(Response::new(pb::LearnPatternResponse {
-            pattern: Some(pattern_pb(&outcome.row)),
+            pattern: Some(pattern_pb(&outcome.row, req.metadata_as_json)),
             created: outcome.created,
             updated: outcome.updated,
             served,
@@ -346,7 +401,8 @@ impl Patterns for PatternsApi {
         &self,
         req: Request<pb::GetPatternRequest>,
     ) -> Result<Response<pb::GetPatternResponse>, Status> {
-        let id = req.into_inner().id;
+        let req = req.into_inner();
+        let id = req.id;
         check_id(id)?;
         let row = self
             .state
@@ -357,7 +413,7 @@ impl Patterns for PatternsApi {
             .ok_or_else(|| not_found(id))?;
         let served = self.state.engine.current().snapshot.is_winner(id);
         Ok(Response::new(pb::GetPatternResponse {
-            pattern: Some(pattern_pb(&row)),
+            pattern: Some(pattern_pb(&row, req.metadata_as_json)),
             served,
         }))
     }
@@ -422,7 +478,10 @@ impl Patterns for PatternsApi {
             String::new()
         };
         Ok(Response::new(pb::ListPatternsResponse {
-            patterns: rows.iter().map(pattern_pb).collect(),
+            patterns: rows
+                .iter()
+                .map(|r| pattern_pb(r, req.metadata_as_json))
+                .collect(),
             next_page_token,
         }))
     }
@@ -435,7 +494,14 @@ impl Patterns for PatternsApi {
         let caller = audit::caller_of(&req);
         let req = req.into_inner();
         let (pattern, generation) = self
-            .set_status(req.id, &req.reason, PatternStatus::Approved, true, caller)
+            .set_status(
+                req.id,
+                &req.reason,
+                PatternStatus::Approved,
+                true,
+                caller,
+                req.metadata_as_json,
+            )
             .await?;
         Ok(Response::new(pb::ApprovePatternResponse {
             pattern: Some(pattern),
@@ -453,7 +519,14 @@ impl Patterns for PatternsApi {
         let caller = audit::caller_of(&req);
         let req = req.into_inner();
         let (pattern, generation) = self
-            .set_status(req.id, &req.reason, PatternStatus::Disabled, false, caller)
+            .set_status(
+                req.id,
+                &req.reason,
+                PatternStatus::Disabled,
+                false,
+                caller,
+                req.metadata_as_json,
+            )
             .await?;
         Ok(Response::new(pb::DisablePatternResponse {
             pattern: Some(pattern),

@@ -81,6 +81,7 @@ mod tests {
             confidence: 0.93,
             accuracy: 0.5,
             metadata: Some(metadata),
+            ..Default::default()
         }
     }
 

@@ -263,8 +263,7 @@ pub fn learn_req(query: &str, category: &str, confidence: f64) -> pb::LearnPatte
         query: query.into(),
         category: category.into(),
         confidence,
-        metadata: None,
-        created_by: String::new(),
+        ..Default::default()
     }
 }
 
@@ -272,8 +271,7 @@ pub fn learn_req(query: &str, category: &str, confidence: f64) -> pb::LearnPatte
 pub fn match_req(query: &str) -> pb::MatchPatternRequest {
     pb::MatchPatternRequest {
         query: query.into(),
-        min_confidence: None,
-        min_generation: 0,
+        ..Default::default()
     }
 }
 

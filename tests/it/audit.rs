@@ -73,6 +73,7 @@ async fn grpc_changes_are_recorded_with_caller_source_and_generations(backend: B
         .disable_pattern(pb::DisablePatternRequest {
             id,
             reason: "wrong answers".into(),
+            ..Default::default()
         })
         .await
         .expect("disable");

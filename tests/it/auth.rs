@@ -89,7 +89,13 @@ pub async fn call(channel: &Channel, token: Option<&str>, rpc: &str) -> Result<(
             .await
             .map(drop),
         "GetPattern" => p
-            .get_pattern(with_token(pb::GetPatternRequest { id: 1 }, t))
+            .get_pattern(with_token(
+                pb::GetPatternRequest {
+                    id: 1,
+                    ..Default::default()
+                },
+                t,
+            ))
             .await
             .map(drop),
         "ListPatterns" => p
@@ -120,6 +126,7 @@ pub async fn call(channel: &Channel, token: Option<&str>, rpc: &str) -> Result<(
                 pb::ApprovePatternRequest {
                     id: 1,
                     reason: "test".into(),
+                    ..Default::default()
                 },
                 t,
             ))
@@ -130,6 +137,7 @@ pub async fn call(channel: &Channel, token: Option<&str>, rpc: &str) -> Result<(
                 pb::DisablePatternRequest {
                     id: 1,
                     reason: "test".into(),
+                    ..Default::default()
                 },
                 t,
             ))

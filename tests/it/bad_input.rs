@@ -133,18 +133,26 @@ fn grpc_rows(
             query: "x".into(),
             min_confidence: Some(1.5),
             min_generation: 0,
+            ..Default::default()
         })
         .await
     };
     let mut c = p();
     let huge = async move { c.match_pattern(match_req(&text(9 * 1024 * 1024))).await };
     let mut c = p();
-    let get0 = async move { c.get_pattern(pb::GetPatternRequest { id: 0 }).await };
+    let get0 = async move {
+        c.get_pattern(pb::GetPatternRequest {
+            id: 0,
+            ..Default::default()
+        })
+        .await
+    };
     let mut c = p();
     let approve = async move {
         c.approve_pattern(pb::ApprovePatternRequest {
             id: 1,
             reason: text(201),
+            ..Default::default()
         })
         .await
     };
@@ -153,6 +161,7 @@ fn grpc_rows(
         c.disable_pattern(pb::DisablePatternRequest {
             id: -1,
             reason: String::new(),
+            ..Default::default()
         })
         .await
     };

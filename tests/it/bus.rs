@@ -282,6 +282,7 @@ async fn three_replicas_converge_and_the_origin_does_not_reload_twice() {
         .disable_pattern(pb::DisablePatternRequest {
             id,
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .expect("disable")

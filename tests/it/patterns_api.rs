@@ -61,6 +61,7 @@ async fn learn_match_disable_approve(backend: Backend) {
         .disable_pattern(pb::DisablePatternRequest {
             id,
             reason: "wrong".into(),
+            ..Default::default()
         })
         .await
         .expect("disable")
@@ -79,6 +80,7 @@ async fn learn_match_disable_approve(backend: Backend) {
         .approve_pattern(pb::ApprovePatternRequest {
             id,
             reason: "ok".into(),
+            ..Default::default()
         })
         .await
         .expect("approve");
@@ -112,7 +114,10 @@ async fn learn_match_disable_approve(backend: Backend) {
 
     let got = app
         .patterns
-        .get_pattern(pb::GetPatternRequest { id })
+        .get_pattern(pb::GetPatternRequest {
+            id,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -145,7 +150,10 @@ async fn learn_match_disable_approve(backend: Backend) {
     );
     for status in [
         app.patterns
-            .get_pattern(pb::GetPatternRequest { id })
+            .get_pattern(pb::GetPatternRequest {
+                id,
+                ..Default::default()
+            })
             .await
             .expect_err("gone"),
         app.patterns
@@ -159,6 +167,7 @@ async fn learn_match_disable_approve(backend: Backend) {
             .approve_pattern(pb::ApprovePatternRequest {
                 id,
                 reason: String::new(),
+                ..Default::default()
             })
             .await
             .expect_err("gone"),
@@ -320,7 +329,10 @@ async fn bad_input_is_refused_and_loses_nothing(backend: Backend) {
     assert!(err.message().contains("--config"), "{}", err.message());
     let err = app
         .patterns
-        .get_pattern(pb::GetPatternRequest { id: -1 })
+        .get_pattern(pb::GetPatternRequest {
+            id: -1,
+            ..Default::default()
+        })
         .await
         .expect_err("bad id");
     assert_eq!(bad_field(&err), "id");
@@ -385,7 +397,10 @@ async fn hits_reach_the_database_in_batches(backend: Backend) {
         let mut patterns = patterns.clone();
         async move {
             let p = patterns
-                .get_pattern(pb::GetPatternRequest { id })
+                .get_pattern(pb::GetPatternRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner()
@@ -406,7 +421,10 @@ async fn hits_reach_the_database_in_batches(backend: Backend) {
     assert_eq!(status.store.expect("store").hits_pending, 0);
     assert_eq!(app.engine.current().number, learned_gen);
     let _ = patterns
-        .get_pattern(pb::GetPatternRequest { id })
+        .get_pattern(pb::GetPatternRequest {
+            id,
+            ..Default::default()
+        })
         .await
         .expect("still there");
 }

@@ -187,7 +187,10 @@ async fn duplicates_resolve_to_the_best_row(backend: Backend) {
     );
     let got = app
         .patterns
-        .get_pattern(pb::GetPatternRequest { id: 1 })
+        .get_pattern(pb::GetPatternRequest {
+            id: 1,
+            ..Default::default()
+        })
         .await
         .expect("get")
         .into_inner();
@@ -399,7 +402,10 @@ async fn failed_hit_flushes_are_kept_and_retried(backend: Backend) {
         let mut patterns = patterns.clone();
         async move {
             let p = patterns
-                .get_pattern(pb::GetPatternRequest { id })
+                .get_pattern(pb::GetPatternRequest {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .ok()?
                 .into_inner();

@@ -164,6 +164,7 @@ async fn pg_constraint_and_data_errors_past_validation_are_not_unavailable() {
         .disable_pattern(pb::DisablePatternRequest {
             id: 1,
             reason: "test".into(),
+            ..Default::default()
         })
         .await
         .expect_err("CHECK never_disabled");
