@@ -310,18 +310,9 @@ impl From<LoadError> for ApiError {
                     ],
                 )
             }
-            LoadError::ContentNotRetained {
-                ref content_hash,
-                retained,
-            } => ApiError::not_found(
-                Reason::ContentNotRetained,
-                e.to_string(),
-                ("generation", content_hash.clone()),
-                vec![
-                    ("content_hash", content_hash.clone()),
-                    ("retained_count", retained.to_string()),
-                ],
-            ),
+            // Only a bus follower's rollback looks a generation up by content hash; its
+            // failure is reported in the fleet's rollback_error, never answered to a caller.
+            e @ LoadError::ContentNotRetained { .. } => ApiError::NotFound(e.to_string()),
         }
     }
 }

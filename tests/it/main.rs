@@ -13,6 +13,7 @@ mod config_reload;
 mod docs;
 mod drain;
 mod engine;
+mod error_details;
 mod grpcurl;
 mod kubernetes;
 mod liveness;

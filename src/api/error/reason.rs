@@ -31,9 +31,6 @@ pub enum Reason {
     /// `requested_generation` (0: the previous one) and `retained_generations` (newest first,
     /// comma-separated, empty when none); `ResourceInfo` of type `generation`.
     GenerationNotRetained,
-    /// NOT_FOUND: a rollback by content hash found no retained generation with it. Metadata
-    /// `content_hash`, `retained_count`; `ResourceInfo` of type `generation`, named by the hash.
-    ContentNotRetained,
     /// UNAVAILABLE, with `RetryInfo`: the pattern store cannot be reached now (or a lock is
     /// contended); nothing was changed. Retry later.
     StoreUnavailable,
@@ -67,7 +64,6 @@ impl Reason {
         Reason::GenerationBehind,
         Reason::PatternNotFound,
         Reason::GenerationNotRetained,
-        Reason::ContentNotRetained,
         Reason::StoreUnavailable,
         Reason::ShuttingDown,
         Reason::StoreFailed,
@@ -84,7 +80,6 @@ impl Reason {
             Reason::GenerationBehind => "GENERATION_BEHIND",
             Reason::PatternNotFound => "PATTERN_NOT_FOUND",
             Reason::GenerationNotRetained => "GENERATION_NOT_RETAINED",
-            Reason::ContentNotRetained => "CONTENT_NOT_RETAINED",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
             Reason::ShuttingDown => "SHUTTING_DOWN",
             Reason::StoreFailed => "STORE_FAILED",
@@ -105,9 +100,7 @@ impl Reason {
             | Reason::ReloadRejected
             | Reason::StoreSwapFailed
             | Reason::BusNotConfigured => Code::FailedPrecondition,
-            Reason::PatternNotFound
-            | Reason::GenerationNotRetained
-            | Reason::ContentNotRetained => Code::NotFound,
+            Reason::PatternNotFound | Reason::GenerationNotRetained => Code::NotFound,
             Reason::StoreUnavailable | Reason::ShuttingDown => Code::Unavailable,
             Reason::ResponseTooLarge => Code::ResourceExhausted,
         }
