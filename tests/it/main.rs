@@ -18,6 +18,7 @@ mod grpcurl;
 mod kubernetes;
 mod liveness;
 mod load;
+mod metadata_json;
 mod model;
 mod patterns_api;
 mod probe;
