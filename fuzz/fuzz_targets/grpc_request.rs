@@ -92,6 +92,7 @@ enum Typed {
         query: String,
         min_confidence: Option<f64>,
         min_generation: u64,
+        metadata_as_json: bool,
     },
     Batch {
         queries: Vec<String>,
@@ -104,6 +105,7 @@ enum Typed {
         confidence: f64,
         metadata: Option<Vec<(String, Value)>>,
         created_by: String,
+        metadata_json: String,
     },
     Get {
         id: i64,
@@ -169,13 +171,13 @@ impl Typed {
     /// The method's index in [`METHODS`] and the encoded request.
     fn encode(&self) -> (usize, Vec<u8>) {
         match self {
-            Typed::Match { query, min_confidence, min_generation } => (
+            Typed::Match { query, min_confidence, min_generation, metadata_as_json } => (
                 0,
                 pb::MatchPatternRequest {
                     query: query.clone(),
                     min_confidence: *min_confidence,
                     min_generation: *min_generation,
-                    ..Default::default()
+                    metadata_as_json: *metadata_as_json,
                 }
                 .encode_to_vec(),
             ),
@@ -189,12 +191,13 @@ impl Typed {
                 }
                 .encode_to_vec(),
             ),
-            Typed::Learn { query, category, confidence, metadata, created_by } => {
+            Typed::Learn { query, category, confidence, metadata, created_by, metadata_json } => {
                 let mut b = pb::LearnPatternRequest {
                     query: query.clone(),
                     category: category.clone(),
                     confidence: *confidence,
                     created_by: created_by.clone(),
+                    metadata_json: metadata_json.clone(),
                     ..Default::default()
                 }
                 .encode_to_vec();
