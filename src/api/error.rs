@@ -359,6 +359,32 @@ mod tests {
         assert!(!status.message().contains("secret"));
     }
 
+    /// Every UNAVAILABLE says when to retry; a reason fills the ErrorInfo and picks the code.
+    #[test]
+    fn unavailable_always_carries_retry_info_and_reasons_their_code() {
+        for e in [
+            ApiError::Unavailable("legacy".into()),
+            ApiError::from(LoadError::Closed),
+            ApiError::from(LoadError::Store("secret".into())),
+        ] {
+            let status = Status::from(e);
+            assert_eq!(status.code(), Code::Unavailable);
+            let retry = status.get_error_details().retry_info().cloned();
+            assert_eq!(retry.expect("RetryInfo").retry_delay, Some(RETRY_AFTER));
+            assert!(!status.message().contains("secret"));
+        }
+        let status = Status::from(ApiError::from(LoadError::NotRetained {
+            wanted: 7,
+            retained: vec![5, 4],
+        }));
+        assert_eq!(status.code(), Code::NotFound);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "GENERATION_NOT_RETAINED");
+        assert_eq!(info.metadata["retained_generations"], "5,4");
+        assert!(details.retry_info().is_none());
+    }
+
     fn refused(column: &str, problem: Problem) -> StoreError {
         StoreError::Refused {
             what: "learning a pattern",
@@ -404,5 +430,9 @@ mod tests {
             fields,
         ));
         assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "STORE_REFUSED");
+        assert_eq!(info.metadata["column"], "created_by");
     }
 }
