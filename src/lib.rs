@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod ctl;
 pub mod engine;
 pub mod hits;
 pub mod learn;

@@ -1,6 +1,7 @@
 //! The hotplane binary: parse config, set up logs, build the application, run it until a signal
-//! (SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config file). `hotplane health` is
-//! answered first, by [`hotplane::probe`], without reading the config file.
+//! (SIGTERM/SIGINT drain and stop; SIGHUP re-reads the config file). `hotplane ctl` and
+//! `hotplane health` are answered first, by [`hotplane::ctl`] and [`hotplane::probe`], without
+//! reading the config file.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,12 @@ use hotplane::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `ctl` has a command line of its own: the server's settings (every one global, each with
+    // its HOTPLANE_* variable) are neither parsed nor listed in its help.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == "ctl") {
+        return hotplane::ctl::main(std::env::args_os().skip(1)).await;
+    }
     let cli = Cli::parse_args();
     let command = cli.command.unwrap_or(Command::Serve);
     // The probe needs neither the config file nor logs nor a database: only an address. A

@@ -13,6 +13,7 @@ use crate::{bus::Secret, normalize::Profile, store::redact_url};
 /// hotplane: hot-reloads learned patterns and other in-memory state without restarts.
 #[derive(Debug, Parser)]
 #[command(name = "hotplane", version, about, long_about = None)]
+#[command(after_help = "Operate a running server: `hotplane ctl --help` (docs/cli.md).")]
 pub struct Cli {
     /// What to do; serving is the default.
     #[command(subcommand)]
@@ -67,39 +68,13 @@ pub struct HealthArgs {
     #[arg(long, default_value = "", value_name = "NAME")]
     pub service: String,
 
-    /// Server address, `HOST:PORT` (or an `http://` / `https://` URL). Default: the server's
-    /// plaintext health port `--health-listen` / `HOTPLANE_HEALTH_LISTEN` when set and no TLS
-    /// option is given, else `--listen` / `HOTPLANE_LISTEN` (not the config file's), a wildcard
-    /// host (0.0.0.0, ::) becoming loopback; so 127.0.0.1:50051 when neither is set.
-    #[arg(long, value_name = "ADDR")]
-    pub addr: Option<String>,
-
     /// Give up after this long (connect and answer), reporting no answer.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 
-    /// Connect with TLS, trusting the system's CA bundle (`SSL_CERT_FILE`, else
-    /// /etc/ssl/certs/ca-certificates.crt) unless `--tls-ca` is given. Implied by every other
-    /// `--tls-*` option of this command and by an `https://` address.
-    #[arg(long)]
-    pub tls: bool,
-
-    /// TLS: PEM CA certificate(s) the server's certificate must chain to.
-    #[arg(long, value_name = "FILE")]
-    pub tls_ca: Option<std::path::PathBuf>,
-
-    /// mTLS: PEM client certificate (chain) to present; needs `--tls-client-key`.
-    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
-    pub tls_client_cert: Option<std::path::PathBuf>,
-
-    /// mTLS: PEM private key of `--tls-client-cert`.
-    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
-    pub tls_client_key: Option<std::path::PathBuf>,
-
-    /// TLS: the name the server's certificate must carry, when it is not the address's host
-    /// (e.g. `localhost` while connecting to 127.0.0.1).
-    #[arg(long, value_name = "NAME")]
-    pub tls_server_name: Option<String>,
+    /// The server's address, token and TLS options (shared with `hotplane ctl`).
+    #[command(flatten)]
+    pub connect: crate::ctl::ConnectArgs,
 }
 
 /// Log output format.
