@@ -214,7 +214,6 @@ fn status_text(s: &pb::GetStatusResponse) -> String {
     ]);
     for t in &s.targets {
         let name = short(t.target().as_str_name(), "TARGET_");
-        let cur = t.current.clone().unwrap_or_default();
         let retained: Vec<String> = t
             .retained
             .iter()
@@ -231,19 +230,20 @@ fn status_text(s: &pb::GetStatusResponse) -> String {
         if t.quarantined_total > 0 {
             state.push_str(&format!("; {} quarantined", t.quarantined_total));
         }
-        table.row(vec![
-            name,
-            t.current
-                .as_ref()
-                .map_or("-".into(), |c| c.generation.to_string()),
-            cur.item_count.to_string(),
-            or_dash(&clip(&cur.content_hash, 12)),
-            short(cur.source().as_str_name(), "RELOAD_SOURCE_"),
-            short(cur.mode().as_str_name(), "LOAD_MODE_"),
-            time(cur.loaded_at.as_ref()),
-            or_dash(&retained.join(",")),
-            state,
-        ]);
+        let mut row = vec![name];
+        row.extend(match &t.current {
+            Some(cur) => [
+                cur.generation.to_string(),
+                cur.item_count.to_string(),
+                or_dash(&clip(&cur.content_hash, 12)),
+                short(cur.source().as_str_name(), "RELOAD_SOURCE_"),
+                short(cur.mode().as_str_name(), "LOAD_MODE_"),
+                time(cur.loaded_at.as_ref()),
+            ],
+            None => std::array::from_fn(|_| "-".to_owned()),
+        });
+        row.extend([or_dash(&retained.join(",")), state]);
+        table.row(row);
     }
     out.push_str(&table.render());
     out

@@ -163,11 +163,20 @@ async fn session(
         if let Some(s) = &ev.status {
             pos.instance = Some(s.instance_id.clone());
         }
+        // Heartbeats and the final status a server sends when it shuts down repeat the last
+        // event's id: people see the event once (scripts get the stream as it is).
+        let repeat = ev.event_id == pos.last_id && ev.status.is_some() && pos.printed > 0;
         pos.last_id = ev.event_id;
         pos.printed += 1;
         if ctx.json {
             output::print_json(&to_json(&ev, "hotplane.v1.WatchStatusResponse"), true)
-        } else if ev.kind() == pb::EventKind::Heartbeat && !a.heartbeats {
+        } else if ev.kind() == pb::EventKind::Heartbeat {
+            if a.heartbeats {
+                output::print(&line(&ev))
+            } else {
+                Ok(())
+            }
+        } else if repeat {
             Ok(())
         } else {
             output::print(&line(&ev))
