@@ -10,6 +10,7 @@ mod binary;
 mod buf_breaking;
 mod bus;
 mod config_reload;
+mod ctl;
 mod docs;
 mod drain;
 mod engine;
