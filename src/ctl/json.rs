@@ -3,8 +3,8 @@
 //! output follows the proto with nothing written per message.
 //!
 //! Field names are the proto's (`generation_after`, not `generationAfter`): the names in
-//! `proto/` and docs/api.md. Every field is present, defaults included, so a script can read
-//! `.matched` without guessing. 64-bit integers are JSON numbers (ids and generations stay far
+//! `proto/` and docs/api.md. Every scalar, list and map field is present, defaults included, so
+//! a script can read `.matched` without guessing; a message field that is not set is left out. 64-bit integers are JSON numbers (ids and generations stay far
 //! below 2^53), enums their names (`TARGET_PATTERNS`), timestamps RFC 3339, durations `"1.5s"`,
 //! and metadata a plain JSON object.
 
