@@ -17,6 +17,11 @@
 //! finds the server with no flags, TLS or not. A config file's `server.listen` is not read: a
 //! server moved there needs `--addr`. The server's TLS files are not used (its certificate is
 //! not a CA): the TLS port needs `--tls-ca` (or the system's CA bundle with `--tls`).
+//!
+//! The address, token and TLS options, and their client-side variables (`HOTPLANE_ADDR`,
+//! `HOTPLANE_TOKEN`, `HOTPLANE_CLIENT_TLS_*`), are `hotplane ctl`'s ([`crate::ctl::connect`]),
+//! made into an endpoint by the same code. The token is only sent with the drain question: the
+//! health check itself is open.
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 

@@ -10,12 +10,15 @@
 //! - [`connect`]: address, token and TLS options (shared with `hotplane health`);
 //! - [`error`]: one-line errors with every `google.rpc` detail, and the exit statuses;
 //! - [`json`], [`output`]: the two output forms;
-//! - `state.rs` (status, reload, rollback, drain, audit), `patterns.rs` (match, learn,
-//!   patterns), `watch.rs` (the live event stream, resumed across restarts).
+//! - `state.rs` (status, reload, rollback), `drain.rs`, `audit.rs`, `matching.rs`,
+//!   `patterns.rs` (learn, patterns), `watch.rs` (the live event stream, resumed across restarts).
 
+mod audit;
 pub mod connect;
+mod drain;
 pub mod error;
 pub mod json;
+mod matching;
 pub mod output;
 mod patterns;
 mod state;
@@ -83,13 +86,13 @@ pub enum CtlCommand {
     Drain {
         /// start, stop or status.
         #[command(subcommand)]
-        action: state::DrainAction,
+        action: drain::DrainAction,
     },
     /// Print events as they happen (HotReload/WatchStatus), resuming across reconnects and
     /// server restarts, until Ctrl-C (exit 0).
     Watch(watch::WatchArgs),
     /// Match one query (MatchPattern), or several in one snapshot (BatchMatchPatterns).
-    Match(patterns::MatchArgs),
+    Match(matching::MatchArgs),
     /// Learn a pattern (LearnPattern).
     Learn(patterns::LearnArgs),
     /// List, show, approve, disable or delete pattern rows.
@@ -99,7 +102,7 @@ pub enum CtlCommand {
         action: patterns::PatternsAction,
     },
     /// The audit trail, newest first (HotReload/ListAudit, admin scope).
-    Audit(state::AuditArgs),
+    Audit(audit::AuditArgs),
 }
 
 /// Connected clients, each sending the bearer token.
@@ -220,10 +223,10 @@ async fn run(cli: CtlCli) -> Result<Exit, CtlError> {
         CtlCommand::Status => state::status(&ctx).await,
         CtlCommand::Reload(args) => state::reload(&ctx, args).await,
         CtlCommand::Rollback(args) => state::rollback(&ctx, args).await,
-        CtlCommand::Drain { action } => state::drain(&ctx, action).await,
-        CtlCommand::Audit(args) => state::audit(&ctx, args).await,
+        CtlCommand::Drain { action } => drain::drain(&ctx, action).await,
+        CtlCommand::Audit(args) => audit::audit(&ctx, args).await,
         CtlCommand::Watch(args) => watch::watch(&ctx, args).await,
-        CtlCommand::Match(args) => patterns::matches(&ctx, args).await,
+        CtlCommand::Match(args) => matching::matches(&ctx, args).await,
         CtlCommand::Learn(args) => patterns::learn(&ctx, args).await,
         CtlCommand::Patterns { action } => patterns::patterns(&ctx, action).await,
     }

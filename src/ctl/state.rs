@@ -1,12 +1,13 @@
-//! `status`, `reload`, `rollback`, `drain` and `audit`: what a replica serves and the calls
-//! that change it (HotReload and Drain).
+//! `status`, `reload` and `rollback`: what a replica serves, and the HotReload calls that change
+//! it.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use super::{
     Ctx,
+    drain::drain_text,
     error::{CtlError, Exit},
     json::to_json,
     output::{Table, clip, duration, fields, or_dash, short, time},
@@ -87,63 +88,8 @@ pub struct RollbackArgs {
     pub reason: String,
 }
 
-/// `drain start|stop|status`.
-#[derive(Debug, Clone, Subcommand)]
-pub enum DrainAction {
-    /// Start draining: health goes NOT_SERVING, new work is refused, running work finishes.
-    Start {
-        /// Why (shown in status, health and logs).
-        #[arg(long, default_value = "hotplane ctl")]
-        reason: String,
-        /// Return only when running work reached zero or the grace expired (exit 1 then).
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: how long at most (default: the server's shutdown grace).
-        #[arg(long, value_name = "DURATION", requires = "wait", value_parser = humantime::parse_duration)]
-        grace: Option<Duration>,
-    },
-    /// Stop draining and serve again.
-    Stop,
-    /// The drain state and the work running now.
-    Status,
-}
-
-/// Options of `audit` (ListAuditRequest).
-#[derive(Debug, Clone, Args)]
-pub struct AuditArgs {
-    /// Only rows at or after this time: RFC 3339 (`2026-12-07T09:00:00Z`) or an age (`1h`).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub since: Option<SystemTime>,
-    /// Only rows before this time (same forms as --since).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub until: Option<SystemTime>,
-    /// Only this action (reload, rollback, drain_start, pattern_learn, ...).
-    #[arg(long, value_name = "ACTION")]
-    pub action: Option<String>,
-    /// Only this caller, exactly as recorded.
-    #[arg(long, value_name = "CALLER")]
-    pub caller: Option<String>,
-    /// Rows per page, 1..1000 (default: the server's, 100).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub page_size: i32,
-    /// The page after a previous answer's next_page_token.
-    #[arg(long, value_name = "TOKEN", default_value = "")]
-    pub page_token: String,
-}
-
-/// A time given as RFC 3339, or as an age before now (`90m`, `2d`).
-fn parse_time(text: &str) -> Result<SystemTime, String> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Ok(t);
-    }
-    let age = humantime::parse_duration(text)
-        .map_err(|_| format!("{text:?}: not an RFC 3339 time nor an age such as 1h"))?;
-    SystemTime::now()
-        .checked_sub(age)
-        .ok_or_else(|| format!("{text:?}: too long ago"))
-}
-
-fn proto_duration(d: Option<Duration>) -> Option<prost_types::Duration> {
+/// A std duration as a protobuf one (`None` stays `None`).
+pub(super) fn proto_duration(d: Option<Duration>) -> Option<prost_types::Duration> {
     d.and_then(|d| prost_types::Duration::try_from(d).ok())
 }
 
@@ -247,23 +193,6 @@ fn status_text(s: &pb::GetStatusResponse) -> String {
     }
     out.push_str(&table.render());
     out
-}
-
-pub(super) fn drain_text(d: Option<&pb::DrainStatus>) -> String {
-    match d {
-        Some(d) if d.draining => format!(
-            "draining since {}: {:?} ({} request(s), {} stream(s) running)",
-            time(d.since.as_ref()),
-            d.reason,
-            d.in_flight_requests,
-            d.open_streams
-        ),
-        Some(d) => format!(
-            "serving ({} request(s), {} stream(s) running)",
-            d.in_flight_requests, d.open_streams
-        ),
-        None => "-".into(),
-    }
 }
 
 /// `reload`.
@@ -448,137 +377,4 @@ pub async fn rollback(ctx: &Ctx, a: RollbackArgs) -> Result<Exit, CtlError> {
     } else {
         Exit::Ok
     })
-}
-
-/// `drain start|stop|status`.
-pub async fn drain(ctx: &Ctx, action: DrainAction) -> Result<Exit, CtlError> {
-    let mut client = ctx.clients.drain.clone();
-    match action {
-        DrainAction::Start {
-            reason,
-            wait,
-            grace,
-        } => {
-            // The server's own grace applies when none is given: allow a generous minute.
-            let extra = if wait {
-                grace.unwrap_or(Duration::from_secs(60))
-            } else {
-                Duration::ZERO
-            };
-            let req = pb::StartDrainRequest {
-                reason,
-                grace: proto_duration(grace),
-                wait,
-            };
-            let r = client
-                .start_drain(ctx.request(req, extra))
-                .await?
-                .into_inner();
-            let text = || {
-                let mut out = format!("{}\n", drain_text(r.status.as_ref()));
-                if wait {
-                    out.push_str(&if r.completed {
-                        "running work finished\n".to_owned()
-                    } else {
-                        format!(
-                            "still running at the end of the grace: {}\n",
-                            r.still_running.join(", ")
-                        )
-                    });
-                }
-                out
-            };
-            ctx.answer(text, || to_json(&r, "hotplane.v1.StartDrainResponse"))?;
-            Ok(if wait && !r.completed {
-                Exit::Refused
-            } else {
-                Exit::Ok
-            })
-        }
-        DrainAction::Stop => {
-            let r = client
-                .stop_drain(ctx.request(pb::StopDrainRequest {}, Duration::ZERO))
-                .await?
-                .into_inner();
-            ctx.answer(
-                || drain_text(r.status.as_ref()),
-                || to_json(&r, "hotplane.v1.StopDrainResponse"),
-            )?;
-            Ok(Exit::Ok)
-        }
-        DrainAction::Status => {
-            let r = client
-                .get_drain_status(ctx.request(pb::GetDrainStatusRequest {}, Duration::ZERO))
-                .await?
-                .into_inner();
-            ctx.answer(
-                || drain_text(r.status.as_ref()),
-                || to_json(&r, "hotplane.v1.GetDrainStatusResponse"),
-            )?;
-            Ok(Exit::Ok)
-        }
-    }
-}
-
-/// `audit`.
-pub async fn audit(ctx: &Ctx, a: AuditArgs) -> Result<Exit, CtlError> {
-    let req = pb::ListAuditRequest {
-        page_size: a.page_size,
-        page_token: a.page_token,
-        since: a.since.map(prost_types::Timestamp::from),
-        until: a.until.map(prost_types::Timestamp::from),
-        action: a.action.unwrap_or_default(),
-        caller: a.caller.unwrap_or_default(),
-    };
-    let r = ctx
-        .clients
-        .reload
-        .clone()
-        .list_audit(ctx.request(req, Duration::ZERO))
-        .await?
-        .into_inner();
-    let text = || {
-        let mut table = Table::new(&[
-            "id",
-            "at",
-            "caller",
-            "action",
-            "target",
-            "source",
-            "generation",
-            "result",
-            "took",
-            "reason",
-        ]);
-        for e in &r.entries {
-            let why = if e.error.is_empty() {
-                e.reason.clone()
-            } else {
-                format!("{} [{}]", e.reason, e.error)
-            };
-            table.row(vec![
-                e.id.to_string(),
-                time(e.at.as_ref()),
-                e.caller.clone(),
-                e.action.clone(),
-                e.target.clone(),
-                e.source.clone(),
-                format!("{} -> {}", e.generation_before, e.generation_after),
-                e.result.clone(),
-                duration(e.duration.as_ref()),
-                or_dash(&why),
-            ]);
-        }
-        let mut out = if table.is_empty() {
-            "no audit rows\n".to_owned()
-        } else {
-            table.render()
-        };
-        if !r.next_page_token.is_empty() {
-            out.push_str(&format!("more: --page-token {}\n", r.next_page_token));
-        }
-        out
-    };
-    ctx.answer(text, || to_json(&r, "hotplane.v1.ListAuditResponse"))?;
-    Ok(Exit::Ok)
 }

@@ -17,10 +17,11 @@ use tonic::{Code, Status};
 
 use super::{
     Ctx,
+    drain::drain_text,
     error::{CtlError, Exit, one_line},
     json::to_json,
     output::{self, short},
-    state::{TargetArg, drain_text},
+    state::TargetArg,
 };
 use crate::{pb, retry::Backoff};
 
