@@ -474,18 +474,26 @@ impl Watch {
             .expect("watch still running")
     }
 
-    /// Reads JSON events until one for which `done` holds; returns every event read.
+    /// Reads JSON events until one for which `done` holds, within the deadline (heartbeats
+    /// keep lines coming, so each line's deadline alone would not end a wait that fails);
+    /// returns every event read.
     async fn until(&mut self, done: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut seen = Vec::new();
-        loop {
-            let line = self.line().await;
-            let event: Value = serde_json::from_str(&line).expect("one JSON object per line");
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
+        let read = async {
+            loop {
+                let line = self.line().await;
+                let event: Value = serde_json::from_str(&line).expect("one JSON object per line");
+                let stop = done(&event);
+                seen.push(event);
+                if stop {
+                    return;
+                }
             }
+        };
+        if tokio::time::timeout(DEADLINE, read).await.is_err() {
+            panic!("no such event before the deadline; read: {seen:?}");
         }
+        seen
     }
 
     /// Ctrl-C; the exit code.
@@ -504,33 +512,68 @@ fn learned(id: i64) -> impl Fn(&Value) -> bool {
     move |e| e["kind"] == "EVENT_KIND_PATTERN_LEARNED" && e["pattern_id"] == id
 }
 
-/// Events of one server, then, after it stops and another starts on the same address and
-/// database, a fresh snapshot from the new instance and its events: the stream survives the
-/// restart, and Ctrl-C ends it with exit 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_prints_events_survives_a_restart_and_ends_on_ctrl_c() {
-    let mut first = TestApp::spawn(Backend::Sqlite).await;
-    let addr = first.addr;
-    let mut watch = Watch::start(&addr.to_string(), &["--json"]);
-    let snapshot = watch.until(|e| e["kind"] == "EVENT_KIND_SNAPSHOT").await;
-    let first_instance = snapshot[0]["status"]["instance_id"].clone();
-    let id = first
-        .patterns
-        .learn_pattern(learn_req("before the restart", "cat", 0.95))
+async fn learn_on(app: &mut TestApp, text: &str) -> i64 {
+    app.patterns
+        .learn_pattern(learn_req(text, "cat", 0.95))
         .await
         .expect("learn")
         .into_inner()
         .pattern
         .expect("row")
-        .id;
-    watch.until(learned(id)).await;
+        .id
+}
 
+/// Events of one server, then, after it stops and another starts on the same address and
+/// database, a fresh snapshot from the new instance and its events: the stream survives the
+/// restart, and Ctrl-C ends it with exit 0.
+///
+/// The watch is paused (SIGSTOP) across the restart while the new server numbers more events
+/// than the old one did, so resuming after the last id seen would be served from the new
+/// server's replay buffer: events of another numbering, a silent gap, no snapshot. Only a
+/// watch that notices the new instance asks for the snapshot this test waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_prints_events_survives_a_restart_and_ends_on_ctrl_c() {
+    use rustix::process::Signal;
+    let mut first = TestApp::spawn(Backend::Sqlite).await;
+    let addr = first.addr;
+    let mut watch = Watch::start(&addr.to_string(), &["--json"]);
+    let snapshot = watch.until(|e| e["kind"] == "EVENT_KIND_SNAPSHOT").await;
+    let first_instance = snapshot[0]["status"]["instance_id"].clone();
+    let id = learn_on(&mut first, "before the restart").await;
+    let seen = watch.until(learned(id)).await;
+    let last_seen = seen.last().expect("an event")["event_id"]
+        .as_u64()
+        .expect("an id");
+
+    let pid = watch.child.id().expect("running");
+    send_signal(pid, Signal::STOP);
     let db = first.db.clone();
     first.stop().await.expect("the first server stops cleanly");
     let mut config = Config::for_database(db.url());
     config.listen = addr;
     let mut second = TestApp::start(config, db).await;
     second.wait_ready().await;
+    for n in 0..3 {
+        learn_on(&mut second, &format!("while the watch was paused {n}")).await;
+    }
+    // A snapshot carries the id of the last event numbered.
+    let now = second
+        .reload
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect("watch")
+        .into_inner()
+        .message()
+        .await
+        .expect("a snapshot")
+        .expect("open")
+        .event_id;
+    assert!(
+        now > last_seen + 1,
+        "the new server numbered more events: {now} vs {last_seen}"
+    );
+    send_signal(pid, Signal::CONT);
+
     let events = watch
         .until(|e| {
             e["kind"] == "EVENT_KIND_SNAPSHOT" && e["status"]["instance_id"] != first_instance
@@ -540,17 +583,9 @@ async fn watch_prints_events_survives_a_restart_and_ends_on_ctrl_c() {
         events
             .iter()
             .all(|e| e["kind"] != "EVENT_KIND_PATTERN_LEARNED"),
-        "nothing replayed from the old numbering: {events:?}"
+        "nothing replayed from the new server's numbering: {events:?}"
     );
-    let id = second
-        .patterns
-        .learn_pattern(learn_req("after the restart", "cat", 0.95))
-        .await
-        .expect("learn")
-        .into_inner()
-        .pattern
-        .expect("row")
-        .id;
+    let id = learn_on(&mut second, "after the restart").await;
     watch.until(learned(id)).await;
     assert_eq!(watch.interrupt().await, Some(OK));
 }
