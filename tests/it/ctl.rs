@@ -255,7 +255,7 @@ async fn drain_start_status_and_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_names_the_field_and_exits_2_a_missing_server_exits_3() {
+async fn bad_input_names_the_field_and_exits_2_a_precondition_1_a_missing_server_3() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let learn = [
         "learn",
@@ -277,6 +277,10 @@ async fn bad_input_names_the_field_and_exits_2_a_missing_server_exits_3() {
         err["error"]["details"][0]["field_violations"][0]["field"],
         "confidence"
     );
+    // A generation this replica does not serve yet: refused (precondition), not bad input.
+    ctl(&app, &["match", "anything", "--min-generation", "999"])
+        .await
+        .fails(REFUSED, &["FAILED_PRECONDITION"]);
     let long = "x".repeat(5000);
     ctl(&app, &["match", &long])
         .await
