@@ -235,6 +235,65 @@ async fn reload_and_rollback_move_the_generation() {
         .fails(REFUSED, &["NOT_FOUND", "424242"]);
 }
 
+/// `reload --broadcast --wait-for-fleet`: two replicas on one bus answer converged (exit 0); a
+/// member that never converges (a stale registry entry) ends the wait unmet: the table names
+/// it, and the exit status is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_broadcast_waits_for_the_fleet_and_exits_1_when_it_does_not_converge() {
+    use crate::bus::{bus_config, channel, redis_url, register_member, start};
+    let db = std::sync::Arc::new(crate::db::TestDb::sqlite().await);
+    let ch = channel("hotplane:ctl-fleet");
+    let config = || {
+        let mut c = bus_config(&db, &redis_url(), &ch);
+        c.fleet_heartbeat = Duration::from_millis(100);
+        c.fleet_ttl = Duration::from_secs(3);
+        c
+    };
+    let a = start(config(), &db).await;
+    let _b = start(config(), &db).await;
+    eventually("two members", || async {
+        let fleet = crate::helpers::status(&a).await.fleet.expect("a fleet");
+        (fleet.members.len() == 2).then_some(())
+    })
+    .await;
+    let waited = ctl(
+        &a,
+        &["reload", "--broadcast", "--wait-for-fleet", "10s", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(waited["fleet_converged"], true, "{waited}");
+    assert_eq!(
+        waited["fleet"].as_array().map(Vec::len),
+        Some(2),
+        "{waited}"
+    );
+
+    let ghost = r#"{"instance_id":"ghost","addr":"10.0.0.9:50051","generation":1,
+        "content_hash":"0","store_revision":-1,"item_count":0,"draining":false,
+        "updated_at_ms":0}"#;
+    register_member(&ch, "ghost", ghost).await;
+    let run = ctl(&a, &["reload", "--broadcast", "--wait-for-fleet", "300ms"]).await;
+    assert_eq!(run.code, Some(REFUSED), "{run:?}");
+    assert!(run.stdout.contains("fleet NOT converged"), "{run:?}");
+    let row = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ghost "))
+        .unwrap_or_else(|| panic!("the ghost's row: {run:?}"));
+    assert!(row.contains(" no "), "{row}");
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    redis::cmd("DEL")
+        .arg(format!("{ch}:fleet:ghost"))
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("remove the ghost");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_start_status_and_stop() {
     let app = TestApp::spawn(Backend::Sqlite).await;
