@@ -364,6 +364,21 @@ async fn bad_input_names_the_field_and_exits_2_a_precondition_1_a_missing_server
     assert_eq!(usage.code, Some(USAGE), "{usage:?}");
     assert!(usage.stderr.contains("--broadcast"), "{usage:?}");
 
+    // The client TLS variables are read (TLS is then on, and its files are this side's input).
+    ctl_env(
+        &app,
+        &["status"],
+        &[("HOTPLANE_CLIENT_TLS_CA", "/nonexistent/ca.pem")],
+    )
+    .await
+    .fails(USAGE, &["--tls-ca", "/nonexistent/ca.pem"]);
+    let usage = ctl_env(&app, &["status"], &[("HOTPLANE_CLIENT_TLS_CERT", "c.pem")]).await;
+    assert_eq!(
+        usage.code,
+        Some(USAGE),
+        "a certificate without its key: {usage:?}"
+    );
+
     // Nothing listens on a port just freed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
