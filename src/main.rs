@@ -15,8 +15,10 @@ use hotplane::{
 async fn main() -> ExitCode {
     // `ctl` has a command line of its own: the server's settings (every one global, each with
     // its HOTPLANE_* variable) are neither parsed nor listed in its help.
-    let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|first| first == "ctl") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "ctl")
+    {
         return hotplane::ctl::main(std::env::args_os().skip(1)).await;
     }
     let cli = Cli::parse_args();
