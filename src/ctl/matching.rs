@@ -35,6 +35,7 @@ pub async fn matches(ctx: &Ctx, a: MatchArgs) -> Result<Exit, CtlError> {
             query: query.clone(),
             min_confidence: a.min_confidence,
             min_generation: a.min_generation,
+            ..Default::default()
         };
         let r = client
             .match_pattern(ctx.request(req, Duration::ZERO))
@@ -57,6 +58,7 @@ pub async fn matches(ctx: &Ctx, a: MatchArgs) -> Result<Exit, CtlError> {
             queries: a.queries.clone(),
             min_confidence: a.min_confidence,
             min_generation: a.min_generation,
+            ..Default::default()
         };
         let r = client
             .batch_match_patterns(ctx.request(req, Duration::ZERO))

@@ -99,6 +99,7 @@ pub async fn learn(ctx: &Ctx, a: LearnArgs) -> Result<Exit, CtlError> {
         confidence: a.confidence,
         metadata,
         created_by: a.created_by,
+        ..Default::default()
     };
     let r = ctx
         .clients
@@ -202,6 +203,7 @@ pub async fn patterns(ctx: &Ctx, action: PatternsAction) -> Result<Exit, CtlErro
                 page_token,
                 status: status.into(),
                 category,
+                ..Default::default()
             };
             let r = client
                 .list_patterns(ctx.request(req, zero))
@@ -242,7 +244,13 @@ pub async fn patterns(ctx: &Ctx, action: PatternsAction) -> Result<Exit, CtlErro
         }
         PatternsAction::Get { id } => {
             let r = client
-                .get_pattern(ctx.request(pb::GetPatternRequest { id }, zero))
+                .get_pattern(ctx.request(
+                    pb::GetPatternRequest {
+                        id,
+                        ..Default::default()
+                    },
+                    zero,
+                ))
                 .await?
                 .into_inner();
             let text = || {
@@ -253,7 +261,11 @@ pub async fn patterns(ctx: &Ctx, action: PatternsAction) -> Result<Exit, CtlErro
             ctx.answer(text, || to_json(&r, "hotplane.v1.GetPatternResponse"))?;
         }
         PatternsAction::Approve(WriteArgs { id, reason }) => {
-            let req = pb::ApprovePatternRequest { id, reason };
+            let req = pb::ApprovePatternRequest {
+                id,
+                reason,
+                ..Default::default()
+            };
             let r = client
                 .approve_pattern(ctx.request(req, zero))
                 .await?
@@ -268,7 +280,11 @@ pub async fn patterns(ctx: &Ctx, action: PatternsAction) -> Result<Exit, CtlErro
             ctx.answer(text, || to_json(&r, "hotplane.v1.ApprovePatternResponse"))?;
         }
         PatternsAction::Disable(WriteArgs { id, reason }) => {
-            let req = pb::DisablePatternRequest { id, reason };
+            let req = pb::DisablePatternRequest {
+                id,
+                reason,
+                ..Default::default()
+            };
             let r = client
                 .disable_pattern(ctx.request(req, zero))
                 .await?
