@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration, time::Instant};
 
 use super::{
     ReloadState, check_reason, convert,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Reason},
     events::EventHub,
     generation_pb,
 };
@@ -154,7 +154,10 @@ pub(super) async fn reload_bus(
         .await
         .map_err(|e| match e {
             SwapError::InvalidUrl(m) => ApiError::invalid("redis_url", m),
-            e => ApiError::FailedPrecondition(e.to_string()),
+            e @ SwapError::Disabled => {
+                ApiError::reasoned(Reason::BusNotConfigured, e.to_string(), vec![])
+            }
+            e => ApiError::reasoned(Reason::BusSwapFailed, e.to_string(), vec![]),
         })?;
     let current = state.engine.current();
     Ok(pb::ReloadResponse {
@@ -175,10 +178,11 @@ pub(super) async fn reload_bus(
 pub(super) fn check_rollback(bus: &Bus, req: &pb::RollbackRequest) -> ApiResult<Option<Duration>> {
     let wait = check_fleet_wait(req.wait_for_fleet.as_ref(), req.broadcast)?;
     if req.broadcast && !bus.enabled() {
-        return Err(ApiError::FailedPrecondition(
+        return Err(ApiError::reasoned(
+            Reason::BusNotConfigured,
             "broadcast needs the Redis bus: start hotplane with --redis-url \
-             (HOTPLANE_REDIS_URL), or roll back each replica"
-                .into(),
+             (HOTPLANE_REDIS_URL), or roll back each replica",
+            vec![],
         ));
     }
     Ok(wait)

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{
     ReloadState, check_reason, convert,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, Reason},
     status::{change_pb, config_generation_pb as generation_pb, pinned_pb},
 };
 use crate::{
@@ -66,7 +66,16 @@ fn error(e: ConfigReloadError) -> ApiError {
     match e {
         ConfigReloadError::Files(_)
         | ConfigReloadError::Config(ReloadError::NoFile | ReloadError::Read(_)) => {
-            ApiError::FailedPrecondition(e.to_string())
+            let cause = match &e {
+                ConfigReloadError::Files(_) => "credentials",
+                ConfigReloadError::Config(ReloadError::NoFile) => "no_config_file",
+                _ => "unreadable",
+            };
+            ApiError::reasoned(
+                Reason::ConfigRejected,
+                e.to_string(),
+                vec![("cause", cause.to_owned())],
+            )
         }
         ConfigReloadError::Config(ReloadError::Invalid { errors, .. }) => ApiError::InvalidFields(
             errors

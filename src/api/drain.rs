@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{DrainState, check_reason, convert, error::ApiError};
+use super::{
+    DrainState, check_reason, convert,
+    error::{ApiError, Reason},
+};
 use crate::{
     audit,
     engine::Source,
@@ -85,7 +88,7 @@ impl Drain for DrainApi {
         self.state
             .drain
             .stop(&audit::caller_of(&req))
-            .map_err(|m| ApiError::FailedPrecondition(m.into()))?;
+            .map_err(|m| ApiError::reasoned(Reason::DrainFinal, m, vec![]))?;
         Ok(Response::new(pb::StopDrainResponse {
             status: Some(drain_pb(&self.state.drain.snapshot())),
         }))

@@ -251,6 +251,60 @@ async fn bus_not_configured_for_a_broadcast() {
         .await
         .expect_err("no bus");
     error_info(&err, Code::FailedPrecondition, "BUS_NOT_CONFIGURED");
+    // A broadcast rollback and a bus swap need it too.
+    let err = app
+        .reload
+        .rollback(pb::RollbackRequest {
+            target: pb::Target::Patterns.into(),
+            broadcast: true,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no bus");
+    error_info(&err, Code::FailedPrecondition, "BUS_NOT_CONFIGURED");
+    let err = app
+        .reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Bus.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no bus to swap");
+    error_info(&err, Code::FailedPrecondition, "BUS_NOT_CONFIGURED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_rejected_says_why() {
+    // Started without --config: there is no file to re-read.
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    let err = app
+        .reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Config.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no config file");
+    let meta = error_info(&err, Code::FailedPrecondition, "CONFIG_REJECTED");
+    assert_eq!(meta["cause"], "no_config_file");
+
+    // A config file that is gone when the reload reads it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("hotplane.toml");
+    std::fs::write(&path, "[poll]\ninterval = \"30s\"\n").expect("write config");
+    let mut app =
+        TestApp::spawn_with(Backend::Sqlite, |c| c.config_file = Some(path.clone())).await;
+    std::fs::remove_file(&path).expect("remove config");
+    let err = app
+        .reload
+        .reload(pb::ReloadRequest {
+            target: pb::Target::Config.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("the file is gone");
+    let meta = error_info(&err, Code::FailedPrecondition, "CONFIG_REJECTED");
+    assert_eq!(meta["cause"], "unreadable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,8 +50,19 @@ pub enum Reason {
     /// FAILED_PRECONDITION: `Reload(TARGET_STORE)` could not move to the new store; the current
     /// one keeps serving. Metadata `stage`: `connect`, `migrate` or `load`.
     StoreSwapFailed,
-    /// FAILED_PRECONDITION: `broadcast` needs the Redis bus, and this replica has none.
+    /// FAILED_PRECONDITION: `broadcast` (Reload, Rollback) or `Reload(TARGET_BUS)` needs the
+    /// Redis bus, and this replica has none.
     BusNotConfigured,
+    /// FAILED_PRECONDITION: `Reload(TARGET_BUS)` could not connect or subscribe to the new
+    /// Redis; the current connection keeps running.
+    BusSwapFailed,
+    /// FAILED_PRECONDITION: `Reload(TARGET_CONFIG)` changed nothing because a file could not be
+    /// used. Metadata `cause`: `no_config_file` (started without `--config`), `unreadable`
+    /// (the config file), or `credentials` (a TLS file or the tokens file). An invalid key is
+    /// INVALID_ARGUMENT instead, naming the key.
+    ConfigRejected,
+    /// FAILED_PRECONDITION: `StopDrain` during a shutdown, whose drain cannot be stopped.
+    DrainFinal,
     /// RESOURCE_EXHAUSTED: the match answer would be larger than `--max-response-bytes`.
     /// Metadata `max_response_bytes`, `answer_bytes` (at least). Not retryable as it is: send
     /// fewer queries per batch.
@@ -71,6 +82,9 @@ impl Reason {
         Reason::ReloadRejected,
         Reason::StoreSwapFailed,
         Reason::BusNotConfigured,
+        Reason::BusSwapFailed,
+        Reason::ConfigRejected,
+        Reason::DrainFinal,
         Reason::ResponseTooLarge,
     ];
 
@@ -87,6 +101,9 @@ impl Reason {
             Reason::ReloadRejected => "RELOAD_REJECTED",
             Reason::StoreSwapFailed => "STORE_SWAP_FAILED",
             Reason::BusNotConfigured => "BUS_NOT_CONFIGURED",
+            Reason::BusSwapFailed => "BUS_SWAP_FAILED",
+            Reason::ConfigRejected => "CONFIG_REJECTED",
+            Reason::DrainFinal => "DRAIN_FINAL",
             Reason::ResponseTooLarge => "RESPONSE_TOO_LARGE",
         }
     }
@@ -99,7 +116,10 @@ impl Reason {
             | Reason::StoreRefused
             | Reason::ReloadRejected
             | Reason::StoreSwapFailed
-            | Reason::BusNotConfigured => Code::FailedPrecondition,
+            | Reason::BusNotConfigured
+            | Reason::BusSwapFailed
+            | Reason::ConfigRejected
+            | Reason::DrainFinal => Code::FailedPrecondition,
             Reason::PatternNotFound | Reason::GenerationNotRetained => Code::NotFound,
             Reason::StoreUnavailable | Reason::ShuttingDown => Code::Unavailable,
             Reason::ResponseTooLarge => Code::ResourceExhausted,

@@ -363,6 +363,13 @@ async fn a_swap_to_a_second_redis_loses_no_message_and_fails_no_request() {
             "{}",
             err.message()
         );
+        let details = tonic_types::StatusExt::get_error_details(&err);
+        let info = details.error_info().expect("an ErrorInfo");
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("BUS_SWAP_FAILED", "hotplane.dev"),
+            "{url}"
+        );
     }
     // Each failure is announced: started, then failed with the error.
     let mut seen = Vec::new();
