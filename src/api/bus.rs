@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration, time::Instant};
 
 use super::{
-    ReloadState, check_reason, convert,
+    ReloadField, ReloadState, check_reload_fields, convert,
     error::{ApiError, ApiResult, Reason},
     events::EventHub,
     generation_pb,
@@ -133,20 +133,12 @@ pub(super) async fn reload_bus(
     started: Instant,
     caller: String,
 ) -> ApiResult<pb::ReloadResponse> {
-    check_reason(&req.reason)?;
-    let not_for_bus = |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_BUS"));
-    if req.pattern_id.is_some() {
-        return not_for_bus("pattern_id");
-    }
-    if req.full {
-        return not_for_bus("full");
-    }
-    if req.broadcast || req.wait_for_fleet.is_some() {
-        return not_for_bus("broadcast");
-    }
-    if !req.database_url.is_empty() {
-        return not_for_bus("database_url");
-    }
+    use ReloadField::*;
+    check_reload_fields(
+        &req,
+        pb::Target::Bus,
+        &[PatternId, Full, Broadcast, DatabaseUrl],
+    )?;
     let url = Some(req.redis_url.as_str()).filter(|u| !u.is_empty());
     let swapped = state
         .bus

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{
-    ReloadState, check_reason, convert,
+    ReloadField, ReloadState, check_reload_fields, convert,
     error::{ApiError, ApiResult, Reason},
     status::{change_pb, config_generation_pb as generation_pb, pinned_pb},
 };
@@ -24,24 +24,9 @@ pub(super) async fn reload(
     started: Instant,
     caller: String,
 ) -> ApiResult<pb::ReloadResponse> {
-    check_reason(&req.reason)?;
-    let not_for_config =
-        |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_CONFIG"));
-    if req.pattern_id.is_some() {
-        return not_for_config("pattern_id");
-    }
-    if req.full {
-        return not_for_config("full");
-    }
-    if req.broadcast || req.wait_for_fleet.is_some() {
-        return not_for_config("broadcast");
-    }
-    if !req.database_url.is_empty() {
-        return not_for_config("database_url");
-    }
-    if !req.redis_url.is_empty() {
-        return not_for_config("redis_url");
-    }
+    use ReloadField::*;
+    let not_for_config = [PatternId, Full, Broadcast, DatabaseUrl, RedisUrl];
+    check_reload_fields(&req, pb::Target::Config, &not_for_config)?;
     let reloaded = state
         .config_reloader
         .reload(Source::Grpc, req.validate_only, caller, &req.reason)

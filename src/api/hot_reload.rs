@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::{
-    ReloadState, check_reason, convert,
+    ReloadState, check_reason, check_reload_fields, convert,
     error::{ApiError, ApiResult, Reason},
     status::{generation_pb, mode_pb, status_pb},
 };
@@ -38,21 +38,9 @@ impl HotReloadApi {
         started: Instant,
         caller: String,
     ) -> ApiResult<pb::ReloadResponse> {
-        check_reason(&req.reason)?;
-        let not_for_store =
-            |field: &str| Err(ApiError::invalid(field, "does not apply to TARGET_STORE"));
-        if req.pattern_id.is_some() {
-            return not_for_store("pattern_id");
-        }
-        if req.validate_only {
-            return not_for_store("validate_only");
-        }
-        if req.broadcast || req.wait_for_fleet.is_some() {
-            return not_for_store("broadcast");
-        }
-        if !req.redis_url.is_empty() {
-            return not_for_store("redis_url");
-        }
+        use super::ReloadField::*;
+        let not_for_store = [PatternId, ValidateOnly, Broadcast, RedisUrl];
+        check_reload_fields(&req, pb::Target::Store, &not_for_store)?;
         let mut opts = self.state.store_options.clone();
         if !req.database_url.is_empty() {
             opts.url = req.database_url.clone();

@@ -40,6 +40,7 @@ use crate::{
     engine::Engine,
     hits::HitCounter,
     lifecycle::Drain,
+    pb,
     store::StoreOptions,
 };
 
@@ -139,6 +140,59 @@ async fn publish_change(bus: &Bus, engine: &Engine, pattern_id: Option<i64>) -> 
     match bus.announce(pattern_id, revision).await {
         Ok(()) => String::new(),
         Err(e) => e.to_string(),
+    }
+}
+
+/// A `Reload` field that applies to some targets only, and whether a request sets it.
+#[derive(Debug, Clone, Copy)]
+enum ReloadField {
+    PatternId,
+    Full,
+    ValidateOnly,
+    /// `broadcast` or `wait_for_fleet`.
+    Broadcast,
+    DatabaseUrl,
+    RedisUrl,
+}
+
+impl ReloadField {
+    fn name(self) -> &'static str {
+        match self {
+            ReloadField::PatternId => "pattern_id",
+            ReloadField::Full => "full",
+            ReloadField::ValidateOnly => "validate_only",
+            ReloadField::Broadcast => "broadcast",
+            ReloadField::DatabaseUrl => "database_url",
+            ReloadField::RedisUrl => "redis_url",
+        }
+    }
+
+    fn is_set(self, req: &pb::ReloadRequest) -> bool {
+        match self {
+            ReloadField::PatternId => req.pattern_id.is_some(),
+            ReloadField::Full => req.full,
+            ReloadField::ValidateOnly => req.validate_only,
+            ReloadField::Broadcast => req.broadcast || req.wait_for_fleet.is_some(),
+            ReloadField::DatabaseUrl => !req.database_url.is_empty(),
+            ReloadField::RedisUrl => !req.redis_url.is_empty(),
+        }
+    }
+}
+
+/// Checks a `Reload` of `target`: its reason, and none of `fields` (which do not apply to it)
+/// set; the first one set is named.
+fn check_reload_fields(
+    req: &pb::ReloadRequest,
+    target: pb::Target,
+    fields: &[ReloadField],
+) -> ApiResult<()> {
+    check_reason(&req.reason)?;
+    match fields.iter().find(|f| f.is_set(req)) {
+        Some(f) => Err(ApiError::invalid(
+            f.name(),
+            format!("does not apply to {}", target.as_str_name()),
+        )),
+        None => Ok(()),
     }
 }
 
