@@ -13,7 +13,8 @@ use tracing::info;
 use crate::{
     api::{
         DrainApi, DrainState, HotReloadApi, MAX_MESSAGE_BYTES, PatternsApi, PatternsState,
-        ReloadState, StatusSources, StreamSlots, WatchOptions, bus_event_sink, events::EventHub,
+        ReloadState, StatusSources, StreamSlots, WatchOptions,
+        events::{EventHub, bus_event_sink},
     },
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},

@@ -1,23 +1,19 @@
-//! The API side of `crate::bus`: `Reload(TARGET_BUS)`, the broadcast part of `Rollback`, the
-//! checks of `wait_for_fleet`, status views of the bus and the fleet, and the WatchStatus events
-//! the bus produces.
+//! The API side of `crate::bus`: `Reload(TARGET_BUS)`, the broadcast part of `Rollback` and
+//! the checks of `wait_for_fleet`. The bus's status views are `super::status`'s; its WatchStatus
+//! events, `super::events`'s.
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::{time::Duration, time::Instant};
 
 use super::{
     ReloadField, ReloadState, check_reload_fields, convert,
     error::{ApiError, ApiResult, Reason},
-    events::EventHub,
     generation_pb,
+    status::member_pb,
 };
 use crate::{
-    bus::{
-        Bus, BusEvent, BusSink, BusStatus, SwapError,
-        fleet::{FleetView, FleetWait, Member},
-    },
-    engine::{Generation, LoadReport},
+    bus::{Bus, SwapError, fleet::FleetWait},
+    engine::LoadReport,
     pb,
-    snapshot::scheme,
 };
 
 /// Longest `wait_for_fleet` accepted.
@@ -48,80 +44,6 @@ fn check_fleet_wait(
             "wait_for_fleet",
             "must be a non-negative duration of at most 5 minutes",
         )),
-    }
-}
-
-/// Fleet view of one member.
-pub(super) fn member_pb(m: &Member, converged: bool) -> pb::FleetMember {
-    pb::FleetMember {
-        instance_id: m.instance_id.clone(),
-        addr: m.addr.clone(),
-        generation: m.generation,
-        content_hash: m.content_hash.clone(),
-        content_hash_scheme: m.content_hash_scheme.unwrap_or(0),
-        store_revision: m.store_revision,
-        store_position: m.store_position.clone().unwrap_or_default(),
-        item_count: m.item_count,
-        draining: m.draining,
-        last_error: m.last_error.clone().unwrap_or_default(),
-        rollback_error: m.rollback_error.clone().unwrap_or_default(),
-        updated_at: chrono::DateTime::from_timestamp_millis(m.updated_at_ms)
-            .map(convert::timestamp),
-        converged,
-    }
-}
-
-/// Status view of the fleet; a member is `converged` when it serves what this instance does.
-pub(super) fn fleet_pb(v: &FleetView, me: &Generation) -> pb::FleetStatus {
-    let hash = me.snapshot.content_hash();
-    pb::FleetStatus {
-        members: v
-            .members
-            .iter()
-            .map(|m| {
-                let same = m.serves(&hash, Some(scheme::CURRENT), me.store_revision);
-                member_pb(m, same)
-            })
-            .collect(),
-        converged: v.agrees(),
-        read_at: v.read_at.map(convert::timestamp),
-        error: v.error.clone().unwrap_or_default(),
-        truncated: v.truncated,
-    }
-}
-
-/// Status view of the bus.
-pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
-    pb::BusStatus {
-        enabled: b.enabled,
-        connected: b.connected,
-        channel: b.channel.clone(),
-        redis_url: b.redis_url.clone(),
-        signed: b.signed,
-        connected_since: b.connected_since.map(convert::timestamp),
-        last_error: b.last_error.clone().unwrap_or_default(),
-        last_error_at: b.last_error_at.map(convert::timestamp),
-        next_retry_at: b.next_retry_at.map(convert::timestamp),
-        reconnects: b.reconnects,
-        messages_received: b.messages_received,
-        messages_applied: b.messages_applied,
-        rejected: b
-            .rejected
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v))
-            .collect(),
-        self_skipped: b.self_skipped,
-        last_message_at: b.last_message_at.map(convert::timestamp),
-        published: b.published,
-        publish_failures: b.publish_failures,
-        last_publish_error: b.last_publish_error.clone().unwrap_or_default(),
-        swaps: b.swaps,
-        swapped_at: b.swapped_at.map(convert::timestamp),
-        handover_duplicates: b.handover_duplicates,
-        rollbacks_followed: b.rollbacks_followed,
-        rollbacks_failed: b.rollbacks_failed,
-        last_rollback_error: b.last_rollback_error.clone().unwrap_or_default(),
-        memory_releases: b.memory_releases,
     }
 }
 
@@ -211,42 +133,4 @@ pub(super) fn fleet_result(found: FleetWait) -> (Vec<pb::FleetMember>, bool, Str
         .map(|(m, ok)| member_pb(m, *ok))
         .collect();
     (members, found.converged, found.error.unwrap_or_default())
-}
-
-/// Publishes the bus's events on WatchStatus: connects and disconnects (target BUS), fleet
-/// members joining and leaving, and broadcast rollbacks not followed (target PATTERNS).
-pub fn bus_event_sink(hub: EventHub) -> BusSink {
-    Arc::new(move |event| {
-        let mut out = pb::WatchStatusResponse {
-            target: pb::Target::Bus.into(),
-            ..Default::default()
-        };
-        match event {
-            BusEvent::Connected { .. } => out.kind = pb::EventKind::BusConnected.into(),
-            BusEvent::Disconnected { error } => {
-                out.kind = pb::EventKind::BusDisconnected.into();
-                out.error = error;
-            }
-            BusEvent::MemberJoined(m) => {
-                out.kind = pb::EventKind::FleetMemberJoined.into();
-                out.fleet_member = Some(member_pb(&m, false));
-            }
-            BusEvent::MemberLeft(m) => {
-                out.kind = pb::EventKind::FleetMemberLeft.into();
-                out.fleet_member = Some(member_pb(&m, false));
-            }
-            BusEvent::SwapStarted => out.kind = pb::EventKind::ReloadStarted.into(),
-            BusEvent::Swapped { .. } => out.kind = pb::EventKind::ReloadSucceeded.into(),
-            BusEvent::SwapFailed { error } => {
-                out.kind = pb::EventKind::ReloadFailed.into();
-                out.error = error;
-            }
-            BusEvent::RollbackFailed { error } => {
-                out.kind = pb::EventKind::RollbackFailed.into();
-                out.target = pb::Target::Patterns.into();
-                out.error = error;
-            }
-        }
-        hub.publish(out);
-    })
 }

@@ -16,8 +16,12 @@ use tokio::sync::broadcast;
 
 use tokio::sync::watch;
 
-use super::{StatusSources, convert, drain_pb, generation_pb, status::config_generation_pb};
+use super::{
+    StatusSources, convert, drain_pb, generation_pb,
+    status::{config_generation_pb, member_pb},
+};
 use crate::{
+    bus::{BusEvent, BusSink},
     config::reload::{ConfigEvent, ConfigEventSink},
     engine::{EventKind, EventSink},
     pb,
@@ -184,6 +188,44 @@ pub fn engine_sink(hub: EventHub) -> EventSink {
             EventKind::Released { id } => {
                 out.kind = pb::EventKind::PatternReleased.into();
                 out.pattern_id = *id;
+            }
+        }
+        hub.publish(out);
+    })
+}
+
+/// Publishes the bus's events on WatchStatus: connects and disconnects (target BUS), fleet
+/// members joining and leaving, and broadcast rollbacks not followed (target PATTERNS).
+pub fn bus_event_sink(hub: EventHub) -> BusSink {
+    Arc::new(move |event| {
+        let mut out = pb::WatchStatusResponse {
+            target: pb::Target::Bus.into(),
+            ..Default::default()
+        };
+        match event {
+            BusEvent::Connected { .. } => out.kind = pb::EventKind::BusConnected.into(),
+            BusEvent::Disconnected { error } => {
+                out.kind = pb::EventKind::BusDisconnected.into();
+                out.error = error;
+            }
+            BusEvent::MemberJoined(m) => {
+                out.kind = pb::EventKind::FleetMemberJoined.into();
+                out.fleet_member = Some(member_pb(&m, false));
+            }
+            BusEvent::MemberLeft(m) => {
+                out.kind = pb::EventKind::FleetMemberLeft.into();
+                out.fleet_member = Some(member_pb(&m, false));
+            }
+            BusEvent::SwapStarted => out.kind = pb::EventKind::ReloadStarted.into(),
+            BusEvent::Swapped { .. } => out.kind = pb::EventKind::ReloadSucceeded.into(),
+            BusEvent::SwapFailed { error } => {
+                out.kind = pb::EventKind::ReloadFailed.into();
+                out.error = error;
+            }
+            BusEvent::RollbackFailed { error } => {
+                out.kind = pb::EventKind::RollbackFailed.into();
+                out.target = pb::Target::Patterns.into();
+                out.error = error;
             }
         }
         hub.publish(out);

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 pub use audit::audit_status_pb;
-pub use bus::bus_event_sink;
 pub use drain::{DrainApi, drain_pb};
 pub use error::{ApiError, ApiResult};
 pub use hot_reload::HotReloadApi;

@@ -4,10 +4,15 @@
 
 use super::{StatusSources, convert};
 use crate::{
+    bus::{
+        BusStatus,
+        fleet::{FleetView, Member},
+    },
     config::live::{Change, ConfigGeneration},
     config::source::Pinned,
     engine::{Generation, LoadMode, Source},
     pb,
+    snapshot::scheme,
 };
 
 /// Status of the pattern target.
@@ -67,11 +72,8 @@ pub fn status_pb(s: &StatusSources) -> pb::GetStatusResponse {
             }
         }),
         drain: Some(super::drain_pb(&s.drain.snapshot())),
-        bus: Some(super::bus::bus_pb(&s.bus.status())),
-        fleet: s
-            .bus
-            .fleet()
-            .map(|v| super::bus::fleet_pb(&v, &s.engine.current())),
+        bus: Some(bus_pb(&s.bus.status())),
+        fleet: s.bus.fleet().map(|v| fleet_pb(&v, &s.engine.current())),
         audit: Some(super::audit_status_pb(
             &s.audit.stats(),
             s.audit_retention_days,
@@ -116,6 +118,83 @@ pub fn generation_pb(g: &Generation) -> pb::GenerationInfo {
         item_count: g.snapshot.len() as u64,
         mode: mode_pb(g.mode).into(),
         reason: g.reason.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bus and the fleet
+
+/// Fleet view of one member.
+pub(super) fn member_pb(m: &Member, converged: bool) -> pb::FleetMember {
+    pb::FleetMember {
+        instance_id: m.instance_id.clone(),
+        addr: m.addr.clone(),
+        generation: m.generation,
+        content_hash: m.content_hash.clone(),
+        content_hash_scheme: m.content_hash_scheme.unwrap_or(0),
+        store_revision: m.store_revision,
+        store_position: m.store_position.clone().unwrap_or_default(),
+        item_count: m.item_count,
+        draining: m.draining,
+        last_error: m.last_error.clone().unwrap_or_default(),
+        rollback_error: m.rollback_error.clone().unwrap_or_default(),
+        updated_at: chrono::DateTime::from_timestamp_millis(m.updated_at_ms)
+            .map(convert::timestamp),
+        converged,
+    }
+}
+
+/// Status view of the fleet; a member is `converged` when it serves what this instance does.
+pub(super) fn fleet_pb(v: &FleetView, me: &Generation) -> pb::FleetStatus {
+    let hash = me.snapshot.content_hash();
+    pb::FleetStatus {
+        members: v
+            .members
+            .iter()
+            .map(|m| {
+                let same = m.serves(&hash, Some(scheme::CURRENT), me.store_revision);
+                member_pb(m, same)
+            })
+            .collect(),
+        converged: v.agrees(),
+        read_at: v.read_at.map(convert::timestamp),
+        error: v.error.clone().unwrap_or_default(),
+        truncated: v.truncated,
+    }
+}
+
+/// Status view of the bus.
+pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
+    pb::BusStatus {
+        enabled: b.enabled,
+        connected: b.connected,
+        channel: b.channel.clone(),
+        redis_url: b.redis_url.clone(),
+        signed: b.signed,
+        connected_since: b.connected_since.map(convert::timestamp),
+        last_error: b.last_error.clone().unwrap_or_default(),
+        last_error_at: b.last_error_at.map(convert::timestamp),
+        next_retry_at: b.next_retry_at.map(convert::timestamp),
+        reconnects: b.reconnects,
+        messages_received: b.messages_received,
+        messages_applied: b.messages_applied,
+        rejected: b
+            .rejected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect(),
+        self_skipped: b.self_skipped,
+        last_message_at: b.last_message_at.map(convert::timestamp),
+        published: b.published,
+        publish_failures: b.publish_failures,
+        last_publish_error: b.last_publish_error.clone().unwrap_or_default(),
+        swaps: b.swaps,
+        swapped_at: b.swapped_at.map(convert::timestamp),
+        handover_duplicates: b.handover_duplicates,
+        rollbacks_followed: b.rollbacks_followed,
+        rollbacks_failed: b.rollbacks_failed,
+        last_rollback_error: b.last_rollback_error.clone().unwrap_or_default(),
+        memory_releases: b.memory_releases,
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
     Ctx,
     error::{CtlError, Exit},
     json::to_json,
-    output::time,
+    output::drain_text,
     state::proto_duration,
 };
 use crate::pb;
@@ -32,24 +32,6 @@ pub enum DrainAction {
     Stop,
     /// The drain state and the work running now.
     Status,
-}
-
-/// The drain state in a few words.
-pub(super) fn drain_text(d: Option<&pb::DrainStatus>) -> String {
-    match d {
-        Some(d) if d.draining => format!(
-            "draining since {}: {:?} ({} request(s), {} stream(s) running)",
-            time(d.since.as_ref()),
-            d.reason,
-            d.in_flight_requests,
-            d.open_streams
-        ),
-        Some(d) => format!(
-            "serving ({} request(s), {} stream(s) running)",
-            d.in_flight_requests, d.open_streams
-        ),
-        None => "-".into(),
-    }
 }
 
 /// `drain start|stop|status`.

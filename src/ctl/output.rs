@@ -9,6 +9,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::error::{CtlError, Exit};
+use crate::pb;
 
 /// Writes `text` to stdout. A closed pipe (`hotplane ctl audit | head`) is not an error worth a
 /// message: the reader has what it wanted, so it ends the command quietly.
@@ -159,6 +160,24 @@ pub fn clip(text: &str, n: usize) -> String {
 pub fn metadata(m: Option<&prost_types::Struct>) -> String {
     m.map(|m| super::json::to_json(m, "google.protobuf.Struct").to_string())
         .unwrap_or_else(|| "{}".into())
+}
+
+/// The drain state in a few words.
+pub fn drain_text(d: Option<&pb::DrainStatus>) -> String {
+    match d {
+        Some(d) if d.draining => format!(
+            "draining since {}: {:?} ({} request(s), {} stream(s) running)",
+            time(d.since.as_ref()),
+            d.reason,
+            d.in_flight_requests,
+            d.open_streams
+        ),
+        Some(d) => format!(
+            "serving ({} request(s), {} stream(s) running)",
+            d.in_flight_requests, d.open_streams
+        ),
+        None => "-".into(),
+    }
 }
 
 #[cfg(test)]

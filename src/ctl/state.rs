@@ -7,10 +7,9 @@ use clap::{Args, ValueEnum};
 
 use super::{
     Ctx,
-    drain::drain_text,
     error::{CtlError, Exit},
     json::to_json,
-    output::{Table, clip, duration, fields, or_dash, short, time},
+    output::{Table, clip, drain_text, duration, fields, or_dash, short, time},
 };
 use crate::pb;
 

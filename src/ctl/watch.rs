@@ -17,10 +17,9 @@ use tonic::{Code, Status};
 
 use super::{
     Ctx,
-    drain::drain_text,
     error::{CtlError, Exit, one_line},
     json::to_json,
-    output::{self, short},
+    output::{self, drain_text, short},
     state::TargetArg,
 };
 use crate::{pb, retry::Backoff};
