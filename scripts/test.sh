@@ -577,6 +577,35 @@ step_fuzz() {
     step_end
 }
 
+# ---------------------------------------------------------------------------------------------
+# 5b. The Node client (clients/node): npm ci of its committed package-lock.json into its own
+# node_modules (skipped, so offline, while the lock is unchanged since the last install), then its
+# tests under `node --test`, against the release binary built just before.
+
+step_node_client() {
+    step_start "Node client (clients/node)"
+    local dir="$ROOT/clients/node" stamp want have_sum=""
+    if ! have node || ! have npm; then
+        log "    node or npm not found: installing Debian's nodejs and npm"
+        apt_install nodejs npm
+    fi
+    stamp="$dir/node_modules/.hotplane-lock.sha256"
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    [[ -f "$stamp" ]] && have_sum="$(cat "$stamp")"
+    if [[ "$want" == "$have_sum" ]]; then
+        log "    clients/node/node_modules matches package-lock.json"
+    else
+        log "    npm ci (clients/node, from package-lock.json)"
+        (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) ||
+            fail "npm ci in clients/node failed (above): check access to the npm registry"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    log "    node $(node --version), npm $(npm --version)"
+    (cd "$dir" && HOTPLANE_BIN="$ROOT/target/release/hotplane" npm test --silent </dev/null) ||
+        fail "the Node client's tests failed (above): re-run them with 'cd clients/node && npm test' (they use target/debug/hotplane unless HOTPLANE_BIN is set)"
+    step_end
+}
+
 main() {
     log "hotplane test suite: $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(nproc 2>/dev/null || echo '?') cores$($QUICK && echo ', --quick')"
     log "    HOTPLANE_TEST_PG_URL=$HOTPLANE_TEST_PG_URL"
@@ -598,6 +627,7 @@ main() {
         step_clippy
     fi
     step_release
+    step_node_client
     step_container
 
     local nextest=true

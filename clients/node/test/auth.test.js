@@ -6,11 +6,11 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const h = require('../src');
-const { startServer, tempDir, tokensFile, certificates, READ_TOKEN, ADMIN_TOKEN } = require('./server');
+const { startServer, tempDir, tokensFile, certificates, READ_TOKEN, ADMIN_TOKEN, DEADLINE } = require('./server');
 
 const refused = (p) => p.then(() => assert.fail('accepted'), (e) => e);
 
-test('bearer tokens: read may read, only admin may change; none is UNAUTHENTICATED', async () => {
+test('bearer tokens: read may read, only admin may change; none is UNAUTHENTICATED', DEADLINE, async () => {
   const dir = tempDir();
   const server = await startServer({ dir, args: ['--auth-tokens-file', tokensFile(dir)] });
   const none = h.connect(server.addr);
@@ -47,7 +47,7 @@ test('bearer tokens: read may read, only admin may change; none is UNAUTHENTICAT
   assert.throws(() => h.connect(server.addr, { token: '' }), /token/);
 });
 
-test('TLS: the CA verifies the server; plaintext and an unknown CA do not connect', async () => {
+test('TLS: the CA verifies the server; plaintext and an unknown CA do not connect', DEADLINE, async () => {
   const dir = tempDir();
   const certs = certificates(dir);
   const server = await startServer({ dir, args: ['--tls-cert-file', certs.cert, '--tls-key-file', certs.key] });

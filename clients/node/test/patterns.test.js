@@ -6,7 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('../src');
-const { startServer } = require('./server');
+const { startServer, DEADLINE } = require('./server');
 
 let server;
 let c;
@@ -22,7 +22,7 @@ test.after(async () => {
 
 const learn = (req) => h.call(c.patterns, 'learnPattern', req);
 
-test('learn, then match a different spelling, then a batch', async () => {
+test('learn, then match a different spelling, then a batch', DEADLINE, async () => {
   const learned = await learn(h.learnRequest({ query: 'Show my Workflows', category: 'workflows', confidence: 0.95 }));
   assert.equal(learned.created, true);
   assert.equal(learned.served, true);
@@ -45,7 +45,7 @@ test('learn, then match a different spelling, then a batch', async () => {
 
 const META = { action: 'list_workflows', limit: 20, filters: { owner: null, tags: ['a', 'b'] }, dry: false };
 
-test('metadata as a plain object round trips as JSON text and as a Struct', async () => {
+test('metadata as a plain object round trips as JSON text and as a Struct', DEADLINE, async () => {
   const viaJson = await learn(h.learnRequest({ query: 'metadata as json text', category: 'm', confidence: 0.95, metadata: META }));
   assert.equal(viaJson.pattern.metadata, null, 'metadataAsJson: no Struct in the answer');
   assert.deepEqual(h.metadataOf(viaJson.pattern), META);
@@ -64,7 +64,7 @@ test('metadata as a plain object round trips as JSON text and as a Struct', asyn
   }
 });
 
-test('the Struct trap is refused loudly, naming metadata', async () => {
+test('the Struct trap is refused loudly, naming metadata', DEADLINE, async () => {
   // The server refuses the raw object (an empty Struct on the wire) next to metadataJson.
   const err = await learn({ query: 'the trap', category: 'm', confidence: 0.95, metadata: { action: 'x' }, metadataJson: '{"action":"x"}' })
     .then(() => assert.fail('accepted'), (e) => e);
@@ -76,7 +76,7 @@ test('the Struct trap is refused loudly, naming metadata', async () => {
   assert.equal(missing.matched, false, 'nothing was stored');
 });
 
-test('bad input is decoded to the field', async () => {
+test('bad input is decoded to the field', DEADLINE, async () => {
   const cases = [
     [{ query: '', category: 'c', confidence: 0.9 }, 'query'],
     [{ query: 'fine text', category: '', confidence: 0.9 }, 'category'],
@@ -93,7 +93,7 @@ test('bad input is decoded to the field', async () => {
   }
 });
 
-test('NOT_FOUND and GENERATION_BEHIND carry ErrorInfo, ResourceInfo and PreconditionFailure', async () => {
+test('NOT_FOUND and GENERATION_BEHIND carry ErrorInfo, ResourceInfo and PreconditionFailure', DEADLINE, async () => {
   const nf = await h.call(c.patterns, 'getPattern', { id: '987654' }).then(() => assert.fail('found'), (e) => e);
   assert.equal(nf.code, h.status.NOT_FOUND);
   const d = h.errorDetails(nf);
@@ -119,7 +119,7 @@ test('NOT_FOUND and GENERATION_BEHIND carry ErrorInfo, ResourceInfo and Precondi
   assert.equal(g.retryInfo, undefined, 'no RetryInfo on FAILED_PRECONDITION');
 });
 
-test('UNAVAILABLE while draining carries RetryInfo', async () => {
+test('UNAVAILABLE while draining carries RetryInfo', DEADLINE, async () => {
   await h.call(c.drain, 'startDrain', { reason: 'node test' });
   try {
     const err = await h.call(c.patterns, 'matchPattern', { query: 'show my workflows' }).then(() => assert.fail('served'), (e) => e);

@@ -11,6 +11,9 @@ const readline = require('node:readline');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
+/** Options of every test that talks to a server: a deadline, so a hang fails instead of waiting forever. */
+const DEADLINE = { timeout: 300_000 };
+
 /**
  * The hotplane binary: $HOTPLANE_BIN (scripts/test.sh sets it to the release build), else
  * target/debug/hotplane, else target/release/hotplane.
@@ -109,4 +112,4 @@ function certificates(dir) {
   return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
 }
 
-module.exports = { ROOT, binary, tempDir, startServer, tokensFile, certificates, READ_TOKEN, ADMIN_TOKEN };
+module.exports = { ROOT, DEADLINE, binary, tempDir, startServer, tokensFile, certificates, READ_TOKEN, ADMIN_TOKEN };

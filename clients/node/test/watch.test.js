@@ -7,7 +7,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('../src');
-const { startServer, tempDir } = require('./server');
+const { startServer, tempDir, DEADLINE } = require('./server');
 
 const learn = (c, query) =>
   h.call(c.patterns, 'learnPattern', { query, category: 'watch', confidence: 0.95 }).then((r) => r.pattern.id);
@@ -31,7 +31,7 @@ function increasing(events) {
   }
 }
 
-test('resumes after the server ends each stream, with no gap or duplicate', async () => {
+test('resumes after the server ends each stream, with no gap or duplicate', DEADLINE, async () => {
   // Streams end after 1 s (--watch-max-age); a pattern is learned while each one is down.
   const server = await startServer({ args: ['--watch-max-age', '1s'] });
   const c = h.connect(server.addr);
@@ -61,7 +61,7 @@ test('resumes after the server ends each stream, with no gap or duplicate', asyn
   }
 });
 
-test('across a server restart: an explicit resync snapshot from the new instance', async () => {
+test('across a server restart: an explicit resync snapshot from the new instance', DEADLINE, async () => {
   const dir = tempDir();
   const first = await startServer({ dir });
   const c = h.connect(first.addr);
@@ -104,7 +104,7 @@ test('across a server restart: an explicit resync snapshot from the new instance
   }
 });
 
-test('health Watch flips through StartDrain and StopDrain', async () => {
+test('health Watch flips through StartDrain and StopDrain', DEADLINE, async () => {
   const server = await startServer();
   const c = h.connect(server.addr);
   const stream = c.health.watch({ service: 'hotplane.v1.Patterns' });
