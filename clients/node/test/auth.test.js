@@ -2,7 +2,7 @@
 // and TLS with a throwaway CA (openssl, installed by scripts/test.sh).
 'use strict';
 
-const test = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const h = require('../src');

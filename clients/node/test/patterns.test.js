@@ -3,18 +3,18 @@
 // the structured details of other refusals decoded to the field and reason.
 'use strict';
 
-const test = require('node:test');
+const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('../src');
 const { startServer, DEADLINE } = require('./server');
 
 let server;
 let c;
-test.before(async () => {
+before(async () => {
   server = await startServer();
   c = h.connect(server.addr);
 });
-test.after(async () => {
+after(async () => {
   c.close();
   const { code } = await server.stop();
   assert.equal(code, 0, 'hotplane exits 0 on SIGTERM');

@@ -3,7 +3,7 @@
 // working directory.
 'use strict';
 
-const test = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');

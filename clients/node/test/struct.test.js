@@ -2,7 +2,7 @@
 // without a server (the round trips through a server are in patterns.test.js).
 'use strict';
 
-const test = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const { toStruct, fromStruct, assertStruct, learnRequest, normalizeEvent, loadPackage } = require('../src');
 

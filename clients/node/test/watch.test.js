@@ -4,7 +4,7 @@
 // events of the new numbering taken for the old.
 'use strict';
 
-const test = require('node:test');
+const { test } = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('../src');
 const { startServer, tempDir, DEADLINE } = require('./server');
@@ -105,6 +105,23 @@ test('across a server restart: an explicit resync snapshot from the new instance
     c.close();
     if (second) await second.stop();
     await first.stop();
+  }
+});
+
+test('a resume the server cannot serve is an explicit resync snapshot', DEADLINE, async () => {
+  const server = await startServer();
+  const c = h.connect(server.addr);
+  const it = h.watchStatus(c, { afterEventId: '999999' });
+  try {
+    const { value } = await it.next();
+    assert.equal(value.kind, 'EVENT_KIND_SNAPSHOT');
+    assert.equal(value.resync, true);
+    assert.equal(value.restarted, undefined, 'the same instance');
+    assert.ok(BigInt(value.eventId) < 999999n, 'the id to resume after next time');
+  } finally {
+    await it.return();
+    c.close();
+    await server.stop();
   }
 });
 
