@@ -72,3 +72,27 @@ test('TLS: the CA verifies the server; plaintext and an unknown CA do not connec
     await server.stop();
   }
 });
+
+test('mTLS: the client certificate is the credential; without one the handshake fails', DEADLINE, async () => {
+  const dir = tempDir();
+  const certs = certificates(dir);
+  const server = await startServer({
+    dir,
+    args: ['--tls-cert-file', certs.cert, '--tls-key-file', certs.key, '--tls-client-ca-file', certs.ca],
+  });
+  const ca = fs.readFileSync(certs.ca);
+  const withCert = h.connect(server.addr, { tls: { ca, cert: fs.readFileSync(certs.clientCert), key: fs.readFileSync(certs.clientKey) } });
+  const without = h.connect(server.addr, { tls: { ca } });
+  try {
+    assert.ok((await h.call(withCert.hotReload, 'getStatus', {})).instanceId);
+    // --tls-client-scopes defaults to read: the certificate reads, it does not change.
+    const denied = await refused(h.call(withCert.patterns, 'learnPattern', h.learnRequest({ query: 'learned by a certificate', category: 'c', confidence: 0.95 })));
+    assert.equal(denied.code, h.status.PERMISSION_DENIED, denied.message);
+    const err = await refused(h.call(without.hotReload, 'getStatus', {}, { deadline: Date.now() + 30_000 }));
+    assert.equal(err.code, h.status.UNAVAILABLE, err.message);
+  } finally {
+    withCert.close();
+    without.close();
+    await server.stop();
+  }
+});

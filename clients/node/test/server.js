@@ -99,7 +99,7 @@ function tokensFile(dir) {
   return file;
 }
 
-/** A throwaway CA and a server certificate for 127.0.0.1 and localhost, made with openssl. */
+/** A throwaway CA, a server certificate for 127.0.0.1 and localhost and a client certificate (CN=node-client), made with openssl. */
 function certificates(dir) {
   const f = (n) => path.join(dir, n);
   const openssl = (...a) => execFileSync('openssl', a, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -109,7 +109,11 @@ function certificates(dir) {
   fs.writeFileSync(f('ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
     '-days', '2', '-extfile', f('ext.cnf'), '-out', f('server.pem'));
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=node-client', '-keyout', f('client.key'), '-out', f('client.csr'));
+  fs.writeFileSync(f('client.cnf'), 'extendedKeyUsage=clientAuth\n'); // an X.509 v3 certificate: rustls refuses v1
+  openssl('x509', '-req', '-in', f('client.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-days', '2', '-extfile', f('client.cnf'), '-out', f('client.pem'));
+  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') };
 }
 
 module.exports = { ROOT, DEADLINE, binary, tempDir, startServer, tokensFile, certificates, READ_TOKEN, ADMIN_TOKEN };
