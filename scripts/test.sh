@@ -606,6 +606,31 @@ step_node_client() {
     step_end
 }
 
+# ---------------------------------------------------------------------------------------------
+# 5c. The Python client (clients/python): its pinned test requirements and the package itself
+# into the venv, then its pytest suite against the release binary just built (each test starts
+# its own hotplane on 127.0.0.1:0 with an SQLite file; clients/python/tests/conftest.py).
+
+step_python_client() {
+    step_start "Python client (pytest)"
+    local req=clients/python/requirements-test.txt want have_sum=""
+    ensure_venv
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    [[ -f "$TOOLS/venv/.python-client-requirements.sha256" ]] && have_sum="$(cat "$TOOLS/venv/.python-client-requirements.sha256")"
+    if [[ "$want" != "$have_sum" ]]; then
+        log "    pip install -r $req (into $TOOLS/venv)"
+        venv_pip -r "$req" || fail "pip install -r $req failed (see above): check access to PyPI"
+        printf '%s\n' "$want" >"$TOOLS/venv/.python-client-requirements.sha256"
+    fi
+    # Without build isolation: the build uses the pinned setuptools above, not a fresh download.
+    venv_pip --no-build-isolation --no-deps --force-reinstall ./clients/python ||
+        fail "pip install ./clients/python failed (above): fix clients/python/pyproject.toml"
+    HOTPLANE_BIN="$ROOT/target/release/hotplane" "$TOOLS/venv/bin/python" -m pytest -q -p no:cacheprovider \
+        clients/python/tests </dev/null ||
+        fail "the Python client's tests failed (above). Re-run: HOTPLANE_BIN=target/release/hotplane .tools/venv/bin/python -m pytest clients/python/tests"
+    step_end
+}
+
 main() {
     log "hotplane test suite: $(date -u '+%Y-%m-%dT%H:%M:%SZ'), $(nproc 2>/dev/null || echo '?') cores$($QUICK && echo ', --quick')"
     log "    HOTPLANE_TEST_PG_URL=$HOTPLANE_TEST_PG_URL"
@@ -628,6 +653,7 @@ main() {
     fi
     step_release
     step_node_client
+    step_python_client
     step_container
 
     local nextest=true

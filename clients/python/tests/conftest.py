@@ -28,7 +28,7 @@ START_TIMEOUT = 60  # seconds for a start to log its address: a deadline, not a 
 def hotplane_bin() -> str:
     env = os.environ.get("HOTPLANE_BIN")
     if env:
-        return env
+        return str(pathlib.Path(env).resolve())  # the servers run in other directories
     found = [p for p in (ROOT / "target/release/hotplane", ROOT / "target/debug/hotplane") if p.exists()]
     if not found:
         pytest.fail("no hotplane binary: set HOTPLANE_BIN or run cargo build")
