@@ -102,6 +102,14 @@ def test_health_watch_flips_through_start_drain_and_stop_drain(server):
         drain.StartDrain(drain_pb2.StartDrainRequest(reason="python client test"))
         assert next(stream).status == S.NOT_SERVING
         assert drain.GetDrainStatus(drain_pb2.GetDrainStatusRequest()).status.draining
+        # A draining replica refuses new work as retryable elsewhere: UNAVAILABLE with RetryInfo.
+        try:
+            hc.patterns_pb2_grpc.PatternsStub(ch).MatchPattern(p.MatchPatternRequest(query="anything"))
+            raise AssertionError("a draining replica answered a match")
+        except grpc.RpcError as err:
+            d = hc.details(err)
+            assert d.code == grpc.StatusCode.UNAVAILABLE, d
+            assert d.retry_delay is not None and d.retry_delay > 0, d
         drain.StopDrain(drain_pb2.StopDrainRequest())
         assert next(stream).status == S.SERVING
         stream.cancel()
