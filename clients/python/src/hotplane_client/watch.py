@@ -79,6 +79,7 @@ def watch_status(
     last_id = after_event_id
     instance: Optional[str] = None
     reached = False
+    started = False  # an event was yielded: a same-instance snapshot at last_id is a repeat
     idle = 0
     delay = backoff
     while True:
@@ -105,13 +106,15 @@ def watch_status(
                     last_id = ev.event_id
                     yield Resync("restarted" if restarted and first else "server", ev, instance, previous)
                     yielded = True
-                elif ev.event_id <= last_id and ev.kind != pb.EVENT_KIND_SNAPSHOT:
-                    # The final status a server sends when it shuts down repeats the last id.
+                elif ev.event_id <= last_id and (ev.kind != pb.EVENT_KIND_SNAPSHOT or started):
+                    # The final status a server sends when it shuts down repeats the last id, and
+                    # a server with no event yet (id 0) answers every resume with a snapshot.
                     pass
                 else:
                     last_id = ev.event_id
                     yield Event(ev, instance)
                     yielded = True
+                started = True
                 first = False
         except grpc.RpcError as e:
             if not reached or e.code() not in _TRANSIENT:
