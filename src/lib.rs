@@ -4,6 +4,7 @@
 //! Modules follow the data's path: `api` (thin gRPC handlers) → `engine` (the one place where
 //! served state changes) → `store` (SQL). `normalize` and `snapshot` are pure logic.
 
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -55,6 +55,8 @@ pub struct Application {
     addr: SocketAddr,
     /// The plaintext health-only listener (`--health-listen`, with TLS on).
     health_listener: Option<(TcpListener, SocketAddr)>,
+    /// The admin HTTP listener (`--admin-listen`: /metrics), when configured.
+    admin: Option<crate::admin::Admin>,
     /// TLS of the gRPC port, when configured (reloadable).
     tls: Option<Arc<ServerTls>>,
     /// The auth layer (credentials, scopes, rate limits), shared by every connection.
@@ -157,6 +159,17 @@ impl Application {
             auth: Arc::clone(auth.authenticator()),
         };
         let services = Services::new(&config, &status, security, &events);
+        // Before the first load starts (below), so it is counted.
+        let (admin, metrics_task) = match config.admin_listen {
+            Some(at) => {
+                let s = status.clone();
+                let view = Arc::new(move || crate::api::hot_reload_status(&s));
+                let (admin, task) =
+                    crate::admin::Admin::bind(at, view, &events, stop_rx.clone()).await?;
+                (Some(admin), Some(task))
+            }
+            None => (None, None),
+        };
         let mut background = vec![
             tokio::spawn(audit::writer::run(
                 audit_queue,
@@ -210,6 +223,7 @@ impl Application {
             )),
         ];
         background.extend(bus_task);
+        background.extend(metrics_task);
         let advertised = config
             .advertise_addr
             .clone()
@@ -229,6 +243,7 @@ impl Application {
             listener,
             addr,
             health_listener,
+            admin,
             tls,
             auth,
             status,
@@ -248,6 +263,11 @@ impl Application {
     /// The bound address of the plaintext health-only listener, when `--health-listen` is set.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.health_listener.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The bound address of the admin listener (/metrics), when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
     }
 
     /// The TLS settings of the gRPC port, when TLS is on: `reload()` re-reads the certificate
@@ -283,10 +303,13 @@ impl Application {
             .build_v1alpha()
             .context("building reflection v1alpha")?;
         let (status, services) = (&self.status, &self.services);
-        // Auth outermost: a refused request is neither counted nor served.
+        // Metrics outermost (refusals are counted with their codes), then auth: a refused
+        // request is neither counted in flight nor served.
+        let metrics = self.admin.as_ref().map(|a| a.grpc_layer());
         let router = Server::builder()
             .http2_keepalive_interval(Some(self.config.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(self.config.http2_keepalive_timeout))
+            .layer(metrics.unwrap_or_default())
             .layer(self.auth.clone())
             .layer(InFlightLayer::new(status.drain.clone()))
             .add_service(health::service(&self.health))
@@ -334,6 +357,7 @@ impl Application {
             }
             None => None,
         };
+        let admin = self.admin.map(|a| a.serve(self.stop_tx.subscribe()));
         info!(addr = %self.addr, instance_id = %status.instance_id, tls = self.tls.is_some(), "hotplane listening");
 
         // Serve until the shutdown signal (or until the server fails).
@@ -363,7 +387,7 @@ impl Application {
         status.engine.shutdown();
         let left = shutdown::Leftovers {
             health_listener,
-            background: self.background,
+            background: self.background.into_iter().chain(admin).collect(),
             store: status.engine.store(),
         };
         shutdown::finish(left, deadline).await;

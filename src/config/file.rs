@@ -58,6 +58,7 @@ pub struct FileConfig {
 #[serde(default)]
 struct ServerSection {
     listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
     advertise_addr: Option<String>,
 }
 
@@ -203,6 +204,7 @@ const RESTART: &str = "read at start only; restart the process to apply it";
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
     Key { path: "server.listen", live: false, show: |c| c.listen.to_string(), restart_hint: "the listener is bound at start; restart the process to move it" },
+    Key { path: "server.admin_listen", live: false, show: |c| c.admin_listen.map(|a| a.to_string()).unwrap_or_default(), restart_hint: "the admin listener is bound at start; restart the process to move it" },
     Key { path: "server.advertise_addr", live: false, show: |c| c.advertise_addr.clone().unwrap_or_default(), restart_hint: RESTART },
     Key { path: "log.filter", live: true, show: |c| c.log_filter.clone(), restart_hint: "" },
     Key { path: "log.format", live: false, show: |c| c.log_format.as_str().to_owned(), restart_hint: "the log writer is built at start; restart the process to switch it" },
@@ -376,6 +378,7 @@ macro_rules! file_keys {
     ($m:ident) => {
         $m!(
             server.listen,
+            server.admin_listen,
             server.advertise_addr,
             log.filter,
             log.format,
@@ -443,6 +446,9 @@ impl FileConfig {
             }
         }
         set(&mut c.listen, &self.server.listen);
+        if let Some(a) = self.server.admin_listen {
+            c.admin_listen = Some(a);
+        }
         if let Some(a) = &self.server.advertise_addr {
             c.advertise_addr = Some(a.clone());
         }
@@ -611,7 +617,7 @@ mod tests {
                 "auto_approve" => "true".to_owned(),
                 "max_connections" | "min_chars" | "retain_generations" | "flush_batch"
                 | "admin_burst" | "admin_rate" => "3".to_owned(),
-                "listen" => "\"127.0.0.1:1\"".to_owned(),
+                "listen" | "admin_listen" => "\"127.0.0.1:1\"".to_owned(),
                 "profile" => "\"default\"".to_owned(),
                 "format" => "\"json\"".to_owned(),
                 _ => "\"1s\"".to_owned(),

@@ -110,6 +110,12 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the admin HTTP listener serving Prometheus metrics at `/metrics` (port 0
+    /// picks a free port). Unset: no admin listener and no metrics. It has no authentication:
+    /// bind it where only the scraper reaches.
+    #[arg(long, env = "HOTPLANE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Pattern store: `sqlite://FILE` (embedded, created if missing) or `postgres://...`.
     #[arg(
         long,
@@ -354,6 +360,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_schema", &self.database_schema)
             .field("database_max_connections", &self.database_max_connections)

@@ -52,6 +52,7 @@ impl std::fmt::Display for Pinned {
 #[rustfmt::skip]
 pub const ARGS: &[(&str, &str)] = &[
     ("server.listen", "listen"),
+    ("server.admin_listen", "admin_listen"),
     ("server.advertise_addr", "advertise_addr"),
     ("log.filter", "log_filter"),
     ("log.format", "log_format"),
