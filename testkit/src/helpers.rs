@@ -52,6 +52,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The plaintext health-only listener's address (`--health-listen`, with TLS on).
     pub health_addr: Option<SocketAddr>,
+    /// The admin listener's address (`--admin-listen`: /metrics), when configured.
+    pub admin_addr: Option<SocketAddr>,
     /// The server's TLS settings, when TLS is on.
     pub tls: Option<Arc<hotplane::auth::ServerTls>>,
     /// Patterns client.
@@ -110,6 +112,7 @@ impl TestApp {
             .await
             .expect("application builds");
         let (addr, health_addr, tls) = (app.local_addr(), app.health_addr(), app.tls());
+        let admin_addr = app.admin_addr();
         let engine = app.engine().clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -131,6 +134,7 @@ impl TestApp {
         TestApp {
             addr,
             health_addr,
+            admin_addr,
             tls,
             patterns: PatternsClient::new(channel.clone()),
             reload: HotReloadClient::new(channel.clone()),

@@ -20,6 +20,7 @@ mod kubernetes;
 mod liveness;
 mod load;
 mod metadata_json;
+mod metrics;
 mod model;
 mod patterns_api;
 mod probe;
