@@ -178,7 +178,9 @@ fn known_methods() -> Vec<(String, MethodLabels)> {
         // Compiled-in bytes that reflection decodes too; a failure would be a build defect,
         // and costs only these labels (the calls are then counted as unknown).
         let Ok(set) = prost_types::FileDescriptorSet::decode(set) else {
-            tracing::error!("a compiled-in descriptor set does not decode; its methods are counted as unknown");
+            tracing::error!(
+                "a compiled-in descriptor set does not decode; its methods are counted as unknown"
+            );
             continue;
         };
         for file in set.file {
@@ -419,7 +421,9 @@ mod tests {
             methods["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"].grpc_type,
             "bidi_stream"
         );
-        assert!(methods.contains_key("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"));
+        assert!(
+            methods.contains_key("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        );
     }
 
     #[test]

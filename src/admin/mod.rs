@@ -42,7 +42,9 @@ impl Admin {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<(Admin, JoinHandle<()>)> {
         let listener = TcpListener::bind(at).await.with_context(|| {
-            format!("binding the admin listener on {at}; check --admin-listen / HOTPLANE_ADMIN_LISTEN")
+            format!(
+                "binding the admin listener on {at}; check --admin-listen / HOTPLANE_ADMIN_LISTEN"
+            )
         })?;
         let addr = listener
             .local_addr()

@@ -202,7 +202,9 @@ fn seconds(t: &prost_types::Timestamp) -> f64 {
 
 /// `EVENT_KIND_RELOAD_SUCCEEDED` → `reload_succeeded`.
 fn short_name(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_ascii_lowercase()
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]

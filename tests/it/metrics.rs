@@ -37,7 +37,9 @@ impl Scrape {
             .find(|(n, l, _)| {
                 n == name
                     && l.len() == labels.len()
-                    && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|s| s.2)
     }
@@ -75,10 +77,16 @@ async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.expect("sends");
     let mut raw = String::new();
-    conn.read_to_string(&mut raw).await.expect("reads the answer");
+    conn.read_to_string(&mut raw)
+        .await
+        .expect("reads the answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
     let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_owned(), headers.to_ascii_lowercase(), body.to_owned())
+    (
+        status.to_owned(),
+        headers.to_ascii_lowercase(),
+        body.to_owned(),
+    )
 }
 
 /// Scrapes `/metrics` and parses the Prometheus text format (sample lines only).
@@ -157,7 +165,10 @@ async fn grpc_calls_reloads_and_drain_move_the_metrics() {
 
     // Before any call: every method's started series exists at 0; the startup load is counted.
     let before = scrape_until(&app, "the startup load counted", |s| {
-        s.sum("hotplane_reloads_total", &with(&patterns, &[("outcome", "success")])) >= 1.0
+        s.sum(
+            "hotplane_reloads_total",
+            &with(&patterns, &[("outcome", "success")]),
+        ) >= 1.0
     })
     .await;
     assert_eq!(before.get("grpc_server_started_total", &MATCH), Some(0.0));
@@ -230,7 +241,10 @@ async fn grpc_calls_reloads_and_drain_move_the_metrics() {
         Some(2.0)
     );
     let le_inf = with(&MATCH, &[("le", "+Inf")]);
-    assert_eq!(s.get("grpc_server_handling_seconds_bucket", &le_inf), Some(2.0));
+    assert_eq!(
+        s.get("grpc_server_handling_seconds_bucket", &le_inf),
+        Some(2.0)
+    );
     assert_eq!(
         s.sum(
             "grpc_server_handled_total",
@@ -260,9 +274,17 @@ async fn grpc_calls_reloads_and_drain_move_the_metrics() {
     );
     assert!(s.sum("hotplane_reload_duration_seconds_count", &patterns) >= 3.0);
     assert!(s.sum("hotplane_content_hash_changes_total", &patterns) >= 1.0);
-    assert!(s.sum("hotplane_status_events_total", &[("kind", "pattern_learned")]) >= 1.0);
+    assert!(
+        s.sum(
+            "hotplane_status_events_total",
+            &[("kind", "pattern_learned")]
+        ) >= 1.0
+    );
     // Status read at scrape time.
-    assert_eq!(s.get("hotplane_generation", &patterns), Some(generation as f64));
+    assert_eq!(
+        s.get("hotplane_generation", &patterns),
+        Some(generation as f64)
+    );
     assert_eq!(s.get("hotplane_items", &patterns), Some(1.0));
     assert_eq!(s.get("hotplane_draining", &[]), Some(0.0));
     assert_eq!(s.get("hotplane_quarantined_patterns", &[]), Some(0.0));
