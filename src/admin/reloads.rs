@@ -60,32 +60,32 @@ impl ReloadMetrics {
         };
         registry.register(
             "hotplane_reloads",
-            "Reloads finished, by target (patterns, config, store, bus), mode (full, delta, single, noop, invalidate; none when the target reports no mode, as for failures) and outcome (success, failure).",
+            "Reloads finished, by target (patterns, config, store, bus), mode (full, delta, single, noop, invalidate; none when the target reports no mode, as for failures) and outcome (success, failure)",
             m.reloads.clone(),
         );
         registry.register(
             "hotplane_reload_duration_seconds",
-            "How long reloads took, by target, mode and outcome: the generation's load duration, else the time from the reload's start event to its end event.",
+            "How long reloads took, by target, mode and outcome: the generation's load duration, else the time from the reload's start event to its end event",
             m.durations.clone(),
         );
         registry.register(
             "hotplane_rollbacks",
-            "Rollbacks to a retained generation applied on this instance, by target.",
+            "Rollbacks to a retained generation applied on this instance, by target",
             m.rollbacks.clone(),
         );
         registry.register(
             "hotplane_content_hash_changes",
-            "Reloads and rollbacks whose content hash differs from the one served before (the first load after start is not a change), by target.",
+            "Reloads and rollbacks whose content hash differs from the one served before (the first load after start is not a change), by target",
             m.hash_changes.clone(),
         );
         registry.register(
             "hotplane_status_events",
-            "Status events published to WatchStatus streams, by kind (reload_succeeded, pattern_learned, bus_connected, drain_changed, ...).",
+            "Status events published to WatchStatus streams, by kind (reload_succeeded, pattern_learned, bus_connected, drain_changed, ...)",
             m.events.clone(),
         );
         registry.register(
             "hotplane_metrics_events_missed",
-            "Status events the metrics follower missed because it fell behind the event hub's bounded channel (the counts above undercount by at most this).",
+            "Status events the metrics follower missed because it fell behind the event hub's bounded channel (the counts above undercount by at most this)",
             m.missed.clone(),
         );
         Arc::new(m)
