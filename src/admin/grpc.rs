@@ -89,6 +89,22 @@ struct Method {
     /// `grpc_server_handled_total` per code, created on the code's first use (a series per
     /// code seen, not 17 per method up front).
     handled: [OnceLock<Counter>; 17],
+    /// The family those are created in (a handle: the series are shared).
+    family: Family<HandledLabels, Counter>,
+}
+
+impl Method {
+    fn handled(&self, code: usize) -> &Counter {
+        let code = if code < CODES.len() { code } else { UNKNOWN };
+        self.handled[code].get_or_init(|| {
+            self.family.get_or_create_owned(&HandledLabels {
+                grpc_type: self.labels.grpc_type,
+                grpc_service: self.labels.grpc_service.clone(),
+                grpc_method: self.labels.grpc_method.clone(),
+                grpc_code: CODES[code],
+            })
+        })
+    }
 }
 
 /// The gRPC metric families and the method table (shared by every connection).
@@ -96,7 +112,6 @@ struct Method {
 pub struct GrpcMetrics {
     methods: HashMap<String, Arc<Method>>,
     unknown: Arc<Method>,
-    handled: Family<HandledLabels, Counter>,
 }
 
 impl GrpcMetrics {
@@ -128,6 +143,7 @@ impl GrpcMetrics {
                 started: started.get_or_create_owned(&labels),
                 handling: handling.get_or_create_owned(&labels),
                 handled: Default::default(),
+                family: handled.clone(),
                 labels,
             })
         };
@@ -140,27 +156,11 @@ impl GrpcMetrics {
             grpc_service: "unknown".into(),
             grpc_method: "unknown".into(),
         });
-        Arc::new(GrpcMetrics {
-            methods,
-            unknown,
-            handled,
-        })
+        Arc::new(GrpcMetrics { methods, unknown })
     }
 
     fn method(&self, path: &str) -> &Arc<Method> {
         self.methods.get(path).unwrap_or(&self.unknown)
-    }
-
-    fn handled<'m>(&self, method: &'m Method, code: usize) -> &'m Counter {
-        let code = if code < CODES.len() { code } else { UNKNOWN };
-        method.handled[code].get_or_init(|| {
-            self.handled.get_or_create_owned(&HandledLabels {
-                grpc_type: method.labels.grpc_type,
-                grpc_service: method.labels.grpc_service.clone(),
-                grpc_method: method.labels.grpc_method.clone(),
-                grpc_code: CODES[code],
-            })
-        })
     }
 }
 
@@ -257,7 +257,6 @@ where
             let method = Arc::clone(metrics.method(req.uri().path()));
             method.started.inc();
             Call {
-                metrics: Arc::clone(metrics),
                 method,
                 start: Instant::now(),
             }
@@ -271,14 +270,13 @@ where
 
 /// A started call, recorded as handled exactly once (`finish` consumes it).
 struct Call {
-    metrics: Arc<GrpcMetrics>,
     method: Arc<Method>,
     start: Instant,
 }
 
 impl Call {
     fn finish(self, code: usize) {
-        self.metrics.handled(&self.method, code).inc();
+        self.method.handled(code).inc();
         self.method
             .handling
             .observe(self.start.elapsed().as_secs_f64());
