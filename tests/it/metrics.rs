@@ -204,7 +204,7 @@ async fn grpc_calls_reloads_and_drain_move_the_metrics() {
         .match_pattern(pb::MatchPatternRequest {
             query: "x".into(),
             min_confidence: Some(1.5),
-            min_generation: 0,
+            ..Default::default()
         })
         .await
         .expect_err("bad min_confidence");
