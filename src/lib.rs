@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod normalize;
 pub mod probe;
+pub mod reason;
 pub mod retry;
 pub mod snapshot;
 pub mod startup;

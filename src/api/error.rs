@@ -15,15 +15,13 @@
 //! defines: a `ResourceInfo` naming what was not found, a `PreconditionFailure`, and a
 //! `RetryInfo` on every `UNAVAILABLE`.
 
-mod reason;
-
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{error, warn};
 
-pub use reason::{DOMAIN, RETRY_AFTER, Reason};
+pub use crate::reason::{DOMAIN, RETRY_AFTER, Reason};
 
 use crate::{engine::LoadError, learn::Violation, store::StoreError};
 

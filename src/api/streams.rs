@@ -9,6 +9,8 @@ use std::{
 
 use tonic::Status;
 
+use crate::reason::Reason;
+
 /// Open streams per caller, bounded.
 #[derive(Debug)]
 pub struct StreamSlots {
@@ -37,11 +39,14 @@ impl StreamSlots {
         let mut open = lock(&self.open);
         let n = open.entry(caller.to_owned()).or_default();
         if self.max > 0 && *n >= self.max {
-            return Err(Status::resource_exhausted(format!(
-                "{caller} already holds {} WatchStatus streams, the limit per caller \
-                 (--watch-max-streams-per-caller); close one or reuse it",
-                self.max
-            )));
+            return Err(Reason::TooManyStreams.status(
+                format!(
+                    "{caller} already holds {} WatchStatus streams, the limit per caller \
+                     (--watch-max-streams-per-caller); close one or reuse it",
+                    self.max
+                ),
+                vec![("limit", self.max.to_string())],
+            ));
         }
         *n += 1;
         Ok(Slot {

@@ -11,13 +11,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::reason::Reason;
 use http::{Request, Response};
 use tonic::{
     Code, Status,
     body::Body,
     transport::server::{TcpConnectInfo, TlsConnectInfo},
 };
-use tonic_types::{ErrorDetails, StatusExt};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::{debug, warn};
@@ -179,14 +179,14 @@ impl<S> AuthService<S> {
         if scope == Scope::Admin
             && let Err(wait) = self.limiter.check(&rate_key(&caller))
         {
-            return Err(Status::with_error_details(
-                Code::ResourceExhausted,
+            return Err(Reason::RateLimited.status_with(
                 format!(
                     "caller {:?} exceeded its rate of state-changing RPCs; retry in {} ms",
                     caller.name,
                     wait.as_millis().max(1)
                 ),
-                ErrorDetails::with_retry_info(Some(wait)),
+                vec![],
+                Some(wait),
             ));
         }
         Ok(caller)

@@ -9,14 +9,13 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
 };
 
+use crate::reason::Reason;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tonic::{Code, Status, body::Body};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Status, body::Body};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -41,9 +40,6 @@ const UNTRACKED_PREFIXES: &[&str] = &[
     "/grpc.health.v1.Health/",
     "/grpc.reflection.",
 ];
-
-/// How long a refused client is told to wait before retrying (on another replica, typically).
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The layer; add it with `Server::builder().layer(InFlightLayer::new(drain))`.
 #[derive(Debug, Clone)]
@@ -97,10 +93,9 @@ where
             return Box::pin(self.inner.call(req));
         }
         if self.drain.is_draining() && WORK.contains(&path) {
-            let status = Status::with_error_details(
-                Code::Unavailable,
+            let status = Reason::Draining.status(
                 "this replica is draining and takes no new work; retry on another replica",
-                ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+                vec![],
             );
             return Box::pin(async move { Ok(status.into_http()) });
         }

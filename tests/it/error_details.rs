@@ -336,3 +336,61 @@ async fn response_too_large_gives_the_limit() {
         assert!(err.get_error_details().retry_info().is_none());
     }
 }
+
+/// The refusals made before any handler runs carry their reason too: a draining replica's
+/// UNAVAILABLE (with RetryInfo), the write rate limit (RetryInfo: when the next call is
+/// allowed) and the per-caller WatchStatus stream limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_before_the_handler_carry_their_reason() {
+    let mut app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.auth.admin_rate = 0.001;
+        c.auth.admin_burst = 1;
+        c.watch_max_streams_per_caller = 1;
+    })
+    .await;
+    // One stream is allowed; the second is refused while the first is open.
+    let _first = app
+        .reload
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect("the first stream");
+    let err = app
+        .reload
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect_err("a second stream");
+    let meta = error_info(&err, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    assert_eq!(meta["limit"], "1");
+
+    // The burst of one state-changing call is spent by the first reload.
+    app.reload
+        .reload(reload_req(false, None))
+        .await
+        .expect("within the burst");
+    let err = app
+        .reload
+        .reload(reload_req(false, None))
+        .await
+        .expect_err("past the rate");
+    error_info(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    let retry = err
+        .get_error_details()
+        .retry_info()
+        .expect("RetryInfo")
+        .retry_delay;
+    assert!(retry.is_some_and(|d| d > Duration::ZERO), "{retry:?}");
+
+    // Draining refuses new work with DRAINING (on a replica whose rate bucket is full).
+    let mut app = TestApp::spawn(Backend::Sqlite).await;
+    app.drain
+        .start_drain(pb::StartDrainRequest::default())
+        .await
+        .expect("drain");
+    let err = app
+        .patterns
+        .match_pattern(match_req("qualunque"))
+        .await
+        .expect_err("draining");
+    error_info(&err, Code::Unavailable, "DRAINING");
+    assert!(err.get_error_details().retry_info().is_some(), "{err:?}");
+}

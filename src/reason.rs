@@ -63,6 +63,15 @@ pub enum Reason {
     ConfigRejected,
     /// FAILED_PRECONDITION: `StopDrain` during a shutdown, whose drain cannot be stopped.
     DrainFinal,
+    /// UNAVAILABLE, with `RetryInfo`: this replica is draining and takes no new work. Retry on
+    /// another replica.
+    Draining,
+    /// RESOURCE_EXHAUSTED, with `RetryInfo` (when the caller's bucket has a token again): the
+    /// caller exceeded its rate of state-changing RPCs (`--admin-rate`).
+    RateLimited,
+    /// RESOURCE_EXHAUSTED: the caller holds the most WatchStatus streams allowed
+    /// (`--watch-max-streams-per-caller`). Metadata `limit`. Close one or reuse it.
+    TooManyStreams,
     /// RESOURCE_EXHAUSTED: the match answer would be larger than `--max-response-bytes`.
     /// Metadata `max_response_bytes`, `answer_bytes` (at least). Not retryable as it is: send
     /// fewer queries per batch.
@@ -85,6 +94,9 @@ impl Reason {
         Reason::BusSwapFailed,
         Reason::ConfigRejected,
         Reason::DrainFinal,
+        Reason::Draining,
+        Reason::RateLimited,
+        Reason::TooManyStreams,
         Reason::ResponseTooLarge,
     ];
 
@@ -104,6 +116,9 @@ impl Reason {
             Reason::BusSwapFailed => "BUS_SWAP_FAILED",
             Reason::ConfigRejected => "CONFIG_REJECTED",
             Reason::DrainFinal => "DRAIN_FINAL",
+            Reason::Draining => "DRAINING",
+            Reason::RateLimited => "RATE_LIMITED",
+            Reason::TooManyStreams => "TOO_MANY_STREAMS",
             Reason::ResponseTooLarge => "RESPONSE_TOO_LARGE",
         }
     }
@@ -121,9 +136,40 @@ impl Reason {
             | Reason::ConfigRejected
             | Reason::DrainFinal => Code::FailedPrecondition,
             Reason::PatternNotFound | Reason::GenerationNotRetained => Code::NotFound,
-            Reason::StoreUnavailable | Reason::ShuttingDown => Code::Unavailable,
-            Reason::ResponseTooLarge => Code::ResourceExhausted,
+            Reason::StoreUnavailable | Reason::ShuttingDown | Reason::Draining => Code::Unavailable,
+            Reason::ResponseTooLarge | Reason::RateLimited | Reason::TooManyStreams => {
+                Code::ResourceExhausted
+            }
         }
+    }
+
+    /// An answer with this reason: its code, `message`, and an `ErrorInfo` with `metadata`
+    /// (plus the reason's `RetryInfo`), for the layers that answer before any handler runs.
+    pub fn status(
+        self,
+        message: impl Into<String>,
+        metadata: Vec<(&'static str, String)>,
+    ) -> tonic::Status {
+        self.status_with(message, metadata, self.retry_after())
+    }
+
+    /// [`Self::status`] with a `RetryInfo` delay of the caller's choosing (`None`: none).
+    pub fn status_with(
+        self,
+        message: impl Into<String>,
+        metadata: Vec<(&'static str, String)>,
+        retry_after: Option<Duration>,
+    ) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        let metadata: std::collections::HashMap<String, String> = metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut details = ErrorDetails::with_error_info(self.as_str(), DOMAIN, metadata);
+        if retry_after.is_some() {
+            details.set_retry_info(retry_after);
+        }
+        tonic::Status::with_error_details(self.code(), message, details)
     }
 
     /// The `RetryInfo` delay: every `UNAVAILABLE` reason has one, no other does.
@@ -142,8 +188,8 @@ mod tests {
     /// The proto comment and docs/api.md list every reason, with its code.
     #[test]
     fn every_reason_is_documented() {
-        let proto = include_str!("../../../proto/hotplane/v1/common.proto");
-        let docs = include_str!("../../../docs/api.md");
+        let proto = include_str!("../proto/hotplane/v1/common.proto");
+        let docs = include_str!("../docs/api.md");
         for r in Reason::ALL {
             let code = format!("{:?}", r.code()); // e.g. FailedPrecondition
             assert!(
