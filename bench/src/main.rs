@@ -194,6 +194,11 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
 
+    /// match: serve Prometheus /metrics on a loopback admin listener while measuring (the
+    /// metrics layer then counts every call), to compare with a run without it.
+    #[arg(long)]
+    match_metrics: bool,
+
     /// propagate: patterns in the store [default: 10000; quick: 1000].
     #[arg(long)]
     propagate_patterns: Option<usize>,
@@ -273,6 +278,8 @@ pub struct Settings {
     pub match_warmup: Duration,
     /// match: queries per BatchMatchPatterns call.
     pub batch_size: usize,
+    /// match: with the admin listener (/metrics) on.
+    pub match_metrics: bool,
     /// propagate: patterns in the store.
     pub propagate_patterns: usize,
     /// propagate: trials per figure.
@@ -336,6 +343,7 @@ impl Settings {
             match_rounds: if q { 1 } else { 2 },
             match_warmup: Duration::from_millis(if q { 100 } else { 500 }),
             batch_size: a.batch_size.clamp(1, 1000),
+            match_metrics: a.match_metrics,
             propagate_patterns: a
                 .propagate_patterns
                 .unwrap_or(if q { 1000 } else { 10_000 }),

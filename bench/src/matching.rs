@@ -44,7 +44,14 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     let db = BenchDb::create(Backend::Postgres, &s.database_url).await?;
     db.fill(&data.rows).await?;
     drop(data);
-    let server = ServerThread::hotplane(Config::for_database(db.url())).await?;
+    let mut config = Config::for_database(db.url());
+    if s.match_metrics {
+        config.admin_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        notes.push(
+            "match: metrics on (--match-metrics: /metrics on a loopback admin listener)".into(),
+        );
+    }
+    let server = ServerThread::hotplane(config).await?;
     wait_serving(server.addr, Duration::from_secs(300)).await?;
     let echo = ServerThread::echo().await?;
     let hp = channels(server.addr, s.connections).await?;
