@@ -160,16 +160,28 @@ impl Reason {
         metadata: Vec<(&'static str, String)>,
         retry_after: Option<Duration>,
     ) -> tonic::Status {
-        use tonic_types::{ErrorDetails, StatusExt};
+        use tonic_types::StatusExt;
+        let details = self.details(metadata, retry_after);
+        tonic::Status::with_error_details(self.code(), message, details)
+    }
+
+    /// The details every answer with this reason carries: its `ErrorInfo` with `metadata`, and
+    /// a `RetryInfo` of `retry_after` when there is one.
+    pub fn details(
+        self,
+        metadata: Vec<(&'static str, String)>,
+        retry_after: Option<Duration>,
+    ) -> tonic_types::ErrorDetails {
         let metadata: std::collections::HashMap<String, String> = metadata
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        let mut details = ErrorDetails::with_error_info(self.as_str(), DOMAIN, metadata);
+        let mut details =
+            tonic_types::ErrorDetails::with_error_info(self.as_str(), DOMAIN, metadata);
         if retry_after.is_some() {
             details.set_retry_info(retry_after);
         }
-        tonic::Status::with_error_details(self.code(), message, details)
+        details
     }
 
     /// The `RetryInfo` delay: every `UNAVAILABLE` reason has one, no other does.

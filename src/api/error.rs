@@ -15,13 +15,11 @@
 //! defines: a `ResourceInfo` naming what was not found, a `PreconditionFailure`, and a
 //! `RetryInfo` on every `UNAVAILABLE`.
 
-use std::collections::HashMap;
-
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{error, warn};
 
-pub use crate::reason::{DOMAIN, RETRY_AFTER, Reason};
+pub use crate::reason::{RETRY_AFTER, Reason};
 
 use crate::{engine::LoadError, learn::Violation, store::StoreError};
 
@@ -192,19 +190,12 @@ impl Reasoned {
             resource,
             precondition,
         } = self;
-        let metadata: HashMap<String, String> = metadata
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let mut details = ErrorDetails::with_error_info(reason.as_str(), DOMAIN, metadata);
+        let mut details = reason.details(metadata, reason.retry_after());
         if let Some((kind, name)) = resource {
             details.set_resource_info(kind, name, "", message.clone());
         }
         if let Some((kind, subject)) = precondition {
             details.add_precondition_failure_violation(kind, subject, message.clone());
-        }
-        if let Some(delay) = reason.retry_after() {
-            details.set_retry_info(Some(delay));
         }
         Status::with_error_details(reason.code(), message, details)
     }
