@@ -41,9 +41,6 @@ pub enum ApiError {
     /// The named entity does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The request cannot be served in the current state (e.g. generation too old).
-    #[error("{0}")]
-    FailedPrecondition(String),
     /// A dependency is unavailable; retrying later may succeed.
     #[error("{0}")]
     Unavailable(String),
@@ -166,7 +163,6 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, msg, details)
             }
             ApiError::NotFound(m) => Status::not_found(m),
-            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             // Every UNAVAILABLE says when to retry, with or without a reason.
             ApiError::Unavailable(m) => Status::with_error_details(
                 Code::Unavailable,
