@@ -24,6 +24,7 @@ pub mod snapshot;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod writes;
 
 /// Generated protobuf and gRPC code for `hotplane.v1`.
 #[allow(clippy::all, missing_docs, rust_2018_idioms)]

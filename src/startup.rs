@@ -25,6 +25,7 @@ use crate::{
     lifecycle::{Drain, InFlightLayer, health, shutdown},
     pb,
     store::{Store, StoreOptions, redact_url},
+    writes::PatternWrites,
 };
 
 /// Opens the store described by the config (without migrating).
@@ -436,8 +437,12 @@ impl Services {
             engine: engine.clone(),
             live: Arc::clone(&status.live),
             hits: Arc::clone(&status.hits),
-            bus: status.bus.clone(),
-            events: events.clone(),
+            writes: PatternWrites::new(
+                engine.clone(),
+                Arc::clone(&status.live),
+                status.bus.clone(),
+                crate::api::events::write_sink(events.clone()),
+            ),
             max_response_bytes: config.max_response_bytes,
         };
         let drain = DrainState {

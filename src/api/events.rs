@@ -25,6 +25,7 @@ use crate::{
     config::reload::{ConfigEvent, ConfigEventSink},
     engine::{EventKind, EventSink},
     pb,
+    writes::{WriteEvent, WriteEventSink, WriteKind},
 };
 
 /// A published event (shared by every stream that sends it).
@@ -150,6 +151,26 @@ pub fn config_sink(hub: EventHub) -> ConfigEventSink {
             }
         }
         hub.publish(out);
+    })
+}
+
+/// Turns served pattern writes into WatchStatus events with target PATTERNS (after the
+/// reload events of the load that served them).
+pub fn write_sink(hub: EventHub) -> WriteEventSink {
+    Arc::new(move |event: WriteEvent| {
+        let kind = match event.kind {
+            WriteKind::Learned => pb::EventKind::PatternLearned,
+            WriteKind::Approved => pb::EventKind::PatternApproved,
+            WriteKind::Disabled => pb::EventKind::PatternDisabled,
+            WriteKind::Deleted => pb::EventKind::PatternDeleted,
+        };
+        hub.publish(pb::WatchStatusResponse {
+            kind: kind.into(),
+            target: pb::Target::Patterns.into(),
+            pattern_id: event.id,
+            generation: event.generation.as_deref().map(generation_pb),
+            ..Default::default()
+        });
     })
 }
 

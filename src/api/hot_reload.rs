@@ -15,6 +15,7 @@ use crate::{
     audit::{self, Origin},
     engine::{LoadReport, LoadRequest, Scope, Source, StoreSwapError},
     pb::{self, hot_reload_server::HotReload},
+    writes::announce_served,
 };
 
 /// HotReload service.
@@ -219,8 +220,9 @@ impl HotReload for HotReloadApi {
             let mut response = reload_response(&report, coalesced, false, started);
             if req.broadcast {
                 response.publish_error =
-                    super::publish_change(&self.state.bus, &self.state.engine, req.pattern_id)
-                        .await;
+                    announce_served(&self.state.bus, &self.state.engine, req.pattern_id)
+                        .await
+                        .unwrap_or_default();
             }
             if let Some(wait) = wait
                 && let Some(position) = &report.current.cursor

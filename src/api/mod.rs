@@ -41,6 +41,7 @@ use crate::{
     lifecycle::Drain,
     pb,
     store::StoreOptions,
+    writes::PatternWrites,
 };
 
 /// Largest query accepted by MatchPattern and per item of BatchMatchPatterns, in bytes.
@@ -113,10 +114,8 @@ pub struct PatternsState {
     pub live: Arc<LiveConfig>,
     /// Hit counters.
     pub hits: Arc<HitCounter>,
-    /// The bus: announces this replica's writes.
-    pub bus: Bus,
-    /// Status events (pattern writes).
-    pub events: EventHub,
+    /// The pattern writes (learn, approve, disable, delete).
+    pub writes: PatternWrites,
     /// Largest encoded MatchPattern / BatchMatchPatterns answer (`--max-response-bytes`).
     pub max_response_bytes: usize,
 }
@@ -128,18 +127,6 @@ pub struct DrainState {
     pub drain: Drain,
     /// Default wait for `StartDrain(wait)`.
     pub shutdown_grace: std::time::Duration,
-}
-
-/// Queues the announcement of a change this replica has applied and serves (it is published
-/// after the answer, so a slow Redis never delays it), and returns the error text for the
-/// response's `publish_error`: empty when queued or when there is no bus, the reason when the
-/// queue is full. The bus counts and logs failures, later ones too; the change stands either way.
-async fn publish_change(bus: &Bus, engine: &Engine, pattern_id: Option<i64>) -> String {
-    let revision = engine.current().store_revision;
-    match bus.announce(pattern_id, revision).await {
-        Ok(()) => String::new(),
-        Err(e) => e.to_string(),
-    }
 }
 
 /// A `Reload` field that applies to some targets only, and whether a request sets it.

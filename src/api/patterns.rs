@@ -1,11 +1,12 @@
-//! Patterns service handlers. Matching reads only the current snapshot (never the database);
-//! writes go to the store and then through the engine, so the change is served before the RPC
-//! returns.
+//! Patterns service handlers. Matching reads only the current snapshot (never the database).
+//! Writes are [`crate::writes`]'s (rules, store, serve, events, announcement): a handler here
+//! checks the request, hands it over and translates the answer, naming the request's field in a
+//! refusal.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{info, instrument};
+use tracing::instrument;
 
 use super::{
     DEFAULT_PAGE_SIZE, MAX_BATCH_QUERIES, MAX_PAGE_SIZE, MAX_QUERY_BYTES, PatternsState, check_id,
@@ -16,12 +17,12 @@ use super::{
     wire::{self, patterns_server::Patterns},
 };
 use crate::{
-    audit::{self, Origin},
-    engine::{LoadRequest, Scope, Source},
+    audit,
     learn::Proposal,
     model::{MAX_CATEGORY_CHARS, PatternRow, PatternStatus},
     pb,
     store::ListQuery,
+    writes::{Served, WriteError},
 };
 
 /// Patterns service.
@@ -68,75 +69,25 @@ impl PatternsApi {
         Ok((answers, generation.number))
     }
 
-    /// Serves a write: reloads the written row through the engine and returns the generation
-    /// that includes it.
-    async fn serve_write(&self, id: i64, reason: &str, origin: Origin) -> ApiResult<u64> {
-        let (report, _) = self
-            .state
-            .engine
-            .reload(
-                LoadRequest {
-                    scope: Scope::Ids(vec![id]),
-                    source: Source::Write,
-                    reason: reason.to_owned(),
-                },
-                Some(origin),
-            )
-            .await?;
-        Ok(report.generation_after)
-    }
-
-    /// Announces a served pattern change on the status stream.
-    fn announce(&self, kind: pb::EventKind, id: i64, generation: u64) {
-        let current = self.state.engine.current();
-        let info = (current.number == generation).then(|| super::generation_pb(&current));
-        self.state.events.publish(pb::WatchStatusResponse {
-            kind: kind.into(),
-            target: pb::Target::Patterns.into(),
-            pattern_id: id,
-            generation: info,
-            ..Default::default()
-        });
-    }
-
+    /// ApprovePattern (`enabled`) and DisablePattern: checks the request, writes, answers the
+    /// row as stored.
     async fn set_status(
         &self,
         id: i64,
-        reason: &str,
-        status: PatternStatus,
         enabled: bool,
+        reason: &str,
         caller: String,
         metadata_as_json: bool,
-    ) -> ApiResult<(pb::Pattern, u64)> {
+    ) -> ApiResult<(pb::Pattern, Served)> {
         check_id(id)?;
         check_reason(reason)?;
-        let row = self
+        let (row, write) = self
             .state
-            .store()
-            .set_status(id, status.clone(), enabled)
-            .await?
-            .ok_or_else(|| not_found(id))?;
-        info!(
-            id,
-            status = status.as_str(),
-            reason,
-            "pattern status changed"
-        );
-        let act = if enabled {
-            audit::action::PATTERN_APPROVE
-        } else {
-            audit::action::PATTERN_DISABLE
-        };
-        let generation = self
-            .serve_write(id, reason, Origin::pattern(caller, act, id))
-            .await?;
-        let kind = if enabled {
-            pb::EventKind::PatternApproved
-        } else {
-            pb::EventKind::PatternDisabled
-        };
-        self.announce(kind, id, generation);
-        Ok((pattern_pb(&row, metadata_as_json), generation))
+            .writes
+            .set_status(id, enabled, reason, caller)
+            .await
+            .map_err(|e| write_error(e, &[]))?;
+        Ok((pattern_pb(&row, metadata_as_json), write))
     }
 }
 
@@ -159,6 +110,18 @@ const LEARN_FIELDS: &[(&str, &str)] = &[
 
 fn not_found(id: i64) -> ApiError {
     ApiError::pattern_not_found(id, format!("pattern {id} does not exist"))
+}
+
+/// A write's failure as answered: a refused value under the request field `fields` maps its
+/// column to (none for status changes and deletes: a refusal there is the table's state), a
+/// missing row as PATTERN_NOT_FOUND.
+fn write_error(e: WriteError, fields: &[(&str, &'static str)]) -> ApiError {
+    match e {
+        WriteError::Rejected(v) => v.into(),
+        WriteError::NotFound(id) => not_found(id),
+        WriteError::Store(e) => ApiError::from_store_write(e, fields),
+        WriteError::Serve(e) => e.into(),
+    }
 }
 
 fn check_query(field: &str, query: &str) -> ApiResult<()> {
@@ -341,20 +304,6 @@ impl Patterns for PatternsApi {
             metadata,
             created_by: req.created_by,
         };
-        // One load: the threshold and the normalizer of one config generation; the column
-        // limits of the store the row goes to.
-        let settings = self.state.live.settings();
-        let store = self.state.store();
-        let new = settings
-            .rules
-            .check(proposal, &settings.normalizer, &store.column_limits())
-            .map_err(|mut v| {
-                if v.field == "metadata" {
-                    v.field = metadata_field;
-                }
-                ApiError::from(v)
-            })?;
-        drop(settings);
         let fields: Vec<_> = LEARN_FIELDS
             .iter()
             .map(|&(column, field)| match field {
@@ -362,38 +311,26 @@ impl Patterns for PatternsApi {
                 _ => (column, field),
             })
             .collect();
-        let outcome = store
-            .learn(&new)
-            .await
-            .map_err(|e| ApiError::from_store_write(e, &fields))?;
-        info!(
-            id = outcome.row.id,
-            normalized = %outcome.row.normalized_pattern,
-            created = outcome.created,
-            updated = outcome.updated,
-            "pattern learned"
-        );
-        let origin = Origin::pattern(caller, audit::action::PATTERN_LEARN, outcome.row.id);
-        let generation = self.serve_write(outcome.row.id, "learn", origin).await?;
-        self.announce(pb::EventKind::PatternLearned, outcome.row.id, generation);
-        let served = self
+        let learned = self
             .state
-            .engine
-            .current()
-            .snapshot
-            .is_winner(outcome.row.id);
+            .writes
+            .learn(proposal, caller)
+            .await
+            .map_err(|e| match e {
+                // The rules name `metadata`; the request may have sent it as `metadata_json`.
+                WriteError::Rejected(mut v) if v.field == "metadata" => {
+                    v.field = metadata_field;
+                    ApiError::from(v)
+                }
+                e => write_error(e, &fields),
+            })?;
         Ok(Response::new(pb::LearnPatternResponse {
-            pattern: Some(pattern_pb(&outcome.row, req.metadata_as_json)),
-            created: outcome.created,
-            updated: outcome.updated,
-            served,
-            generation,
-            publish_error: super::publish_change(
-                &self.state.bus,
-                &self.state.engine,
-                Some(outcome.row.id),
-            )
-            .await,
+            pattern: Some(pattern_pb(&learned.outcome.row, req.metadata_as_json)),
+            created: learned.outcome.created,
+            updated: learned.outcome.updated,
+            served: learned.served,
+            generation: learned.write.generation,
+            publish_error: learned.write.publish_error.unwrap_or_default(),
         }))
     }
 
@@ -493,21 +430,13 @@ impl Patterns for PatternsApi {
     ) -> Result<Response<pb::ApprovePatternResponse>, Status> {
         let caller = audit::caller_of(&req);
         let req = req.into_inner();
-        let (pattern, generation) = self
-            .set_status(
-                req.id,
-                &req.reason,
-                PatternStatus::Approved,
-                true,
-                caller,
-                req.metadata_as_json,
-            )
+        let (pattern, write) = self
+            .set_status(req.id, true, &req.reason, caller, req.metadata_as_json)
             .await?;
         Ok(Response::new(pb::ApprovePatternResponse {
             pattern: Some(pattern),
-            generation,
-            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
-                .await,
+            generation: write.generation,
+            publish_error: write.publish_error.unwrap_or_default(),
         }))
     }
 
@@ -518,21 +447,13 @@ impl Patterns for PatternsApi {
     ) -> Result<Response<pb::DisablePatternResponse>, Status> {
         let caller = audit::caller_of(&req);
         let req = req.into_inner();
-        let (pattern, generation) = self
-            .set_status(
-                req.id,
-                &req.reason,
-                PatternStatus::Disabled,
-                false,
-                caller,
-                req.metadata_as_json,
-            )
+        let (pattern, write) = self
+            .set_status(req.id, false, &req.reason, caller, req.metadata_as_json)
             .await?;
         Ok(Response::new(pb::DisablePatternResponse {
             pattern: Some(pattern),
-            generation,
-            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
-                .await,
+            generation: write.generation,
+            publish_error: write.publish_error.unwrap_or_default(),
         }))
     }
 
@@ -545,24 +466,16 @@ impl Patterns for PatternsApi {
         let req = req.into_inner();
         check_id(req.id)?;
         check_reason(&req.reason)?;
-        if !self
+        let write = self
             .state
-            .store()
-            .delete(req.id)
+            .writes
+            .delete(req.id, &req.reason, caller)
             .await
-            .map_err(ApiError::from)?
-        {
-            return Err(not_found(req.id).into());
-        }
-        info!(id = req.id, reason = %req.reason, "pattern deleted");
-        let origin = Origin::pattern(caller, audit::action::PATTERN_DELETE, req.id);
-        let generation = self.serve_write(req.id, &req.reason, origin).await?;
-        self.announce(pb::EventKind::PatternDeleted, req.id, generation);
+            .map_err(|e| write_error(e, &[]))?;
         Ok(Response::new(pb::DeletePatternResponse {
             id: req.id,
-            generation,
-            publish_error: super::publish_change(&self.state.bus, &self.state.engine, Some(req.id))
-                .await,
+            generation: write.generation,
+            publish_error: write.publish_error.unwrap_or_default(),
         }))
     }
 }

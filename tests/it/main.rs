@@ -36,3 +36,4 @@ mod store_swap;
 mod table_limits;
 mod tls;
 mod watch;
+mod writes;
