@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod broadcast;
 pub mod bus;
 pub mod config;
 pub mod ctl;

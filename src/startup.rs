@@ -18,6 +18,7 @@ use crate::{
     },
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
+    broadcast::Fleetwide,
     bus::{Bus, BusOptions, backstop, fleet},
     config::{self, Config, live::LiveConfig, reload::ConfigReloader},
     engine::{Engine, EngineOptions},
@@ -416,6 +417,7 @@ impl Services {
         let reload = ReloadState {
             engine: engine.clone(),
             bus: status.bus.clone(),
+            fleetwide: Fleetwide::new(engine.clone(), status.bus.clone()),
             config_reloader: ConfigReloader::new(
                 Arc::clone(&status.live),
                 security,

@@ -1,5 +1,6 @@
-//! The API side of `crate::bus`: `Reload(TARGET_BUS)`, the broadcast part of `Rollback` and
-//! the checks of `wait_for_fleet`. The bus's status views are `super::status`'s; its WatchStatus
+//! The API side of `crate::bus`: `Reload(TARGET_BUS)`, the checks of `broadcast` and
+//! `wait_for_fleet`, and the fleet's answer as response fields (telling the fleet is
+//! `crate::broadcast`'s). The bus's status views are `super::status`'s; its WatchStatus
 //! events, `super::events`'s.
 
 use std::{time::Duration, time::Instant};
@@ -11,8 +12,8 @@ use super::{
     status::member_pb,
 };
 use crate::{
+    broadcast::Told,
     bus::{Bus, SwapError, fleet::FleetWait},
-    engine::LoadReport,
     pb,
 };
 
@@ -102,27 +103,15 @@ pub(super) fn check_rollback(bus: &Bus, req: &pb::RollbackRequest) -> ApiResult<
     Ok(wait)
 }
 
-/// After a local rollback with broadcast: announces the content hash now served, and with a
-/// wait, waits for every live instance to serve it (or to report that it cannot).
-pub(super) async fn broadcast_rollback(
-    bus: &Bus,
-    report: &LoadReport,
-    wait: Option<Duration>,
-    response: &mut pb::RollbackResponse,
-) {
-    let hash = report.current.snapshot.content_hash();
-    let revision = report.current.store_revision;
-    if let Err(e) = bus.announce_rollback(&hash, revision).await {
-        response.publish_error = e.to_string();
-    }
-    if let Some(wait) = wait
-        && let Some(found) = bus.wait_for_content(&hash, wait).await
-    {
-        let (members, converged, error) = fleet_result(found);
-        response.fleet = members;
-        response.fleet_converged = converged;
-        response.fleet_error = error;
-    }
+/// What telling the fleet gave, as response fields: publish error, members, converged, error.
+pub(super) fn told_fields(told: Told) -> (String, Vec<pb::FleetMember>, bool, String) {
+    let (members, converged, error) = told.fleet.map(fleet_result).unwrap_or_default();
+    (
+        told.publish_error.unwrap_or_default(),
+        members,
+        converged,
+        error,
+    )
 }
 
 /// A fleet wait's outcome, as response fields: members, converged, error.

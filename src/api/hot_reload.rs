@@ -13,9 +13,9 @@ use super::{
 };
 use crate::{
     audit::{self, Origin},
+    broadcast::{FleetError, Tell},
     engine::{LoadReport, LoadRequest, Scope, Source, StoreSwapError},
     pb::{self, hot_reload_server::HotReload},
-    writes::announce_served,
 };
 
 /// HotReload service.
@@ -78,14 +78,20 @@ impl HotReloadApi {
     }
 }
 
+/// A fleet-wide change's failure as answered: a reload of a row the store does not have is
+/// PATTERN_NOT_FOUND.
+fn fleet_error(e: FleetError) -> ApiError {
+    match e {
+        FleetError::Load(e) => e.into(),
+        FleetError::Absent(id) => ApiError::pattern_not_found(id, e.to_string()),
+    }
+}
+
 /// NOT_FOUND when the reload named a row the store does not have (the load itself ran: were
 /// the id served before, it no longer is).
 fn check_present(report: &LoadReport, pattern_id: Option<i64>) -> ApiResult<()> {
     match pattern_id {
-        Some(id) if report.absent.contains(&id) => Err(ApiError::pattern_not_found(
-            id,
-            format!("pattern id {id} does not exist in the store: nothing is served under it"),
-        )),
+        Some(id) if report.absent.contains(&id) => Err(fleet_error(FleetError::Absent(id))),
         _ => Ok(()),
     }
 }
@@ -99,9 +105,8 @@ fn reload_scope(req: &pb::ReloadRequest) -> ApiResult<Scope> {
         }
         Ok(other) => {
             return Err(ApiError::Unimplemented(format!(
-                "reloading {} is not implemented yet (it lands with the lifecycle work, \
-                 issue 4); TARGET_PATTERNS, TARGET_STORE, TARGET_BUS and TARGET_CONFIG can be \
-                 reloaded",
+                "reloading {} is not implemented; TARGET_PATTERNS, TARGET_STORE, TARGET_BUS \
+                 and TARGET_CONFIG can be reloaded",
                 other.as_str_name()
             )));
         }
@@ -205,35 +210,28 @@ impl HotReload for HotReloadApi {
             check_present(&report, req.pattern_id)?;
             reload_response(&report, false, true, started)
         } else {
-            let (report, coalesced) = engine
-                .reload(
-                    LoadRequest {
-                        scope,
-                        source: Source::Grpc,
-                        reason: req.reason,
-                    },
-                    Some(Origin::reload(caller)),
-                )
+            let request = LoadRequest {
+                scope,
+                source: Source::Grpc,
+                reason: req.reason,
+            };
+            let tell = Tell {
+                broadcast: req.broadcast,
+                wait,
+            };
+            let (report, coalesced, told) = self
+                .state
+                .fleetwide
+                .reload(request, req.pattern_id, Origin::reload(caller), tell)
                 .await
-                .map_err(ApiError::from)?;
-            check_present(&report, req.pattern_id)?;
+                .map_err(fleet_error)?;
             let mut response = reload_response(&report, coalesced, false, started);
-            if req.broadcast {
-                response.publish_error =
-                    announce_served(&self.state.bus, &self.state.engine, req.pattern_id)
-                        .await
-                        .unwrap_or_default();
-            }
-            if let Some(wait) = wait
-                && let Some(position) = &report.current.cursor
-                && let Some(found) = self.state.bus.wait_for_fleet(position, wait).await
-            {
-                (
-                    response.fleet,
-                    response.fleet_converged,
-                    response.fleet_error,
-                ) = super::bus::fleet_result(found);
-            }
+            (
+                response.publish_error,
+                response.fleet,
+                response.fleet_converged,
+                response.fleet_error,
+            ) = super::bus::told_fields(told);
             response
         };
         Ok(Response::new(response))
@@ -264,21 +262,28 @@ impl HotReload for HotReloadApi {
         } else {
             req.reason
         };
-        let report = self
+        let tell = Tell {
+            broadcast: req.broadcast,
+            wait,
+        };
+        let (report, told) = self
             .state
-            .engine
-            .rollback(req.to_generation, reason, Origin::reload(caller))
+            .fleetwide
+            .rollback(req.to_generation, reason, Origin::reload(caller), tell)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(fleet_error)?;
         let mut response = pb::RollbackResponse {
             generation_before: report.generation_before,
             current: Some(generation_pb(&report.current)),
             pinned: true,
             ..Default::default()
         };
-        if req.broadcast {
-            super::bus::broadcast_rollback(&self.state.bus, &report, wait, &mut response).await;
-        }
+        (
+            response.publish_error,
+            response.fleet,
+            response.fleet_converged,
+            response.fleet_error,
+        ) = super::bus::told_fields(told);
         Ok(Response::new(response))
     }
 

@@ -34,6 +34,7 @@ use events::EventHub;
 
 use crate::{
     audit::Auditor,
+    broadcast::Fleetwide,
     bus::Bus,
     config::{live::LiveConfig, reload::ConfigReloader},
     engine::Engine,
@@ -87,8 +88,10 @@ pub struct StatusSources {
 pub struct ReloadState {
     /// The swap engine.
     pub engine: Engine,
-    /// The bus: swapped by `Reload(TARGET_BUS)`, announces broadcasts, waits for the fleet.
+    /// The bus: swapped by `Reload(TARGET_BUS)`.
     pub bus: Bus,
+    /// Reloads and rollbacks, told to the fleet with `broadcast`.
+    pub fleetwide: Fleetwide,
     /// The config reload (`Reload(TARGET_CONFIG)`; SIGHUP runs the same one).
     pub config_reloader: ConfigReloader,
     /// How to open a store (pool size, schema, ...): the template for `Reload(TARGET_STORE)`.

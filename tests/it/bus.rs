@@ -13,6 +13,7 @@
 //! `flood`: memory given back to the system once a burst of messages is over.
 //! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
+mod broadcast;
 mod connection;
 mod fleet;
 mod flood;
