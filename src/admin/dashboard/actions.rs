@@ -9,12 +9,12 @@ use axum::{
     body::Bytes,
     extract::{ConnectInfo, State},
     http::{HeaderMap, StatusCode},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use tonic::Code;
 
-use super::{ErrorBody, Shared, access, json, refuse, view};
+use super::{ErrorBody, Shared, access, json, view};
 use crate::{
     auth::{Caller, Scope},
     pb::{self, drain_server::Drain, hot_reload_server::HotReload},
@@ -23,8 +23,45 @@ use crate::{
 /// The reason recorded when the page sends none.
 const DEFAULT_REASON: &str = "dashboard";
 
+/// A refused or failed call: the HTTP status, the gRPC code's name and the message.
+#[derive(Debug)]
+pub(super) struct Failure {
+    http: StatusCode,
+    code: String,
+    message: String,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        json(
+            self.http,
+            &ErrorBody {
+                code: &self.code,
+                message: &self.message,
+            },
+        )
+    }
+}
+
+impl From<access::Refusal> for Failure {
+    fn from(refusal: access::Refusal) -> Failure {
+        let (http, message) = refusal;
+        let code = match http {
+            StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
+            StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
+            StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
+            _ => "PERMISSION_DENIED",
+        };
+        Failure {
+            http,
+            code: code.into(),
+            message,
+        }
+    }
+}
+
 /// Parses a JSON body; a bad one is answered 400 naming the field.
-pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { body };
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -34,19 +71,17 @@ pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
         } else {
             format!("{field}: {}", e.inner())
         };
-        json(
-            StatusCode::BAD_REQUEST,
-            &ErrorBody {
-                code: "INVALID_ARGUMENT",
-                message: &message,
-            },
-        )
+        Failure {
+            http: StatusCode::BAD_REQUEST,
+            code: "INVALID_ARGUMENT".into(),
+            message,
+        }
     })
 }
 
 /// The HTTP answer to a gRPC status: the code's name and the message, under the HTTP status
 /// the gRPC code maps to (as grpc-gateway maps them).
-pub(super) fn grpc_error(status: &tonic::Status) -> Response {
+pub(super) fn grpc_error(status: &tonic::Status) -> Failure {
     let http = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -61,14 +96,11 @@ pub(super) fn grpc_error(status: &tonic::Status) -> Response {
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let name = format!("{:?}", status.code());
-    json(
+    Failure {
         http,
-        &ErrorBody {
-            code: &grpc_name(&name),
-            message: status.message(),
-        },
-    )
+        code: grpc_name(&format!("{:?}", status.code())),
+        message: status.message().to_owned(),
+    }
 }
 
 /// `FailedPrecondition` → `FAILED_PRECONDITION`.
@@ -84,10 +116,10 @@ fn grpc_name(debug: &str) -> String {
 }
 
 /// The admin caller of an action, or the answer refusing it.
-fn admit(d: &super::Dashboard, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Response> {
+fn admit(d: &super::Dashboard, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Failure> {
     access::same_origin(headers)
         .and_then(|()| d.access.admit(Scope::Admin, peer, headers))
-        .map_err(refuse)
+        .map_err(Failure::from)
 }
 
 /// A gRPC request carrying the dashboard's caller (what the audit trail records).
@@ -105,7 +137,7 @@ fn reason_or_default(reason: String) -> String {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReloadInput {
     /// Read every row, not only what changed.
@@ -137,10 +169,10 @@ pub(super) async fn reload(
             .map_err(|s| grpc_error(&s))?;
         Ok(json(StatusCode::OK, &view::ReloadView::of(answer.get_ref())))
     };
-    run.await.unwrap_or_else(|r: Response| r)
+    run.await.unwrap_or_else(|f: Failure| f.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RollbackInput {
     /// A retained generation (0: the previous one).
@@ -175,10 +207,10 @@ pub(super) async fn rollback(
             &view::RollbackView::of(answer.get_ref()),
         ))
     };
-    run.await.unwrap_or_else(|r: Response| r)
+    run.await.unwrap_or_else(|f: Failure| f.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DrainInput {
     #[serde(default)]
@@ -206,7 +238,7 @@ pub(super) async fn start_drain(
         let status = answer.into_inner().status.unwrap_or_default();
         Ok(json(StatusCode::OK, &view::DrainView::of(&status)))
     };
-    run.await.unwrap_or_else(|r: Response| r)
+    run.await.unwrap_or_else(|f: Failure| f.into_response())
 }
 
 pub(super) async fn stop_drain(
@@ -226,7 +258,7 @@ pub(super) async fn stop_drain(
         let status = answer.into_inner().status.unwrap_or_default();
         Ok(json(StatusCode::OK, &view::DrainView::of(&status)))
     };
-    run.await.unwrap_or_else(|r: Response| r)
+    run.await.unwrap_or_else(|f: Failure| f.into_response())
 }
 
 #[cfg(test)]
@@ -243,8 +275,8 @@ mod tests {
     #[test]
     fn a_bad_body_names_the_field() {
         let err = parse::<RollbackInput>(br#"{"to_generation":"x"}"#).expect_err("bad");
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.http, StatusCode::BAD_REQUEST);
         let err = parse::<RollbackInput>(br#"{"generation":1}"#).expect_err("unknown");
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(err.http, StatusCode::BAD_REQUEST);
     }
 }

@@ -142,20 +142,8 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
-fn refuse((code, message): access::Refusal) -> Response {
-    let name = match code {
-        StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
-        StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
-        StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
-        _ => "PERMISSION_DENIED",
-    };
-    json(
-        code,
-        &ErrorBody {
-            code: name,
-            message: &message,
-        },
-    )
+fn refuse(refusal: access::Refusal) -> Response {
+    actions::Failure::from(refusal).into_response()
 }
 
 /// A static asset, with headers that keep the page from being framed or fed foreign scripts.
@@ -221,6 +209,7 @@ async fn whoami(State(d): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -
     }
 }
 
+/// A sign-in's body (no `Debug`: it holds the token).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
@@ -238,7 +227,7 @@ async fn sign_in(
     }
     let input: SignIn = match actions::parse(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(f) => return f.into_response(),
     };
     match d.access.sign_in(input.token.trim(), peer) {
         Ok((id, caller)) => {
@@ -299,7 +288,7 @@ async fn events(State(d): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -
     req.extensions_mut().insert(caller);
     let stream = match d.reload.watch_status(req).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return actions::grpc_error(&status),
+        Err(status) => return actions::grpc_error(&status).into_response(),
     };
     let instance = d.instance_id.clone();
     let mut first = true;
