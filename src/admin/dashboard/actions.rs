@@ -167,7 +167,10 @@ pub(super) async fn reload(
             .reload(request(req, caller))
             .await
             .map_err(|s| grpc_error(&s))?;
-        Ok(json(StatusCode::OK, &view::ReloadView::of(answer.get_ref())))
+        Ok(json(
+            StatusCode::OK,
+            &view::ReloadView::of(answer.get_ref()),
+        ))
     };
     run.await.unwrap_or_else(|f: Failure| f.into_response())
 }

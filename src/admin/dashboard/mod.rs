@@ -105,10 +105,7 @@ pub fn routes(dashboard: Arc<Dashboard>) -> Router {
         .route("/", get(index))
         .route("/dashboard/app.js", get(app_js))
         .route("/dashboard/app.css", get(app_css))
-        .route(
-            "/api/session",
-            get(whoami).post(sign_in).delete(sign_out),
-        )
+        .route("/api/session", get(whoami).post(sign_in).delete(sign_out))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
         .route("/api/actions/reload", post(actions::reload))
@@ -147,7 +144,13 @@ fn refuse(refusal: access::Refusal) -> Response {
 }
 
 /// A static asset, with headers that keep the page from being framed or fed foreign scripts.
-fn asset(peer: SocketAddr, headers: &HeaderMap, d: &Dashboard, kind: &str, body: &'static str) -> Response {
+fn asset(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    d: &Dashboard,
+    kind: &str,
+    body: &'static str,
+) -> Response {
     if let Err(r) = d.access.page(peer, headers) {
         return refuse(r);
     }
@@ -164,7 +167,10 @@ fn asset(peer: SocketAddr, headers: &HeaderMap, d: &Dashboard, kind: &str, body:
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -262,8 +268,20 @@ async fn status(State(d): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -
 
 /// Where a reconnecting browser resumes: `after_event_id`, and whether its position belongs to
 /// another process (then it gets a snapshot, marked as a resync).
-fn resume_point(headers: &HeaderMap, instance_id: &str) -> (u64, bool) {
-    let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) else {
+/// The position is the `Last-Event-ID` header (what `EventSource` sends when it reconnects), or
+/// the `last_event_id` query parameter (a stream the page re-opens itself).
+fn resume_point(headers: &HeaderMap, query: Option<&str>, instance_id: &str) -> (u64, bool) {
+    let from_query = query.and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "last_event_id")
+            .map(|(_, v)| v.replace("%3A", ":").replace("%3a", ":"))
+    });
+    let header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(last) = header.or(from_query) else {
         return (0, false);
     };
     match last.rsplit_once(':') {
@@ -275,12 +293,17 @@ fn resume_point(headers: &HeaderMap, instance_id: &str) -> (u64, bool) {
     }
 }
 
-async fn events(State(d): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+async fn events(
+    State(d): Shared,
+    ConnectInfo(peer): Peer,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     let caller = match d.access.admit(Scope::Read, peer, &headers) {
         Ok(c) => c,
         Err(r) => return refuse(r),
     };
-    let (after_event_id, mut resync) = resume_point(&headers, &d.instance_id);
+    let (after_event_id, mut resync) = resume_point(&headers, uri.query(), &d.instance_id);
     let mut req = tonic::Request::new(pb::WatchStatusRequest {
         after_event_id,
         ..Default::default()
@@ -303,9 +326,11 @@ async fn events(State(d): Shared, ConnectInfo(peer): Peer, headers: HeaderMap) -
                     .id(format!("{instance}:{}", msg.event_id))
                     .data(data)
             }
-            Err(status) => Event::default()
-                .event("error")
-                .data(format!("{:?}: {}", status.code(), status.message())),
+            Err(status) => Event::default().event("error").data(format!(
+                "{:?}: {}",
+                status.code(),
+                status.message()
+            )),
         };
         if std::mem::take(&mut first) {
             event = event.retry(RECONNECT);
@@ -326,12 +351,19 @@ mod tests {
     #[test]
     fn a_resume_from_another_process_is_a_resync() {
         let mut h = HeaderMap::new();
-        assert_eq!(resume_point(&h, "me"), (0, false));
+        assert_eq!(resume_point(&h, None, "me"), (0, false));
+        assert_eq!(
+            resume_point(&h, Some("last_event_id=me%3A5"), "me"),
+            (5, false)
+        );
         h.insert("last-event-id", "me:7".parse().expect("v"));
-        assert_eq!(resume_point(&h, "me"), (7, false));
+        assert_eq!(
+            resume_point(&h, Some("last_event_id=me%3A5"), "me"),
+            (7, false)
+        );
         h.insert("last-event-id", "other:7".parse().expect("v"));
-        assert_eq!(resume_point(&h, "me"), (0, true));
+        assert_eq!(resume_point(&h, None, "me"), (0, true));
         h.insert("last-event-id", "7".parse().expect("v"));
-        assert_eq!(resume_point(&h, "me"), (0, true));
+        assert_eq!(resume_point(&h, None, "me"), (0, true));
     }
 }

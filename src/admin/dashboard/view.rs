@@ -17,7 +17,9 @@ fn millis(t: Option<&prost_types::Timestamp>) -> i64 {
 
 /// Milliseconds of a duration, fractional (0 when unset).
 fn duration_ms(d: Option<&prost_types::Duration>) -> f64 {
-    d.map_or(0.0, |d| d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6)
+    d.map_or(0.0, |d| {
+        d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6
+    })
 }
 
 /// An enum's proto name without its type prefix (`RELOAD_SOURCE_GRPC` → `GRPC`).
