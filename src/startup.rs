@@ -168,7 +168,7 @@ impl Application {
                 let (admin, task) =
                     crate::admin::Admin::bind(at, Arc::clone(&view), &events, stop_rx.clone())
                         .await?;
-                let dashboard = services.dashboard(&auth, view, &status.instance_id);
+                let dashboard = services.dashboard(&auth, view, &status);
                 (Some(admin.with_dashboard(dashboard)), Some(task))
             }
             None => (None, None),
@@ -462,7 +462,7 @@ impl Services {
         &self,
         auth: &AuthLayer,
         status: crate::admin::StatusSource,
-        instance_id: &str,
+        sources: &StatusSources,
     ) -> crate::admin::Dashboard {
         crate::admin::Dashboard::new(crate::admin::DashboardParts {
             auth: Arc::clone(auth.authenticator()),
@@ -470,7 +470,8 @@ impl Services {
             reload: HotReloadApi::new(Arc::clone(&self.reload)),
             drain: DrainApi::new(Arc::clone(&self.drain)),
             status,
-            instance_id: instance_id.to_owned(),
+            instance_id: sources.instance_id.clone(),
+            lifecycle: sources.drain.clone(),
         })
     }
 }

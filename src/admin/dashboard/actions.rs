@@ -155,6 +155,7 @@ pub(super) async fn reload(
 ) -> Response {
     let run = async {
         let caller = admit(&d, peer, &headers)?;
+        let _tracked = d.lifecycle.track("/api/actions/reload", false);
         let input: ReloadInput = parse(&body)?;
         let req = pb::ReloadRequest {
             target: pb::Target::Patterns.into(),
@@ -193,6 +194,7 @@ pub(super) async fn rollback(
 ) -> Response {
     let run = async {
         let caller = admit(&d, peer, &headers)?;
+        let _tracked = d.lifecycle.track("/api/actions/rollback", false);
         let input: RollbackInput = parse(&body)?;
         let req = pb::RollbackRequest {
             target: pb::Target::Patterns.into(),

@@ -42,6 +42,7 @@ use super::StatusSource;
 use crate::{
     api::{DrainApi, HotReloadApi},
     auth::{Authenticator, RateLimiter, Scope},
+    lifecycle::Drain,
     pb::{self, hot_reload_server::HotReload},
 };
 use view::{EventView, StatusView};
@@ -60,6 +61,8 @@ pub struct Dashboard {
     drain: DrainApi,
     status: StatusSource,
     instance_id: String,
+    /// Counts the page's streams and actions as the gRPC port's are (drain status shows them).
+    lifecycle: Drain,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -84,6 +87,8 @@ pub struct DashboardParts {
     pub status: StatusSource,
     /// This process's instance id.
     pub instance_id: String,
+    /// In-flight accounting (what the drain waits for and status shows).
+    pub lifecycle: Drain,
 }
 
 impl Dashboard {
@@ -95,6 +100,7 @@ impl Dashboard {
             drain: parts.drain,
             status: parts.status,
             instance_id: parts.instance_id,
+            lifecycle: parts.lifecycle,
         }
     }
 }
@@ -315,7 +321,10 @@ async fn events(
     };
     let instance = d.instance_id.clone();
     let mut first = true;
+    // An open stream, like a WatchStatus stream on the gRPC port, until the browser goes away.
+    let tracked = d.lifecycle.track("/api/events", true);
     let sse = stream.map(move |item| {
+        let _ = &tracked;
         let mut event = match item {
             Ok(msg) => {
                 let mut v = EventView::of(&msg);

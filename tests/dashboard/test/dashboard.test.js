@@ -54,6 +54,8 @@ test('live: loads without console errors; Reload, LearnPattern and drains made b
     await shows(page, '#drain-reason', 'dashboard test');
     await s.grpcurl(srv.addr, 'hotplane.v1.Drain/StopDrain', {});
     await page.waitForSelector('#drain-badge[data-draining=false]', { timeout: s.SHOWS_WITHIN });
+    // The page's own stream counts as an open stream, like a WatchStatus stream.
+    await shows(page, '#open-streams', '1');
 
     // Each event once: ids in the log are unique.
     const ids = await page.$$eval('#events li .id', (els) => els.map((e) => e.textContent).filter(Boolean));
@@ -159,12 +161,17 @@ test('fleet: two replicas on one Redis bus both show, and a pinned one is a stra
     await shows(page, '#fleet-summary', 'converged', 30_000);
     await shows(page, '#bus-state', 'connected', 10_000);
 
+    let last;
     for (const q of ['quali sono i workflow attivi', 'mostra gli ordini aperti', 'elenca i clienti']) {
-      await s.grpcurl(a.addr, 'hotplane.v1.Patterns/LearnPattern', s.learn(q));
+      last = await s.grpcurl(a.addr, 'hotplane.v1.Patterns/LearnPattern', s.learn(q));
     }
+    // The other replica follows over the bus: converged again (it lags for a moment meanwhile).
+    await shows(page, `#fleet-table tr[data-instance="${b2.instance}"] td:nth-child(3)`, last.generation, 30_000);
+    await shows(page, '#fleet-summary', 'converged', 30_000);
     // Pin the other replica on an older generation (a rollback there, not broadcast).
-    await s.grpcurl(b2.addr, 'hotplane.v1.HotReload/Rollback', { target: 'TARGET_PATTERNS', toGeneration: '1', reason: 'dashboard test' });
+    const pinned = await s.grpcurl(b2.addr, 'hotplane.v1.HotReload/Rollback', { target: 'TARGET_PATTERNS', toGeneration: '1', reason: 'dashboard test' });
     await page.waitForSelector(`#fleet-table tr.straggler[data-instance="${b2.instance}"]`, { timeout: 30_000 });
+    await shows(page, `#fleet-table tr[data-instance="${b2.instance}"] td:nth-child(3)`, pinned.current.generation);
     await page.waitForSelector(`#fleet-table tr:not(.straggler)[data-instance="${a.instance}"]`);
     await shows(page, '#fleet-summary', '1 straggler');
     const file = await s.screenshot(page, 'dashboard-fleet.png');

@@ -154,7 +154,7 @@ function describe(e) {
   const parts = [];
   if (e.generation) {
     parts.push("generation " + e.generation.generation);
-    parts.push(e.generation.item_count + " items");
+    parts.push(e.generation.item_count + (e.generation.item_count === 1 ? " item" : " items"));
     if (e.generation.mode && e.generation.mode !== "UNSPECIFIED") parts.push(e.generation.mode.toLowerCase());
     if (e.generation.load_ms) parts.push(fmtMs(e.generation.load_ms));
     if (e.generation.source && e.generation.source !== "UNSPECIFIED") parts.push("via " + e.generation.source.toLowerCase());
@@ -337,7 +337,7 @@ function fillRollback(p) {
   for (const g of options) {
     const o = document.createElement("option");
     o.value = g.generation;
-    o.textContent = "generation " + g.generation + " · " + g.item_count + " items · " + time(g.loaded_at);
+    o.textContent = "generation " + g.generation + " · " + g.item_count + (g.item_count === 1 ? " item · " : " items · ") + time(g.loaded_at);
     select.append(o);
   }
   if (!options.length) {
