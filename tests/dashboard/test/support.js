@@ -99,7 +99,9 @@ function grpcurl(addr, method, body = {}, headers = []) {
   args.push(addr, method);
   return new Promise((resolve, reject) => {
     execFile(grpcurlBin(), args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`grpcurl ${method} failed: ${stderr || err.message}`));
+      if (err && err.code === 'ENOENT') {
+        reject(new Error('grpcurl not found: scripts/test.sh installs it into .tools/bin (or set GRPCURL)'));
+      } else if (err) reject(new Error(`grpcurl ${method} failed: ${stderr || err.message}`));
       else resolve(stdout.trim() ? JSON.parse(stdout) : {});
     });
   });
