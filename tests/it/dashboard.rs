@@ -309,6 +309,12 @@ async fn dashboard_without_credentials_answers_loopback_only() {
     assert_eq!(who["credentials_required"], false);
     let reload = post(local, "/api/actions/reload", &[], r#"{"full":true}"#).await;
     assert_eq!(reload.code, 200, "{}", reload.body);
+    let sign_in = post(local, "/api/session", &[], r#"{"token":"anything"}"#).await;
+    assert_eq!(
+        sign_in.code, 400,
+        "no session without credentials: {}",
+        sign_in.body
+    );
 
     // A page that rebinds its DNS name to 127.0.0.1 is refused by its Host.
     let rebound = send(local, "evil.example", "GET", "/api/status", &[], "").await;

@@ -142,6 +142,14 @@ impl Access {
 
     /// Checks `token` (it needs at least `read`) and opens a session for it: the cookie's value.
     pub fn sign_in(&self, token: &str, peer: SocketAddr) -> Result<(String, Caller), Refusal> {
+        if !self.credentials_required() {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "no credentials are configured: there is nothing to sign in to (loopback peers \
+                 get in without a token)"
+                    .into(),
+            ));
+        }
         let authorization = format!("Bearer {token}");
         let caller = self
             .auth

@@ -169,7 +169,12 @@ test('fleet: two replicas on one Redis bus both show, and a pinned one is a stra
     await shows(page, `#fleet-table tr[data-instance="${b2.instance}"] td:nth-child(3)`, last.generation, 30_000);
     await shows(page, '#fleet-summary', 'converged', 30_000);
     // Pin the other replica on an older generation (a rollback there, not broadcast).
-    const pinned = await s.grpcurl(b2.addr, 'hotplane.v1.HotReload/Rollback', { target: 'TARGET_PATTERNS', toGeneration: '1', reason: 'dashboard test' });
+    // To the newest retained generation that served something (so the hashes differ visibly).
+    const status = await s.grpcurl(b2.addr, 'hotplane.v1.HotReload/GetStatus', {});
+    const patterns = status.targets.find((t) => t.target === 'TARGET_PATTERNS');
+    const older = (patterns.retained || []).find((g) => g.generation !== patterns.current.generation && Number(g.itemCount || 0) > 0);
+    const to = older ? older.generation : '1';
+    const pinned = await s.grpcurl(b2.addr, 'hotplane.v1.HotReload/Rollback', { target: 'TARGET_PATTERNS', toGeneration: to, reason: 'dashboard test' });
     await page.waitForSelector(`#fleet-table tr.straggler[data-instance="${b2.instance}"]`, { timeout: 30_000 });
     await shows(page, `#fleet-table tr[data-instance="${b2.instance}"] td:nth-child(3)`, pinned.current.generation);
     await page.waitForSelector(`#fleet-table tr:not(.straggler)[data-instance="${a.instance}"]`);
