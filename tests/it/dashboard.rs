@@ -13,7 +13,7 @@ use tokio::{
 
 use crate::{
     auth::{ADMIN_TOKEN, READ_TOKEN, tokens_file},
-    helpers::{Backend, TestApp},
+    helpers::{Backend, TestApp, learn_req},
 };
 
 /// An HTTP answer: status code, lower-cased headers, body.
@@ -390,6 +390,28 @@ async fn dashboard_events_are_server_sent_with_resumable_ids() {
         (data["kind"].as_str(), data["resync"].as_bool()),
         (Some("SNAPSHOT"), Some(true))
     );
+
+    // Resuming from this process's id replays exactly what came after it, no snapshot first.
+    let before: u64 = id
+        .rsplit_once(':')
+        .and_then(|(_, n)| n.parse().ok())
+        .expect("event id");
+    app.patterns
+        .clone()
+        .learn_pattern(learn_req("quali sono i workflow attivi", "workflow", 0.95))
+        .await
+        .expect("learns");
+    let resumed = first_event(admin, Some(&id)).await;
+    let data: Value = serde_json::from_str(
+        resumed
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("data"),
+    )
+    .expect("json");
+    assert_eq!(data["id"].as_u64(), Some(before + 1), "{data}");
+    assert_ne!(data["kind"], "SNAPSHOT", "{data}");
     app.stop().await.expect("stops");
 }
 
