@@ -609,6 +609,41 @@ step_node_client() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 5b'. The dashboard in a real browser (tests/dashboard): Debian's chromium (apt, when missing),
+# npm ci of the committed lock (skipped while it is unchanged, like the Node client), then the
+# node --test files driving chromium through playwright-core against the release binary. The
+# fleet test uses the Redis of step_redis with a channel of its own; screenshots land in
+# target/dashboard-tests/.
+
+step_dashboard() {
+    step_start "dashboard in chromium (tests/dashboard)"
+    local dir="$ROOT/tests/dashboard" stamp want have_sum=""
+    if ! have chromium; then
+        log "    chromium not found: installing Debian's chromium"
+        apt_install chromium
+    fi
+    if ! have node || ! have npm; then
+        apt_install nodejs npm
+    fi
+    stamp="$dir/node_modules/.hotplane-lock.sha256"
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    [[ -f "$stamp" ]] && have_sum="$(cat "$stamp")"
+    if [[ "$want" == "$have_sum" ]]; then
+        log "    tests/dashboard/node_modules matches package-lock.json"
+    else
+        log "    npm ci (tests/dashboard, from package-lock.json)"
+        (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) ||
+            fail "npm ci in tests/dashboard failed (above): check access to the npm registry"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+    log "    $(chromium --version 2>/dev/null | head -n1)"
+    (cd "$dir" && HOTPLANE_BIN="$ROOT/target/release/hotplane" HOTPLANE_TEST_REDIS_URL="$HOTPLANE_TEST_REDIS_URL" \
+        CHROMIUM="$(command -v chromium)" npm test --silent </dev/null) ||
+        fail "the dashboard's browser tests failed (above; screenshots in target/dashboard-tests/): re-run them with 'cd tests/dashboard && npm test' (HOTPLANE_BIN picks the binary)"
+    step_end
+}
+
+# ---------------------------------------------------------------------------------------------
 # 5c. The Python client (clients/python): its pinned test requirements and the package itself
 # into the venv, then its pytest suite against the release binary just built (each test starts
 # its own hotplane on 127.0.0.1:0 with an SQLite file; clients/python/tests/conftest.py).
@@ -655,6 +690,7 @@ main() {
     fi
     step_release
     step_node_client
+    step_dashboard
     step_python_client
     step_container
 

@@ -165,10 +165,13 @@ impl Application {
         let (admin, metrics_task) = match config.admin_listen {
             Some(at) => {
                 let s = status.clone();
-                let view = Arc::new(move || crate::api::hot_reload_status(&s));
+                let view: crate::admin::StatusSource =
+                    Arc::new(move || crate::api::hot_reload_status(&s));
                 let (admin, task) =
-                    crate::admin::Admin::bind(at, view, &events, stop_rx.clone()).await?;
-                (Some(admin), Some(task))
+                    crate::admin::Admin::bind(at, Arc::clone(&view), &events, stop_rx.clone())
+                        .await?;
+                let dashboard = services.dashboard(&auth, view, &status);
+                (Some(admin.with_dashboard(dashboard)), Some(task))
             }
             None => (None, None),
         };
@@ -456,6 +459,27 @@ impl Services {
             patterns: Arc::new(patterns),
             drain: Arc::new(drain),
         }
+    }
+}
+
+impl Services {
+    /// The dashboard on the admin listener: these services' handlers behind the gRPC port's
+    /// credentials and rate limit.
+    fn dashboard(
+        &self,
+        auth: &AuthLayer,
+        status: crate::admin::StatusSource,
+        sources: &StatusSources,
+    ) -> crate::admin::Dashboard {
+        crate::admin::Dashboard::new(crate::admin::DashboardParts {
+            auth: Arc::clone(auth.authenticator()),
+            limiter: Arc::clone(auth.limiter()),
+            reload: HotReloadApi::new(Arc::clone(&self.reload)),
+            drain: DrainApi::new(Arc::clone(&self.drain)),
+            status,
+            instance_id: sources.instance_id.clone(),
+            lifecycle: sources.drain.clone(),
+        })
     }
 }
 

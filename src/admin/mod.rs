@@ -1,11 +1,14 @@
 //! The admin HTTP listener (`--admin-listen`, off by default): `GET /metrics` in the Prometheus
-//! text format. It owns the listener and its router; what each route serves lives beside it
-//! ([`metrics`] for `/metrics`), so another page adds a route to [`router`] and a module here.
+//! text format, and the live status dashboard at `/` ([`dashboard`]). It owns the listener and
+//! its router; what each route serves lives beside it ([`metrics`] for `/metrics`), so another
+//! page adds a route to [`router`] and a module here.
 //!
-//! It never serves gRPC and never changes state. Off unless configured, since it has no
-//! authentication of its own: bind it to an address only the scraper reaches (a pod IP that a
-//! NetworkPolicy guards, or loopback behind a sidecar).
+//! It never serves gRPC. `/metrics` has no authentication (scrapers): bind the listener where
+//! only the scraper and operators reach it (a pod IP that a NetworkPolicy guards, or loopback
+//! behind `kubectl port-forward`). The dashboard applies the gRPC port's credentials and scopes
+//! itself, and changes state only through the gRPC handlers, for callers with `admin`.
 
+pub mod dashboard;
 mod grpc;
 pub mod metrics;
 mod reloads;
@@ -18,6 +21,7 @@ use axum::{Router, extract::State, http::header, response::IntoResponse, routing
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
+pub use dashboard::{Dashboard, DashboardParts};
 pub use grpc::{GrpcMetrics, GrpcMetricsLayer, GrpcMetricsService};
 pub use metrics::Metrics;
 pub use status::StatusSource;
@@ -30,6 +34,8 @@ pub struct Admin {
     listener: TcpListener,
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    /// The dashboard, when wired ([`Admin::with_dashboard`]); without it only `/metrics`.
+    dashboard: Option<Arc<Dashboard>>,
 }
 
 impl Admin {
@@ -55,9 +61,16 @@ impl Admin {
                 listener,
                 addr,
                 metrics,
+                dashboard: None,
             },
             follower,
         ))
+    }
+
+    /// Serves the dashboard at `/` too.
+    pub fn with_dashboard(mut self, dashboard: Dashboard) -> Admin {
+        self.dashboard = Some(Arc::new(dashboard));
+        self
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -74,12 +87,20 @@ impl Admin {
     /// the drain shows it.
     pub fn serve(self, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         let addr = self.addr;
-        info!(%addr, "admin listening (/metrics)");
+        let routes = if self.dashboard.is_some() {
+            "/metrics, dashboard at /"
+        } else {
+            "/metrics"
+        };
+        info!(%addr, routes, "admin listening");
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(self.listener, router(self.metrics))
+            // The peer's address decides the dashboard's loopback rule.
+            let app = router(self.metrics, self.dashboard)
+                .into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(self.listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
             {
@@ -89,11 +110,15 @@ impl Admin {
     }
 }
 
-/// Every admin route.
-pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
+/// Every admin route: `/metrics`, and the dashboard's when given.
+pub fn router(metrics: Arc<Metrics>, dashboard: Option<Arc<Dashboard>>) -> Router {
+    let router = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(metrics)
+        .with_state(metrics);
+    match dashboard {
+        Some(d) => router.merge(dashboard::routes(d)),
+        None => router,
+    }
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {

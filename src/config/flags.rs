@@ -110,9 +110,10 @@ pub struct Config {
     #[arg(long, env = "HOTPLANE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Address of the admin HTTP listener serving Prometheus metrics at `/metrics` (port 0
-    /// picks a free port). Unset: no admin listener and no metrics. It has no authentication:
-    /// bind it where only the scraper reaches.
+    /// Address of the admin HTTP listener serving Prometheus metrics at `/metrics` and the live
+    /// dashboard at `/` (port 0 picks a free port). Unset: no admin listener, no metrics, no
+    /// dashboard. `/metrics` has no authentication: bind it where only the scraper reaches (the
+    /// dashboard applies the gRPC credentials, and loopback only without them).
     #[arg(long, env = "HOTPLANE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 

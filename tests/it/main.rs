@@ -11,6 +11,7 @@ mod buf_breaking;
 mod bus;
 mod config_reload;
 mod ctl;
+mod dashboard;
 mod docs;
 mod drain;
 mod engine;
