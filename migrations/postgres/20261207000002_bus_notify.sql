@@ -15,13 +15,21 @@ CREATE OR REPLACE FUNCTION hotplane_patterns_notify() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    changed boolean;
 BEGIN
-    IF TG_OP = 'TRUNCATE'
-       OR (TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM hotplane_new_rows))
-       OR (TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM hotplane_old_rows))
-       OR (TG_OP = 'UPDATE' AND EXISTS (
-              SELECT 1 FROM hotplane_new_rows
-              WHERE revision = pg_current_xact_id()::text::bigint)) THEN
+    -- One branch per event: each names only the transition table its trigger has.
+    IF TG_OP = 'INSERT' THEN
+        changed := EXISTS (SELECT 1 FROM hotplane_new_rows);
+    ELSIF TG_OP = 'UPDATE' THEN
+        changed := EXISTS (SELECT 1 FROM hotplane_new_rows
+                           WHERE revision = pg_current_xact_id()::text::bigint);
+    ELSIF TG_OP = 'DELETE' THEN
+        changed := EXISTS (SELECT 1 FROM hotplane_old_rows);
+    ELSE
+        changed := true;
+    END IF;
+    IF changed THEN
         PERFORM pg_notify('hotplane_patterns', TG_TABLE_SCHEMA);
     END IF;
     RETURN NULL;

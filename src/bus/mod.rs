@@ -435,19 +435,25 @@ impl Bus {
 
     /// Announces a change that this instance has already applied and served: a `reload` of
     /// `pattern_id` (or of whatever changed, without one) carrying our id as `origin`, so the
-    /// other replicas reload and we skip it. `Ok` without publishing when the bus is disabled,
-    /// and on the PostgreSQL bus, where the store's trigger has announced it at commit.
+    /// other replicas reload and we skip it. `Ok` without publishing when the bus is disabled.
+    /// On the PostgreSQL bus the store's trigger announced the write at commit already; this
+    /// sends one more NOTIFY (in the background), so that every replica reads a store state at
+    /// least as new as ours: what a fleet wait after `Reload(broadcast)` needs.
     pub async fn announce(
         &self,
         pattern_id: Option<i64>,
         revision: i64,
     ) -> Result<(), PublishError> {
-        match &self.shared {
-            None => Ok(()),
-            Some(shared) => {
+        match (&self.shared, &self.pg) {
+            (Some(shared), _) => {
                 let what = publisher::Announcement::Reload(pattern_id);
                 shared.outbox.push(shared, what, revision)
             }
+            (None, Some(pg)) => {
+                pg::announce(pg);
+                Ok(())
+            }
+            (None, None) => Ok(()),
         }
     }
 

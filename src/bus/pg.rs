@@ -142,6 +142,40 @@ pub(super) fn postgres(store: &Store) -> Result<(&PgPool, &str), String> {
     }
 }
 
+/// Asks every replica for a delta, as the trigger does, through the store's pool: in the
+/// background, bounded by `--bus-timeout`, counted in the status as a publish.
+pub(super) fn announce(bus: &Arc<PgBus>) {
+    let bus = Arc::clone(bus);
+    tokio::spawn(async move {
+        let store = bus.engine.store();
+        let sent = match postgres(&store) {
+            Ok((pool, schema)) => {
+                let notify = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(schema)
+                    .execute(pool);
+                match tokio::time::timeout(bus.opts.timeout, notify).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("NOTIFY failed: {e}")),
+                    Err(_) => Err(format!("NOTIFY took over {:?}", bus.opts.timeout)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let mut st = bus.status();
+        match sent {
+            Ok(()) => st.published += 1,
+            Err(e) => {
+                st.publish_failures += 1;
+                st.last_publish_error = Some(e.clone());
+                drop(st);
+                warn!(error = %e, "could not NOTIFY the other replicas; they read the change \
+                    from the trigger's own notification, their next catch-up or the poll");
+            }
+        }
+    });
+}
+
 /// Why serving one LISTEN connection ended.
 enum Ended {
     /// The process is stopping.
