@@ -635,6 +635,7 @@ mod tests {
                 "listen" | "admin_listen" => "\"127.0.0.1:1\"".to_owned(),
                 "profile" => "\"default\"".to_owned(),
                 "format" => "\"json\"".to_owned(),
+                "mode" => "\"redis\"".to_owned(),
                 _ => "\"1s\"".to_owned(),
             };
             let text = format!("[{section}]\n{name} = {value}\n");
