@@ -19,8 +19,8 @@ use crate::{
     audit::{self, Auditor},
     auth::{AuthLayer, RateLimit, RateLimiter, ServerTls},
     broadcast::Fleetwide,
-    bus::{Bus, BusOptions, backstop, fleet},
-    config::{self, Config, live::LiveConfig, reload::ConfigReloader},
+    bus::{Bus, BusOptions, PgBusOptions, backstop, fleet},
+    config::{self, BusMode, Config, live::LiveConfig, reload::ConfigReloader},
     engine::{Engine, EngineOptions},
     hits::HitCounter,
     lifecycle::{Drain, InFlightLayer, health, shutdown},
@@ -126,7 +126,22 @@ impl Application {
         // Redis being down is not an error here: the subscriber connects in the background and
         // keeps retrying. Only a malformed URL stops startup.
         // An empty URL (e.g. `HOTPLANE_REDIS_URL=` in a compose file) means no bus, like unset.
-        let (bus, bus_task) = match config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let redis_url = config.redis_url.as_deref().filter(|u| !u.is_empty());
+        let (bus, bus_task) = match redis_url {
+            // `--bus postgres` (validated: a PostgreSQL store, no Redis URL).
+            _ if config.bus_mode == BusMode::Postgres => {
+                let sink = bus_event_sink(events.clone());
+                let opts = PgBusOptions {
+                    instance_id: instance_id.clone(),
+                    reconnect_min: config.bus_reconnect_min,
+                    reconnect_max: config.bus_reconnect_max,
+                    ping_interval: config.bus_ping_interval,
+                    timeout: config.bus_timeout,
+                };
+                let (bus, task) =
+                    Bus::start_postgres(opts, engine.clone(), Some(sink), stop_rx.clone());
+                (bus, Some(task))
+            }
             Some(url) => {
                 let opts = bus_options(&config, url, &instance_id);
                 let sink = bus_event_sink(events.clone());

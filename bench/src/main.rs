@@ -94,7 +94,8 @@ impl Scenario {
             Scenario::Burst => "Engine::request bursts over a PostgreSQL store (the bus path)",
             Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",
             Scenario::Propagate => {
-                "three Application replicas + Redis, observed through WatchStatus streams"
+                "three Application replicas on the Redis bus, then three on the PostgreSQL bus, observed \
+                 through WatchStatus streams"
             }
             Scenario::Structures => {
                 "each choice vs its alternatives on the same rows, interleaved; memory from \

@@ -9,6 +9,11 @@
 //! - A row changed by another client, then a legacy message PUBLISHed by the bench (`pattern_id`
 //!   null: a delta; or the row's id: that row) → swapped on all three, observed the same way.
 //!
+//! - The same SQL write with the PostgreSQL bus (`--bus postgres`, three new replicas on the same
+//!   database, no Redis): the UPDATE alone, whose trigger NOTIFYs → swapped on all three; beside
+//!   the Redis bus's UPDATE + PUBLISH of the same run, measured from the same point (before the
+//!   UPDATE).
+//!
 //! Baseline: a bare Redis round trip in the same run: PUBLISH on one connection → the message
 //! received by a subscriber on another, with the same client library.
 
@@ -16,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hotplane::{
-    config::Config,
+    config::{BusMode, Config},
     normalize::{Normalizer, Profile},
     pb::{self, hot_reload_client::HotReloadClient, patterns_client::PatternsClient},
 };
@@ -234,9 +239,10 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     let redis = redis::Client::open(s.redis_url.as_str())?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let mut rng = Rng::new(s.seed, 60);
-    let (mut delta, mut single) = (Vec::new(), Vec::new());
+    let (mut delta, mut single, mut write_redis) = (Vec::new(), Vec::new(), Vec::new());
     for k in 0..2 * trials {
         let id = 1 + rng.below(served) as i64;
+        let written = Instant::now();
         let revision: i64 = sqlx::query_scalar(
             "UPDATE auto_learned_patterns SET category = $1 WHERE id = $2 RETURNING revision",
         )
@@ -266,11 +272,50 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
         if by_id {
             single.push(ms)
         } else {
-            delta.push(ms)
+            delta.push(ms);
+            write_redis.push((last - written).as_secs_f64() * 1e3);
         }
     }
-    client.close().await;
     for server in servers {
+        server.stop().await?;
+    }
+
+    // The PostgreSQL bus: three new replicas on the same database, no Redis; the UPDATE is the
+    // whole announcement.
+    let mut pg_config = Config::for_database(db.url());
+    pg_config.bus_mode = BusMode::Postgres;
+    pg_config.poll_interval = std::time::Duration::ZERO;
+    let mut pg_servers = Vec::new();
+    for _ in 0..3 {
+        pg_servers.push(ServerThread::hotplane(pg_config.clone()).await?);
+    }
+    let mut pg_seen = Vec::new();
+    for server in &pg_servers {
+        wait_serving(server.addr, DEADLINE).await?;
+        let channel = connect(server.addr).await?;
+        wait_subscribed(channel.clone()).await?;
+        pg_seen.push(follow(channel).await?);
+    }
+    let mut write_pg = Vec::new();
+    for k in 0..trials {
+        let id = 1 + rng.below(served) as i64;
+        let t0 = Instant::now();
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE auto_learned_patterns SET category = $1 WHERE id = $2 RETURNING revision",
+        )
+        .bind(format!("bench_propagate_pg_{k}"))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .context("changing a row")?;
+        let mut last = t0;
+        for replica in &mut pg_seen {
+            last = last.max(reached(replica, revision).await?);
+        }
+        write_pg.push((last - t0).as_secs_f64() * 1e3);
+    }
+    client.close().await;
+    for server in pg_servers {
         server.stop().await?;
     }
     db.remove().await?;
@@ -315,6 +360,7 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
         }
         [p50, p99]
     };
+    let (write_redis, write_pg) = (summarize(&mut write_redis), summarize(&mut write_pg));
     let mut figures = Vec::new();
     figures.extend(pair(
         "LearnPattern on A → served by all 3",
@@ -332,11 +378,36 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
         &single,
         Some(5.0),
     ));
+    // The SQL write served everywhere, PostgreSQL bus beside Redis bus (same run, same rows).
+    figures.push(
+        Figure::new(
+            format!("{label}: SQL UPDATE → swapped on all 3, postgres bus (p50)"),
+            write_pg.p50,
+            "ms",
+            "SQL UPDATE + PUBLISH {pattern_id: null}, Redis bus (p50)",
+            write_redis.p50,
+        )
+        .detail(detail(&write_pg)),
+    );
+    figures.push(
+        Figure::new(
+            format!("{label}: SQL UPDATE → swapped on all 3, postgres bus (p99)"),
+            write_pg.p99,
+            "ms",
+            "SQL UPDATE + PUBLISH {pattern_id: null}, Redis bus (p99)",
+            write_redis.p99,
+        )
+        .detail(format!("Redis bus {}", detail(&write_redis)))
+        .target(Target::AtMost(write_redis.p99)),
+    );
     notes.push(format!(
         "replicas observed through WatchStatus (RELOAD_SUCCEEDED reaching the row's store \
          revision), poll disabled; the learn time ends when the last of A's answer, B's and C's \
          events arrived; Python: publish → swapped 36 ms median, 71 ms p99 at 10k; {trials} \
-         trials per figure"
+         trials per figure; the SQL UPDATE figures run from before the UPDATE (Redis bus: then \
+         PUBLISH; postgres bus: nothing else, the trigger NOTIFYs at commit) to the last replica's \
+         event, three `--bus postgres` replicas started on the same database after the Redis ones \
+         stopped"
     ));
     Ok(figures)
 }

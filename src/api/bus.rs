@@ -92,11 +92,11 @@ pub(super) async fn reload_bus(
 /// `wait_for_fleet`.
 pub(super) fn check_rollback(bus: &Bus, req: &pb::RollbackRequest) -> ApiResult<Option<Duration>> {
     let wait = check_fleet_wait(req.wait_for_fleet.as_ref(), req.broadcast)?;
-    if req.broadcast && !bus.enabled() {
+    if req.broadcast && !bus.carries_rollbacks() {
         return Err(ApiError::reasoned(
             Reason::BusNotConfigured,
-            "broadcast needs the Redis bus: start hotplane with --redis-url \
-             (HOTPLANE_REDIS_URL), or roll back each replica",
+            "broadcast needs the Redis bus (the PostgreSQL bus carries store changes only): \
+             start hotplane with --redis-url (HOTPLANE_REDIS_URL), or roll back each replica",
             vec![],
         ));
     }

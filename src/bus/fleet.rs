@@ -16,18 +16,22 @@
 //! (WatchStatus fleet member joined / left).
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast::error::RecvError, watch};
+use tokio::sync::{
+    Notify,
+    broadcast::{self, error::RecvError},
+    watch,
+};
 use tracing::{info, warn};
 
 use super::{BusEvent, Conn, Shared, link::Link};
 use crate::{
-    engine::{Engine, EventKind},
+    engine::{Engine, EngineEvent, EventKind},
     lifecycle::Drain,
     snapshot::scheme::{self, Comparison},
     store::Cursor,
@@ -278,70 +282,137 @@ pub struct FleetTiming {
     pub ttl: Duration,
 }
 
-/// Heartbeats every `timing.heartbeat`, and at once after every successful load or rollback
-/// (so a fleet wait sees new revisions quickly), when kicked (a swap, a rollback not followed)
-/// and when the timing changes (the next heartbeat is then one new interval away), until
-/// `stop`; then removes this instance. A heartbeat in progress never holds up the stop, and the
-/// removal is bounded by the bus timeout: an unreachable Redis must not delay shutdown.
+/// Heartbeats on the [`Schedule`] until `stop`; then removes this instance. A heartbeat in
+/// progress never holds up the stop, and the removal is bounded by the bus timeout: an
+/// unreachable Redis must not delay shutdown.
 pub(super) async fn run(
     shared: Arc<Shared>,
     reporter: Reporter,
     engine: Engine,
-    mut timing: watch::Receiver<FleetTiming>,
-    mut stop: watch::Receiver<bool>,
+    timing: watch::Receiver<FleetTiming>,
+    stop: watch::Receiver<bool>,
 ) {
     let keys = Keys::new(&shared.opts.channel);
-    let mut current = *timing.borrow_and_update();
-    let mut tick = tokio::time::interval(current.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut loads = engine.subscribe();
+    let mut schedule = Schedule::new(&engine, &shared.fleet_kick, timing, stop);
     let mut beating_on = shared.conn();
     loop {
+        let ttl = match schedule.next().await {
+            Next::Beat(ttl) => ttl,
+            Next::Stop => break,
+            Next::EngineGone => return,
+        };
         let beat = async {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shared.fleet_kick.notified() => {}
-                // A new timing: beat now, with the new TTL.
-                Ok(()) = timing.changed() => {}
-                event = loads.recv() => match event {
-                    Ok(e) if matches!(
-                        e.kind,
-                        EventKind::ReloadSucceeded { .. } | EventKind::RolledBack { .. }
-                    ) => {}
-                    Ok(_) => return true,
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return false,
-                },
-            }
             let conn = shared.conn();
-            let ttl = timing.borrow().ttl;
-            heartbeat(&shared, &keys, &conn, &me(&shared, &reporter), ttl).await;
+            let link = &conn.link;
+            let result = match keys.beat(link, &me(&shared, &reporter), ttl).await {
+                Ok(()) => keys.read(link).await,
+                Err(e) => Err(e),
+            };
+            record(&shared.fleet, result, |e| shared.emit(e));
             if !Arc::ptr_eq(&conn, &beating_on) {
                 let old = std::mem::replace(&mut beating_on, conn);
                 leave_old(&shared, &keys, &old, &beating_on, &reporter().instance_id).await;
             }
-            true
         };
-        tokio::select! {
-            go_on = beat => if !go_on { return },
-            // (The guard `wait_for` returns must not live across an await.)
-            _ = async { stop.wait_for(|s| *s).await.is_ok() } => break,
+        if !schedule.during(beat).await {
+            break;
         }
-        let now = *timing.borrow_and_update();
-        if now.heartbeat != current.heartbeat {
-            tick = tokio::time::interval_at(
-                tokio::time::Instant::now() + now.heartbeat,
-                now.heartbeat,
-            );
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
-        current = now;
     }
     let id = reporter().instance_id;
     let link = &shared.conn().link;
     let removed = tokio::time::timeout(shared.opts.timeout, keys.forget(link, &id)).await;
     if !matches!(removed, Ok(Ok(()))) {
         warn!("could not remove this instance from the fleet; it drops out after --fleet-ttl");
+    }
+}
+
+/// When to heartbeat, whatever the registry: every `timing.heartbeat`, at once after every
+/// successful load or rollback of the engine (so a fleet wait sees new revisions quickly), when
+/// kicked (a swap, a rollback not followed) and when the timing changes (the next heartbeat is
+/// then one new interval away), until `stop`.
+pub(super) struct Schedule<'a> {
+    kick: &'a Notify,
+    timing: watch::Receiver<FleetTiming>,
+    stop: watch::Receiver<bool>,
+    tick: tokio::time::Interval,
+    /// The timing `tick` follows.
+    current: FleetTiming,
+    loads: broadcast::Receiver<EngineEvent>,
+}
+
+/// What the [`Schedule`] says to do next.
+pub(super) enum Next {
+    /// Heartbeat, with this TTL.
+    Beat(Duration),
+    /// Stop, and remove this instance.
+    Stop,
+    /// The engine is gone (shutting down): stop without more.
+    EngineGone,
+}
+
+impl<'a> Schedule<'a> {
+    pub(super) fn new(
+        engine: &Engine,
+        kick: &'a Notify,
+        mut timing: watch::Receiver<FleetTiming>,
+        stop: watch::Receiver<bool>,
+    ) -> Schedule<'a> {
+        let current = *timing.borrow_and_update();
+        let mut tick = tokio::time::interval(current.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Schedule {
+            kick,
+            timing,
+            stop,
+            tick,
+            current,
+            loads: engine.subscribe(),
+        }
+    }
+
+    /// Waits until the next heartbeat is due.
+    pub(super) async fn next(&mut self) -> Next {
+        let now = *self.timing.borrow_and_update();
+        if now.heartbeat != self.current.heartbeat {
+            self.tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + now.heartbeat,
+                now.heartbeat,
+            );
+            self.tick
+                .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        self.current = now;
+        let stop = &mut self.stop;
+        loop {
+            tokio::select! {
+                _ = self.tick.tick() => break,
+                _ = self.kick.notified() => break,
+                // A new timing: beat now, with the new TTL.
+                Ok(()) = self.timing.changed() => break,
+                event = self.loads.recv() => match event {
+                    Ok(e) if matches!(
+                        e.kind,
+                        EventKind::ReloadSucceeded { .. } | EventKind::RolledBack { .. }
+                    ) => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return Next::EngineGone,
+                },
+                // (The guard `wait_for` returns must not live across an await.)
+                _ = async { stop.wait_for(|s| *s).await.is_ok() } => return Next::Stop,
+            }
+        }
+        Next::Beat(self.timing.borrow().ttl)
+    }
+
+    /// Runs `beat` unless `stop` comes first (then `false`): a heartbeat in progress never
+    /// holds up the stop.
+    pub(super) async fn during(&mut self, beat: impl Future<Output = ()>) -> bool {
+        let stop = &mut self.stop;
+        tokio::select! {
+            () = beat => true,
+            _ = async { stop.wait_for(|s| *s).await.is_ok() } => false,
+        }
     }
 }
 
@@ -387,17 +458,16 @@ async fn leave_old(shared: &Shared, keys: &Keys, old: &Conn, new: &Conn, id: &st
     }
 }
 
-/// Writes our state, reads the fleet, records the result for status, and announces members
-/// that joined or left since the last read.
-async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member, ttl: Duration) {
-    let link = &conn.link;
-    let result = match keys.beat(link, me, ttl).await {
-        Ok(()) => keys.read(link).await,
-        Err(e) => Err(e),
-    };
+/// Records a heartbeat's outcome (the members read, or why it failed) in `view` for status, and
+/// announces through `emit` the members that joined or left since the last read.
+pub(super) fn record(
+    view: &Mutex<FleetView>,
+    result: Result<(Vec<Member>, bool), String>,
+    emit: impl Fn(BusEvent),
+) {
     let mut changes = Vec::new();
     {
-        let mut view = shared.fleet();
+        let mut view = view.lock().unwrap_or_else(|e| e.into_inner());
         match result {
             Ok((members, truncated)) => {
                 if view.error.take().is_some() {
@@ -411,7 +481,7 @@ async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member, ttl: 
             Err(e) => {
                 if view.error.is_none() {
                     warn!(error = %e, "fleet heartbeat failed; other instances will stop listing \
-                        this one after the TTL. Check Redis (see GetStatus.bus)");
+                        this one after the TTL. Check the bus (see GetStatus.bus)");
                 }
                 view.error = Some(e);
             }
@@ -425,7 +495,7 @@ async fn heartbeat(shared: &Shared, keys: &Keys, conn: &Conn, me: &Member, ttl: 
             BusEvent::MemberLeft(m) => info!(instance_id = %m.instance_id, "fleet member left"),
             _ => {}
         }
-        shared.emit(change);
+        emit(change);
     }
 }
 
@@ -447,19 +517,17 @@ fn membership_changes(before: &[Member], after: &[Member]) -> Vec<BusEvent> {
     joined.chain(left).collect()
 }
 
-/// Reads the fleet until no live member is `Pending` by `verdict` (or `wait` ends); converged
-/// when every one is `Converged`.
-pub(super) async fn wait(
-    shared: &Shared,
+/// Reads the fleet with `read` until no live member is `Pending` by `verdict` (or `wait` ends);
+/// converged when every one is `Converged`.
+pub(super) async fn wait<R: Future<Output = Result<(Vec<Member>, bool), String>>>(
+    read: impl Fn() -> R,
     wait: Duration,
     verdict: impl Fn(&Member) -> Verdict,
 ) -> FleetWait {
-    let keys = Keys::new(&shared.opts.channel);
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(20);
     loop {
-        // The current connection on every read: a swap during the wait moves it along.
-        let read = keys.read(&shared.conn().link).await;
+        let read = read().await;
         let timed_out = Instant::now() >= deadline;
         match read {
             Ok((members, _)) => {
@@ -486,7 +554,7 @@ pub(super) async fn wait(
             }
             Err(_) => {}
         }
-        // Polling Redis (bounded by the caller's wait): members announce new revisions by
+        // Polling the registry (bounded by the caller's wait): members announce new revisions by
         // heartbeat, not by message.
         tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         pause = (pause * 2).min(Duration::from_millis(250));

@@ -9,6 +9,8 @@
 //! - `follow`: follows other replicas' broadcast rollbacks (by content hash).
 //! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
 //!   with or without Redis.
+//! - `pg`, `pg_fleet`: the PostgreSQL bus (`--bus postgres`), the store's LISTEN/NOTIFY and a
+//!   fleet table instead of Redis; same engine requests, status and fleet view.
 //!
 //! The bus never changes served state itself: it only asks the engine ([`Engine::request`],
 //! [`Engine::rollback_to_hash`]), so bus reloads coalesce with every other source. It never
@@ -31,6 +33,8 @@ mod intake;
 mod link;
 pub mod memory;
 mod outbox;
+mod pg;
+mod pg_fleet;
 mod publisher;
 mod reconnect;
 pub mod signing;
@@ -51,6 +55,7 @@ use tokio::{
 };
 
 pub use envelope::{Action, Reason};
+pub use pg::{APPLICATION_NAME as PG_APPLICATION_NAME, CHANNEL as PG_CHANNEL, PgBusOptions};
 pub use signing::Secret;
 pub use status::{BusEvent, BusSink, BusStatus};
 pub use swap::{SwapError, Swapped};
@@ -227,17 +232,40 @@ impl Shared {
     }
 }
 
-/// Handle to the bus; disabled when no Redis URL is configured. Cheap to clone.
+/// Handle to the bus: the Redis bus, the PostgreSQL bus (`pg`), or disabled (no Redis URL and
+/// not `--bus postgres`). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Bus {
-    /// `None` when disabled.
+    /// The Redis bus; `None` when disabled or PostgreSQL.
     shared: Option<Arc<Shared>>,
+    /// The PostgreSQL bus; `None` when disabled or Redis.
+    pg: Option<Arc<pg::PgBus>>,
 }
 
 impl Bus {
     /// No bus: single-instance mode.
     pub fn disabled() -> Bus {
-        Bus { shared: None }
+        Bus::default()
+    }
+
+    /// Starts the PostgreSQL bus (`--bus postgres`): a task that LISTENs on the engine's store
+    /// forever (see `pg`); returns the handle and the task. Nothing can fail here: a database
+    /// that cannot be reached, or a store that is not PostgreSQL, is a status, retried.
+    pub fn start_postgres(
+        opts: PgBusOptions,
+        engine: Engine,
+        sink: Option<BusSink>,
+        stop: watch::Receiver<bool>,
+    ) -> (Bus, JoinHandle<()>) {
+        let bus = Arc::new(pg::PgBus::new(opts, engine, sink));
+        let task = tokio::spawn(pg::run(Arc::clone(&bus), stop));
+        (
+            Bus {
+                shared: None,
+                pg: Some(bus),
+            },
+            task,
+        )
     }
 
     /// Starts the subscriber task (it connects in the background and retries forever) and
@@ -294,6 +322,7 @@ impl Bus {
         Ok((
             Bus {
                 shared: Some(shared),
+                pg: None,
             },
             task,
         ))
@@ -309,6 +338,12 @@ impl Bus {
         timing: watch::Receiver<fleet::FleetTiming>,
         stop: watch::Receiver<bool>,
     ) -> Option<JoinHandle<()>> {
+        if let Some(pg) = &self.pg {
+            let pg = Arc::clone(pg);
+            return Some(tokio::spawn(pg_fleet::run(
+                pg, reporter, engine, timing, stop,
+            )));
+        }
         let shared = Arc::clone(self.shared.as_ref()?);
         Some(tokio::spawn(fleet::run(
             shared, reporter, engine, timing, stop,
@@ -317,6 +352,9 @@ impl Bus {
 
     /// The live instances as the last heartbeat read them (`None` when the bus is disabled).
     pub fn fleet(&self) -> Option<fleet::FleetView> {
+        if let Some(pg) = &self.pg {
+            return Some(pg.fleet_view());
+        }
         self.shared.as_ref().map(|s| s.fleet().clone())
     }
 
@@ -330,9 +368,8 @@ impl Bus {
         position: &Cursor,
         wait: Duration,
     ) -> Option<fleet::FleetWait> {
-        let shared = self.shared.as_ref()?;
         let verdict = |m: &fleet::Member| fleet::Verdict::from(m.has_read(position));
-        Some(fleet::wait(shared, wait, verdict).await)
+        self.fleet_wait(wait, verdict).await
     }
 
     /// Waits up to `wait` until every live instance serves `content_hash`, or reported that it
@@ -342,7 +379,6 @@ impl Bus {
         content_hash: &str,
         wait: Duration,
     ) -> Option<fleet::FleetWait> {
-        let shared = self.shared.as_ref()?;
         let verdict = |m: &fleet::Member| {
             let ours =
                 scheme::compare_with_ours(content_hash, &m.content_hash, m.content_hash_scheme);
@@ -354,36 +390,70 @@ impl Bus {
                 fleet::Verdict::Pending
             }
         };
-        Some(fleet::wait(shared, wait, verdict).await)
+        self.fleet_wait(wait, verdict).await
     }
 
-    /// Whether a Redis URL is configured.
+    /// Reads the fleet (from whichever registry this bus keeps) until no live member is
+    /// pending by `verdict`, or `wait` ends; `None` when the bus is disabled.
+    async fn fleet_wait(
+        &self,
+        wait: std::time::Duration,
+        verdict: impl Fn(&fleet::Member) -> fleet::Verdict,
+    ) -> Option<fleet::FleetWait> {
+        if let Some(pg) = &self.pg {
+            return Some(fleet::wait(|| pg.read_fleet(), wait, verdict).await);
+        }
+        let shared = self.shared.as_ref()?;
+        let keys = fleet::Keys::new(&shared.opts.channel);
+        let read = || {
+            // The current connection on every read: a swap during the wait moves it along.
+            let (conn, keys) = (shared.conn(), keys.clone());
+            async move { keys.read(&conn.link).await }
+        };
+        Some(fleet::wait(read, wait, verdict).await)
+    }
+
+    /// Whether a bus is configured (Redis or PostgreSQL).
     pub fn enabled(&self) -> bool {
+        self.shared.is_some() || self.pg.is_some()
+    }
+
+    /// Whether this bus can broadcast rollbacks: only the Redis bus can (the PostgreSQL bus
+    /// carries store changes only).
+    pub fn carries_rollbacks(&self) -> bool {
         self.shared.is_some()
     }
 
     /// A snapshot of the bus status (`enabled: false` and nothing else when disabled).
     pub fn status(&self) -> BusStatus {
-        match &self.shared {
-            Some(s) => s.status().clone(),
-            None => BusStatus::default(),
+        match (&self.shared, &self.pg) {
+            (Some(s), _) => s.status().clone(),
+            (None, Some(pg)) => pg.status().clone(),
+            (None, None) => BusStatus::default(),
         }
     }
 
     /// Announces a change that this instance has already applied and served: a `reload` of
     /// `pattern_id` (or of whatever changed, without one) carrying our id as `origin`, so the
     /// other replicas reload and we skip it. `Ok` without publishing when the bus is disabled.
+    /// On the PostgreSQL bus the store's trigger announced the write at commit already; this
+    /// sends one more NOTIFY (in the background), so that every replica reads a store state at
+    /// least as new as ours: what a fleet wait after `Reload(broadcast)` needs.
     pub async fn announce(
         &self,
         pattern_id: Option<i64>,
         revision: i64,
     ) -> Result<(), PublishError> {
-        match &self.shared {
-            None => Ok(()),
-            Some(shared) => {
+        match (&self.shared, &self.pg) {
+            (Some(shared), _) => {
                 let what = publisher::Announcement::Reload(pattern_id);
                 shared.outbox.push(shared, what, revision)
             }
+            (None, Some(pg)) => {
+                pg::announce(pg);
+                Ok(())
+            }
+            (None, None) => Ok(()),
         }
     }
 

@@ -15,7 +15,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use crate::{
-    config::{Config, LogFormat},
+    config::{BusMode, Config, LogFormat},
     normalize::Profile,
     store::redact_url,
 };
@@ -115,6 +115,8 @@ struct FleetSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 struct BusSection {
+    #[serde(deserialize_with = "bus_mode")]
+    mode: Option<BusMode>,
     redis_url: Option<String>,
     channel: Option<String>,
 }
@@ -183,6 +185,16 @@ fn log_format<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogFormat>, D::E
     }
 }
 
+fn bus_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BusMode>, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "redis" => Ok(Some(BusMode::Redis)),
+        "postgres" => Ok(Some(BusMode::Postgres)),
+        other => Err(D::Error::custom(format!(
+            "unknown bus mode {other:?}; valid modes are: redis, postgres"
+        ))),
+    }
+}
+
 /// A key of the file: its path, whether a change takes effect at run time, and how its
 /// effective value is shown in reload answers and status (passwords removed).
 #[derive(Debug)]
@@ -220,6 +232,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "poll.interval", live: true, show: |c| show_duration(c.poll_interval), restart_hint: "" },
     Key { path: "fleet.heartbeat", live: true, show: |c| show_duration(c.fleet_heartbeat), restart_hint: "" },
     Key { path: "fleet.ttl", live: true, show: |c| show_duration(c.fleet_ttl), restart_hint: "" },
+    Key { path: "bus.mode", live: false, show: |c| c.bus_mode.as_str().to_owned(), restart_hint: "the bus is chosen at start; restart the process to switch it" },
     Key { path: "bus.redis_url", live: false, show: |c| c.redis_url.as_deref().map(redact_url).unwrap_or_default(), restart_hint: "the bus connects at start; use Reload(TARGET_BUS) with redis_url to move it live, or restart" },
     Key { path: "bus.channel", live: false, show: |c| c.bus_channel.clone(), restart_hint: "the subscription is made at start; restart the process to change it" },
     Key { path: "shutdown.delay", live: false, show: |c| show_duration(c.shutdown_delay), restart_hint: RESTART },
@@ -394,6 +407,7 @@ macro_rules! file_keys {
             poll.interval,
             fleet.heartbeat,
             fleet.ttl,
+            bus.mode,
             bus.redis_url,
             bus.channel,
             shutdown.delay,
@@ -474,6 +488,7 @@ impl FileConfig {
         set(&mut c.poll_interval, &self.poll.interval);
         set(&mut c.fleet_heartbeat, &self.fleet.heartbeat);
         set(&mut c.fleet_ttl, &self.fleet.ttl);
+        set(&mut c.bus_mode, &self.bus.mode);
         if let Some(url) = &self.bus.redis_url {
             c.redis_url = Some(url.clone());
         }
@@ -620,6 +635,7 @@ mod tests {
                 "listen" | "admin_listen" => "\"127.0.0.1:1\"".to_owned(),
                 "profile" => "\"default\"".to_owned(),
                 "format" => "\"json\"".to_owned(),
+                "mode" => "\"redis\"".to_owned(),
                 _ => "\"1s\"".to_owned(),
             };
             let text = format!("[{section}]\n{name} = {value}\n");

@@ -96,6 +96,26 @@ impl LogFormat {
     }
 }
 
+/// Which bus carries changes between replicas (`--bus`, `bus.mode`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum BusMode {
+    /// The Redis bus when `--redis-url` is set; none (single instance) otherwise.
+    #[default]
+    Redis,
+    /// PostgreSQL LISTEN/NOTIFY on the store's own database: no Redis (docs/bus.md).
+    Postgres,
+}
+
+impl BusMode {
+    /// The name used in flags and in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusMode::Redis => "redis",
+            BusMode::Postgres => "postgres",
+        }
+    }
+}
+
 /// Default of `--max-response-bytes`: 4 MiB, the largest message gRPC clients (grpc-go, grpc-java,
 /// grpcio, tonic) accept by default; an answer past it would fail in the client anyway.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -207,6 +227,17 @@ pub struct Config {
     /// How long to wait for a keepalive PING answer before closing the connection.
     #[arg(long, env = "HOTPLANE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub http2_keepalive_timeout: Duration,
+
+    /// The bus between replicas: `redis` (the Redis bus when --redis-url is set, none otherwise)
+    /// or `postgres` (the store's trigger NOTIFYs every change and each replica LISTENs: no Redis,
+    /// no publisher; needs a `postgres://` --database-url and no --redis-url).
+    #[arg(
+        long = "bus",
+        env = "HOTPLANE_BUS",
+        value_enum,
+        default_value = "redis"
+    )]
+    pub bus_mode: BusMode,
 
     /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or `rediss://`
     /// for TLS. Unset or empty: single-instance mode, no bus (the poll still runs).

@@ -121,6 +121,28 @@ pub fn violations(c: &Config) -> Vec<Violation> {
     if c.bus_channel.is_empty() {
         bad("bus-channel", "bus.channel", "must not be empty".into());
     }
+    if c.bus_mode == crate::config::BusMode::Postgres {
+        let postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|p| c.database_url.starts_with(p));
+        if !postgres {
+            bad(
+                "bus",
+                "bus.mode",
+                "postgres needs a PostgreSQL store (a postgres:// --database-url): the bus is \
+                 the store's own LISTEN/NOTIFY"
+                    .into(),
+            );
+        }
+        if c.redis_url.as_deref().is_some_and(|u| !u.is_empty()) {
+            bad(
+                "bus",
+                "bus.mode",
+                "postgres uses no Redis: unset --redis-url (bus.redis_url), or choose --bus redis"
+                    .into(),
+            );
+        }
+    }
     // Settings the file cannot set: named by their flag.
     let mut flag_only = |flag: &'static str, broken: bool, reason: &str| {
         if broken {

@@ -68,6 +68,7 @@ pub const ARGS: &[(&str, &str)] = &[
     ("poll.interval", "poll_interval"),
     ("fleet.heartbeat", "fleet_heartbeat"),
     ("fleet.ttl", "fleet_ttl"),
+    ("bus.mode", "bus_mode"),
     ("bus.redis_url", "redis_url"),
     ("bus.channel", "bus_channel"),
     ("shutdown.delay", "shutdown_delay"),

@@ -318,6 +318,25 @@ impl PgStore {
         })
     }
 
+    /// The pool (the PostgreSQL bus sends its liveness pings and fleet heartbeats through it).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The validated schema name (the payload of this schema's change notifications).
+    pub(crate) fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool's connection settings (URL, search_path, TLS) named `application_name`: what
+    /// the PostgreSQL bus's own LISTEN connection uses, so an operator can tell it apart in
+    /// `pg_stat_activity`.
+    pub(crate) fn connect_options_named(&self, application_name: &str) -> PgConnectOptions {
+        (*self.pool.connect_options())
+            .clone()
+            .application_name(application_name)
+    }
+
     /// Creates the schema if missing, then runs the migrations inside it.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let exists: bool =

@@ -20,6 +20,7 @@ mod flood;
 mod frozen;
 mod hash_scheme;
 mod hostile;
+mod pg;
 mod reconnect;
 mod swap;
 
