@@ -9,16 +9,22 @@
 //! No lock is held across a connect, so one caller's connect never makes another wait: during
 //! an outage each caller (there are a handful: the outbox, the heartbeat, a fleet wait) makes
 //! its own bounded attempt, and the first connection made is the one kept.
+//!
+//! With Sentinel, each new connection goes to the master the sentinels name at that moment,
+//! and is kept only if it answers `ROLE` as a master: a PUBLISH on a replica reaches only that
+//! replica's subscribers, so a demoted master must never be kept for announcing.
 
 use std::{sync::Mutex, time::Duration};
 
 use redis::{AsyncConnectionConfig, FromRedisValue, aio::MultiplexedConnection};
 
+use super::conn::Target;
+
 /// A lazily connected command connection.
 #[derive(Debug)]
 pub(super) struct Link {
-    /// Where to connect.
-    client: redis::Client,
+    /// Where to connect (asked again at every connect).
+    target: Target,
     /// The open connection, if any, numbered so that a caller whose command failed drops that
     /// connection and not a newer one. A std `Mutex`: held to copy or replace it, never across
     /// an `.await`.
@@ -36,9 +42,9 @@ struct Failed {
 }
 
 impl Link {
-    pub(super) fn new(client: redis::Client, timeout: Duration) -> Link {
+    pub(super) fn new(target: Target, timeout: Duration) -> Link {
         Link {
-            client,
+            target,
             conn: Mutex::new(None),
             next: std::sync::atomic::AtomicU64::new(0),
             timeout,
@@ -78,6 +84,12 @@ impl Link {
             .ok_or_else(|| "INFO server has no run_id".to_owned())
     }
 
+    /// Drops the cached connection, so the next command connects anew (the subscriber found
+    /// that the sentinels name another master).
+    pub(super) fn reset(&self) {
+        *self.slot() = None;
+    }
+
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -98,13 +110,34 @@ impl Link {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let c = bounded(
+        let node = self
+            .target
+            .node(self.timeout)
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        let mut c = bounded(
             self.timeout,
-            self.client
+            node.client
                 .get_multiplexed_async_connection_with_config(&config),
         )
         .await
-        .map_err(|e| format!("connecting: {}", e.text))?;
+        .map_err(|e| format!("connecting to {}: {}", node.addr, e.text))?;
+        if self.target.is_sentinel() {
+            let role: Vec<redis::Value> =
+                bounded(self.timeout, redis::cmd("ROLE").query_async(&mut c))
+                    .await
+                    .map_err(|e| format!("ROLE on {}: {}", node.addr, e.text))?;
+            let role = role
+                .first()
+                .and_then(|r| String::from_redis_value_ref(r).ok());
+            if role.as_deref() != Some("master") {
+                return Err(format!(
+                    "{} is not a master (ROLE: {}): the sentinels are failing over",
+                    node.addr,
+                    role.as_deref().unwrap_or("unknown")
+                ));
+            }
+        }
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Another caller may have connected meanwhile: keep the first, drop ours.
         let (id, c) = self.slot().get_or_insert((id, c)).clone();

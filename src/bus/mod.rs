@@ -7,6 +7,9 @@
 //!   valid message into an engine request.
 //! - `publisher`: announces this replica's changes to the others.
 //! - `follow`: follows other replicas' broadcast rollbacks (by content hash).
+//! - `sentinel`: Redis Sentinel (`redis+sentinel://` URLs): the master is asked of the
+//!   sentinels at every connection attempt (the subscriber's and the command link's), never
+//!   cached, so a failover is followed like any reconnect, catch-up delta included.
 //! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
 //!   with or without Redis.
 //!
@@ -33,6 +36,7 @@ pub mod memory;
 mod outbox;
 mod publisher;
 mod reconnect;
+mod sentinel;
 pub mod signing;
 mod status;
 mod subscriber;
@@ -61,7 +65,8 @@ use conn::Conn;
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
 #[derive(Debug, Clone)]
 pub struct BusOptions {
-    /// Redis URL: `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS.
+    /// Redis URL: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS, or
+    /// `redis+sentinel://` for Redis Sentinel (the form is in `sentinel`).
     pub redis_url: String,
     /// `rediss://`: PEM CA certificate(s) trusted instead of the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -97,6 +102,14 @@ pub enum BusError {
         /// What redis-rs said.
         #[source]
         source: redis::RedisError,
+    },
+    /// A `redis+sentinel://` URL that does not parse (`bus::sentinel` describes the form).
+    #[error("the Redis Sentinel URL {url}: {reason}")]
+    Sentinel {
+        /// The URL without passwords.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The CA file cannot be read.
     #[error("reading the Redis CA file {path}: {source}")]

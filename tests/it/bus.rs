@@ -11,6 +11,7 @@
 //! `connection`: private redis-servers that stop, pause, want passwords or speak TLS.
 //! `fleet`: heartbeats, fleet status and waiting for the fleet.
 //! `flood`: memory given back to the system once a burst of messages is over.
+//! `sentinel`: Redis Sentinel, the bus following a failover under load.
 //! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
 mod connection;
@@ -20,6 +21,7 @@ mod frozen;
 mod hash_scheme;
 mod hostile;
 mod reconnect;
+mod sentinel;
 mod swap;
 
 use std::{sync::Arc, time::Duration};

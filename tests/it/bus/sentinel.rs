@@ -1,0 +1,398 @@
+//! Redis Sentinel: real processes on free loopback ports (a master, its replica, three
+//! `redis-server --sentinel`), two replicas on one PostgreSQL database, a `redis+sentinel://`
+//! URL. The master is killed (`SIGKILL`) under load; the bus follows the master the sentinels
+//! promote, without any Reload call, and says so in its status and on WatchStatus.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use hotplane::pb;
+use tokio::{
+    process::{Child, Command},
+    task::JoinHandle,
+};
+use tonic::Streaming;
+
+use super::{bus_config, bus_status, channel, insert, start, wait_bus, wait_served};
+use crate::{
+    db::TestDb,
+    helpers::{DEADLINE, TestApp, eventually, learn_req, match_req, sql},
+};
+
+/// The master name the sentinels monitor.
+const MASTER: &str = "hotplane-bus";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A master, its replica and three sentinels of the test's own; every process is killed when
+/// this is dropped (and the directory holding their files removed).
+struct SentinelSet {
+    master_port: u16,
+    replica_port: u16,
+    sentinel_ports: Vec<u16>,
+    /// The master, until killed.
+    master: Option<Child>,
+    /// The replica and the sentinels: held only to be killed on drop.
+    _others: Vec<Child>,
+    /// Working directory and sentinel config files (sentinels rewrite theirs).
+    _dir: tempfile::TempDir,
+}
+
+fn redis_server(dir: &Path, args: &[String]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts (./scripts/test.sh installs it)")
+}
+
+impl SentinelSet {
+    async fn start() -> SentinelSet {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (master_port, replica_port) = (free_port(), free_port());
+        let master = redis_server(dir.path(), &["--port".into(), master_port.to_string()]);
+        let mut others = vec![redis_server(
+            dir.path(),
+            &[
+                "--port".into(),
+                replica_port.to_string(),
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+        )];
+        let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        for port in &sentinel_ports {
+            let file = dir.path().join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &file,
+                format!(
+                    "port {port}\nbind 127.0.0.1\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel failover-timeout {MASTER} 5000\n\
+                     sentinel parallel-syncs {MASTER} 1\n"
+                ),
+            )
+            .expect("write the sentinel config");
+            others.push(
+                Command::new("redis-server")
+                    .arg(&file)
+                    .arg("--sentinel")
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("redis-server --sentinel starts"),
+            );
+        }
+        let set = SentinelSet {
+            master_port,
+            replica_port,
+            sentinel_ports,
+            master: Some(master),
+            _others: others,
+            _dir: dir,
+        };
+        set.wait_ready().await;
+        set
+    }
+
+    /// The bus URL.
+    fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinel_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+    }
+
+    /// Waits until the replica is in sync and every sentinel knows the replica and the two
+    /// other sentinels: only then can they agree on a failover.
+    async fn wait_ready(&self) {
+        eventually("the replica to sync with the master", || async {
+            let info = info(self.replica_port, "replication").await?;
+            info.contains("master_link_status:up").then_some(())
+        })
+        .await;
+        for port in &self.sentinel_ports {
+            eventually(
+                "the sentinels to know each other and the replica",
+                || async {
+                    let m = sentinel_master(*port).await?;
+                    (m.get("num-slaves").map(String::as_str) == Some("1")
+                        && m.get("num-other-sentinels").map(String::as_str) == Some("2"))
+                    .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Kills the master (SIGKILL: no goodbye to anyone).
+    async fn kill_master(&mut self) {
+        let mut master = self.master.take().expect("the master runs");
+        master.start_kill().expect("kill the master");
+        master.wait().await.expect("the master is gone");
+    }
+}
+
+/// A client of the test's own to a loopback port.
+async fn conn(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_multiplexed_async_connection()
+        .await
+        .ok()
+}
+
+async fn info(port: u16, section: &str) -> Option<String> {
+    let mut c = conn(port).await?;
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(&mut c)
+        .await
+        .ok()
+}
+
+/// `SENTINEL MASTER` as a sentinel sees it.
+async fn sentinel_master(port: u16) -> Option<HashMap<String, String>> {
+    let mut c = conn(port).await?;
+    redis::cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(MASTER)
+        .query_async(&mut c)
+        .await
+        .ok()
+}
+
+/// Matches `query` on every replica in a loop until stopped, counting failures; and learns a
+/// new pattern on each, one at a time, recording what was learned.
+struct Load {
+    stop: Arc<AtomicBool>,
+    matched: Arc<AtomicUsize>,
+    failed: Arc<Mutex<Vec<String>>>,
+    learned: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(apps: &[&TestApp], query: &str) -> Load {
+        let load = Load {
+            stop: Arc::default(),
+            matched: Arc::default(),
+            failed: Arc::default(),
+            learned: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for (i, app) in apps.iter().enumerate() {
+            let (mut client, stop) = (app.patterns.clone(), load.stop.clone());
+            let (matched, failed) = (load.matched.clone(), load.failed.clone());
+            let query = query.to_owned();
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.match_pattern(match_req(&query)).await {
+                        Ok(r) if r.get_ref().matched => {
+                            matched.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{query:?} not matched")),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            }));
+            let (mut client, stop) = (app.patterns.clone(), load.stop.clone());
+            let (learned, failed) = (load.learned.clone(), load.failed.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                // Paced, so the patterns to check stay a few hundred.
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    n += 1;
+                    let query = format!("scritto dalla replica {i} numero {n}");
+                    match client.learn_pattern(learn_req(&query, "w", 0.95)).await {
+                        Ok(_) => learned.lock().unwrap().push(query),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            }));
+        }
+        Load { tasks, ..load }
+    }
+
+    fn matched(&self) -> usize {
+        self.matched.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more matches succeeded.
+    async fn more(&self, n: usize) {
+        let target = self.matched() + n;
+        eventually("the load to make progress", || async {
+            (self.matched() >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops; returns the failures and what was learned.
+    async fn stop(self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        let failed = self.failed.lock().unwrap().clone();
+        let learned = self.learned.lock().unwrap().clone();
+        (failed, learned)
+    }
+}
+
+async fn watch_bus(app: &TestApp) -> Streaming<pb::WatchStatusResponse> {
+    app.reload
+        .clone()
+        .watch_status(pb::WatchStatusRequest {
+            targets: vec![pb::Target::Bus.into()],
+            kinds: [pb::EventKind::BusConnected, pb::EventKind::BusDisconnected]
+                .map(Into::into)
+                .to_vec(),
+            after_event_id: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// Reads bus events until one says the bus connected to `node`; returns the events seen
+/// (kind, node).
+async fn events_until_connected(
+    events: &mut Streaming<pb::WatchStatusResponse>,
+    node: &str,
+) -> Vec<(pb::EventKind, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let e = tokio::time::timeout(DEADLINE, events.message())
+            .await
+            .expect("a bus event before the deadline")
+            .expect("stream ok")
+            .expect("stream open");
+        if matches!(e.kind(), pb::EventKind::Snapshot | pb::EventKind::Heartbeat) {
+            continue;
+        }
+        let done = e.kind() == pb::EventKind::BusConnected && e.bus_node == node;
+        seen.push((e.kind(), e.bus_node.clone()));
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The master is killed while both replicas serve matches and learn patterns: the sentinels
+/// promote the replica, both hotplane replicas resubscribe on it and catch up, and every change
+/// (learned during and after the failover, or written with plain SQL while the bus was down)
+/// is served on both, with no Reload call and no failed match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed_without_a_reload_or_a_failed_match() {
+    let mut redis = SentinelSet::start().await;
+    let (old, new) = (
+        format!("127.0.0.1:{}", redis.master_port),
+        format!("127.0.0.1:{}", redis.replica_port),
+    );
+    let db = Arc::new(TestDb::postgres().await);
+    let ch = channel("hotplane:sentinel");
+    let mut config = bus_config(&db, &redis.url(), &ch);
+    config.fleet_heartbeat = Duration::from_millis(100);
+    // The writers learn in a loop on purpose: the per-caller rate limit is off.
+    config.auth.admin_rate = 0.0;
+    let mut a = start(config.clone(), &db).await;
+    let mut b = start(config, &db).await;
+    for app in [&a, &b] {
+        let st = bus_status(app).await;
+        assert_eq!(st.redis_url, redis.url());
+        assert_eq!((st.node.as_str(), st.node_changes), (old.as_str(), 0));
+    }
+    a.patterns
+        .learn_pattern(learn_req("query sotto carico", "load", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut b, "query sotto carico").await;
+    let (mut events_a, mut events_b) = (watch_bus(&a).await, watch_bus(&b).await);
+
+    let load = Load::start(&[&a, &b], "query sotto carico");
+    load.more(50).await;
+    redis.kill_master().await;
+    for app in [&a, &b] {
+        wait_bus(app, "the bus to notice the master is gone", |s| {
+            !s.connected
+        })
+        .await;
+    }
+    // Written while no replica is subscribed, and announced by no one: only the catch-up
+    // after the resubscribe can serve it.
+    sql(
+        &db,
+        &[&insert(900_001, "scritto con sql durante il failover")],
+    )
+    .await;
+
+    for app in [&a, &b] {
+        let st = wait_bus(app, "the bus to follow the promoted master", |s| {
+            s.connected && s.node == new
+        })
+        .await;
+        assert_eq!(st.node_changes, 1, "one move, to the promoted replica");
+        assert!(st.reconnects >= 1);
+        assert_eq!(st.redis_url, redis.url(), "the configured URL stays");
+    }
+    for events in [&mut events_a, &mut events_b] {
+        let seen = events_until_connected(events, &new).await;
+        assert!(
+            seen.contains(&(pb::EventKind::BusDisconnected, old.clone())),
+            "the loss of {old} was announced before the connect to {new}: {seen:?}"
+        );
+    }
+    load.more(50).await;
+    let (failed, learned) = load.stop().await;
+    assert!(failed.is_empty(), "requests failed: {failed:?}");
+
+    // A change after the failover, announced by a's publisher on the new master.
+    a.patterns
+        .learn_pattern(learn_req("imparato dopo il failover", "after", 0.95))
+        .await
+        .expect("learn");
+    assert!(learned.len() > 10, "the writers ran: {}", learned.len());
+    for app in [&mut a, &mut b] {
+        wait_served(app, "imparato dopo il failover").await;
+        wait_served(app, "scritto con sql durante il failover").await;
+        for query in &learned {
+            wait_served(app, query).await;
+        }
+    }
+
+    // The fleet registry lives on the new master too.
+    eventually("both replicas in the fleet on the new master", || async {
+        let fleet = super::status(&a).await.fleet?;
+        (fleet.members.len() == 2).then_some(())
+    })
+    .await;
+}
