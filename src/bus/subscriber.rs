@@ -43,6 +43,7 @@ use super::{
     follow::Ask,
     intake::{Intake, Taken},
     memory::{self, Burst},
+    publisher::Announcement,
     reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -183,6 +184,13 @@ pub(super) async fn run(
                     // The command link may still hold a connection to the old node (a demoted
                     // master that is alive): connect anew, to where the subscription is.
                     shared.conn().link.reset();
+                    // What this replica announced on the old node after the others had moved
+                    // reached nobody: one "read what changed" on the new node covers it (the
+                    // receivers' delta coalesces with their own catch-up).
+                    let revision = engine.current().store_revision;
+                    let _ = shared
+                        .outbox
+                        .push(&shared, Announcement::Reload(None), revision);
                 }
                 info!(
                     channel = %opts.channel,

@@ -217,9 +217,12 @@ impl Load {
                         }
                         Ok(_) => failed
                             .lock()
-                            .unwrap()
+                            .unwrap_or_else(|e| e.into_inner())
                             .push(format!("{query:?} not matched")),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        Err(e) => failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(e.to_string()),
                     }
                 }
             }));
@@ -234,8 +237,14 @@ impl Load {
                     n += 1;
                     let query = format!("scritto dalla replica {i} numero {n}");
                     match client.learn_pattern(learn_req(&query, "w", 0.95)).await {
-                        Ok(_) => learned.lock().unwrap().push(query),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        Ok(_) => learned
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(query),
+                        Err(e) => failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(e.to_string()),
                     }
                 }
             }));
@@ -262,8 +271,16 @@ impl Load {
         for t in self.tasks {
             t.await.expect("load task");
         }
-        let failed = self.failed.lock().unwrap().clone();
-        let learned = self.learned.lock().unwrap().clone();
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let learned = self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         (failed, learned)
     }
 }
@@ -393,6 +410,74 @@ async fn a_sentinel_failover_is_followed_without_a_reload_or_a_failed_match() {
     eventually("both replicas in the fleet on the new master", || async {
         let fleet = super::status(&a).await.fleet?;
         (fleet.members.len() == 2).then_some(())
+    })
+    .await;
+}
+
+/// `SENTINEL FAILOVER` with the master alive: it is demoted to a replica, where a PUBLISH
+/// reaches only that node's own subscribers. Both replicas move to the promoted node, and a
+/// change learned afterwards on one is served on the other, so its announcement went to the
+/// real master. A malformed Sentinel URL is refused by `Reload(TARGET_BUS)`, naming the field
+/// and what is wrong, without its password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
+    let redis = SentinelSet::start().await;
+    let new = format!("127.0.0.1:{}", redis.replica_port);
+    let db = Arc::new(TestDb::postgres().await);
+    let config = bus_config(&db, &redis.url(), &channel("hotplane:sentinel-manual"));
+    let mut a = start(config.clone(), &db).await;
+    let mut b = start(config, &db).await;
+
+    for (url, wrong) in [
+        ("redis+sentinel://:s3cret@127.0.0.1:1", "master name"),
+        (
+            "redis+sentinel://:s3cret@127.0.0.1:1/m?pasword=x",
+            "\"pasword\"",
+        ),
+    ] {
+        let err = a
+            .reload
+            .reload(pb::ReloadRequest {
+                target: pb::Target::Bus.into(),
+                redis_url: url.into(),
+                reason: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a malformed Sentinel URL");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let m = err.message();
+        assert!(m.contains("redis_url") && m.contains(wrong), "{m}");
+        assert!(!m.contains("s3cret"), "the password is not echoed: {m}");
+    }
+
+    let mut sentinel = conn(redis.sentinel_ports[0]).await.expect("a sentinel");
+    redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(MASTER)
+        .query_async::<()>(&mut sentinel)
+        .await
+        .expect("SENTINEL FAILOVER");
+    for app in [&a, &b] {
+        wait_bus(app, "the bus to follow the promoted master", |s| {
+            s.connected && s.node == new && s.node_changes == 1
+        })
+        .await;
+    }
+    a.patterns
+        .learn_pattern(learn_req("imparato sul nuovo master", "after", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut b, "imparato sul nuovo master").await;
+    b.patterns
+        .learn_pattern(learn_req("imparato anche da b", "after", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut a, "imparato anche da b").await;
+    // The old master was alive all along; Sentinel demotes it once it sees it again.
+    eventually("the old master to be demoted to a replica", || async {
+        let old = info(redis.master_port, "replication").await?;
+        old.contains("role:slave").then_some(())
     })
     .await;
 }
