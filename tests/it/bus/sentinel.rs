@@ -43,6 +43,10 @@ struct SentinelSet {
     master_port: u16,
     replica_port: u16,
     sentinel_ports: Vec<u16>,
+    /// The password of the master and the replica (`requirepass` and `masterauth`).
+    master_pass: Option<&'static str>,
+    /// The sentinels' own password.
+    sentinel_pass: Option<&'static str>,
     /// The master, until killed.
     master: Option<Child>,
     /// The replica and the sentinels: held only to be killed on drop.
@@ -65,19 +69,36 @@ fn redis_server(dir: &Path, args: &[String]) -> Child {
 
 impl SentinelSet {
     async fn start() -> SentinelSet {
+        Self::start_with(None, None).await
+    }
+
+    /// With passwords: `master_pass` on the master and the replica, `sentinel_pass` on the
+    /// sentinels.
+    async fn start_with(
+        master_pass: Option<&'static str>,
+        sentinel_pass: Option<&'static str>,
+    ) -> SentinelSet {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (master_port, replica_port) = (free_port(), free_port());
-        let master = redis_server(dir.path(), &["--port".into(), master_port.to_string()]);
-        let mut others = vec![redis_server(
-            dir.path(),
-            &[
-                "--port".into(),
-                replica_port.to_string(),
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ],
-        )];
+        let auth: Vec<String> = master_pass
+            .map(|p| {
+                ["--requirepass", p, "--masterauth", p]
+                    .map(String::from)
+                    .to_vec()
+            })
+            .unwrap_or_default();
+        let mut args = vec!["--port".into(), master_port.to_string()];
+        args.extend(auth.iter().cloned());
+        let master = redis_server(dir.path(), &args);
+        let mut args = vec![
+            "--port".into(),
+            replica_port.to_string(),
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+        ];
+        args.extend(auth);
+        let mut others = vec![redis_server(dir.path(), &args)];
         let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         for port in &sentinel_ports {
             let file = dir.path().join(format!("sentinel-{port}.conf"));
@@ -88,7 +109,13 @@ impl SentinelSet {
                      sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
                      sentinel down-after-milliseconds {MASTER} 1000\n\
                      sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n"
+                     sentinel parallel-syncs {MASTER} 1\n{}{}",
+                    master_pass
+                        .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
+                        .unwrap_or_default(),
+                    sentinel_pass
+                        .map(|p| format!("requirepass {p}\n"))
+                        .unwrap_or_default(),
                 ),
             )
             .expect("write the sentinel config");
@@ -108,6 +135,8 @@ impl SentinelSet {
             master_port,
             replica_port,
             sentinel_ports,
+            master_pass,
+            sentinel_pass,
             master: Some(master),
             _others: others,
             _dir: dir,
@@ -118,19 +147,31 @@ impl SentinelSet {
 
     /// The bus URL.
     fn url(&self) -> String {
-        let hosts: Vec<String> = self
-            .sentinel_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+        self.url_with(&self.sentinel_ports)
+    }
+
+    /// The bus URL naming the sentinels on `ports`, with the passwords.
+    fn url_with(&self, ports: &[u16]) -> String {
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let userinfo = self
+            .sentinel_pass
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let query = self
+            .master_pass
+            .map(|p| format!("?password={p}"))
+            .unwrap_or_default();
+        format!(
+            "redis+sentinel://{userinfo}{}/{MASTER}{query}",
+            hosts.join(",")
+        )
     }
 
     /// Waits until the replica is in sync and every sentinel knows the replica and the two
     /// other sentinels: only then can they agree on a failover.
     async fn wait_ready(&self) {
         eventually("the replica to sync with the master", || async {
-            let info = info(self.replica_port, "replication").await?;
+            let info = info(self.replica_port, self.master_pass, "replication").await?;
             info.contains("master_link_status:up").then_some(())
         })
         .await;
@@ -138,7 +179,7 @@ impl SentinelSet {
             eventually(
                 "the sentinels to know each other and the replica",
                 || async {
-                    let m = sentinel_master(*port).await?;
+                    let m = sentinel_master(*port, self.sentinel_pass).await?;
                     (m.get("num-slaves").map(String::as_str) == Some("1")
                         && m.get("num-other-sentinels").map(String::as_str) == Some("2"))
                     .then_some(())
@@ -157,16 +198,17 @@ impl SentinelSet {
 }
 
 /// A client of the test's own to a loopback port.
-async fn conn(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+async fn conn(port: u16, pass: Option<&str>) -> Option<redis::aio::MultiplexedConnection> {
+    let userinfo = pass.map(|p| format!(":{p}@")).unwrap_or_default();
+    redis::Client::open(format!("redis://{userinfo}127.0.0.1:{port}"))
         .ok()?
         .get_multiplexed_async_connection()
         .await
         .ok()
 }
 
-async fn info(port: u16, section: &str) -> Option<String> {
-    let mut c = conn(port).await?;
+async fn info(port: u16, pass: Option<&str>, section: &str) -> Option<String> {
+    let mut c = conn(port, pass).await?;
     redis::cmd("INFO")
         .arg(section)
         .query_async(&mut c)
@@ -175,8 +217,8 @@ async fn info(port: u16, section: &str) -> Option<String> {
 }
 
 /// `SENTINEL MASTER` as a sentinel sees it.
-async fn sentinel_master(port: u16) -> Option<HashMap<String, String>> {
-    let mut c = conn(port).await?;
+async fn sentinel_master(port: u16, pass: Option<&str>) -> Option<HashMap<String, String>> {
+    let mut c = conn(port, pass).await?;
     redis::cmd("SENTINEL")
         .arg("MASTER")
         .arg(MASTER)
@@ -417,16 +459,26 @@ async fn a_sentinel_failover_is_followed_without_a_reload_or_a_failed_match() {
 /// `SENTINEL FAILOVER` with the master alive: it is demoted to a replica, where a PUBLISH
 /// reaches only that node's own subscribers. Both replicas move to the promoted node, and a
 /// change learned afterwards on one is served on the other, so its announcement went to the
-/// real master. A malformed Sentinel URL is refused by `Reload(TARGET_BUS)`, naming the field
-/// and what is wrong, without its password.
+/// real master. Everything wants a password here (the sentinels theirs, the master its own),
+/// and the first sentinel of the URL is not there. A malformed Sentinel URL is refused by
+/// `Reload(TARGET_BUS)`, naming the field and what is wrong, without its password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
-    let redis = SentinelSet::start().await;
+    let redis = SentinelSet::start_with(Some("master-pw"), Some("sentinel-pw")).await;
     let new = format!("127.0.0.1:{}", redis.replica_port);
     let db = Arc::new(TestDb::postgres().await);
-    let config = bus_config(&db, &redis.url(), &channel("hotplane:sentinel-manual"));
+    let ports: Vec<u16> = std::iter::once(free_port())
+        .chain(redis.sentinel_ports.iter().copied())
+        .collect();
+    let url = redis.url_with(&ports);
+    let config = bus_config(&db, &url, &channel("hotplane:sentinel-manual"));
     let mut a = start(config.clone(), &db).await;
     let mut b = start(config, &db).await;
+    let shown = bus_status(&a).await.redis_url;
+    assert!(
+        !shown.contains("master-pw") && !shown.contains("sentinel-pw") && shown.contains("***"),
+        "{shown}"
+    );
 
     for (url, wrong) in [
         ("redis+sentinel://:s3cret@127.0.0.1:1", "master name"),
@@ -451,7 +503,9 @@ async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
         assert!(!m.contains("s3cret"), "the password is not echoed: {m}");
     }
 
-    let mut sentinel = conn(redis.sentinel_ports[0]).await.expect("a sentinel");
+    let mut sentinel = conn(redis.sentinel_ports[0], redis.sentinel_pass)
+        .await
+        .expect("a sentinel");
     redis::cmd("SENTINEL")
         .arg("FAILOVER")
         .arg(MASTER)
@@ -476,7 +530,7 @@ async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
     wait_served(&mut a, "imparato anche da b").await;
     // The old master was alive all along; Sentinel demotes it once it sees it again.
     eventually("the old master to be demoted to a replica", || async {
-        let old = info(redis.master_port, "replication").await?;
+        let old = info(redis.master_port, redis.master_pass, "replication").await?;
         old.contains("role:slave").then_some(())
     })
     .await;
