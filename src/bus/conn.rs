@@ -2,10 +2,11 @@
 //! master Sentinel names), and the command connection ([`Link`]). `Reload(TARGET_BUS)` replaces
 //! it as a whole; whoever loaded the old one finishes with it.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use super::{
     BusError,
+    cluster::{self, ClusterUrl, Nodes},
     link::Link,
     sentinel::{self, Resolver, SentinelUrl},
 };
@@ -29,6 +30,8 @@ pub(super) enum Target {
     Fixed(redis::Client),
     /// The master the sentinels name at the time of each attempt.
     Sentinel(Resolver),
+    /// A Redis Cluster: subscriptions on its nodes in turn, commands routed by slot.
+    Cluster(Arc<Nodes>),
 }
 
 /// The node an attempt connects to.
@@ -47,6 +50,10 @@ impl Target {
                 addr: client.get_connection_info().addr().to_string(),
                 client: client.clone(),
             }),
+            Target::Cluster(nodes) => {
+                let (client, addr) = nodes.next();
+                Ok(Node { client, addr })
+            }
             Target::Sentinel(resolver) => {
                 let m = resolver.master(timeout).await?;
                 Ok(Node {
@@ -61,6 +68,11 @@ impl Target {
     pub(super) fn is_sentinel(&self) -> bool {
         matches!(self, Target::Sentinel(_))
     }
+
+    /// Whether this is a Redis Cluster (the fleet keys are hash-tagged).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
 }
 
 impl Conn {
@@ -69,8 +81,21 @@ impl Conn {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Conn, BusError> {
-        let target = if sentinel::is_sentinel(url) {
-            let invalid = |reason: String| BusError::Sentinel {
+        let target = if cluster::is_cluster(url) {
+            let invalid = |reason: String| BusError::Url {
+                url: ClusterUrl::parse(url).map_or_else(|_| redact_url(url), |u| u.redacted()),
+                reason,
+            };
+            if ca_file.is_some() {
+                return Err(invalid(
+                    "--redis-ca-file is for rediss:// only: TLS to a cluster is not supported yet"
+                        .into(),
+                ));
+            }
+            let parsed = ClusterUrl::parse(url).map_err(&invalid)?;
+            Target::Cluster(Nodes::new(&parsed).map_err(invalid)?)
+        } else if sentinel::is_sentinel(url) {
+            let invalid = |reason: String| BusError::Url {
                 url: sentinel::SentinelUrl::parse(url)
                     .map_or_else(|_| redact_url(url), |u| u.redacted()),
                 reason,
@@ -95,6 +120,9 @@ impl Conn {
 
     /// The URL without password.
     pub(super) fn redacted(&self) -> String {
+        if let (true, Ok(u)) = (cluster::is_cluster(&self.url), ClusterUrl::parse(&self.url)) {
+            return u.redacted();
+        }
         match SentinelUrl::parse(&self.url) {
             Ok(u) if sentinel::is_sentinel(&self.url) => u.redacted(),
             _ => redact_url(&self.url),

@@ -10,6 +10,8 @@
 //! - `sentinel`: Redis Sentinel (`redis+sentinel://` URLs): the master is asked of the
 //!   sentinels at every connection attempt (the subscriber's and the command link's), never
 //!   cached, so a failover is followed like any reconnect, catch-up delta included.
+//! - `cluster`: Redis Cluster (`redis+cluster://` URLs): subscribed on any node (classic PubSub
+//!   is broadcast cluster-wide), commands routed by slot, fleet keys hash-tagged.
 //! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
 //!   with or without Redis.
 //!
@@ -26,6 +28,7 @@
 //! the engine otherwise (every action is idempotent).
 
 pub mod backstop;
+mod cluster;
 mod conn;
 pub mod envelope;
 pub mod fleet;
@@ -103,9 +106,10 @@ pub enum BusError {
         #[source]
         source: redis::RedisError,
     },
-    /// A `redis+sentinel://` URL that does not parse (`bus::sentinel` describes the form).
-    #[error("the Redis Sentinel URL {url}: {reason}")]
-    Sentinel {
+    /// A `redis+sentinel://` or `redis+cluster://` URL that does not parse (`bus::sentinel`
+    /// and `bus::cluster` describe the forms).
+    #[error("the Redis URL {url}: {reason}")]
+    Url {
         /// The URL without passwords.
         url: String,
         /// What is wrong with it.

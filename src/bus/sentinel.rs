@@ -191,7 +191,7 @@ impl SentinelUrl {
 }
 
 /// `host[:port]` or `[v6]:port`.
-fn host_port(s: &str) -> Result<(String, u16), String> {
+pub(super) fn host_port(s: &str) -> Result<(String, u16), String> {
     let bad = || format!("{s:?} is not a sentinel address (host:port)");
     if s.is_empty() {
         return Err("a sentinel address is empty (a stray comma?)".into());

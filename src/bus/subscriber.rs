@@ -180,7 +180,8 @@ pub(super) async fn run(
                     st.node = node.clone();
                     moved
                 };
-                if moved {
+                shared.conn().link.listening_on(&node);
+                if moved && shared.conn().target.is_sentinel() {
                     // The command link may still hold a connection to the old node (a demoted
                     // master that is alive): connect anew, to where the subscription is.
                     shared.conn().link.reset();

@@ -117,9 +117,7 @@ impl Bus {
         let url = redis_url.unwrap_or(&old.url);
         let opts = &shared.opts;
         let conn = Conn::new(url, opts.ca_file.as_deref(), opts.timeout).map_err(|e| match e {
-            BusError::Client { .. } | BusError::Sentinel { .. } => {
-                SwapError::InvalidUrl(e.to_string())
-            }
+            BusError::Client { .. } | BusError::Url { .. } => SwapError::InvalidUrl(e.to_string()),
             BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
         })?;
         let swapped = Swapped {

@@ -11,9 +11,11 @@
 //! `connection`: private redis-servers that stop, pause, want passwords or speak TLS.
 //! `fleet`: heartbeats, fleet status and waiting for the fleet.
 //! `flood`: memory given back to the system once a burst of messages is over.
+//! `cluster`: Redis Cluster, a node killed under load.
 //! `sentinel`: Redis Sentinel, the bus following a failover under load.
 //! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
+mod cluster;
 mod connection;
 mod fleet;
 mod flood;

@@ -30,7 +30,7 @@ use crate::{
 /// The master name the sentinels monitor.
 const MASTER: &str = "hotplane-bus";
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -55,7 +55,7 @@ struct SentinelSet {
     _dir: tempfile::TempDir,
 }
 
-fn redis_server(dir: &Path, args: &[String]) -> Child {
+pub(super) fn redis_server(dir: &Path, args: &[String]) -> Child {
     Command::new("redis-server")
         .args(args)
         .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -229,7 +229,7 @@ async fn sentinel_master(port: u16, pass: Option<&str>) -> Option<HashMap<String
 
 /// Matches `query` on every replica in a loop until stopped, counting failures; and learns a
 /// new pattern on each, one at a time, recording what was learned.
-struct Load {
+pub(super) struct Load {
     stop: Arc<AtomicBool>,
     matched: Arc<AtomicUsize>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -238,7 +238,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(apps: &[&TestApp], query: &str) -> Load {
+    pub(super) fn start(apps: &[&TestApp], query: &str) -> Load {
         let load = Load {
             stop: Arc::default(),
             matched: Arc::default(),
@@ -299,7 +299,7 @@ impl Load {
     }
 
     /// Waits until `n` more matches succeeded.
-    async fn more(&self, n: usize) {
+    pub(super) async fn more(&self, n: usize) {
         let target = self.matched() + n;
         eventually("the load to make progress", || async {
             (self.matched() >= target).then_some(())
@@ -308,7 +308,7 @@ impl Load {
     }
 
     /// Stops; returns the failures and what was learned.
-    async fn stop(self) -> (Vec<String>, Vec<String>) {
+    pub(super) async fn stop(self) -> (Vec<String>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.expect("load task");
