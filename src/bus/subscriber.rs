@@ -7,6 +7,10 @@
 //! - It notices half-open connections (a peer that stopped answering without closing the
 //!   socket): the subscription connection is PINGed every `ping_interval` and is dropped when a
 //!   reply takes longer than `timeout`. RESP2 PubSub connections accept PING while subscribed.
+//! - Where it subscribes is asked of the connection's target at every attempt (`conn`): the
+//!   one Redis, the master the sentinels name now (`sentinel`; while subscribed, every PING
+//!   tick also checks that they still name this node), or the next node of a cluster
+//!   (`cluster`). The node is in the status (`node`, `node_changes`) and in the events.
 //! - After every subscribe, it asks the engine for a catch-up delta: Redis keeps nothing for a
 //!   disconnected subscriber, so whatever was published meanwhile is found in the store instead.
 //! - Messages reach the handler through a bounded intake (`intake`): a flood faster than the
@@ -165,34 +169,7 @@ pub(super) async fn run(
                     None,
                 );
                 let reconnect = subscribed_before && done.is_none();
-                let moved = {
-                    let mut st = shared.status();
-                    st.connected = true;
-                    st.connected_since = Some(Utc::now());
-                    st.next_retry_at = None;
-                    if reconnect {
-                        st.reconnects += 1;
-                    }
-                    let moved = !st.node.is_empty() && st.node != node;
-                    if moved {
-                        st.node_changes += 1;
-                    }
-                    st.node = node.clone();
-                    moved
-                };
-                shared.conn().link.listening_on(&node);
-                if moved && shared.conn().target.is_sentinel() {
-                    // The command link may still hold a connection to the old node (a demoted
-                    // master that is alive): connect anew, to where the subscription is.
-                    shared.conn().link.reset();
-                    // What this replica announced on the old node after the others had moved
-                    // reached nobody: one "read what changed" on the new node covers it (the
-                    // receivers' delta coalesces with their own catch-up).
-                    let revision = engine.current().store_revision;
-                    let _ = shared
-                        .outbox
-                        .push(&shared, Announcement::Reload(None), revision);
-                }
+                let moved = subscribed_on(&shared, &engine, &node, reconnect);
                 info!(
                     channel = %opts.channel,
                     node = %node,
@@ -261,6 +238,41 @@ pub(super) async fn run(
             _ = stopped(&mut stop) => return,
         }
     }
+}
+
+/// Records a subscription on `node` in the status; tells whether it is on another node than
+/// the one before (a failover, or a move to another cluster node).
+fn subscribed_on(shared: &Shared, engine: &Engine, node: &str, reconnect: bool) -> bool {
+    let moved = {
+        let mut st = shared.status();
+        st.connected = true;
+        st.connected_since = Some(Utc::now());
+        st.next_retry_at = None;
+        if reconnect {
+            st.reconnects += 1;
+        }
+        let moved = !st.node.is_empty() && st.node != node;
+        if moved {
+            st.node_changes += 1;
+        }
+        node.clone_into(&mut st.node);
+        moved
+    };
+    let conn = shared.conn();
+    conn.link.listening_on(node);
+    if moved && conn.target.is_sentinel() {
+        // The command link may still hold a connection to the old node (a demoted master that
+        // is alive): connect anew, to where the subscription is.
+        conn.link.reset();
+        // What this replica announced on the old node after the others had moved reached
+        // nobody: one "read what changed" on the new node covers it (the receivers' delta
+        // coalesces with their own catch-up).
+        let revision = engine.current().store_revision;
+        let _ = shared
+            .outbox
+            .push(shared, Announcement::Reload(None), revision);
+    }
+    moved
 }
 
 /// Makes `conn` the current connection: publishing and the fleet heartbeat use it from now on,
