@@ -224,10 +224,14 @@ pub fn bus_event_sink(hub: EventHub) -> BusSink {
             ..Default::default()
         };
         match event {
-            BusEvent::Connected { .. } => out.kind = pb::EventKind::BusConnected.into(),
-            BusEvent::Disconnected { error } => {
+            BusEvent::Connected { node, .. } => {
+                out.kind = pb::EventKind::BusConnected.into();
+                out.bus_node = node;
+            }
+            BusEvent::Disconnected { error, node } => {
                 out.kind = pb::EventKind::BusDisconnected.into();
                 out.error = error;
+                out.bus_node = node;
             }
             BusEvent::MemberJoined(m) => {
                 out.kind = pb::EventKind::FleetMemberJoined.into();

@@ -195,6 +195,8 @@ pub(super) fn bus_pb(b: &BusStatus) -> pb::BusStatus {
         rollbacks_failed: b.rollbacks_failed,
         last_rollback_error: b.last_rollback_error.clone().unwrap_or_default(),
         memory_releases: b.memory_releases,
+        node: b.node.clone(),
+        node_changes: b.node_changes,
     }
 }
 

@@ -1,21 +1,78 @@
-//! One Redis connection generation: the URL, a client for subscriptions, and the command
-//! connection ([`Link`]). `Reload(TARGET_BUS)` replaces it as a whole; whoever loaded the old
-//! one finishes with it.
+//! One Redis connection generation: the URL, where it leads ([`Target`]: one Redis, or the
+//! master Sentinel names), and the command connection ([`Link`]). `Reload(TARGET_BUS)` replaces
+//! it as a whole; whoever loaded the old one finishes with it.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use super::{BusError, link::Link};
+use super::{
+    BusError,
+    cluster::{self, ClusterUrl, Nodes},
+    link::Link,
+    sentinel::{self, Resolver, SentinelUrl},
+};
 use crate::store::redact_url;
 
-/// One Redis connection generation: the URL, its client, and the command connection (publishing,
-/// fleet heartbeats and reads).
+/// One Redis connection generation: the URL, its target, and the command connection
+/// (publishing, fleet heartbeats and reads).
 pub(super) struct Conn {
     /// The URL, with credentials: never printed (see `redacted`).
     pub(super) url: String,
-    /// Opens subscriptions.
-    pub(super) client: redis::Client,
+    /// Where subscriptions and the link connect.
+    pub(super) target: Target,
     /// The command connection.
     pub(super) link: Link,
+}
+
+/// Where a connection attempt goes.
+#[derive(Debug, Clone)]
+pub(super) enum Target {
+    /// One Redis, always the same.
+    Fixed(redis::Client),
+    /// The master the sentinels name at the time of each attempt.
+    Sentinel(Resolver),
+    /// A Redis Cluster: subscriptions on its nodes in turn, commands routed by slot.
+    Cluster(Arc<Nodes>),
+}
+
+/// The node an attempt connects to.
+pub(super) struct Node {
+    /// A client for it.
+    pub(super) client: redis::Client,
+    /// Its address, `host:port`.
+    pub(super) addr: String,
+}
+
+impl Target {
+    /// The node to connect to now, within `timeout` (a Sentinel lookup asks the sentinels).
+    pub(super) async fn node(&self, timeout: Duration) -> Result<Node, String> {
+        match self {
+            Target::Fixed(client) => Ok(Node {
+                addr: client.get_connection_info().addr().to_string(),
+                client: client.clone(),
+            }),
+            Target::Cluster(nodes) => {
+                let (client, addr) = nodes.next();
+                Ok(Node { client, addr })
+            }
+            Target::Sentinel(resolver) => {
+                let m = resolver.master(timeout).await?;
+                Ok(Node {
+                    client: m.client,
+                    addr: m.addr,
+                })
+            }
+        }
+    }
+
+    /// Whether the node must be checked to be a master before it is used for commands.
+    pub(super) fn is_sentinel(&self) -> bool {
+        matches!(self, Target::Sentinel(_))
+    }
+
+    /// Whether this is a Redis Cluster (the fleet keys are hash-tagged).
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
 }
 
 impl Conn {
@@ -24,17 +81,52 @@ impl Conn {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Conn, BusError> {
-        let client = client(url, ca_file)?;
+        let target = if cluster::is_cluster(url) {
+            let invalid = |reason: String| BusError::Url {
+                url: ClusterUrl::parse(url).map_or_else(|_| redact_url(url), |u| u.redacted()),
+                reason,
+            };
+            if ca_file.is_some() {
+                return Err(invalid(
+                    "--redis-ca-file is for rediss:// only: TLS to a cluster is not supported yet"
+                        .into(),
+                ));
+            }
+            let parsed = ClusterUrl::parse(url).map_err(&invalid)?;
+            Target::Cluster(Nodes::new(&parsed).map_err(invalid)?)
+        } else if sentinel::is_sentinel(url) {
+            let invalid = |reason: String| BusError::Url {
+                url: sentinel::SentinelUrl::parse(url)
+                    .map_or_else(|_| redact_url(url), |u| u.redacted()),
+                reason,
+            };
+            if ca_file.is_some() {
+                return Err(invalid(
+                    "--redis-ca-file is for rediss:// only: TLS to Sentinel is not supported yet"
+                        .into(),
+                ));
+            }
+            let parsed = SentinelUrl::parse(url).map_err(&invalid)?;
+            Target::Sentinel(Resolver::new(parsed).map_err(invalid)?)
+        } else {
+            Target::Fixed(client(url, ca_file)?)
+        };
         Ok(Conn {
             url: url.to_owned(),
-            link: Link::new(client.clone(), timeout),
-            client,
+            link: Link::new(target.clone(), timeout),
+            target,
         })
     }
 
     /// The URL without password.
     pub(super) fn redacted(&self) -> String {
-        redact_url(&self.url)
+        if let (true, Ok(u)) = (cluster::is_cluster(&self.url), ClusterUrl::parse(&self.url)) {
+            return u.redacted();
+        }
+        match SentinelUrl::parse(&self.url) {
+            Ok(u) if sentinel::is_sentinel(&self.url) => u.redacted(),
+            _ => redact_url(&self.url),
+        }
     }
 }
 

@@ -196,63 +196,75 @@ pub struct FleetWait {
     pub error: Option<String>,
 }
 
-/// The Redis keys of one fleet.
+/// The Redis keys of one fleet: `<channel>:fleet` (the set of member ids) and
+/// `<channel>:fleet:<id>`; on a Redis Cluster the channel is a hash tag (`{<channel>}:fleet`),
+/// so that every key of the fleet is in one slot (see `cluster`).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
-    /// The set of member ids.
-    set: String,
+    /// The channel.
+    channel: String,
 }
 
 impl Keys {
     pub(super) fn new(channel: &str) -> Keys {
         Keys {
-            set: format!("{channel}:fleet"),
+            channel: channel.to_owned(),
         }
     }
 
-    fn member(&self, id: &str) -> String {
-        format!("{}:{id}", self.set)
+    /// The set of member ids, on the Redis `link` leads to.
+    fn set(&self, link: &Link) -> String {
+        format!(
+            "{}:fleet",
+            super::cluster::fleet_prefix(&self.channel, link.is_cluster())
+        )
+    }
+
+    fn member(&self, link: &Link, id: &str) -> String {
+        format!("{}:{id}", self.set(link))
     }
 
     /// Writes `me` with a TTL and adds it to the set.
     async fn beat(&self, link: &Link, me: &Member, ttl: Duration) -> Result<(), String> {
         let json = serde_json::to_string(me).map_err(|e| e.to_string())?;
         let mut set = redis::cmd("SET");
-        set.arg(self.member(&me.instance_id))
+        set.arg(self.member(link, &me.instance_id))
             .arg(json)
             .arg("PX")
             .arg(ttl.as_millis() as u64);
         link.query::<()>(&set).await?;
         let mut add = redis::cmd("SADD");
-        add.arg(&self.set).arg(&me.instance_id);
+        add.arg(self.set(link)).arg(&me.instance_id);
         link.query::<()>(&add).await?;
         // The set lives as long as some member keeps beating: a fleet that is gone leaves
         // nothing behind in Redis.
         let mut expire = redis::cmd("PEXPIRE");
-        expire.arg(&self.set).arg(ttl.as_millis() as u64);
+        expire.arg(self.set(link)).arg(ttl.as_millis() as u64);
         link.query::<()>(&expire).await
     }
 
     /// Removes `id` (at shutdown).
     async fn forget(&self, link: &Link, id: &str) -> Result<(), String> {
         let mut del = redis::cmd("DEL");
-        del.arg(self.member(id));
+        del.arg(self.member(link, id));
         link.query::<()>(&del).await?;
         let mut rem = redis::cmd("SREM");
-        rem.arg(&self.set).arg(id);
+        rem.arg(self.set(link)).arg(id);
         link.query::<()>(&rem).await
     }
 
     /// Reads the live members (sorted by id) and whether some were left out.
     pub(super) async fn read(&self, link: &Link) -> Result<(Vec<Member>, bool), String> {
-        let mut ids: Vec<String> = link.query(redis::cmd("SMEMBERS").arg(&self.set)).await?;
+        let mut ids: Vec<String> = link
+            .query(redis::cmd("SMEMBERS").arg(self.set(link)))
+            .await?;
         ids.sort();
         let truncated = ids.len() > MAX_MEMBERS;
         ids.truncate(MAX_MEMBERS);
         if ids.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.member(id)).collect();
+        let keys: Vec<String> = ids.iter().map(|id| self.member(link, id)).collect();
         let states: Vec<Option<String>> = link.query(redis::cmd("MGET").arg(&keys)).await?;
         let mut members = Vec::with_capacity(ids.len());
         let mut expired = Vec::new();
@@ -265,7 +277,7 @@ impl Keys {
         if !expired.is_empty() {
             // Best effort: the next reader retries.
             let mut rem = redis::cmd("SREM");
-            rem.arg(&self.set).arg(&expired);
+            rem.arg(self.set(link)).arg(&expired);
             let _ = link.query::<()>(&rem).await;
         }
         Ok((members, truncated))
@@ -676,6 +688,11 @@ mod tests {
             serde_json::from_str::<Member>(&without_error).expect("parse"),
             m
         );
-        assert_eq!(Keys::new("ch").member("x"), "ch:fleet:x");
+        let link = |url: &str| {
+            let client = redis::Client::open(url).expect("a URL");
+            Link::new(super::super::conn::Target::Fixed(client), Duration::ZERO)
+        };
+        let keys = Keys::new("ch");
+        assert_eq!(keys.member(&link("redis://h"), "x"), "ch:fleet:x");
     }
 }

@@ -7,6 +7,11 @@
 //!   valid message into an engine request.
 //! - `publisher`: announces this replica's changes to the others.
 //! - `follow`: follows other replicas' broadcast rollbacks (by content hash).
+//! - `sentinel`: Redis Sentinel (`redis+sentinel://` URLs): the master is asked of the
+//!   sentinels at every connection attempt (the subscriber's and the command link's), never
+//!   cached, so a failover is followed like any reconnect, catch-up delta included.
+//! - `cluster`: Redis Cluster (`redis+cluster://` URLs): subscribed on any node (classic PubSub
+//!   is broadcast cluster-wide), commands routed by slot, fleet keys hash-tagged.
 //! - [`backstop`]: the periodic store poll that serves a lost message within one interval,
 //!   with or without Redis.
 //! - `pg`, `pg_fleet`: the PostgreSQL bus (`--bus postgres`), the store's LISTEN/NOTIFY and a
@@ -25,6 +30,7 @@
 //! the engine otherwise (every action is idempotent).
 
 pub mod backstop;
+mod cluster;
 mod conn;
 pub mod envelope;
 pub mod fleet;
@@ -37,6 +43,7 @@ mod pg;
 mod pg_fleet;
 mod publisher;
 mod reconnect;
+mod sentinel;
 pub mod signing;
 mod status;
 mod subscriber;
@@ -66,7 +73,8 @@ use conn::Conn;
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
 #[derive(Debug, Clone)]
 pub struct BusOptions {
-    /// Redis URL: `redis://[user:password@]host[:port][/db]` or `rediss://` for TLS.
+    /// Redis URL: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS, or
+    /// `redis+sentinel://` for Redis Sentinel (the form is in `sentinel`).
     pub redis_url: String,
     /// `rediss://`: PEM CA certificate(s) trusted instead of the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
@@ -102,6 +110,15 @@ pub enum BusError {
         /// What redis-rs said.
         #[source]
         source: redis::RedisError,
+    },
+    /// A `redis+sentinel://` or `redis+cluster://` URL that does not parse (`bus::sentinel`
+    /// and `bus::cluster` describe the forms).
+    #[error("the Redis URL {url}: {reason}")]
+    Url {
+        /// The URL without passwords.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The CA file cannot be read.
     #[error("reading the Redis CA file {path}: {source}")]

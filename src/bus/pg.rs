@@ -195,6 +195,7 @@ pub(super) async fn run(bus: Arc<PgBus>, mut stop: watch::Receiver<bool>) {
     let mut up = true;
     loop {
         let store = bus.engine.store();
+        let node = database_node(store.url());
         let attempt = tokio::select! {
             r = listen(&store, opts.timeout) => r,
             _ = stopped(&mut stop) => return,
@@ -226,7 +227,10 @@ pub(super) async fn run(bus: Arc<PgBus>, mut stop: watch::Receiver<bool>) {
                     channel = CHANNEL,
                     reconnect, "postgres bus listening; catch-up reload requested"
                 );
-                bus.emit(BusEvent::Connected { reconnect });
+                bus.emit(BusEvent::Connected {
+                    reconnect,
+                    node: node.clone(),
+                });
                 listened_before = true;
                 up = true;
                 let ended = serve(&bus, listener, &store, &mut stop).await;
@@ -249,6 +253,7 @@ pub(super) async fn run(bus: Arc<PgBus>, mut stop: watch::Receiver<bool>) {
         if std::mem::replace(&mut up, false) {
             bus.emit(BusEvent::Disconnected {
                 error: error.clone(),
+                node: node.clone(),
             });
         }
         let delay = backoff.next_delay(Instant::now());
@@ -414,4 +419,17 @@ async fn read(
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // A dropped sender also means stop.
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The database a store URL names, as `host:port` (what the bus status calls its node); the
+/// redacted URL when it does not parse.
+fn database_node(url: &str) -> String {
+    let parsed = url::Url::parse(url).ok();
+    match parsed
+        .as_ref()
+        .and_then(|u| Some((u.host_str()?, u.port().unwrap_or(5432))))
+    {
+        Some((host, port)) => format!("{host}:{port}"),
+        None => crate::store::redact_url(url),
+    }
 }

@@ -13,11 +13,15 @@ pub enum BusEvent {
     Connected {
         /// Whether a previous subscription had been lost.
         reconnect: bool,
+        /// The node subscribed to, `host:port` (with Sentinel, the master it named).
+        node: String,
     },
     /// The subscription was lost, or the first attempt failed; retries go on.
     Disconnected {
         /// Why.
         error: String,
+        /// The node of the subscription lost (the last one; empty before the first).
+        node: String,
     },
     /// The fleet view lists an instance it did not list before.
     MemberJoined(fleet::Member),
@@ -60,6 +64,11 @@ pub struct BusStatus {
     pub redis_url: String,
     /// Whether messages must be signed.
     pub signed: bool,
+    /// The node (`host:port`) of the current subscription, or of the last one while
+    /// disconnected; with Sentinel, the master the sentinels named. Empty before the first.
+    pub node: String,
+    /// Subscriptions made on another node than the one before (Sentinel failovers, swaps).
+    pub node_changes: u64,
     /// Since when the current subscription is up.
     pub connected_since: Option<DateTime<Utc>>,
     /// The most recent connection error (kept after reconnecting; see `last_error_at`).

@@ -7,6 +7,10 @@
 //! - It notices half-open connections (a peer that stopped answering without closing the
 //!   socket): the subscription connection is PINGed every `ping_interval` and is dropped when a
 //!   reply takes longer than `timeout`. RESP2 PubSub connections accept PING while subscribed.
+//! - Where it subscribes is asked of the connection's target at every attempt (`conn`): the
+//!   one Redis, the master the sentinels name now (`sentinel`; while subscribed, every PING
+//!   tick also checks that they still name this node), or the next node of a cluster
+//!   (`cluster`). The node is in the status (`node`, `node_changes`) and in the events.
 //! - After every subscribe, it asks the engine for a catch-up delta: Redis keeps nothing for a
 //!   disconnected subscriber, so whatever was published meanwhile is found in the store instead.
 //! - Messages reach the handler through a bounded intake (`intake`): a flood faster than the
@@ -38,10 +42,12 @@ use tracing::{debug, info, warn};
 
 use super::{
     BusEvent, Conn, Shared,
+    conn::Target,
     envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
     intake::{Intake, Taken},
     memory::{self, Burst},
+    publisher::Announcement,
     reconnect::Reconnect,
     verifier::{REPLAY_MEMORY, Verifier},
 };
@@ -62,6 +68,8 @@ pub(super) struct Handover {
     pub(super) conn: Arc<Conn>,
     /// Its subscription; messages published since it subscribed wait in it.
     pub(super) pubsub: PubSub,
+    /// The node it is on, `host:port`.
+    pub(super) node: String,
     /// Told once the subscription is the one being served and the old one is gone.
     pub(super) done: oneshot::Sender<()>,
 }
@@ -130,23 +138,25 @@ pub(super) async fn run(
     let mut adopted: Option<Handover> = None;
     loop {
         let attempt = match adopted.take() {
-            Some(h) => Ok((h.pubsub, Some(h.done))),
+            Some(h) => Ok((h.pubsub, h.node, Some(h.done))),
             None => {
-                let client = shared.conn().client.clone();
+                let target = shared.conn().target.clone();
                 tokio::select! {
-                    r = connect(&client, &opts.channel, opts.timeout) => r.map(|p| (p, None)),
+                    r = connect(&target, &opts.channel, opts.timeout) => {
+                        r.map(|(p, node)| (p, node, None))
+                    }
                     Some(h) = handovers.recv() => {
                         adopt(&shared, &h.conn);
                         // No old subscription to drain: nothing can reach both.
                         shared.overlap.store(false, Ordering::SeqCst);
-                        Ok((h.pubsub, Some(h.done)))
+                        Ok((h.pubsub, h.node, Some(h.done)))
                     }
                     _ = stopped(&mut stop) => return,
                 }
             }
         };
         let error = match attempt {
-            Ok((pubsub, done)) => {
+            Ok((pubsub, node, done)) => {
                 backoff.subscribed(Instant::now());
                 // Requested before the status says "connected", so whoever waits for that sees
                 // the catch-up already queued in the engine.
@@ -159,29 +169,26 @@ pub(super) async fn run(
                     None,
                 );
                 let reconnect = subscribed_before && done.is_none();
-                {
-                    let mut st = shared.status();
-                    st.connected = true;
-                    st.connected_since = Some(Utc::now());
-                    st.next_retry_at = None;
-                    if reconnect {
-                        st.reconnects += 1;
-                    }
-                }
+                let moved = subscribed_on(&shared, &engine, &node, reconnect);
                 info!(
                     channel = %opts.channel,
+                    node = %node,
+                    moved,
                     reconnect,
                     swap = done.is_some(),
                     "bus subscribed; catch-up reload requested"
                 );
-                shared.emit(BusEvent::Connected { reconnect });
+                shared.emit(BusEvent::Connected {
+                    reconnect,
+                    node: node.clone(),
+                });
                 if let Some(done) = done {
                     // The caller may have gone away; the swap stands regardless.
                     let _ = done.send(());
                 }
                 subscribed_before = true;
                 up = true;
-                match serve(pubsub, &mut handler, &mut handovers, &mut stop).await {
+                match serve(pubsub, &node, &mut handler, &mut handovers, &mut stop).await {
                     Ended::Replaced(h) => {
                         adopted = Some(h);
                         continue;
@@ -191,7 +198,7 @@ pub(super) async fn run(
                         st.connected = false;
                         st.connected_since = None;
                         match ended {
-                            Ended::Lost(e) => format!("connection lost: {e}"),
+                            Ended::Lost(e) => format!("connection to {node} lost: {e}"),
                             _ => return,
                         }
                     }
@@ -202,6 +209,7 @@ pub(super) async fn run(
         if std::mem::replace(&mut up, false) {
             shared.emit(BusEvent::Disconnected {
                 error: error.clone(),
+                node: shared.status().node.clone(),
             });
         }
         let delay = backoff.next_delay(Instant::now());
@@ -232,6 +240,41 @@ pub(super) async fn run(
     }
 }
 
+/// Records a subscription on `node` in the status; tells whether it is on another node than
+/// the one before (a failover, or a move to another cluster node).
+fn subscribed_on(shared: &Shared, engine: &Engine, node: &str, reconnect: bool) -> bool {
+    let moved = {
+        let mut st = shared.status();
+        st.connected = true;
+        st.connected_since = Some(Utc::now());
+        st.next_retry_at = None;
+        if reconnect {
+            st.reconnects += 1;
+        }
+        let moved = !st.node.is_empty() && st.node != node;
+        if moved {
+            st.node_changes += 1;
+        }
+        node.clone_into(&mut st.node);
+        moved
+    };
+    let conn = shared.conn();
+    conn.link.listening_on(node);
+    if moved && conn.target.is_sentinel() {
+        // The command link may still hold a connection to the old node (a demoted master that
+        // is alive): connect anew, to where the subscription is.
+        conn.link.reset();
+        // What this replica announced on the old node after the others had moved reached
+        // nobody: one "read what changed" on the new node covers it (the receivers' delta
+        // coalesces with their own catch-up).
+        let revision = engine.current().store_revision;
+        let _ = shared
+            .outbox
+            .push(shared, Announcement::Reload(None), revision);
+    }
+    moved
+}
+
 /// Makes `conn` the current connection: publishing and the fleet heartbeat use it from now on,
 /// and so do later reconnects.
 fn adopt(shared: &Shared, conn: &Arc<Conn>) {
@@ -244,21 +287,28 @@ fn adopt(shared: &Shared, conn: &Arc<Conn>) {
     info!(redis_url = %conn.redacted(), "bus: swapped to a new Redis connection");
 }
 
-/// Connects and subscribes, within `timeout` (a server that accepts TCP but never answers,
-/// e.g. a stopped process, must not hang the loop).
+/// Asks `target` where to connect (with Sentinel: the master now), connects and subscribes,
+/// within `timeout` (a server that accepts TCP but never answers, e.g. a stopped process, must
+/// not hang the loop); returns the subscription and the node's address.
 pub(super) async fn connect(
-    client: &redis::Client,
+    target: &Target,
     channel: &str,
     timeout: Duration,
-) -> Result<PubSub, String> {
+) -> Result<(PubSub, String), String> {
     let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, redis::RedisError>(pubsub)
+        let node = target.node(timeout).await?;
+        let subscribed = async {
+            let mut pubsub = node.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(p) => Ok((p, node.addr)),
+            Err(e) => Err(format!("connecting or subscribing to {}: {e}", node.addr)),
+        }
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(format!("connecting or subscribing: {e}")),
+        Ok(r) => r,
         Err(_) => Err(format!("connecting or subscribing took over {timeout:?}")),
     }
 }
@@ -267,6 +317,7 @@ pub(super) async fn connect(
 /// handed over.
 async fn serve(
     pubsub: PubSub,
+    node: &str,
     handler: &mut Handler,
     handovers: &mut mpsc::Receiver<Handover>,
     stop: &mut watch::Receiver<bool>,
@@ -276,7 +327,10 @@ async fn serve(
     let (mut sink, messages) = pubsub.split();
     let mut intake = Intake::start(messages);
     let mut ping_sink = sink.clone();
+    let target = shared.conn().target.clone();
     // Runs beside the message loop (in the same select), so a slow PING never delays messages.
+    // With Sentinel it also asks, every tick, whether the sentinels still name this node: a
+    // master cut off from them keeps answering PING while another one was promoted.
     let pinger = async move {
         let start = tokio::time::Instant::now() + ping_interval;
         let mut tick = tokio::time::interval_at(start, ping_interval);
@@ -289,6 +343,9 @@ async fn serve(
                 Err(_) => {
                     return format!("no PING reply within {timeout:?} (half-open connection)");
                 }
+            }
+            if let Some(moved) = master_moved(&target, node, timeout).await {
+                return moved;
             }
         }
     };
@@ -325,6 +382,25 @@ async fn serve(
             }
             why = &mut pinger => return Ended::Lost(why),
             _ = stopped(stop) => return Ended::Stopped,
+        }
+    }
+}
+
+/// With Sentinel: why the subscription on `node` must move, when the sentinels name another
+/// master. Sentinels that cannot be asked now are no reason to drop a working subscription.
+async fn master_moved(target: &Target, node: &str, timeout: Duration) -> Option<String> {
+    if !target.is_sentinel() {
+        return None;
+    }
+    match target.node(timeout).await {
+        Ok(master) if master.addr != node => Some(format!(
+            "the sentinels name {} as master now, not {node}",
+            master.addr
+        )),
+        Ok(_) => None,
+        Err(e) => {
+            debug!(error = %e, "bus: could not ask the sentinels for the master; staying on {node}");
+            None
         }
     }
 }

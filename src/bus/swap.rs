@@ -117,7 +117,7 @@ impl Bus {
         let url = redis_url.unwrap_or(&old.url);
         let opts = &shared.opts;
         let conn = Conn::new(url, opts.ca_file.as_deref(), opts.timeout).map_err(|e| match e {
-            BusError::Client { .. } => SwapError::InvalidUrl(e.to_string()),
+            BusError::Client { .. } | BusError::Url { .. } => SwapError::InvalidUrl(e.to_string()),
             BusError::CaFile { .. } => SwapError::Failed(e.to_string()),
         })?;
         let swapped = Swapped {
@@ -126,10 +126,10 @@ impl Bus {
         };
         // From here until the old subscription is drained, messages may arrive on both.
         shared.overlap.store(!validate_only, Ordering::SeqCst);
-        let subscribed = subscriber::connect(&conn.client, &opts.channel, opts.timeout)
+        let subscribed = subscriber::connect(&conn.target, &opts.channel, opts.timeout)
             .await
             .map_err(|e| SwapError::Failed(format!("{}: {e}", conn.redacted())));
-        let pubsub = match subscribed {
+        let (pubsub, node) = match subscribed {
             Ok(p) if !validate_only => p,
             result => {
                 shared.overlap.store(false, Ordering::SeqCst);
@@ -140,6 +140,7 @@ impl Bus {
         let handover = subscriber::Handover {
             conn: Arc::new(conn),
             pubsub,
+            node,
             done,
         };
         if shared.handovers.send(handover).await.is_err() {

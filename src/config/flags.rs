@@ -240,7 +240,12 @@ pub struct Config {
     pub bus_mode: BusMode,
 
     /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or `rediss://`
-    /// for TLS. Unset or empty: single-instance mode, no bus (the poll still runs).
+    /// for TLS, or Redis Sentinel:
+    /// `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[?db=N&username=U&password=P]`
+    /// (the sentinels' credentials before the hosts, the master's in the query; the master is
+    /// asked of the sentinels at every connect), or Redis Cluster:
+    /// `redis+cluster://[user:password@]host:port[,host:port...]`. Unset or empty:
+    /// single-instance mode, no bus (the poll still runs).
     #[arg(long, env = "HOTPLANE_REDIS_URL")]
     pub redis_url: Option<String>,
 

@@ -431,16 +431,31 @@ impl Store {
 pub fn redact_url(url: &str) -> String {
     // Parsed as database and Redis clients parse it (the WHATWG rules of the url crate): the
     // userinfo ends at the authority's *last* `@`, so a raw `@` in a password stays in it.
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        // Not a URL: hide everything between the scheme and the last `@`, if any.
-        return match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
-            _ => url.to_owned(),
-        };
-    };
     let secret_key = |k: &str| {
         let k = k.to_ascii_lowercase();
         k.contains("password") || k == "pass" || k == "pwd"
+    };
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL (e.g. a Sentinel URL's list of hosts): hide everything between the scheme
+        // and the last `@`, if any, and every secret value of the query.
+        let after_at = url.rfind('@').map_or(0, |at| at + 1);
+        let (base, query) = match url[after_at..].find('?') {
+            Some(q) => (&url[..after_at + q], Some(&url[after_at + q + 1..])),
+            None => (url, None),
+        };
+        let base = match (base.find("://"), base.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://***{}", &base[..s], &base[at..]),
+            _ => base.to_owned(),
+        };
+        let Some(query) = query else { return base };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if secret_key(k) => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        return format!("{base}?{}", query.join("&"));
     };
     let in_query = parsed.query_pairs().any(|(k, _)| secret_key(&k));
     if parsed.password().is_none() && !in_query {
@@ -479,5 +494,10 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_url("sqlite://hotplane.db"), "sqlite://hotplane.db");
+        // Not a URL to the url crate (a host list), with a password in the query.
+        assert_eq!(
+            redact_url("redis+sentinel://u:s3cret@h1:26379,h2:26379/m?db=1&password=s3cret"),
+            "redis+sentinel://***@h1:26379,h2:26379/m?db=1&password=***"
+        );
     }
 }

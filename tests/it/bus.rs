@@ -11,9 +11,12 @@
 //! `connection`: private redis-servers that stop, pause, want passwords or speak TLS.
 //! `fleet`: heartbeats, fleet status and waiting for the fleet.
 //! `flood`: memory given back to the system once a burst of messages is over.
+//! `cluster`: Redis Cluster, a node killed under load.
+//! `sentinel`: Redis Sentinel, the bus following a failover under load.
 //! `swap`: `Reload(TARGET_BUS)`, blue/green swaps of the Redis connection under load.
 
 mod broadcast;
+mod cluster;
 mod connection;
 mod fleet;
 mod flood;
@@ -22,6 +25,7 @@ mod hash_scheme;
 mod hostile;
 mod pg;
 mod reconnect;
+mod sentinel;
 mod swap;
 
 use std::{sync::Arc, time::Duration};

@@ -280,7 +280,7 @@ class GetStatusResponse(_message.Message):
     def __init__(self, instance_id: _Optional[str] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.TargetStatus, _Mapping]]] = ..., store: _Optional[_Union[StoreStatus, _Mapping]] = ..., drain: _Optional[_Union[_drain_pb2.DrainStatus, _Mapping]] = ..., bus: _Optional[_Union[BusStatus, _Mapping]] = ..., fleet: _Optional[_Union[FleetStatus, _Mapping]] = ..., audit: _Optional[_Union[_audit_pb2.AuditStatus, _Mapping]] = ..., config: _Optional[_Union[ConfigStatus, _Mapping]] = ...) -> None: ...
 
 class BusStatus(_message.Message):
-    __slots__ = ("enabled", "connected", "channel", "redis_url", "signed", "connected_since", "last_error", "last_error_at", "next_retry_at", "reconnects", "messages_received", "messages_applied", "rejected", "self_skipped", "last_message_at", "published", "publish_failures", "last_publish_error", "swaps", "swapped_at", "handover_duplicates", "rollbacks_followed", "rollbacks_failed", "last_rollback_error", "memory_releases")
+    __slots__ = ("enabled", "connected", "channel", "redis_url", "signed", "connected_since", "last_error", "last_error_at", "next_retry_at", "reconnects", "messages_received", "messages_applied", "rejected", "self_skipped", "last_message_at", "published", "publish_failures", "last_publish_error", "swaps", "swapped_at", "handover_duplicates", "rollbacks_followed", "rollbacks_failed", "last_rollback_error", "memory_releases", "node", "node_changes")
     class RejectedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +313,8 @@ class BusStatus(_message.Message):
     ROLLBACKS_FAILED_FIELD_NUMBER: _ClassVar[int]
     LAST_ROLLBACK_ERROR_FIELD_NUMBER: _ClassVar[int]
     MEMORY_RELEASES_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_CHANGES_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     connected: bool
     channel: str
@@ -338,7 +340,9 @@ class BusStatus(_message.Message):
     rollbacks_failed: int
     last_rollback_error: str
     memory_releases: int
-    def __init__(self, enabled: bool = ..., connected: bool = ..., channel: _Optional[str] = ..., redis_url: _Optional[str] = ..., signed: bool = ..., connected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reconnects: _Optional[int] = ..., messages_received: _Optional[int] = ..., messages_applied: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., self_skipped: _Optional[int] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., published: _Optional[int] = ..., publish_failures: _Optional[int] = ..., last_publish_error: _Optional[str] = ..., swaps: _Optional[int] = ..., swapped_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handover_duplicates: _Optional[int] = ..., rollbacks_followed: _Optional[int] = ..., rollbacks_failed: _Optional[int] = ..., last_rollback_error: _Optional[str] = ..., memory_releases: _Optional[int] = ...) -> None: ...
+    node: str
+    node_changes: int
+    def __init__(self, enabled: bool = ..., connected: bool = ..., channel: _Optional[str] = ..., redis_url: _Optional[str] = ..., signed: bool = ..., connected_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., last_error_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_retry_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reconnects: _Optional[int] = ..., messages_received: _Optional[int] = ..., messages_applied: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., self_skipped: _Optional[int] = ..., last_message_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., published: _Optional[int] = ..., publish_failures: _Optional[int] = ..., last_publish_error: _Optional[str] = ..., swaps: _Optional[int] = ..., swapped_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., handover_duplicates: _Optional[int] = ..., rollbacks_followed: _Optional[int] = ..., rollbacks_failed: _Optional[int] = ..., last_rollback_error: _Optional[str] = ..., memory_releases: _Optional[int] = ..., node: _Optional[str] = ..., node_changes: _Optional[int] = ...) -> None: ...
 
 class StoreStatus(_message.Message):
     __slots__ = ("backend", "url", "schema", "hit_flush_failures", "hit_flush_last_error", "hits_pending")
@@ -367,7 +371,7 @@ class WatchStatusRequest(_message.Message):
     def __init__(self, targets: _Optional[_Iterable[_Union[_common_pb2.Target, str]]] = ..., kinds: _Optional[_Iterable[_Union[EventKind, str]]] = ..., after_event_id: _Optional[int] = ...) -> None: ...
 
 class WatchStatusResponse(_message.Message):
-    __slots__ = ("event_id", "at", "kind", "resync", "target", "generation", "pattern_id", "error", "status", "fleet_member")
+    __slots__ = ("event_id", "at", "kind", "resync", "target", "generation", "pattern_id", "error", "status", "fleet_member", "bus_node")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +382,7 @@ class WatchStatusResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FLEET_MEMBER_FIELD_NUMBER: _ClassVar[int]
+    BUS_NODE_FIELD_NUMBER: _ClassVar[int]
     event_id: int
     at: _timestamp_pb2.Timestamp
     kind: EventKind
@@ -388,4 +393,5 @@ class WatchStatusResponse(_message.Message):
     error: str
     status: GetStatusResponse
     fleet_member: FleetMember
-    def __init__(self, event_id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., resync: bool = ..., target: _Optional[_Union[_common_pb2.Target, str]] = ..., generation: _Optional[_Union[_common_pb2.GenerationInfo, _Mapping]] = ..., pattern_id: _Optional[int] = ..., error: _Optional[str] = ..., status: _Optional[_Union[GetStatusResponse, _Mapping]] = ..., fleet_member: _Optional[_Union[FleetMember, _Mapping]] = ...) -> None: ...
+    bus_node: str
+    def __init__(self, event_id: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[EventKind, str]] = ..., resync: bool = ..., target: _Optional[_Union[_common_pb2.Target, str]] = ..., generation: _Optional[_Union[_common_pb2.GenerationInfo, _Mapping]] = ..., pattern_id: _Optional[int] = ..., error: _Optional[str] = ..., status: _Optional[_Union[GetStatusResponse, _Mapping]] = ..., fleet_member: _Optional[_Union[FleetMember, _Mapping]] = ..., bus_node: _Optional[str] = ...) -> None: ...
