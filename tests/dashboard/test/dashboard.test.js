@@ -18,8 +18,17 @@ test.after(async () => {
   if (b) await b.close();
 });
 
-/** Waits (at most SHOWS_WITHIN) until `selector`'s text contains `want`. */
+/** The time each live update took to show, printed after the tests (measured, not asserted). */
+const shownIn = [];
+test.after(() => {
+  if (shownIn.length === 0) return;
+  const ms = shownIn.map(([, t]) => t).sort((x, y) => x - y);
+  console.log(`dashboard: what was waited for showed in ${ms[0]}..${ms[ms.length - 1]} ms (median ${ms[ms.length >> 1]}, ${ms.length} waits): ${shownIn.map(([w, t]) => `${w} ${t}`).join(', ')}`);
+});
+
+/** Waits (at most `timeout`) until `selector`'s text contains `want`; records how long it took. */
 async function shows(page, selector, want, timeout = s.SHOWS_WITHIN) {
+  const started = performance.now();
   await page.waitForFunction(
     ([sel, w]) => {
       const el = document.querySelector(sel);
@@ -28,9 +37,17 @@ async function shows(page, selector, want, timeout = s.SHOWS_WITHIN) {
     [selector, String(want)],
     { timeout },
   );
+  shownIn.push([selector, Math.round(performance.now() - started)]);
 }
 
-test('live: loads without console errors; Reload, LearnPattern and drains made by grpcurl show within a second', s.DEADLINE, async () => {
+/** Waits (at most SHOWS_WITHIN) for `selector` to match; records how long it took. */
+async function appears(page, selector) {
+  const started = performance.now();
+  await page.waitForSelector(selector, { timeout: s.SHOWS_WITHIN });
+  shownIn.push([selector, Math.round(performance.now() - started)]);
+}
+
+test('live: loads without console errors; Reload, LearnPattern and drains made by grpcurl show live (the time each took is printed)', s.DEADLINE, async () => {
   const srv = await s.startServer();
   try {
     const { page, errors } = await s.openPage(b, srv.url);
@@ -43,17 +60,17 @@ test('live: loads without console errors; Reload, LearnPattern and drains made b
 
     // A rollback pins; the Reload that follows unpins and builds a new generation.
     await s.grpcurl(srv.addr, 'hotplane.v1.HotReload/Rollback', { target: 'TARGET_PATTERNS', toGeneration: '1', reason: 'dashboard test' });
-    await page.waitForSelector('#pin-badge:not([hidden])', { timeout: s.SHOWS_WITHIN });
+    await appears(page, '#pin-badge:not([hidden])');
     const reload = await s.grpcurl(srv.addr, 'hotplane.v1.HotReload/Reload', { target: 'TARGET_PATTERNS', reason: 'dashboard test' });
     assert.ok(Number(reload.generationAfter) > Number(learned.generation), JSON.stringify(reload));
     await shows(page, '#generation', reload.generationAfter);
     await shows(page, '#events li[data-kind=RELOAD_SUCCEEDED]', `generation ${reload.generationAfter}`);
 
     await s.grpcurl(srv.addr, 'hotplane.v1.Drain/StartDrain', { reason: 'dashboard test' });
-    await page.waitForSelector('#drain-badge[data-draining=true]', { timeout: s.SHOWS_WITHIN });
+    await appears(page, '#drain-badge[data-draining=true]');
     await shows(page, '#drain-reason', 'dashboard test');
     await s.grpcurl(srv.addr, 'hotplane.v1.Drain/StopDrain', {});
-    await page.waitForSelector('#drain-badge[data-draining=false]', { timeout: s.SHOWS_WITHIN });
+    await appears(page, '#drain-badge[data-draining=false]');
     // The page's own stream counts as an open stream, like a WatchStatus stream.
     await shows(page, '#open-streams', '1');
 
