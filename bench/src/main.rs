@@ -20,6 +20,7 @@ mod matching;
 mod propagate;
 mod reload;
 mod report;
+mod sentinel;
 mod server;
 mod stats;
 mod structures;
