@@ -20,6 +20,7 @@ mod matching;
 mod propagate;
 mod reload;
 mod report;
+mod sentinel;
 mod server;
 mod stats;
 mod structures;
@@ -59,7 +60,8 @@ enum Scenario {
     /// bare tonic server.
     Match,
     /// Three replicas on one Redis channel: LearnPattern on A → served by all, and a
-    /// published message → swapped on all, vs a bare Redis round trip.
+    /// published message → swapped on all, vs a bare Redis round trip; a SQL write on the
+    /// PostgreSQL bus and on a Redis Sentinel bus beside the Redis bus's.
     Propagate,
     /// The data-structure alternatives of issue 6 side by side: one-row deltas (copy-on-write
     /// maps, a HAMT, the snapshot), lookups and index memory, category and metadata storage,
@@ -94,8 +96,8 @@ impl Scenario {
             Scenario::Burst => "Engine::request bursts over a PostgreSQL store (the bus path)",
             Scenario::Match => "closed-loop gRPC load, real server vs a bare tonic server",
             Scenario::Propagate => {
-                "three Application replicas on the Redis bus, then three on the PostgreSQL bus, observed \
-                 through WatchStatus streams"
+                "three Application replicas on the Redis bus, then three on the PostgreSQL bus, then \
+                 three on a private Redis Sentinel set, observed through WatchStatus streams"
             }
             Scenario::Structures => {
                 "each choice vs its alternatives on the same rows, interleaved; memory from \

@@ -14,6 +14,11 @@
 //!   the Redis bus's UPDATE + PUBLISH of the same run, measured from the same point (before the
 //!   UPDATE).
 //!
+//! - The same SQL write with the Sentinel bus: a private master, replica and three sentinels on
+//!   loopback ports ([`SentinelSet`]), three new replicas on a `redis+sentinel://` URL; the
+//!   UPDATE, then PUBLISH on the master the sentinels name → swapped on all three; beside the
+//!   Redis bus's figure, measured the same way.
+//!
 //! Baseline: a bare Redis round trip in the same run: PUBLISH on one connection → the message
 //! received by a subscriber on another, with the same client library.
 
@@ -35,6 +40,7 @@ use crate::{
     db::{Backend, BenchDb, Client},
     progress,
     report::{Figure, Target, num},
+    sentinel::SentinelSet,
     server::{ServerThread, connect, wait_serving},
     stats::{Summary, summarize},
 };
@@ -129,6 +135,37 @@ async fn wait_subscribed(channel: tonic::transport::Channel) -> anyhow::Result<(
     .context("waiting for the bus subscription")?
 }
 
+/// Starts three replicas on `config` and follows each once its bus is subscribed.
+async fn start_three(config: &Config) -> anyhow::Result<(Vec<ServerThread>, Vec<Seen>)> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServerThread::hotplane(config.clone()).await?);
+    }
+    let mut seen = Vec::new();
+    for server in &servers {
+        wait_serving(server.addr, DEADLINE).await?;
+        let channel = connect(server.addr).await?;
+        wait_subscribed(channel.clone()).await?;
+        seen.push(follow(channel).await?);
+    }
+    Ok((servers, seen))
+}
+
+/// Another client's plain SQL change of row `id`; returns the row's new store revision.
+async fn update(pool: &sqlx::PgPool, id: i64, category: String) -> anyhow::Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE auto_learned_patterns SET category = $1 WHERE id = $2 RETURNING revision",
+    )
+    .bind(category)
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .context("changing a row")
+}
+
+/// The legacy delta message: reload whatever changed.
+const DELTA: &str = r#"{"action":"reload","pattern_id":null}"#;
+
 /// PUBLISH → the same message received by a subscriber, `trials` times, in ms.
 async fn redis_round_trips(url: &str, trials: usize) -> anyhow::Result<Vec<f64>> {
     let client = redis::Client::open(url).context("the Redis URL")?;
@@ -183,17 +220,7 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     // Hundreds of learns in a row on purpose; the per-caller rate limit would measure itself.
     config.auth.admin_rate = 0.0;
 
-    let mut servers = Vec::new();
-    for _ in 0..3 {
-        servers.push(ServerThread::hotplane(config.clone()).await?);
-    }
-    let mut seen = Vec::new();
-    for server in &servers {
-        wait_serving(server.addr, DEADLINE).await?;
-        let channel = connect(server.addr).await?;
-        wait_subscribed(channel.clone()).await?;
-        seen.push(follow(channel).await?);
-    }
+    let (servers, mut seen) = start_three(&config).await?;
     let mut patterns = PatternsClient::new(connect(servers[0].addr).await?);
 
     // Redis's own round trip, first, while nothing else runs.
@@ -243,19 +270,12 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     for k in 0..2 * trials {
         let id = 1 + rng.below(served) as i64;
         let written = Instant::now();
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE auto_learned_patterns SET category = $1 WHERE id = $2 RETURNING revision",
-        )
-        .bind(format!("bench_propagate_{k}"))
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .context("changing a row")?;
+        let revision = update(pool, id, format!("bench_propagate_{k}")).await?;
         let by_id = k % 2 == 1;
         let message = if by_id {
             format!(r#"{{"action":"reload","pattern_id":{id}}}"#)
         } else {
-            r#"{"action":"reload","pattern_id":null}"#.to_owned()
+            DELTA.to_owned()
         };
         let t0 = Instant::now();
         let receivers: i64 = redis::cmd("PUBLISH")
@@ -285,39 +305,53 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
     let mut pg_config = Config::for_database(db.url());
     pg_config.bus_mode = BusMode::Postgres;
     pg_config.poll_interval = std::time::Duration::ZERO;
-    let mut pg_servers = Vec::new();
-    for _ in 0..3 {
-        pg_servers.push(ServerThread::hotplane(pg_config.clone()).await?);
-    }
-    let mut pg_seen = Vec::new();
-    for server in &pg_servers {
-        wait_serving(server.addr, DEADLINE).await?;
-        let channel = connect(server.addr).await?;
-        wait_subscribed(channel.clone()).await?;
-        pg_seen.push(follow(channel).await?);
-    }
+    let (pg_servers, mut pg_seen) = start_three(&pg_config).await?;
     let mut write_pg = Vec::new();
     for k in 0..trials {
         let id = 1 + rng.below(served) as i64;
         let t0 = Instant::now();
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE auto_learned_patterns SET category = $1 WHERE id = $2 RETURNING revision",
-        )
-        .bind(format!("bench_propagate_pg_{k}"))
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .context("changing a row")?;
+        let revision = update(pool, id, format!("bench_propagate_pg_{k}")).await?;
         let mut last = t0;
         for replica in &mut pg_seen {
             last = last.max(reached(replica, revision).await?);
         }
         write_pg.push((last - t0).as_secs_f64() * 1e3);
     }
-    client.close().await;
     for server in pg_servers {
         server.stop().await?;
     }
+
+    // The Sentinel bus: three new replicas on a private Sentinel set; the UPDATE, then PUBLISH
+    // on the master the sentinels name.
+    progress("propagate: a Sentinel set (master, replica, 3 sentinels) on loopback ports");
+    let sentinels = SentinelSet::start().await?;
+    let mut sentinel_config = config.clone();
+    sentinel_config.redis_url = Some(sentinels.url());
+    let (sentinel_servers, mut sentinel_seen) = start_three(&sentinel_config).await?;
+    let master = redis::Client::open(sentinels.master_url().await?)?;
+    let mut conn = master.get_multiplexed_async_connection().await?;
+    let mut write_sentinel = Vec::new();
+    for k in 0..trials {
+        let id = 1 + rng.below(served) as i64;
+        let t0 = Instant::now();
+        let revision = update(pool, id, format!("bench_propagate_sentinel_{k}")).await?;
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(&bus_channel)
+            .arg(DELTA)
+            .query_async(&mut conn)
+            .await?;
+        anyhow::ensure!(receivers == 3, "{receivers} replicas subscribed, not 3");
+        let mut last = t0;
+        for replica in &mut sentinel_seen {
+            last = last.max(reached(replica, revision).await?);
+        }
+        write_sentinel.push((last - t0).as_secs_f64() * 1e3);
+    }
+    for server in sentinel_servers {
+        server.stop().await?;
+    }
+    drop(sentinels);
+    client.close().await;
     db.remove().await?;
 
     let base = summarize(&mut baseline);
@@ -360,7 +394,11 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
         }
         [p50, p99]
     };
-    let (write_redis, write_pg) = (summarize(&mut write_redis), summarize(&mut write_pg));
+    let (write_redis, write_pg, write_sentinel) = (
+        summarize(&mut write_redis),
+        summarize(&mut write_pg),
+        summarize(&mut write_sentinel),
+    );
     let mut figures = Vec::new();
     figures.extend(pair(
         "LearnPattern on A → served by all 3",
@@ -400,6 +438,26 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
         .detail(format!("Redis bus {}", detail(&write_redis)))
         .target(Target::AtMost(write_redis.p99)),
     );
+    // The Sentinel bus beside the same Redis bus figure (no target: the issue sets none).
+    for (q, value, base) in [
+        ("p50", write_sentinel.p50, write_redis.p50),
+        ("p99", write_sentinel.p99, write_redis.p99),
+    ] {
+        figures.push(
+            Figure::new(
+                format!("{label}: SQL UPDATE + PUBLISH → swapped on all 3, sentinel bus ({q})"),
+                value,
+                "ms",
+                format!("SQL UPDATE + PUBLISH {{pattern_id: null}}, Redis bus ({q})"),
+                base,
+            )
+            .detail(if q == "p50" {
+                detail(&write_sentinel)
+            } else {
+                format!("Redis bus {}", detail(&write_redis))
+            }),
+        );
+    }
     notes.push(format!(
         "replicas observed through WatchStatus (RELOAD_SUCCEEDED reaching the row's store \
          revision), poll disabled; the learn time ends when the last of A's answer, B's and C's \
@@ -407,7 +465,10 @@ pub async fn run(s: &Settings, notes: &mut Vec<String>) -> anyhow::Result<Vec<Fi
          trials per figure; the SQL UPDATE figures run from before the UPDATE (Redis bus: then \
          PUBLISH; postgres bus: nothing else, the trigger NOTIFYs at commit) to the last replica's \
          event, three `--bus postgres` replicas started on the same database after the Redis ones \
-         stopped"
+         stopped; the sentinel bus figures the same way as the Redis bus's (UPDATE, then PUBLISH \
+         on the master the sentinels name), three replicas on a `redis+sentinel://` URL of a \
+         private master + replica + 3 sentinels on loopback ports, started after the postgres \
+         ones stopped"
     ));
     Ok(figures)
 }
