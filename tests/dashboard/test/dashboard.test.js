@@ -3,7 +3,7 @@
 // restart, the fleet table on a shared Redis bus with a pinned straggler, and the scopes.
 'use strict';
 
-const test = require('node:test');
+const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -11,16 +11,16 @@ const path = require('node:path');
 const s = require('./support');
 
 let b;
-test.before(async () => {
+before(async () => {
   b = await s.browser();
 });
-test.after(async () => {
+after(async () => {
   if (b) await b.close();
 });
 
 /** The time each live update took to show, printed after the tests (measured, not asserted). */
 const shownIn = [];
-test.after(() => {
+after(() => {
   if (shownIn.length === 0) return;
   const ms = shownIn.map(([, t]) => t).sort((x, y) => x - y);
   console.log(`dashboard: what was waited for showed in ${ms[0]}..${ms[ms.length - 1]} ms (median ${ms[ms.length >> 1]}, ${ms.length} waits): ${shownIn.map(([w, t]) => `${w} ${t}`).join(', ')}`);
