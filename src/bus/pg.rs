@@ -257,14 +257,7 @@ pub(super) async fn run(bus: Arc<PgBus>, mut stop: watch::Receiver<bool>) {
             });
         }
         let delay = backoff.next_delay(Instant::now());
-        {
-            let mut st = bus.status();
-            st.last_error = Some(error.clone());
-            st.last_error_at = Some(Utc::now());
-            st.next_retry_at = chrono::Duration::from_std(delay)
-                .ok()
-                .map(|d| Utc::now() + d);
-        }
+        bus.status().retrying(&error, delay);
         warn!(
             error = %error,
             retry_in_ms = delay.as_millis() as u64,

@@ -111,3 +111,15 @@ pub struct BusStatus {
     /// (`bus::memory`).
     pub memory_releases: u64,
 }
+
+impl BusStatus {
+    /// Records why the connection is down and when the next attempt is due (the Redis
+    /// subscriber's and the PostgreSQL listener's retry loops both report this way).
+    pub(super) fn retrying(&mut self, error: &str, delay: std::time::Duration) {
+        self.last_error = Some(error.to_owned());
+        self.last_error_at = Some(Utc::now());
+        self.next_retry_at = chrono::Duration::from_std(delay)
+            .ok()
+            .map(|d| Utc::now() + d);
+    }
+}
