@@ -126,27 +126,45 @@ impl HitCounter {
         }
     }
 
-    /// Writes every pending count in batches of at most `batch`. On failure the unwritten counts
-    /// are kept for the next flush and the error is returned.
+    /// Writes every pending count in batches of at most `batch`; answers how many patterns'
+    /// counts were written. Counts of rows another transaction held (the store skips them
+    /// rather than wait: see [`Store::flush_hits`]) are kept for the next flush, which is not a
+    /// failure. On failure the unwritten counts are kept for the next flush and the error is
+    /// returned.
     pub async fn flush(&self, store: &Store, batch: usize) -> Result<usize, String> {
         let mut hits = self.take();
-        let total = hits.len();
+        let mut written = 0;
         while !hits.is_empty() {
             let rest = hits.split_off(hits.len().min(batch.max(1)));
-            if let Err(e) = store.flush_hits(&hits).await {
-                let msg = e.to_string();
-                hits.extend(rest);
-                self.restore(hits);
-                let mut stats = lock(&self.stats);
-                stats.failures += 1;
-                stats.last_error = Some(msg.clone());
-                return Err(msg);
+            match store.flush_hits(&hits).await {
+                Ok(held) => {
+                    let (kept, done): (Vec<_>, Vec<_>) = hits
+                        .into_iter()
+                        .partition(|h| held.binary_search(&h.id).is_ok());
+                    if !kept.is_empty() {
+                        debug!(
+                            patterns = kept.len(),
+                            "hit counts of rows another transaction holds are kept for the next flush"
+                        );
+                    }
+                    written += done.len();
+                    self.written(&done);
+                    self.restore(kept);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    hits.extend(rest);
+                    self.restore(hits);
+                    let mut stats = lock(&self.stats);
+                    stats.failures += 1;
+                    stats.last_error = Some(msg.clone());
+                    return Err(msg);
+                }
             }
-            self.written(&hits);
             hits = rest;
         }
         lock(&self.stats).last_error = None;
-        Ok(total)
+        Ok(written)
     }
 
     /// Flushes every `interval` until `stop` turns true, then flushes one last time. Each flush

@@ -89,8 +89,9 @@ async fn reload_loop(
             ),
         };
         if let Some(sql) = sql {
-            // A concurrent hit flush may deadlock with this UPDATE (PostgreSQL aborts one of
-            // them); the flush retries, and a failed UPDATE here only means one less change.
+            // The hit flush skips rows this UPDATE holds rather than wait (it used to wait,
+            // and PostgreSQL aborted one of the two as a deadlock); a failed UPDATE here is
+            // reported and only means one less change.
             if let Err(e) = db.exec(&sql).await {
                 progress(format!("reload-under-load: churn UPDATE failed: {e:#}"));
             }

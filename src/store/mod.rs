@@ -416,8 +416,10 @@ impl Store {
     }
 
     /// Adds hit counts in one batch (`times_used += count`, `last_used_at = max(...)`). Does not
-    /// change the row revision: hit counts are not served content.
-    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+    /// change the row revision: hit counts are not served content. Never waits for a row lock:
+    /// answers the ids whose rows another transaction held, whose counts were not written (the
+    /// caller keeps them for the next flush).
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<Vec<i64>, StoreError> {
         dispatch!(self, s => s.flush_hits(hits).await)
     }
 

@@ -771,12 +771,17 @@ impl PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    /// One UPDATE for the whole batch. Hits are merged per id first (an UPDATE ... FROM applies
-    /// at most one source row per target row) and sorted, so concurrent flushers lock rows in
-    /// the same order. Unknown ids match nothing.
-    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+    /// One statement for the whole batch, which **never waits for a row lock**: it locks the
+    /// rows it can (`FOR UPDATE SKIP LOCKED`, in id order), adds the counts to those, and
+    /// answers the ids of rows another transaction holds, whose counts the caller keeps for the
+    /// next flush. A flush that waited could deadlock with a client's bulk UPDATE (or another
+    /// replica's flush) locking the same rows in another order, and PostgreSQL would abort one
+    /// of the two: maybe the client's. Hits are merged per id first (an UPDATE ... FROM applies
+    /// at most one source row per target row). Unknown or deleted ids match nothing and are not
+    /// answered (their counts are dropped).
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<Vec<i64>, StoreError> {
         if hits.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut merged: BTreeMap<i64, (i64, DateTime<Utc>)> = BTreeMap::new();
         for h in hits {
@@ -787,21 +792,35 @@ impl PgStore {
         let ids: Vec<i64> = merged.keys().copied().collect();
         let counts: Vec<i64> = merged.values().map(|v| v.0).collect();
         let times: Vec<DateTime<Utc>> = merged.values().map(|v| v.1).collect();
-        sqlx::query(
-            "UPDATE auto_learned_patterns AS p \
-                SET times_used = COALESCE(p.times_used, 0) + h.count, \
-                    last_used_at = GREATEST(p.last_used_at, h.last_used_at) \
-               FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) \
-                    AS h(id, count, last_used_at) \
-              WHERE p.id = h.id",
+        // `held`: rows of the batch that exist in the statement's snapshot and were not
+        // updated, i.e. rows the locking subquery skipped (a row deleted meanwhile may show up
+        // once; the next flush finds it gone).
+        sqlx::query_scalar(
+            "WITH h AS ( \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) \
+                     AS h(id, count, last_used_at) \
+             ), done AS ( \
+                 UPDATE auto_learned_patterns AS p \
+                    SET times_used = COALESCE(p.times_used, 0) + h.count, \
+                        last_used_at = GREATEST(p.last_used_at, h.last_used_at) \
+                   FROM h \
+                  WHERE p.id = h.id \
+                    AND p.id IN (SELECT l.id FROM auto_learned_patterns AS l \
+                                  WHERE l.id = ANY($1::bigint[]) \
+                                  ORDER BY l.id FOR UPDATE SKIP LOCKED) \
+              RETURNING p.id \
+             ) \
+             SELECT h.id FROM h \
+              WHERE h.id NOT IN (SELECT id FROM done) \
+                AND EXISTS (SELECT 1 FROM auto_learned_patterns AS e WHERE e.id = h.id) \
+              ORDER BY h.id",
         )
         .bind(ids)
         .bind(counts)
         .bind(times)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(q("flushing hit counts"))?;
-        Ok(())
+        .map_err(q("flushing hit counts"))
     }
 
     /// Closes the pool.

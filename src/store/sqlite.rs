@@ -555,11 +555,12 @@ impl SqliteStore {
     }
 
     /// The whole batch in one transaction. The update trigger does not watch times_used or
-    /// last_used_at, so the revision stays. Unknown ids match nothing.
-    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<(), StoreError> {
+    /// last_used_at, so the revision stays. Unknown ids match nothing. SQLite has no row locks
+    /// to skip (one writer at a time, waited for by the busy timeout): no row is ever held.
+    pub async fn flush_hits(&self, hits: &[HitDelta]) -> Result<Vec<i64>, StoreError> {
         const WHAT: &str = "flushing hit counts";
         if hits.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut merged: BTreeMap<i64, (i64, DateTime<Utc>)> = BTreeMap::new();
         for h in hits {
@@ -584,7 +585,8 @@ impl SqliteStore {
             .await
             .map_err(q(WHAT))?;
         }
-        tx.commit().await.map_err(q(WHAT))
+        tx.commit().await.map_err(q(WHAT))?;
+        Ok(Vec::new())
     }
 
     /// Closes the pool.

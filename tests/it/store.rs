@@ -413,7 +413,7 @@ async fn hit_flush_keeps_the_revision(db: TestDb) {
     let full = store.load_full().await.expect("load_full");
     let rev = store.revision().await.expect("revision");
 
-    store
+    let held = store
         .flush_hits(&[
             HitDelta {
                 id: row.id,
@@ -433,6 +433,8 @@ async fn hit_flush_keeps_the_revision(db: TestDb) {
         ])
         .await
         .expect("flush");
+    // Nothing held the row; an unknown id is dropped, not kept for the next flush.
+    assert_eq!(held, Vec::<i64>::new());
     let hit = store.get(row.id).await.expect("get").expect("exists");
     assert_eq!(hit.times_used, 5);
     assert_eq!(hit.last_used_at, Some(at(10, 250)));
@@ -880,6 +882,80 @@ async fn pg_large_full_load_reads_two_halves_in_one_snapshot() {
         "the load holds exactly what its snapshot sees"
     );
     assert!(snap.get(60_000).is_some() && snap.get(59_999).is_some());
+    sql.close().await;
+    store.close().await;
+}
+
+/// A hit flush never waits on a row another transaction holds, so it can never be one side of
+/// a deadlock with a user's bulk UPDATE (or with another replica's flush): it writes the rows it
+/// can lock now and keeps the others' counts for the next flush. Before, the flush locked rows
+/// in join order and waited; a bulk UPDATE locking the same rows in another order then
+/// deadlocked with it and PostgreSQL aborted one of the two (BENCHMARKS.md, re-imports).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_hit_flush_skips_rows_another_transaction_holds() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let sql = db.client().await;
+    let a = store
+        .learn(&new_pattern("alpha", "alpha", "ops"))
+        .await
+        .expect("learn")
+        .row
+        .id;
+    let b = store
+        .learn(&new_pattern("beta", "beta", "ops"))
+        .await
+        .expect("learn")
+        .row
+        .id;
+    let used = |id: i64| {
+        let sql = &sql;
+        async move {
+            sql.int(&format!(
+                "SELECT COALESCE(times_used, 0)::bigint FROM auto_learned_patterns WHERE id = {id}"
+            ))
+            .await
+        }
+    };
+
+    // Another client's transaction holds b's row lock (an UPDATE it has not committed yet).
+    let mut tx = sql.pg().begin().await.expect("begin");
+    sqlx::query("UPDATE auto_learned_patterns SET confidence = 0.5 WHERE id = $1")
+        .bind(b)
+        .execute(&mut *tx)
+        .await
+        .expect("update b");
+
+    let hits = hotplane::hits::HitCounter::default();
+    for _ in 0..2 {
+        hits.record(a);
+    }
+    for _ in 0..3 {
+        hits.record(b);
+    }
+    // A hang guard, not a speed target: the flush must not wait for the transaction at all.
+    let flushed = tokio::time::timeout(std::time::Duration::from_secs(20), hits.flush(&store, 100))
+        .await
+        .expect("the hit flush waited for another transaction's row lock");
+    flushed.expect("flush");
+    assert_eq!(used(a).await, 2, "the free row is written now");
+    assert_eq!(used(b).await, 0, "the held row is not written yet");
+    assert_eq!(hits.pending(), 3, "the held row's hits are kept, not lost");
+    assert_eq!(hits.stats().last_error, None, "a held row is not a failure");
+
+    // The other transaction goes on to the row the flush wrote: nothing of the flush holds it
+    // (the unfixed flush would hold `a` and wait for `b`: a deadlock).
+    sqlx::query("UPDATE auto_learned_patterns SET confidence = 0.5 WHERE id = $1")
+        .bind(a)
+        .execute(&mut *tx)
+        .await
+        .expect("update a after the flush");
+    tx.commit().await.expect("the other transaction commits");
+
+    hits.flush(&store, 100).await.expect("second flush");
+    assert_eq!((used(a).await, used(b).await), (2, 3));
+    assert_eq!(hits.pending(), 0);
+    assert_eq!(hits.stats().flushed, 5);
     sql.close().await;
     store.close().await;
 }
