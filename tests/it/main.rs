@@ -20,6 +20,7 @@ mod grpcurl;
 mod kubernetes;
 mod liveness;
 mod load;
+mod lockfiles;
 mod metadata_json;
 mod metrics;
 mod model;
