@@ -474,8 +474,8 @@ struct DeltaRead {
 
 /// Reads what changed since `since`, then the rows named by `ids` (read after the delta, so
 /// their version wins over the delta's copy; one the named read finds gone is deleted).
-/// `None` when the cursor is older than the tombstone pruning horizon: only a full load is
-/// sure to drop the rows deleted since.
+/// `None` when the cursor is older than the tombstone pruning horizon, or from another WAL
+/// timeline (a failover): only a full load is sure to drop the rows deleted (or lost) since.
 async fn read_delta(
     store: &Store,
     since: &Cursor,
@@ -485,6 +485,16 @@ async fn read_delta(
         Ok(delta) => delta,
         Err(StoreError::CursorTooOld) => {
             info!("the delta cursor is older than the tombstone pruning horizon: full load");
+            return Ok(None);
+        }
+        Err(StoreError::TimelineChanged { was, now }) => {
+            warn!(
+                was,
+                now,
+                "the database failed over or was restored since the last load (WAL timeline \
+                 changed): commits the old server had may be gone, so a full load replaces \
+                 the served set"
+            );
             return Ok(None);
         }
         Err(e) => return Err(e.into()),

@@ -52,10 +52,16 @@ pub enum Cursor {
         /// Highest revision visible to the load.
         revision: i64,
     },
-    /// PostgreSQL: the load's MVCC snapshot, as `pg_snapshot` text (`xmin:xmax:xip,...`).
+    /// PostgreSQL: the load's MVCC snapshot, as `pg_snapshot` text (`xmin:xmax:xip,...`),
+    /// and the WAL timeline of the server that took it.
     Postgres {
         /// The snapshot text.
         snapshot: String,
+        /// The server's WAL timeline when the load read (`None`: unknown, as for a position a
+        /// client sent, or a server that does not tell it). A promoted standby runs on a new
+        /// timeline, and may hand out again the transaction ids of commits it never received:
+        /// a snapshot from another timeline cannot say what a delta has seen.
+        timeline: Option<u32>,
     },
 }
 
@@ -191,6 +197,20 @@ pub enum StoreError {
     /// caller must do a full load.
     #[error("the delta cursor is older than the tombstone pruning horizon: a full load is needed")]
     CursorTooOld,
+    /// The database is on another WAL timeline than the load the cursor came from (a failover
+    /// to a standby, or a point-in-time restore): commits the cursor saw may be gone and their
+    /// transaction ids handed out again, so a delta could miss new commits for good. The
+    /// caller must do a full load.
+    #[error(
+        "the database moved from WAL timeline {was} to {now} since the last load (a failover or \
+         a restore): transaction ids may repeat, so a full load is needed"
+    )]
+    TimelineChanged {
+        /// The cursor's timeline.
+        was: u32,
+        /// The server's timeline now.
+        now: u32,
+    },
     /// Decoding rows on the blocking pool did not finish (the task panicked or was cancelled).
     #[error("{what} failed: decoding the rows did not finish: {reason}")]
     Decode {

@@ -84,6 +84,7 @@ impl Cursor {
         PgSnapshot::parse(snapshot)?;
         Some(Cursor::Postgres {
             snapshot: snapshot.to_owned(),
+            timeline: None,
         })
     }
 
@@ -93,7 +94,7 @@ impl Cursor {
     pub fn covers(&self, other: &Cursor) -> bool {
         match (self, other) {
             (Cursor::Sqlite { revision: a }, Cursor::Sqlite { revision: b }) => a >= b,
-            (Cursor::Postgres { snapshot: a }, Cursor::Postgres { snapshot: b }) => {
+            (Cursor::Postgres { snapshot: a, .. }, Cursor::Postgres { snapshot: b, .. }) => {
                 match (PgSnapshot::parse(a), PgSnapshot::parse(b)) {
                     (Some(a), Some(b)) => a.covers(&b),
                     _ => false,
@@ -108,7 +109,7 @@ impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cursor::Sqlite { revision } => write!(f, "sqlite:{revision}"),
-            Cursor::Postgres { snapshot } => write!(f, "pg:{snapshot}"),
+            Cursor::Postgres { snapshot, .. } => write!(f, "pg:{snapshot}"),
         }
     }
 }

@@ -82,6 +82,18 @@ macro_rules! revision_expr {
     };
 }
 
+/// The server's WAL timeline (the first 8 hex digits of the current WAL file's name, which
+/// `pg_walfile_name` gives on the timeline WAL is inserted on: a promoted standby's new one at
+/// once, where `pg_control_checkpoint()` would wait for the next checkpoint). NULL on a standby,
+/// where there is no current WAL insert position.
+macro_rules! timeline_expr {
+    () => {
+        "CASE WHEN pg_is_in_recovery() THEN NULL \
+              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::bigint \
+         END"
+    };
+}
+
 /// A read-only transaction whose one snapshot serves every statement in it.
 const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
@@ -97,6 +109,9 @@ pub struct PgStore {
     /// The table's declared column limits (read after migrating, and when a value is refused
     /// as too long).
     pub(super) limits: SharedLimits,
+    /// Whether the server tells its WAL timeline (probed at connect): then each load's cursor
+    /// carries it, and a delta across a failover becomes a full load.
+    pub(super) timeline: bool,
 }
 
 /// Maps a driver error to a query error saying what was being done.
@@ -310,11 +325,13 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
+        let timeline = probe_timeline(&pool).await.map_err(connect_err)?;
         Ok(PgStore {
             pool,
             schema: opts.schema.clone(),
             url: super::redact_url(&opts.url).into(),
             limits: live_limits::unknown(),
+            timeline,
         })
     }
 
@@ -395,7 +412,7 @@ impl PgStore {
             .begin_with(BEGIN_SNAPSHOT)
             .await
             .map_err(q(WHAT))?;
-        let (snapshot, revision) = head(&mut tx, WHAT).await?;
+        let (snapshot, revision, timeline) = head(&mut tx, WHAT, self.timeline).await?;
         // Streamed through binary COPY and packed tuple by tuple on a blocking-pool thread as the
         // bytes arrive: packing overlaps with the server producing the next rows, and nothing
         // per row is allocated. A large table is read in two halves by two server processes
@@ -424,7 +441,7 @@ impl PgStore {
         tx.commit().await.map_err(q(WHAT))?;
         Ok(FullLoad {
             rows,
-            cursor: Cursor::Postgres { snapshot },
+            cursor: Cursor::Postgres { snapshot, timeline },
             revision,
             readers,
         })
@@ -461,7 +478,11 @@ impl PgStore {
     /// `revision >= xmin` bounds the index scan; every id below xmin was visible.
     pub async fn load_delta(&self, since: &Cursor) -> Result<DeltaLoad, StoreError> {
         const WHAT: &str = "reading changed patterns";
-        let Cursor::Postgres { snapshot: prev } = since else {
+        let Cursor::Postgres {
+            snapshot: prev,
+            timeline: was,
+        } = since
+        else {
             return Err(StoreError::ForeignCursor);
         };
         let mut tx = self
@@ -469,14 +490,22 @@ impl PgStore {
             .begin_with(BEGIN_SNAPSHOT)
             .await
             .map_err(q(WHAT))?;
-        let (snapshot, revision) = head(&mut tx, WHAT).await?;
+        let (snapshot, revision, timeline) = head(&mut tx, WHAT, self.timeline).await?;
+        if let (Some(was), Some(now)) = (*was, timeline)
+            && was != now
+        {
+            return Err(StoreError::TimelineChanged { was, now });
+        }
         let horizon: Option<String> =
             sqlx::query_scalar("SELECT snapshot FROM hotplane_tombstone_horizon WHERE id = 1")
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(q(WHAT))?;
         if let Some(horizon) = horizon
-            && !since.covers(&Cursor::Postgres { snapshot: horizon })
+            && !since.covers(&Cursor::Postgres {
+                snapshot: horizon,
+                timeline: None,
+            })
         {
             return Err(StoreError::CursorTooOld);
         }
@@ -508,7 +537,7 @@ impl PgStore {
         Ok(DeltaLoad {
             changed,
             deleted,
-            cursor: Cursor::Postgres { snapshot },
+            cursor: Cursor::Postgres { snapshot, timeline },
             revision,
         })
     }
@@ -829,23 +858,59 @@ impl PgStore {
     }
 }
 
-/// The snapshot (as cursor text) and revision of the transaction `tx`, in its first statement.
+/// The snapshot (as cursor text), revision and (when `timeline`, and the server is a primary)
+/// WAL timeline of the transaction `tx`, in its first statement.
 async fn head(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     what: &'static str,
-) -> Result<(String, i64), StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT pg_current_snapshot()::text AS snapshot, ",
-        revision_expr!(),
-        " AS revision"
-    ))
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(q(what))?;
+    timeline: bool,
+) -> Result<(String, i64, Option<u32>), StoreError> {
+    let sql = match timeline {
+        true => concat!(
+            "SELECT pg_current_snapshot()::text AS snapshot, ",
+            revision_expr!(),
+            " AS revision, ",
+            timeline_expr!(),
+            " AS timeline"
+        ),
+        false => concat!(
+            "SELECT pg_current_snapshot()::text AS snapshot, ",
+            revision_expr!(),
+            " AS revision, NULL::bigint AS timeline"
+        ),
+    };
+    let row = sqlx::query(sql)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(q(what))?;
+    let timeline: Option<i64> = row.try_get("timeline").map_err(q(what))?;
     Ok((
         row.try_get("snapshot").map_err(q(what))?,
         row.try_get("revision").map_err(q(what))?,
+        timeline.and_then(|t| u32::try_from(t).ok()),
     ))
+}
+
+/// Whether the server tells its WAL timeline. A server that refuses the functions (a managed
+/// service may) leaves loads without it, said once in the log: a failover that loses commits
+/// then needs a `Reload` with `full`. Only a refusal by the server counts; losing the
+/// connection is an error.
+async fn probe_timeline(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    match sqlx::query_scalar::<_, Option<i64>>(concat!("SELECT ", timeline_expr!()))
+        .fetch_one(pool)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) => {
+            tracing::warn!(
+                error = %e,
+                "this PostgreSQL does not tell its WAL timeline: a failover that loses commits \
+                 is not detected, so after one reload with full=true"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

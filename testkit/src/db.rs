@@ -73,7 +73,11 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh PostgreSQL database.
     pub async fn postgres() -> TestDb {
-        let admin_url = admin_url();
+        TestDb::postgres_on(admin_url()).await
+    }
+
+    /// Creates a fresh PostgreSQL database on the server of `admin_url` (a private server).
+    pub async fn postgres_on(admin_url: String) -> TestDb {
         let name = format!("{DB_PREFIX}{}", unique_suffix());
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(

@@ -4,7 +4,9 @@
 //! - [`db`]: a fresh PostgreSQL database or SQLite file per test, and a raw SQL client;
 //! - [`helpers`]: [`helpers::TestApp`], the real server on a port-0 listener with generated
 //!   clients, plus waiting and signalling helpers;
-//! - [`proxy`]: a TCP proxy in front of PostgreSQL that a test can cut and restore;
+//! - [`pg_server`]: a private PostgreSQL primary and its streaming standbys, for failovers;
+//! - [`proxy`]: a TCP proxy in front of PostgreSQL that a test can cut and restore (or point
+//!   at another server: a failover's moved address);
 //! - [`redis_url`]: the test Redis.
 //!
 //! Servers: `HOTPLANE_TEST_PG_URL` (admin URL, default the local `postgres` role) and
@@ -12,6 +14,7 @@
 
 pub mod db;
 pub mod helpers;
+pub mod pg_server;
 pub mod proxy;
 
 /// The test Redis (`HOTPLANE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).

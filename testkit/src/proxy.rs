@@ -52,6 +52,13 @@ impl Proxy {
         let listener = TcpListener::bind(self.local).await.expect("bind again");
         self.accept = Some(tokio::spawn(forward(listener, self.upstream.clone())));
     }
+
+    /// The database's address now leads to another server (`host:port`), as a failover's
+    /// moved virtual IP or DNS name does: connections made from now on reach it.
+    pub async fn restore_to(&mut self, upstream: &str) {
+        self.upstream = upstream.to_owned();
+        self.restore().await;
+    }
 }
 
 /// Accepts and forwards connections; the connections live in this task's set, so aborting the

@@ -25,6 +25,7 @@ mod metadata_json;
 mod metrics;
 mod model;
 mod patterns_api;
+mod pg_failover;
 mod probe;
 mod properties;
 mod redact;

@@ -391,6 +391,7 @@ async fn delta_reads_only_rows_changed_by_other_clients(db: TestDb) {
     let foreign = match &full.cursor {
         Cursor::Postgres { .. } => Cursor::Sqlite { revision: 0 },
         Cursor::Sqlite { .. } => Cursor::Postgres {
+            timeline: None,
             snapshot: "1:1:".into(),
         },
     };
@@ -862,7 +863,7 @@ async fn pg_large_full_load_reads_two_halves_in_one_snapshot() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.await.expect("writer");
     assert_eq!(full.readers, 2, "a large table is read in two halves");
-    let hotplane::store::Cursor::Postgres { snapshot } = full.cursor.clone() else {
+    let hotplane::store::Cursor::Postgres { snapshot, .. } = full.cursor.clone() else {
         panic!("a PostgreSQL cursor");
     };
     let visible = sql
