@@ -75,7 +75,13 @@ fn run(bin: &Path, program: &str, args: &[&str]) {
         .args(args)
         .current_dir("/")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (a private PostgreSQL server needs the server binaries: \
+                 Debian's postgresql package, which ./scripts/test.sh installs)",
+                program.display()
+            )
+        });
     assert!(
         out.status.success(),
         "{} {args:?} failed: {}\n{}",
