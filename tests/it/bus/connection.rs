@@ -189,14 +189,14 @@ async fn urls_with_a_password_or_an_acl_user_work() {
 }
 
 /// Throwaway TLS files made with openssl: a CA, and a server certificate it signed for
-/// 127.0.0.1 and localhost.
-struct TlsFiles {
+/// 127.0.0.1 and localhost. Shared by the TLS tests of one Redis, Sentinel and Cluster.
+pub(crate) struct TlsFiles {
     /// Keeps the files.
     dir: tempfile::TempDir,
 }
 
 impl TlsFiles {
-    async fn make() -> TlsFiles {
+    pub(crate) async fn make() -> TlsFiles {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("server.ext"),
@@ -262,8 +262,36 @@ impl TlsFiles {
         TlsFiles { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// `redis-server` arguments serving TLS with these files, client certificates not asked
+    /// for (the port arguments are the caller's: `--port 0 --tls-port N` for TLS only).
+    pub(crate) fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert-file".into(),
+            self.path("server.pem"),
+            "--tls-key-file".into(),
+            self.path("server.key"),
+            "--tls-ca-cert-file".into(),
+            self.path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    }
+
+    /// A client of the test's own for a `rediss://` URL, trusting this CA.
+    pub(crate) fn client(&self, url: &str) -> redis::Client {
+        let ca = std::fs::read(self.path("ca.pem")).expect("ca.pem");
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            },
+        )
+        .expect("a TLS client")
     }
 }
 
