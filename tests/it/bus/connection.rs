@@ -189,7 +189,9 @@ async fn urls_with_a_password_or_an_acl_user_work() {
 }
 
 /// Throwaway TLS files made with openssl: a CA, and a server certificate it signed for
-/// 127.0.0.1 and localhost. Shared by the TLS tests of one Redis, Sentinel and Cluster.
+/// 127.0.0.1 and localhost. Shared by the TLS tests of one Redis, Sentinel and Cluster; the
+/// certificate is for client authentication too, since cluster nodes present it to each other
+/// on the cluster bus, which always asks for one.
 pub(crate) struct TlsFiles {
     /// Keeps the files.
     dir: tempfile::TempDir,
@@ -201,7 +203,7 @@ impl TlsFiles {
         std::fs::write(
             dir.path().join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         let steps: [&[&str]; 3] = [
