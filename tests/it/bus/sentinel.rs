@@ -56,9 +56,9 @@ struct SentinelSet {
     /// The master, until killed.
     master: Option<Child>,
     /// The replica and the sentinels: held only to be killed on drop.
-    _others: Vec<Child>,
+    others: Vec<Child>,
     /// Working directory and sentinel config files (sentinels rewrite theirs).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 pub(super) fn redis_server(dir: &Path, args: &[String]) -> Child {
@@ -107,6 +107,8 @@ impl SentinelSet {
                     .to_vec()
             })
             .unwrap_or_default();
+        // The replica syncs at once (the master would wait 5 s for more replicas by default).
+        auth.extend(["--repl-diskless-sync-delay".into(), "0".into()]);
         if let Some(tls) = &tls {
             auth.extend(tls.server_args());
             auth.extend(["--tls-replication".into(), "yes".into()]);
@@ -121,11 +123,33 @@ impl SentinelSet {
             master_port.to_string(),
         ]);
         args.extend(auth);
-        let mut others = vec![redis_server(dir.path(), &args)];
-        let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        // The sentinels' TLS: served on their port, and used to reach the master, the replica
-        // and each other (tls-replication).
-        let listen = |port: u16| match &tls {
+        let mut set = SentinelSet {
+            master_port,
+            replica_port,
+            sentinel_ports: (0..3).map(|_| free_port()).collect(),
+            master_pass,
+            sentinel_pass,
+            tls,
+            master: Some(master),
+            others: vec![redis_server(dir.path(), &args)],
+            dir,
+        };
+        // The sentinels start once the replica is in sync: they learn of replicas from the
+        // master's INFO, which they read at once and then only every 10 s.
+        set.wait_replica().await;
+        for port in set.sentinel_ports.clone() {
+            let sentinel = set.start_sentinel(port);
+            set.others.push(sentinel);
+        }
+        set.wait_sentinels().await;
+        set
+    }
+
+    /// Starts a sentinel on `port`, monitoring the master.
+    fn start_sentinel(&self, port: u16) -> Child {
+        // With TLS: served on its port, and used to reach the master, the replica and the
+        // other sentinels (tls-replication).
+        let listen = match &self.tls {
             None => format!("port {port}\n"),
             Some(t) => format!(
                 "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
@@ -135,51 +159,34 @@ impl SentinelSet {
                 t.path("ca.pem")
             ),
         };
-        for port in &sentinel_ports {
-            let file = dir.path().join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &file,
-                format!(
-                    "{}bind 127.0.0.1\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n{}{}",
-                    listen(*port),
-                    master_pass
-                        .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
-                        .unwrap_or_default(),
-                    sentinel_pass
-                        .map(|p| format!("requirepass {p}\n"))
-                        .unwrap_or_default(),
-                ),
-            )
-            .expect("write the sentinel config");
-            others.push(
-                Command::new("redis-server")
-                    .arg(&file)
-                    .arg("--sentinel")
-                    .arg("--dir")
-                    .arg(dir.path())
-                    .stdout(Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .expect("redis-server --sentinel starts"),
-            );
-        }
-        let set = SentinelSet {
-            master_port,
-            replica_port,
-            sentinel_ports,
-            master_pass,
-            sentinel_pass,
-            tls,
-            master: Some(master),
-            _others: others,
-            _dir: dir,
-        };
-        set.wait_ready().await;
-        set
+        let file = self.dir.path().join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &file,
+            format!(
+                "{listen}bind 127.0.0.1\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 5000\n\
+                 sentinel parallel-syncs {MASTER} 1\n{}{}",
+                self.master_port,
+                self.master_pass
+                    .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
+                    .unwrap_or_default(),
+                self.sentinel_pass
+                    .map(|p| format!("requirepass {p}\n"))
+                    .unwrap_or_default(),
+            ),
+        )
+        .expect("write the sentinel config");
+        Command::new("redis-server")
+            .arg(&file)
+            .arg("--sentinel")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server --sentinel starts")
     }
 
     /// The bus URL.
@@ -211,9 +218,8 @@ impl SentinelSet {
         self.tls.as_ref().map(|t| t.path("ca.pem").into())
     }
 
-    /// Waits until the replica is in sync and every sentinel knows the replica and the two
-    /// other sentinels: only then can they agree on a failover.
-    async fn wait_ready(&self) {
+    /// Waits until the replica is in sync with the master.
+    async fn wait_replica(&self) {
         eventually("the replica to sync with the master", || async {
             let info = self
                 .info(self.replica_port, self.master_pass, "replication")
@@ -221,6 +227,11 @@ impl SentinelSet {
             info.contains("master_link_status:up").then_some(())
         })
         .await;
+    }
+
+    /// Waits until every sentinel knows the replica and the two other sentinels: only then
+    /// can they agree on a failover.
+    async fn wait_sentinels(&self) {
         for port in &self.sentinel_ports {
             eventually(
                 "the sentinels to know each other and the replica",
