@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! redis+cluster://[user:password@]host:port[,host:port...]
+//! rediss+cluster://...   the same, over TLS to every node
 //! ```
 //!
 //! The credentials are every node's (a cluster has one ACL per node, usually the same). List
-//! several nodes: any one that answers is enough to find the others.
+//! several nodes: any one that answers is enough to find the others. `rediss+cluster://` is TLS
+//! to every node, those listed and those the cluster names (`CLUSTER SLOTS`), verified against
+//! the system's roots or `--redis-ca-file`; every node's certificate must be valid for the
+//! address the cluster announces for it. There is no mixed mode: `--redis-ca-file` with a
+//! `redis+cluster://` URL is refused rather than ignored.
 //!
 //! - **PubSub: classic `SUBSCRIBE` on any node**, not sharded PubSub (`SSUBSCRIBE`). A classic
 //!   `PUBLISH` on any node is broadcast over the cluster bus to every node, so one subscription
@@ -26,12 +31,15 @@ use std::sync::{
     atomic::{AtomicUsize, Ordering},
 };
 
-use redis::cluster::ClusterClient;
+use redis::{TlsCertificates, cluster::ClusterClient};
 
 use super::sentinel::host_port;
 
 /// The URL scheme of a Redis Cluster.
 pub(super) const SCHEME: &str = "redis+cluster";
+
+/// The same over TLS, to every node.
+pub(super) const TLS_SCHEME: &str = "rediss+cluster";
 
 /// Whether `url` names a Redis Cluster (by its scheme).
 pub(super) fn is_cluster(url: &str) -> bool {
@@ -42,6 +50,8 @@ pub(super) fn is_cluster(url: &str) -> bool {
 /// A parsed `redis+cluster://` URL.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct ClusterUrl {
+    /// `rediss+cluster://`: TLS to every node.
+    pub(super) tls: bool,
     /// The nodes given, `host:port`.
     pub(super) nodes: Vec<(String, u16)>,
     /// The nodes' credentials, still percent-encoded as given.
@@ -60,12 +70,16 @@ impl ClusterUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| "a cluster URL starts with redis+cluster://".to_owned())?;
-        if !scheme.eq_ignore_ascii_case(SCHEME) {
+        let tls = if scheme.eq_ignore_ascii_case(SCHEME) {
+            false
+        } else if scheme.eq_ignore_ascii_case(TLS_SCHEME) {
+            true
+        } else {
             return Err(format!(
-                "unsupported scheme {scheme:?}: use {SCHEME}:// (TLS to a cluster is not \
-                 supported yet)"
+                "unsupported scheme {scheme:?}: use {SCHEME}://, or {TLS_SCHEME}:// for TLS to \
+                 every node"
             ));
-        }
+        };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?']) {
             return Err(
@@ -87,7 +101,11 @@ impl ClusterUrl {
                 host_port(h)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ClusterUrl { nodes, userinfo })
+        Ok(ClusterUrl {
+            tls,
+            nodes,
+            userinfo,
+        })
     }
 
     /// The URL with the password replaced by `***`.
@@ -98,13 +116,14 @@ impl ClusterUrl {
         });
         let hosts: Vec<String> = self.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
         format!(
-            "{SCHEME}://{}{}",
+            "{}://{}{}",
+            if self.tls { TLS_SCHEME } else { SCHEME },
             userinfo.unwrap_or_default(),
             hosts.join(",")
         )
     }
 
-    /// One `redis://` URL per node, with the credentials.
+    /// One `redis://` (`rediss://` with TLS) URL per node, with the credentials.
     fn node_urls(&self) -> Vec<String> {
         let userinfo = self
             .userinfo
@@ -113,7 +132,10 @@ impl ClusterUrl {
             .unwrap_or_default();
         self.nodes
             .iter()
-            .map(|(h, p)| format!("redis://{userinfo}{h}:{p}"))
+            .map(|(h, p)| {
+                let scheme = if self.tls { "rediss" } else { "redis" };
+                format!("{scheme}://{userinfo}{h}:{p}")
+            })
             .collect()
     }
 }
@@ -139,18 +161,38 @@ impl std::fmt::Debug for Nodes {
 }
 
 impl Nodes {
-    pub(super) fn new(url: &ClusterUrl) -> Result<Arc<Nodes>, String> {
+    /// The clients for `url`'s nodes, trusting `certs` for TLS when given.
+    pub(super) fn new(
+        url: &ClusterUrl,
+        certs: Option<TlsCertificates>,
+    ) -> Result<Arc<Nodes>, String> {
+        if certs.is_some() && !url.tls {
+            // `Conn::new` refuses this first; kept so that a CA is never silently dropped (the
+            // crate's cluster builder would mix TLS settings with plaintext nodes).
+            return Err(format!("--redis-ca-file needs TLS: use {TLS_SCHEME}://"));
+        }
         let urls = url.node_urls();
         let nodes = urls
             .iter()
             .zip(&url.nodes)
             .map(|(u, (h, p))| {
-                redis::Client::open(u.as_str())
-                    .map(|c| (c, format!("{h}:{p}")))
-                    .map_err(|e| format!("the node {h}:{p}: {e}"))
+                match &certs {
+                    None => redis::Client::open(u.as_str()),
+                    Some(c) => redis::Client::build_with_tls(u.as_str(), c.clone()),
+                }
+                .map(|c| (c, format!("{h}:{p}")))
+                .map_err(|e| format!("the node {h}:{p}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let cluster = ClusterClient::new(urls).map_err(|e| format!("the cluster client: {e}"))?;
+        // The nodes' `rediss://` makes every connection of the cluster client TLS, to the nodes
+        // it discovers too; `certs` replaces the system's roots for all of them.
+        let mut builder = ClusterClient::builder(urls);
+        if let Some(c) = certs {
+            builder = builder.certs(c);
+        }
+        let cluster = builder
+            .build()
+            .map_err(|e| format!("the cluster client: {e}"))?;
         Ok(Arc::new(Nodes {
             nodes,
             next: AtomicUsize::new(0),
@@ -193,6 +235,22 @@ mod tests {
             "redis+cluster://bus:***@10.0.0.1:7000,node-b:7001"
         );
         assert!(is_cluster("redis+cluster://x:1") && !is_cluster("redis://x"));
+        assert!(!u.tls);
+        let tls = ClusterUrl::parse("rediss+cluster://:pw@h1:7000,h2:7001").expect("valid");
+        assert!(tls.tls && is_cluster("rediss+cluster://h1:7000"));
+        assert_eq!(
+            tls.node_urls(),
+            ["rediss://:pw@h1:7000", "rediss://:pw@h2:7001"]
+        );
+        assert_eq!(tls.redacted(), "rediss+cluster://:***@h1:7000,h2:7001");
+        let certs = TlsCertificates {
+            client_tls: None,
+            root_cert: Some(Vec::new()),
+        };
+        let refused = Nodes::new(&u, Some(certs)).expect_err("a CA without TLS");
+        assert!(refused.contains("rediss+cluster://"), "{refused}");
+        let scheme = ClusterUrl::parse("redis+clusters://h1:7000").expect_err("a bad scheme");
+        assert!(scheme.contains("rediss+cluster://"), "{scheme}");
         let err = |u: &str| ClusterUrl::parse(u).expect_err(u);
         assert!(err("redis+cluster://h1:7000/0").contains("no path"));
         assert!(err("redis+cluster://h1").contains("no port"));

@@ -1,6 +1,11 @@
-//! One Redis connection generation: the URL, where it leads ([`Target`]: one Redis, or the
-//! master Sentinel names), and the command connection ([`Link`]). `Reload(TARGET_BUS)` replaces
-//! it as a whole; whoever loaded the old one finishes with it.
+//! One Redis connection generation: the URL, where it leads ([`Target`]: one Redis, the
+//! master Sentinel names, or a cluster), and the command connection ([`Link`]).
+//! `Reload(TARGET_BUS)` replaces it as a whole; whoever loaded the old one finishes with it.
+//!
+//! TLS follows the scheme alone (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`), to
+//! every server the URL leads to; `--redis-ca-file` replaces the system's roots for all of them,
+//! and is refused with a plaintext scheme rather than ignored: a URL never gets less TLS than
+//! its configuration suggests.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -24,6 +29,9 @@ pub(super) struct Conn {
 }
 
 /// Where a connection attempt goes.
+// One per connection generation, cloned once into its link: boxing the client (the large
+// variant, the others being a pair of `Arc`s) would save nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(super) enum Target {
     /// One Redis, always the same.
@@ -81,33 +89,37 @@ impl Conn {
         ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Conn, BusError> {
+        // TLS uses rustls, which needs a process-wide crypto provider. Installing fails only
+        // when one is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let target = if cluster::is_cluster(url) {
             let invalid = |reason: String| BusError::Url {
                 url: ClusterUrl::parse(url).map_or_else(|_| redact_url(url), |u| u.redacted()),
                 reason,
             };
-            if ca_file.is_some() {
-                return Err(invalid(
-                    "--redis-ca-file is for rediss:// only: TLS to a cluster is not supported yet"
-                        .into(),
-                ));
-            }
             let parsed = ClusterUrl::parse(url).map_err(&invalid)?;
-            Target::Cluster(Nodes::new(&parsed).map_err(invalid)?)
+            if ca_file.is_some() && !parsed.tls {
+                return Err(invalid(format!(
+                    "--redis-ca-file is for TLS: use {}:// to reach the cluster over TLS",
+                    cluster::TLS_SCHEME
+                )));
+            }
+            Target::Cluster(Nodes::new(&parsed, ca_certs(ca_file)?).map_err(invalid)?)
         } else if sentinel::is_sentinel(url) {
             let invalid = |reason: String| BusError::Url {
                 url: sentinel::SentinelUrl::parse(url)
                     .map_or_else(|_| redact_url(url), |u| u.redacted()),
                 reason,
             };
-            if ca_file.is_some() {
-                return Err(invalid(
-                    "--redis-ca-file is for rediss:// only: TLS to Sentinel is not supported yet"
-                        .into(),
-                ));
-            }
             let parsed = SentinelUrl::parse(url).map_err(&invalid)?;
-            Target::Sentinel(Resolver::new(parsed).map_err(invalid)?)
+            if ca_file.is_some() && !parsed.tls {
+                return Err(invalid(format!(
+                    "--redis-ca-file is for TLS: use {}:// to reach the sentinels and the master \
+                     over TLS",
+                    sentinel::TLS_SCHEME
+                )));
+            }
+            Target::Sentinel(Resolver::new(parsed, ca_certs(ca_file)?).map_err(invalid)?)
         } else {
             Target::Fixed(client(url, ca_file)?)
         };
@@ -138,24 +150,26 @@ impl std::fmt::Debug for Conn {
     }
 }
 
+/// The roots to trust instead of the system's: the PEM file `ca_file`, when given.
+fn ca_certs(ca_file: Option<&Path>) -> Result<Option<redis::TlsCertificates>, BusError> {
+    let Some(path) = ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
+}
+
 /// A Redis client for `url`, trusting `ca_file` for `rediss://` when given.
 fn client(url: &str, ca_file: Option<&Path>) -> Result<redis::Client, BusError> {
-    // rediss:// uses rustls, which needs a process-wide crypto provider. Installing fails
-    // only when one is installed already, which is just as good.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    match ca_file {
+    match ca_certs(ca_file)? {
         None => redis::Client::open(url),
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|source| BusError::CaFile {
-                path: path.display().to_string(),
-                source,
-            })?;
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(url, certs)
-        }
+        Some(certs) => redis::Client::build_with_tls(url, certs),
     }
     .map_err(|source| BusError::Client {
         url: redact_url(url),

@@ -73,10 +73,13 @@ use conn::Conn;
 /// Bus settings (from `--redis-url` and the `--bus-*` flags).
 #[derive(Debug, Clone)]
 pub struct BusOptions {
-    /// Redis URL: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS, or
-    /// `redis+sentinel://` for Redis Sentinel (the form is in `sentinel`).
+    /// Redis URL: `redis://[user:password@]host[:port][/db]`, `redis+sentinel://` for Redis
+    /// Sentinel (the form is in `sentinel`) or `redis+cluster://` for Redis Cluster (in
+    /// `cluster`); `rediss://`, `rediss+sentinel://` and `rediss+cluster://` are the same over
+    /// TLS, to every server the URL leads to.
     pub redis_url: String,
-    /// `rediss://`: PEM CA certificate(s) trusted instead of the system's roots.
+    /// TLS only (`rediss…://`): PEM CA certificate(s) trusted instead of the system's roots,
+    /// for every server the URL leads to (sentinels, master, cluster nodes).
     pub ca_file: Option<std::path::PathBuf>,
     /// The PubSub channel.
     pub channel: String,

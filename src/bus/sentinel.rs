@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! redis+sentinel://[user:password@]host[:port][,host[:port]...]/master-name[?db=N&username=U&password=P]
+//! rediss+sentinel://...   the same, over TLS to the sentinels and to the master
 //! ```
 //!
 //! - The hosts are the sentinels (port 26379 when left out); the credentials before them are
@@ -14,7 +15,12 @@
 //! - The path is the master name the sentinels monitor.
 //! - The query is for the master (and whichever replica becomes master): `username`,
 //!   `password`, `db`. Any other key is refused, naming it.
-//! - TLS to the sentinels or the master is not supported yet (`rediss+sentinel://` is refused).
+//! - `rediss+sentinel://` is TLS to both the sentinels and the master (and whichever replica
+//!   becomes master), verified against the system's roots or `--redis-ca-file`; the master's
+//!   certificate must be valid for the address the sentinels name (an IP, unless the sentinels
+//!   run with `announce-hostnames yes`). TLS to one side only cannot be expressed, so it can never
+//!   be had by accident: a plaintext hop is always a `redis+sentinel://` URL, and
+//!   `--redis-ca-file` with one is refused rather than ignored.
 //!
 //! **Where the bus connects is resolved per connection, never cached**: the subscriber's
 //! every (re)subscribe and the command link's every (re)connect ask the sentinels for the
@@ -30,12 +36,15 @@
 use std::{sync::Arc, time::Duration};
 
 use redis::{
-    RedisConnectionInfo,
-    sentinel::{Sentinel, SentinelNodeConnectionInfo},
+    IntoConnectionInfo, TlsCertificates, TlsMode,
+    sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
 
 /// The URL scheme of a Sentinel-managed Redis.
 pub(super) const SCHEME: &str = "redis+sentinel";
+
+/// The same over TLS, to the sentinels and to the master.
+pub(super) const TLS_SCHEME: &str = "rediss+sentinel";
 
 /// The sentinels' port when a host gives none.
 const DEFAULT_PORT: u16 = 26379;
@@ -49,6 +58,8 @@ pub(super) fn is_sentinel(url: &str) -> bool {
 /// A parsed `redis+sentinel://` URL.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct SentinelUrl {
+    /// `rediss+sentinel://`: TLS to the sentinels and to the master.
+    pub(super) tls: bool,
     /// The sentinels, `host:port`.
     pub(super) sentinels: Vec<(String, u16)>,
     /// The sentinels' credentials, still percent-encoded as given (`user:password`).
@@ -75,12 +86,16 @@ impl SentinelUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| "a Sentinel URL starts with redis+sentinel://".to_owned())?;
-        if !scheme.eq_ignore_ascii_case(SCHEME) {
+        let tls = if scheme.eq_ignore_ascii_case(SCHEME) {
+            false
+        } else if scheme.eq_ignore_ascii_case(TLS_SCHEME) {
+            true
+        } else {
             return Err(format!(
-                "unsupported scheme {scheme:?}: use {SCHEME}:// (TLS to Sentinel is not \
-                 supported yet)"
+                "unsupported scheme {scheme:?}: use {SCHEME}://, or {TLS_SCHEME}:// for TLS to \
+                 the sentinels and the master"
             ));
-        }
+        };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
             None => (rest, None),
@@ -103,6 +118,7 @@ impl SentinelUrl {
             );
         }
         let mut parsed = SentinelUrl {
+            tls,
             sentinels,
             userinfo,
             master,
@@ -157,36 +173,87 @@ impl SentinelUrl {
             format!("?{}", query.join("&"))
         };
         format!(
-            "{SCHEME}://{}{}/{}{query}",
+            "{}://{}{}/{}{query}",
+            self.scheme(),
             userinfo.unwrap_or_default(),
             hosts.join(","),
             self.master
         )
     }
 
-    /// How to reach each sentinel (with the sentinels' credentials).
+    /// The URL's scheme, as this module spells it.
+    fn scheme(&self) -> &'static str {
+        if self.tls { TLS_SCHEME } else { SCHEME }
+    }
+
+    /// How to reach each sentinel (with the sentinels' credentials), `rediss://` with TLS.
     fn sentinel_urls(&self) -> Vec<String> {
         let userinfo = self
             .userinfo
             .as_deref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
+        let scheme = if self.tls { "rediss" } else { "redis" };
         self.sentinels
             .iter()
-            .map(|(h, p)| format!("redis://{userinfo}{h}:{p}"))
+            .map(|(h, p)| format!("{scheme}://{userinfo}{h}:{p}"))
             .collect()
     }
 
-    /// How to log in to the master.
-    fn master_info(&self) -> SentinelNodeConnectionInfo {
-        let mut redis = RedisConnectionInfo::default().set_db(self.db);
+    /// The redis crate's client for the master, through the sentinels: TLS on both sides or
+    /// on neither, trusting `certs` (else the system's roots) on both.
+    fn client(&self, certs: Option<TlsCertificates>) -> Result<SentinelClient, String> {
+        // The redis crate parses each sentinel's URL, so the credentials are percent-decoded
+        // exactly as for any other Redis URL; its builder takes them apart from the address.
+        let infos = self
+            .sentinel_urls()
+            .into_iter()
+            .zip(&self.sentinels)
+            .map(|(u, (h, p))| {
+                u.into_connection_info()
+                    .map_err(|e| format!("the sentinel {h}:{p}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let login = infos.first().map(|i| i.redis_settings().clone());
+        let mut b = SentinelClientBuilder::new(
+            infos.iter().map(|i| i.addr().clone()),
+            &self.master,
+            SentinelServerType::Master,
+        )
+        .map_err(|e| format!("the sentinel addresses: {e}"))?
+        .set_client_to_redis_db(self.db);
+        if let Some(login) = login {
+            if let Some(u) = login.username() {
+                b = b.set_client_to_sentinel_username(u);
+            }
+            if let Some(p) = login.password() {
+                b = b.set_client_to_sentinel_password(p);
+            }
+        }
         if let Some(u) = &self.username {
-            redis = redis.set_username(u);
+            b = b.set_client_to_redis_username(u);
         }
         if let Some(p) = &self.password {
-            redis = redis.set_password(p);
+            b = b.set_client_to_redis_password(p);
         }
-        SentinelNodeConnectionInfo::default().set_redis_connection_info(redis)
+        if self.tls {
+            b = b
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_tls_mode(TlsMode::Secure);
+            if let Some(certs) = certs {
+                b = b
+                    .set_client_to_sentinel_certificates(certs.clone())
+                    .set_client_to_redis_certificates(certs);
+            }
+        } else if certs.is_some() {
+            // Never reached through `Conn::new`, which refuses this first; kept so that a CA
+            // can never be silently dropped.
+            return Err(format!(
+                "--redis-ca-file needs TLS: use {TLS_SCHEME}:// (TLS to the sentinels and the \
+                 master)"
+            ));
+        }
+        b.build().map_err(|e| format!("the Sentinel client: {e}"))
     }
 }
 
@@ -235,11 +302,10 @@ pub(super) struct Master {
 pub(super) struct Resolver {
     /// The URL.
     url: Arc<SentinelUrl>,
-    /// The redis crate's Sentinel (it caches one connection per sentinel); `&mut` to use, so
-    /// behind an async mutex: held for one lookup, which is bounded by the caller's timeout.
-    sentinel: Arc<tokio::sync::Mutex<Sentinel>>,
-    /// How to log in to the master.
-    master_info: SentinelNodeConnectionInfo,
+    /// The redis crate's Sentinel client (it caches one connection per sentinel, and knows
+    /// how to log in to the master, with TLS or without); `&mut` to use, so behind an async
+    /// mutex: held for one lookup, which is bounded by the caller's timeout.
+    sentinel: Arc<tokio::sync::Mutex<SentinelClient>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -251,12 +317,13 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
-    /// A resolver for `url` (no connection is made yet).
-    pub(super) fn new(url: SentinelUrl) -> Result<Resolver, String> {
-        let sentinel = Sentinel::build(url.sentinel_urls())
-            .map_err(|e| format!("the sentinel addresses: {e}"))?;
+    /// A resolver for `url` (no connection is made yet), trusting `certs` for TLS when given.
+    pub(super) fn new(
+        url: SentinelUrl,
+        certs: Option<TlsCertificates>,
+    ) -> Result<Resolver, String> {
+        let sentinel = url.client(certs)?;
         Ok(Resolver {
-            master_info: url.master_info(),
             url: Arc::new(url),
             sentinel: Arc::new(tokio::sync::Mutex::new(sentinel)),
         })
@@ -268,9 +335,7 @@ impl Resolver {
         let name = &self.url.master;
         let lookup = async {
             let mut sentinel = self.sentinel.lock().await;
-            sentinel
-                .async_master_for(name, Some(&self.master_info))
-                .await
+            sentinel.async_get_client().await
         };
         let client = match tokio::time::timeout(timeout, lookup).await {
             Ok(Ok(client)) => client,
@@ -323,6 +388,30 @@ mod tests {
              ?db=2&username=bus&password=***"
         );
         assert!(is_sentinel("REDIS+SENTINEL://x/y") && !is_sentinel("redis://x"));
+        assert!(!u.tls);
+    }
+
+    #[test]
+    fn rediss_sentinel_is_tls_to_the_sentinels_and_the_master() {
+        let u = SentinelUrl::parse("rediss+sentinel://:s%40pw@10.0.0.1:26380/m?password=m%26pw")
+            .expect("valid");
+        assert!(u.tls && is_sentinel("rediss+sentinel://x/y"));
+        assert_eq!(u.sentinel_urls(), ["rediss://:s%40pw@10.0.0.1:26380"]);
+        assert_eq!(
+            u.redacted(),
+            "rediss+sentinel://:***@10.0.0.1:26380/m?password=***"
+        );
+        // Both sides are TLS in the crate's client: the sentinel address it will dial, and the
+        // mode it gives the master's address (checked by the integration tests, which have no
+        // plaintext port to fall back to).
+        u.client(None).expect("a TLS Sentinel client");
+        let plain = SentinelUrl::parse("redis+sentinel://10.0.0.1/m").expect("valid");
+        let certs = TlsCertificates {
+            client_tls: None,
+            root_cert: Some(Vec::new()),
+        };
+        let refused = plain.client(Some(certs)).err().expect("a CA without TLS");
+        assert!(refused.contains("rediss+sentinel://"), "{refused}");
     }
 
     #[test]
@@ -333,6 +422,7 @@ mod tests {
         assert!(err("redis+sentinel://h1,,h2/m").contains("empty"));
         assert!(err("redis+sentinel://h1/m?pasword=x").contains("\"pasword\""));
         assert!(err("redis+sentinel://h1/m?db=one").contains("db="));
-        assert!(err("rediss+sentinel://h1/m").contains("TLS"));
+        let scheme = err("redis+sentinels://h1/m");
+        assert!(scheme.contains("rediss+sentinel://"), "{scheme}");
     }
 }

@@ -239,18 +239,21 @@ pub struct Config {
     )]
     pub bus_mode: BusMode,
 
-    /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or `rediss://`
-    /// for TLS, or Redis Sentinel:
+    /// Redis URL of the reload bus: `redis://[user:password@]host[:port][/db]`, or Redis
+    /// Sentinel:
     /// `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[?db=N&username=U&password=P]`
     /// (the sentinels' credentials before the hosts, the master's in the query; the master is
     /// asked of the sentinels at every connect), or Redis Cluster:
-    /// `redis+cluster://[user:password@]host:port[,host:port...]`. Unset or empty:
+    /// `redis+cluster://[user:password@]host:port[,host:port...]`. `rediss://`,
+    /// `rediss+sentinel://` and `rediss+cluster://` are the same over TLS, to every server the
+    /// URL leads to (sentinels and master, every cluster node). Unset or empty:
     /// single-instance mode, no bus (the poll still runs).
     #[arg(long, env = "HOTPLANE_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// `rediss://` only: a PEM file with the CA certificate(s) that signed the Redis server's
-    /// certificate, trusted instead of the system's roots (for a private CA).
+    /// TLS URLs only (`rediss://`, `rediss+sentinel://`, `rediss+cluster://`): a PEM file with
+    /// the CA certificate(s) that signed the Redis servers' certificates (sentinels, master,
+    /// cluster nodes), trusted instead of the system's roots (for a private CA).
     #[arg(long, env = "HOTPLANE_REDIS_CA_FILE")]
     pub redis_ca_file: Option<std::path::PathBuf>,
 

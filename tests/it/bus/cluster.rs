@@ -1,7 +1,8 @@
 //! Redis Cluster: a real cluster of three masters and three replicas on free loopback ports
 //! (`redis-cli --cluster create`), two hotplane replicas on one PostgreSQL database, a
 //! `redis+cluster://` URL. The master that owns the bus channel's slot (where the fleet keys
-//! are, hash-tagged, and where both replicas subscribe first) is killed under load.
+//! are, hash-tagged, and where both replicas subscribe first) is killed under load. A TLS-only
+//! cluster (`rediss+cluster://`, a private CA) carries changes both ways.
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
@@ -10,32 +11,53 @@ use tokio::process::{Child, Command};
 
 use super::{
     bus_config, bus_status, channel,
-    sentinel::{Load, free_port, redis_server},
+    connection::TlsFiles,
+    sentinel::{Load, free_port, port_args, redis_server},
     start, wait_bus, wait_served,
 };
 use crate::{
     db::TestDb,
-    helpers::{eventually, learn_req, status},
+    helpers::{DEADLINE, eventually, learn_req, status},
 };
 
-/// Six cluster nodes of the test's own, killed when dropped.
+/// Cluster nodes of the test's own, killed when dropped.
 struct Cluster {
     ports: Vec<u16>,
     /// Each node by port, until killed.
     nodes: Vec<(u16, Child)>,
+    /// TLS only (no plaintext port, TLS on the cluster bus too) with these files, when set.
+    tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
+    /// Three masters, each with a replica.
     async fn start() -> Cluster {
+        Self::start_with(6, 1, None).await
+    }
+
+    /// Three masters, no replicas, TLS only.
+    async fn start_tls(tls: TlsFiles) -> Cluster {
+        Self::start_with(3, 0, Some(tls)).await
+    }
+
+    /// `size` nodes with `replicas` replicas per master.
+    async fn start_with(size: usize, replicas: usize, tls: Option<TlsFiles>) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
         let nodes = ports
             .iter()
             .map(|port| {
-                let args = [
-                    "--port".to_owned(),
-                    port.to_string(),
+                let mut args = port_args(*port, tls.is_some());
+                if let Some(tls) = &tls {
+                    args.extend(tls.server_args());
+                    // The cluster bus and replication over TLS, and the TLS port announced to
+                    // clients (CLUSTER SLOTS).
+                    args.extend(
+                        ["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from),
+                    );
+                }
+                args.extend([
                     "--cluster-enabled".into(),
                     "yes".into(),
                     "--cluster-config-file".into(),
@@ -45,44 +67,54 @@ impl Cluster {
                     // Replicas in sync at once: one that never synced cannot take over.
                     "--repl-diskless-sync-delay".into(),
                     "0".into(),
-                ];
+                ]);
                 (*port, redis_server(dir.path(), &args))
             })
             .collect();
         let cluster = Cluster {
             ports,
             nodes,
+            tls,
             _dir: dir,
         };
         for port in &cluster.ports {
             eventually("a cluster node to answer", || async {
-                cluster_info(*port).await.map(|_| ())
+                cluster.cluster_info(*port).await.map(|_| ())
             })
             .await;
         }
+        let tls_args: Vec<String> = match &cluster.tls {
+            None => Vec::new(),
+            Some(t) => vec!["--tls".into(), "--cacert".into(), t.path("ca.pem")],
+        };
         let addrs: Vec<String> = cluster
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        let out = Command::new("redis-cli")
+        let create = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .args(&tls_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // A hang guard: nodes that cannot reach each other leave it waiting for the join forever.
+        let out = tokio::time::timeout(DEADLINE, create)
             .await
+            .expect("redis-cli --cluster create finishes")
             .expect("redis-cli runs (./scripts/test.sh installs it with redis-server)");
         assert!(out.status.success(), "redis-cli --cluster create: {out:?}");
         for port in &cluster.ports {
             eventually("every node to see the cluster ok", || async {
-                let info = cluster_info(*port).await?;
+                let info = cluster.cluster_info(*port).await?;
                 info.contains("cluster_state:ok").then_some(())
             })
             .await;
             eventually("every replica to be in sync with its master", || async {
-                let mut c = node(*port).await?;
+                let mut c = cluster.node(*port).await?;
                 let info: String = redis::cmd("INFO")
                     .arg("replication")
                     .query_async(&mut c)
@@ -102,12 +134,17 @@ impl Cluster {
             .chain(self.ports.iter().copied().filter(|p| *p != first))
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{}", hosts.join(","))
     }
 
     /// The port of the master serving `key`'s slot.
     async fn master_of(&self, key: &str) -> u16 {
-        let mut c = node(self.ports[0]).await.expect("a node");
+        let mut c = self.node(self.ports[0]).await.expect("a node");
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
@@ -145,23 +182,25 @@ impl Cluster {
         child.start_kill().expect("kill the node");
         child.wait().await.expect("the node is gone");
     }
-}
 
-async fn node(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .ok()?
-        .get_multiplexed_async_connection()
-        .await
-        .ok()
-}
+    /// A connection of the test's own to one node (over TLS, trusting the test CA, when the
+    /// cluster is TLS-only).
+    async fn node(&self, port: u16) -> Option<redis::aio::MultiplexedConnection> {
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?,
+            Some(t) => t.client(&format!("rediss://127.0.0.1:{port}")),
+        };
+        client.get_multiplexed_async_connection().await.ok()
+    }
 
-async fn cluster_info(port: u16) -> Option<String> {
-    let mut c = node(port).await?;
-    redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query_async(&mut c)
-        .await
-        .ok()
+    async fn cluster_info(&self, port: u16) -> Option<String> {
+        let mut c = self.node(port).await?;
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .ok()
+    }
 }
 
 /// Both replicas subscribe on the master that owns the channel's slot (the fleet keys', too):
@@ -240,6 +279,51 @@ async fn the_bus_survives_a_cluster_node_kill() {
         let read_at =
             std::time::UNIX_EPOCH + Duration::new(read_at.seconds as u64, read_at.nanos as u32);
         (read_at > killed_at && fleet.members.len() == 2 && fleet.error.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// TLS only, with a private CA (`rediss+cluster://` and `--redis-ca-file`): the nodes have no
+/// plaintext port, so the subscription, the announcements and the fleet keys (routed by slot,
+/// to nodes the cluster client finds through `CLUSTER SLOTS`) all work only over TLS. A change
+/// learned on either replica is served on the other, and both are in the fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_cluster_carries_changes() {
+    let cluster = Cluster::start_tls(TlsFiles::make().await).await;
+    let db = Arc::new(TestDb::postgres().await);
+    let ch = channel("hotplane:cluster-tls");
+    // Listed first: a node that does not own the fleet keys' slot, so reaching them needs
+    // the cluster client's discovery and routing over TLS.
+    let fleet_node = cluster.master_of(&format!("{{{ch}}}:fleet")).await;
+    let first = *cluster
+        .ports
+        .iter()
+        .find(|p| **p != fleet_node)
+        .expect("another node");
+    let url = cluster.url(first);
+    let mut config = bus_config(&db, &url, &ch);
+    config.redis_ca_file = cluster.tls.as_ref().map(|t| t.path("ca.pem").into());
+    config.fleet_heartbeat = Duration::from_millis(100);
+    let mut a = start(config.clone(), &db).await;
+    let mut b = start(config, &db).await;
+    for app in [&a, &b] {
+        let st = bus_status(app).await;
+        assert_eq!(st.redis_url, url);
+        assert!(url.starts_with("rediss+cluster://"), "{url}");
+    }
+    a.patterns
+        .learn_pattern(learn_req("imparato sul cluster via tls", "tls", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut b, "imparato sul cluster via tls").await;
+    b.patterns
+        .learn_pattern(learn_req("imparato anche da b via tls", "tls", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut a, "imparato anche da b via tls").await;
+    eventually("both replicas in the fleet, over TLS", || async {
+        let fleet = status(&a).await.fleet?;
+        (fleet.members.len() == 2 && fleet.error.is_empty()).then_some(())
     })
     .await;
 }

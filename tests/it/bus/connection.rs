@@ -189,19 +189,21 @@ async fn urls_with_a_password_or_an_acl_user_work() {
 }
 
 /// Throwaway TLS files made with openssl: a CA, and a server certificate it signed for
-/// 127.0.0.1 and localhost.
-struct TlsFiles {
+/// 127.0.0.1 and localhost. Shared by the TLS tests of one Redis, Sentinel and Cluster; the
+/// certificate is for client authentication too, since cluster nodes present it to each other
+/// on the cluster bus, which always asks for one.
+pub(crate) struct TlsFiles {
     /// Keeps the files.
     dir: tempfile::TempDir,
 }
 
 impl TlsFiles {
-    async fn make() -> TlsFiles {
+    pub(crate) async fn make() -> TlsFiles {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("server.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+             keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write server.ext");
         let steps: [&[&str]; 3] = [
@@ -262,8 +264,36 @@ impl TlsFiles {
         TlsFiles { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// `redis-server` arguments serving TLS with these files, client certificates not asked
+    /// for (the port arguments are the caller's: `--port 0 --tls-port N` for TLS only).
+    pub(crate) fn server_args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert-file".into(),
+            self.path("server.pem"),
+            "--tls-key-file".into(),
+            self.path("server.key"),
+            "--tls-ca-cert-file".into(),
+            self.path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    }
+
+    /// A client of the test's own for a `rediss://` URL, trusting this CA.
+    pub(crate) fn client(&self, url: &str) -> redis::Client {
+        let ca = std::fs::read(self.path("ca.pem")).expect("ca.pem");
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            },
+        )
+        .expect("a TLS client")
     }
 }
 
@@ -320,6 +350,66 @@ async fn rediss_works_with_a_private_ca() {
         "{}",
         st.last_error
     );
+}
+
+/// `rediss+sentinel://` and `rediss+cluster://` verify the server's certificate against
+/// `--redis-ca-file`: with a CA that did not sign it, the bus reports a certificate error and
+/// stays disconnected (no panic, and no plaintext attempt: the server has no plaintext port,
+/// and a plaintext hello on its TLS port would fail otherwise). A plaintext Sentinel or Cluster
+/// URL with `--redis-ca-file` is refused, naming `redis_url` and the TLS scheme to use, without
+/// echoing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_and_cluster_tls_refuse_a_certificate_the_ca_did_not_sign() {
+    let (tls, other) = (TlsFiles::make().await, TlsFiles::make().await);
+    let ca = std::fs::read(tls.path("ca.pem")).expect("ca.pem");
+    let args = tls.server_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let redis = PrivateRedis::start_with(&args, "", Some(&ca)).await;
+    let ch = channel("hotplane:tls-refused");
+    for url in [
+        format!("rediss+sentinel://127.0.0.1:{}/mymaster", redis.port),
+        format!("rediss+cluster://127.0.0.1:{}", redis.port),
+    ] {
+        let db = Arc::new(TestDb::sqlite().await);
+        let mut config = bus_config(&db, &url, &ch);
+        config.redis_ca_file = Some(other.path("ca.pem").into());
+        let app = TestApp::start(config, Arc::clone(&db)).await;
+        app.wait_ready().await;
+        let st = wait_bus(&app, "a certificate error", |s| !s.last_error.is_empty()).await;
+        assert!(!st.connected, "{url}");
+        assert!(
+            st.last_error.to_lowercase().contains("certificate"),
+            "{url}: {}",
+            st.last_error
+        );
+
+        for (plain, tls_scheme) in [
+            (
+                format!("redis+sentinel://:s3cret@127.0.0.1:{}/m", redis.port),
+                "rediss+sentinel://",
+            ),
+            (
+                format!("redis+cluster://:s3cret@127.0.0.1:{}", redis.port),
+                "rediss+cluster://",
+            ),
+        ] {
+            let err = app
+                .reload
+                .clone()
+                .reload(pb::ReloadRequest {
+                    target: pb::Target::Bus.into(),
+                    redis_url: plain,
+                    reason: "test".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("a plaintext URL with --redis-ca-file");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument);
+            let m = err.message();
+            assert!(m.contains("redis_url") && m.contains(tls_scheme), "{m}");
+            assert!(!m.contains("s3cret"), "the password is not echoed: {m}");
+        }
+    }
 }
 
 /// Redis goes away while serving: replicas keep answering, a learn still succeeds (and says its

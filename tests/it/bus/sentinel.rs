@@ -1,7 +1,8 @@
 //! Redis Sentinel: real processes on free loopback ports (a master, its replica, three
 //! `redis-server --sentinel`), two replicas on one PostgreSQL database, a `redis+sentinel://`
 //! URL. The master is killed (`SIGKILL`) under load; the bus follows the master the sentinels
-//! promote, without any Reload call, and says so in its status and on WatchStatus.
+//! promote, without any Reload call, and says so in its status and on WatchStatus. The same
+//! set TLS-only (`rediss+sentinel://`, a private CA) carries changes and follows a failover.
 
 use std::{
     collections::HashMap,
@@ -15,13 +16,16 @@ use std::{
 };
 
 use hotplane::pb;
+use redis::aio::MultiplexedConnection;
 use tokio::{
     process::{Child, Command},
     task::JoinHandle,
 };
 use tonic::Streaming;
 
-use super::{bus_config, bus_status, channel, insert, start, wait_bus, wait_served};
+use super::{
+    bus_config, bus_status, channel, connection::TlsFiles, insert, start, wait_bus, wait_served,
+};
 use crate::{
     db::TestDb,
     helpers::{DEADLINE, TestApp, eventually, learn_req, match_req, sql},
@@ -47,12 +51,14 @@ struct SentinelSet {
     master_pass: Option<&'static str>,
     /// The sentinels' own password.
     sentinel_pass: Option<&'static str>,
+    /// TLS only (no plaintext port anywhere) with these files, when set.
+    tls: Option<TlsFiles>,
     /// The master, until killed.
     master: Option<Child>,
     /// The replica and the sentinels: held only to be killed on drop.
-    _others: Vec<Child>,
+    others: Vec<Child>,
     /// Working directory and sentinel config files (sentinels rewrite theirs).
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 pub(super) fn redis_server(dir: &Path, args: &[String]) -> Child {
@@ -78,71 +84,109 @@ impl SentinelSet {
         master_pass: Option<&'static str>,
         sentinel_pass: Option<&'static str>,
     ) -> SentinelSet {
+        Self::start_all(master_pass, sentinel_pass, None).await
+    }
+
+    /// TLS only: every process serves TLS with `tls`'s files on its port and has no plaintext
+    /// port; replication and the sentinels' own connections are TLS too.
+    async fn start_tls(master_pass: Option<&'static str>, tls: TlsFiles) -> SentinelSet {
+        Self::start_all(master_pass, None, Some(tls)).await
+    }
+
+    async fn start_all(
+        master_pass: Option<&'static str>,
+        sentinel_pass: Option<&'static str>,
+        tls: Option<TlsFiles>,
+    ) -> SentinelSet {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (master_port, replica_port) = (free_port(), free_port());
-        let auth: Vec<String> = master_pass
+        let mut auth: Vec<String> = master_pass
             .map(|p| {
                 ["--requirepass", p, "--masterauth", p]
                     .map(String::from)
                     .to_vec()
             })
             .unwrap_or_default();
-        let mut args = vec!["--port".into(), master_port.to_string()];
+        // The replica syncs at once (the master would wait 5 s for more replicas by default).
+        auth.extend(["--repl-diskless-sync-delay".into(), "0".into()]);
+        if let Some(tls) = &tls {
+            auth.extend(tls.server_args());
+            auth.extend(["--tls-replication".into(), "yes".into()]);
+        }
+        let mut args = port_args(master_port, tls.is_some());
         args.extend(auth.iter().cloned());
         let master = redis_server(dir.path(), &args);
-        let mut args = vec![
-            "--port".into(),
-            replica_port.to_string(),
+        let mut args = port_args(replica_port, tls.is_some());
+        args.extend([
             "--replicaof".into(),
             "127.0.0.1".into(),
             master_port.to_string(),
-        ];
+        ]);
         args.extend(auth);
-        let mut others = vec![redis_server(dir.path(), &args)];
-        let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        for port in &sentinel_ports {
-            let file = dir.path().join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &file,
-                format!(
-                    "port {port}\nbind 127.0.0.1\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n{}{}",
-                    master_pass
-                        .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
-                        .unwrap_or_default(),
-                    sentinel_pass
-                        .map(|p| format!("requirepass {p}\n"))
-                        .unwrap_or_default(),
-                ),
-            )
-            .expect("write the sentinel config");
-            others.push(
-                Command::new("redis-server")
-                    .arg(&file)
-                    .arg("--sentinel")
-                    .arg("--dir")
-                    .arg(dir.path())
-                    .stdout(Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()
-                    .expect("redis-server --sentinel starts"),
-            );
-        }
-        let set = SentinelSet {
+        let mut set = SentinelSet {
             master_port,
             replica_port,
-            sentinel_ports,
+            sentinel_ports: (0..3).map(|_| free_port()).collect(),
             master_pass,
             sentinel_pass,
+            tls,
             master: Some(master),
-            _others: others,
-            _dir: dir,
+            others: vec![redis_server(dir.path(), &args)],
+            dir,
         };
-        set.wait_ready().await;
+        // The sentinels start once the replica is in sync: they learn of replicas from the
+        // master's INFO, which they read at once and then only every 10 s.
+        set.wait_replica().await;
+        for port in set.sentinel_ports.clone() {
+            let sentinel = set.start_sentinel(port);
+            set.others.push(sentinel);
+        }
+        set.wait_sentinels().await;
         set
+    }
+
+    /// Starts a sentinel on `port`, monitoring the master.
+    fn start_sentinel(&self, port: u16) -> Child {
+        // With TLS: served on its port, and used to reach the master, the replica and the
+        // other sentinels (tls-replication).
+        let listen = match &self.tls {
+            None => format!("port {port}\n"),
+            Some(t) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                t.path("server.pem"),
+                t.path("server.key"),
+                t.path("ca.pem")
+            ),
+        };
+        let file = self.dir.path().join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &file,
+            format!(
+                "{listen}bind 127.0.0.1\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {} 2\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 5000\n\
+                 sentinel parallel-syncs {MASTER} 1\n{}{}",
+                self.master_port,
+                self.master_pass
+                    .map(|p| format!("sentinel auth-pass {MASTER} {p}\n"))
+                    .unwrap_or_default(),
+                self.sentinel_pass
+                    .map(|p| format!("requirepass {p}\n"))
+                    .unwrap_or_default(),
+            ),
+        )
+        .expect("write the sentinel config");
+        Command::new("redis-server")
+            .arg(&file)
+            .arg("--sentinel")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server --sentinel starts")
     }
 
     /// The bus URL.
@@ -161,25 +205,38 @@ impl SentinelSet {
             .master_pass
             .map(|p| format!("?password={p}"))
             .unwrap_or_default();
-        format!(
-            "redis+sentinel://{userinfo}{}/{MASTER}{query}",
-            hosts.join(",")
-        )
+        let scheme = if self.tls.is_some() {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        };
+        format!("{scheme}://{userinfo}{}/{MASTER}{query}", hosts.join(","))
     }
 
-    /// Waits until the replica is in sync and every sentinel knows the replica and the two
-    /// other sentinels: only then can they agree on a failover.
-    async fn wait_ready(&self) {
+    /// The CA file that signed every certificate (TLS only).
+    fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|t| t.path("ca.pem").into())
+    }
+
+    /// Waits until the replica is in sync with the master.
+    async fn wait_replica(&self) {
         eventually("the replica to sync with the master", || async {
-            let info = info(self.replica_port, self.master_pass, "replication").await?;
+            let info = self
+                .info(self.replica_port, self.master_pass, "replication")
+                .await?;
             info.contains("master_link_status:up").then_some(())
         })
         .await;
+    }
+
+    /// Waits until every sentinel knows the replica and the two other sentinels: only then
+    /// can they agree on a failover.
+    async fn wait_sentinels(&self) {
         for port in &self.sentinel_ports {
             eventually(
                 "the sentinels to know each other and the replica",
                 || async {
-                    let m = sentinel_master(*port, self.sentinel_pass).await?;
+                    let m = self.sentinel_master(*port, self.sentinel_pass).await?;
                     (m.get("num-slaves").map(String::as_str) == Some("1")
                         && m.get("num-other-sentinels").map(String::as_str) == Some("2"))
                     .then_some(())
@@ -195,36 +252,65 @@ impl SentinelSet {
         master.start_kill().expect("kill the master");
         master.wait().await.expect("the master is gone");
     }
+
+    /// A client of the test's own to one of the set's loopback ports (over TLS, trusting the
+    /// test CA, when the set is TLS-only).
+    async fn conn(&self, port: u16, pass: Option<&str>) -> Option<MultiplexedConnection> {
+        let userinfo = pass.map(|p| format!(":{p}@")).unwrap_or_default();
+        let client = match &self.tls {
+            None => redis::Client::open(format!("redis://{userinfo}127.0.0.1:{port}")).ok()?,
+            Some(t) => t.client(&format!("rediss://{userinfo}127.0.0.1:{port}")),
+        };
+        client.get_multiplexed_async_connection().await.ok()
+    }
+
+    async fn info(&self, port: u16, pass: Option<&str>, section: &str) -> Option<String> {
+        let mut c = self.conn(port, pass).await?;
+        redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut c)
+            .await
+            .ok()
+    }
+
+    /// `SENTINEL MASTER` as a sentinel sees it.
+    async fn sentinel_master(
+        &self,
+        port: u16,
+        pass: Option<&str>,
+    ) -> Option<HashMap<String, String>> {
+        let mut c = self.conn(port, pass).await?;
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER)
+            .query_async(&mut c)
+            .await
+            .ok()
+    }
+
+    /// `SENTINEL FAILOVER`: the master is demoted while alive, the replica promoted.
+    async fn failover(&self) {
+        let mut sentinel = self
+            .conn(self.sentinel_ports[0], self.sentinel_pass)
+            .await
+            .expect("a sentinel");
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(MASTER)
+            .query_async::<()>(&mut sentinel)
+            .await
+            .expect("SENTINEL FAILOVER");
+    }
 }
 
-/// A client of the test's own to a loopback port.
-async fn conn(port: u16, pass: Option<&str>) -> Option<redis::aio::MultiplexedConnection> {
-    let userinfo = pass.map(|p| format!(":{p}@")).unwrap_or_default();
-    redis::Client::open(format!("redis://{userinfo}127.0.0.1:{port}"))
-        .ok()?
-        .get_multiplexed_async_connection()
-        .await
-        .ok()
-}
-
-async fn info(port: u16, pass: Option<&str>, section: &str) -> Option<String> {
-    let mut c = conn(port, pass).await?;
-    redis::cmd("INFO")
-        .arg(section)
-        .query_async(&mut c)
-        .await
-        .ok()
-}
-
-/// `SENTINEL MASTER` as a sentinel sees it.
-async fn sentinel_master(port: u16, pass: Option<&str>) -> Option<HashMap<String, String>> {
-    let mut c = conn(port, pass).await?;
-    redis::cmd("SENTINEL")
-        .arg("MASTER")
-        .arg(MASTER)
-        .query_async(&mut c)
-        .await
-        .ok()
+/// `--port N`, or TLS only: no plaintext port, TLS on N.
+pub(super) fn port_args(port: u16, tls: bool) -> Vec<String> {
+    let port = port.to_string();
+    if tls {
+        vec!["--port".into(), "0".into(), "--tls-port".into(), port]
+    } else {
+        vec!["--port".into(), port]
+    }
 }
 
 /// Matches `query` on every replica in a loop until stopped, counting failures; and learns a
@@ -503,15 +589,7 @@ async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
         assert!(!m.contains("s3cret"), "the password is not echoed: {m}");
     }
 
-    let mut sentinel = conn(redis.sentinel_ports[0], redis.sentinel_pass)
-        .await
-        .expect("a sentinel");
-    redis::cmd("SENTINEL")
-        .arg("FAILOVER")
-        .arg(MASTER)
-        .query_async::<()>(&mut sentinel)
-        .await
-        .expect("SENTINEL FAILOVER");
+    redis.failover().await;
     for app in [&a, &b] {
         wait_bus(app, "the bus to follow the promoted master", |s| {
             s.connected && s.node == new && s.node_changes == 1
@@ -530,8 +608,56 @@ async fn a_manual_failover_moves_the_bus_off_the_demoted_master() {
     wait_served(&mut a, "imparato anche da b").await;
     // The old master was alive all along; Sentinel demotes it once it sees it again.
     eventually("the old master to be demoted to a replica", || async {
-        let old = info(redis.master_port, redis.master_pass, "replication").await?;
+        let old = redis
+            .info(redis.master_port, redis.master_pass, "replication")
+            .await?;
         old.contains("role:slave").then_some(())
     })
     .await;
+}
+
+/// TLS only, with a private CA (`rediss+sentinel://` and `--redis-ca-file`): the master, its
+/// replica and the sentinels have no plaintext port, so the bus works only if both the
+/// sentinels and the master are reached over TLS. A change learned on one replica is served on
+/// the other, before and after `SENTINEL FAILOVER`, which both follow to the promoted node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_only_sentinel_set_carries_changes_and_follows_a_failover() {
+    let redis = SentinelSet::start_tls(Some("master-pw"), TlsFiles::make().await).await;
+    let (old, new) = (
+        format!("127.0.0.1:{}", redis.master_port),
+        format!("127.0.0.1:{}", redis.replica_port),
+    );
+    let db = Arc::new(TestDb::postgres().await);
+    let mut config = bus_config(&db, &redis.url(), &channel("hotplane:sentinel-tls"));
+    config.redis_ca_file = redis.ca_file();
+    let mut a = start(config.clone(), &db).await;
+    let mut b = start(config, &db).await;
+    for app in [&a, &b] {
+        let st = bus_status(app).await;
+        assert_eq!(st.node, old);
+        assert!(
+            st.redis_url.starts_with("rediss+sentinel://")
+                && st.redis_url.ends_with("?password=***"),
+            "{}",
+            st.redis_url
+        );
+    }
+    a.patterns
+        .learn_pattern(learn_req("imparato via tls", "tls", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut b, "imparato via tls").await;
+
+    redis.failover().await;
+    for app in [&a, &b] {
+        wait_bus(app, "the bus to follow the promoted master over TLS", |s| {
+            s.connected && s.node == new && s.node_changes == 1
+        })
+        .await;
+    }
+    b.patterns
+        .learn_pattern(learn_req("imparato via tls dopo il failover", "tls", 0.95))
+        .await
+        .expect("learn");
+    wait_served(&mut a, "imparato via tls dopo il failover").await;
 }
