@@ -447,15 +447,25 @@ fn me(shared: &Shared, reporter: &Reporter) -> Member {
 async fn leave_old(shared: &Shared, keys: &Keys, old: &Conn, new: &Conn, id: &str) {
     let limit = shared.opts.timeout;
     let ids = tokio::time::timeout(limit, async {
-        (old.link.server_id().await, new.link.server_id().await)
+        (old.link.server_ids().await, new.link.server_ids().await)
     })
     .await;
     let same = match ids {
-        Ok((Ok(a), Ok(b))) => a == b,
-        _ => {
+        Ok((Ok(a), Ok(b))) => super::link::same_redis(&a, &b),
+        Ok((Err(e), _)) => {
+            info!(error = %e, "after the bus swap, the old Redis did not answer; this \
+                instance's old fleet entry expires after --fleet-ttl");
+            return;
+        }
+        Ok((_, Err(e))) => {
+            info!(error = %e, "after the bus swap, the new Redis did not say which server it \
+                is; this instance's old fleet entry is kept, and expires after --fleet-ttl");
+            return;
+        }
+        Err(_) => {
             info!(
-                "after the bus swap, the old Redis did not answer; this instance's old fleet \
-                   entry expires after --fleet-ttl"
+                "after the bus swap, the Redis servers did not answer in time; this \
+                instance's old fleet entry expires after --fleet-ttl"
             );
             return;
         }

@@ -162,18 +162,28 @@ impl Link {
         }
     }
 
-    /// The Redis server's `run_id` (unique per server process): tells whether two URLs reach
-    /// the same server, so a swap does not remove this instance's fleet entry from the Redis it
-    /// keeps using.
-    pub(super) async fn server_id(&self) -> Result<String, String> {
+    /// What identifies the Redis this links to: one Redis's `run_id` (unique per server
+    /// process), or a cluster's node ids (`CLUSTER NODES`, as any node sees them; random and
+    /// never shared by two clusters). Two links reach the same Redis when their ids meet
+    /// ([`same_redis`]), so a swap does not remove this instance's fleet entry from the Redis
+    /// it keeps using.
+    pub(super) async fn server_ids(&self) -> Result<Vec<String>, String> {
         if self.target.is_cluster() {
-            // INFO goes to every node of a cluster: no one run_id says which cluster it is.
-            return Err("a Redis Cluster has no single run_id".into());
+            let nodes: String = self.query(redis::cmd("CLUSTER").arg("NODES")).await?;
+            let ids: Vec<String> = nodes
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_owned)
+                .collect();
+            return match ids.is_empty() {
+                true => Err("CLUSTER NODES lists no node".into()),
+                false => Ok(ids),
+            };
         }
         let info: String = self.query(redis::cmd("INFO").arg("server")).await?;
         info.lines()
             .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|id| id.trim().to_owned())
+            .map(|id| vec![id.trim().to_owned()])
             .ok_or_else(|| "INFO server has no run_id".to_owned())
     }
 
@@ -280,4 +290,10 @@ async fn bounded<T>(
             timed_out: true,
         }),
     }
+}
+
+/// Whether two [`Link::server_ids`] answers name the same Redis: one server's run_id, or a
+/// cluster sharing a node (a node added or failed over meanwhile leaves the others).
+pub(super) fn same_redis(a: &[String], b: &[String]) -> bool {
+    a.iter().any(|id| b.contains(id))
 }

@@ -6,6 +6,7 @@
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
+use hotplane::pb;
 use redis::Value;
 use tokio::process::{Child, Command};
 
@@ -326,4 +327,102 @@ async fn a_tls_only_cluster_carries_changes() {
         (fleet.members.len() == 2 && fleet.error.is_empty()).then_some(())
     })
     .await;
+}
+
+/// Whether `key` exists on the cluster (asked of the master that owns its slot).
+async fn on_cluster(cluster: &Cluster, key: &str) -> bool {
+    let port = cluster.master_of(key).await;
+    let mut c = cluster.node(port).await.expect("the slot's master");
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut c)
+        .await
+        .expect("EXISTS")
+}
+
+/// A swap off a cluster onto one Redis, and back, removes this instance's fleet entry from the
+/// bus it left at once, as a swap between two single servers does: the entry is not left to
+/// linger in the other replicas' fleet view for `--fleet-ttl` (the swap could not tell a
+/// cluster from another server, and logged that the old Redis "did not answer").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_between_a_cluster_and_one_redis_leaves_the_old_fleet_at_once() {
+    let cluster = Cluster::start_with(3, 0, None).await;
+    let db = Arc::new(TestDb::postgres().await);
+    let ch = channel("hotplane:cluster-swap");
+    let cluster_url = cluster.url(cluster.ports[0]);
+    let mut config = bus_config(&db, &cluster_url, &ch);
+    config.fleet_heartbeat = Duration::from_millis(100);
+    // Far beyond the test's deadline: only a removal can make an entry go.
+    config.fleet_ttl = Duration::from_secs(600);
+    let app = start(config, &db).await;
+    let id = status(&app).await.instance_id;
+    let tagged = format!("{{{ch}}}:fleet:{id}");
+    eventually("the fleet entry on the cluster", || async {
+        on_cluster(&cluster, &tagged).await.then_some(())
+    })
+    .await;
+
+    let single = hotplane_testkit::redis_url();
+    let swap = |url: String| {
+        let mut reload = app.reload.clone();
+        async move {
+            reload
+                .reload(pb::ReloadRequest {
+                    target: pb::Target::Bus.into(),
+                    redis_url: url,
+                    reason: "move the bus".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("the swap")
+        }
+    };
+    swap(single.clone()).await;
+    let plain = format!("{ch}:fleet:{id}");
+    let mut redis = redis::Client::open(single.as_str())
+        .expect("the test Redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    eventually("the fleet entry on the new Redis", || {
+        let mut redis = redis.clone();
+        let plain = plain.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&plain)
+                .query_async::<bool>(&mut redis)
+                .await
+                .ok()?
+                .then_some(())
+        }
+    })
+    .await;
+    eventually("the cluster's fleet entry removed", || async {
+        (!on_cluster(&cluster, &tagged).await).then_some(())
+    })
+    .await;
+
+    swap(cluster_url).await;
+    eventually("the fleet entry back on the cluster", || async {
+        on_cluster(&cluster, &tagged).await.then_some(())
+    })
+    .await;
+    eventually("the single Redis's fleet entry removed", || {
+        let mut redis = redis.clone();
+        let plain = plain.clone();
+        async move {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&plain)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            (!exists).then_some(())
+        }
+    })
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&plain)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
 }
