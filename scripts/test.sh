@@ -579,6 +579,24 @@ step_fuzz() {
     step_end
 }
 
+# npm ci of DIR's committed package-lock.json into DIR/node_modules (DIR relative to the root),
+# skipped, so offline, while the lock is unchanged since the last install: the lock's sha256 is
+# kept in a stamp file inside node_modules, which npm ci replaces whole.
+npm_ci_if_changed() {
+    local rel="$1" dir="$ROOT/$1" stamp want have_sum=""
+    stamp="$dir/node_modules/.hotplane-lock.sha256"
+    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    [[ -f "$stamp" ]] && have_sum="$(cat "$stamp")"
+    if [[ "$want" == "$have_sum" ]]; then
+        log "    $rel/node_modules matches package-lock.json"
+    else
+        log "    npm ci ($rel, from package-lock.json)"
+        (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) ||
+            fail "npm ci in $rel failed (above): check access to the npm registry"
+        printf '%s\n' "$want" >"$stamp"
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # 5b. The Node client (clients/node): npm ci of its committed package-lock.json into its own
 # node_modules (skipped, so offline, while the lock is unchanged since the last install), then its
@@ -586,22 +604,12 @@ step_fuzz() {
 
 step_node_client() {
     step_start "Node client (clients/node)"
-    local dir="$ROOT/clients/node" stamp want have_sum=""
+    local dir="$ROOT/clients/node"
     if ! have node || ! have npm; then
         log "    node or npm not found: installing Debian's nodejs and npm"
         apt_install nodejs npm
     fi
-    stamp="$dir/node_modules/.hotplane-lock.sha256"
-    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
-    [[ -f "$stamp" ]] && have_sum="$(cat "$stamp")"
-    if [[ "$want" == "$have_sum" ]]; then
-        log "    clients/node/node_modules matches package-lock.json"
-    else
-        log "    npm ci (clients/node, from package-lock.json)"
-        (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) ||
-            fail "npm ci in clients/node failed (above): check access to the npm registry"
-        printf '%s\n' "$want" >"$stamp"
-    fi
+    npm_ci_if_changed clients/node
     log "    node $(node --version), npm $(npm --version)"
     (cd "$dir" && HOTPLANE_BIN="$ROOT/target/release/hotplane" npm test --silent </dev/null) ||
         fail "the Node client's tests failed (above): re-run them with 'cd clients/node && npm test' (they use target/debug/hotplane unless HOTPLANE_BIN is set)"
@@ -617,7 +625,7 @@ step_node_client() {
 
 step_dashboard() {
     step_start "dashboard in chromium (tests/dashboard)"
-    local dir="$ROOT/tests/dashboard" stamp want have_sum=""
+    local dir="$ROOT/tests/dashboard"
     if ! have chromium; then
         log "    chromium not found: installing Debian's chromium"
         apt_install chromium
@@ -625,17 +633,7 @@ step_dashboard() {
     if ! have node || ! have npm; then
         apt_install nodejs npm
     fi
-    stamp="$dir/node_modules/.hotplane-lock.sha256"
-    want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
-    [[ -f "$stamp" ]] && have_sum="$(cat "$stamp")"
-    if [[ "$want" == "$have_sum" ]]; then
-        log "    tests/dashboard/node_modules matches package-lock.json"
-    else
-        log "    npm ci (tests/dashboard, from package-lock.json)"
-        (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund --loglevel=error </dev/null) ||
-            fail "npm ci in tests/dashboard failed (above): check access to the npm registry"
-        printf '%s\n' "$want" >"$stamp"
-    fi
+    npm_ci_if_changed tests/dashboard
     log "    $(chromium --version 2>/dev/null | head -n1)"
     (cd "$dir" && HOTPLANE_BIN="$ROOT/target/release/hotplane" HOTPLANE_TEST_REDIS_URL="$HOTPLANE_TEST_REDIS_URL" \
         CHROMIUM="$(command -v chromium)" npm test --silent </dev/null) ||

@@ -6,8 +6,20 @@
 //! broadcast receiver then lags and is answered with a `resync` snapshot. A client that goes away
 //! closes the channel and ends the producer; the maximum stream age and process shutdown end it
 //! cleanly (shutdown first sends a final status event).
+//!
+//! Ids on a stream never go back: heartbeats, resync snapshots and the final status carry the id
+//! of the last event this stream passed (sent, or left out by its filter), not the hub's newest,
+//! which may belong to an event still queued for this stream. Else that event would arrive with
+//! an id the client has already seen: one resuming from the highest id seen would skip it, one
+//! dropping repeated ids (the dashboard page, `hotplane ctl watch`) would hide it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -97,6 +109,9 @@ async fn produce(
     tx: mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
 ) {
     let mut closing = state.closing.subscribe();
+    // Subscribed here, so the final status has an id even before the stream's first message.
+    let (start, live, last_id) = state.events.subscribe(req.after_event_id);
+    let seen = AtomicU64::new(last_id);
     let expires = async {
         if opts.max_age.is_zero() {
             std::future::pending::<()>().await
@@ -105,14 +120,23 @@ async fn produce(
         }
     };
     tokio::select! {
-        () = stream(&state, &req, opts, &tx) => {}
+        () = stream(&state, &req, opts, &tx, Subscription { start, live, seen: &seen }) => {}
         () = expires => debug!("watch stream reached its maximum age"),
         _ = closing.wait_for(|c| *c) => {
             // A final status for a client that reads; one that does not gets nothing more.
-            let last = state.events.last_id();
+            let last = seen.load(Ordering::Relaxed);
             let _ = tx.try_send(Ok(status_event(&state, pb::EventKind::DrainChanged, last, false)));
         }
     }
+}
+
+/// A stream's place in the hub: where it starts, its live receiver, and the id of the last
+/// event it passed (what its heartbeats, resync snapshots and final status carry).
+struct Subscription<'a> {
+    start: Start,
+    live: tokio::sync::broadcast::Receiver<Event>,
+    /// Starts at the hub's newest id when subscribing: the snapshot's, or the replay's last.
+    seen: &'a AtomicU64,
 }
 
 /// The stream's body: the start (snapshot or replay), then live events and heartbeats, until
@@ -122,9 +146,14 @@ async fn stream(
     req: &pb::WatchStatusRequest,
     opts: WatchOptions,
     tx: &mpsc::Sender<Result<pb::WatchStatusResponse, Status>>,
+    sub: Subscription<'_>,
 ) {
     let filter = Filter::new(req);
-    let (start, mut live, last_id) = state.events.subscribe(req.after_event_id);
+    let Subscription {
+        start,
+        mut live,
+        seen,
+    } = sub;
     // A send fails only when the client went away: then the producer just ends.
     let send = |msg: pb::WatchStatusResponse| async move { tx.send(Ok(msg)).await.is_ok() };
     let first_ok = match start {
@@ -132,7 +161,7 @@ async fn stream(
             send(status_event(
                 state,
                 pb::EventKind::Snapshot,
-                last_id,
+                seen.load(Ordering::Relaxed),
                 resync,
             ))
             .await
@@ -158,14 +187,22 @@ async fn stream(
         let sent = tokio::select! {
             _ = tx.closed() => return,
             _ = heartbeat.tick() => {
-                send(status_event(state, pb::EventKind::Heartbeat, state.events.last_id(), false)).await
+                send(status_event(state, pb::EventKind::Heartbeat, seen.load(Ordering::Relaxed), false)).await
             }
             r = live.recv() => match r {
-                Ok(e) if filter.pass(&e) => send(Event::unwrap_or_clone(e)).await,
-                Ok(_) => true,
+                // At or below `seen`: queued before a resync snapshot that already includes it.
+                Ok(e) if e.event_id <= seen.load(Ordering::Relaxed) => true,
+                Ok(e) => {
+                    seen.store(e.event_id, Ordering::Relaxed);
+                    if filter.pass(&e) { send(Event::unwrap_or_clone(e)).await } else { true }
+                }
                 Err(RecvError::Lagged(n)) => {
                     debug!(missed = n, "watch stream fell behind; sending a resync snapshot");
-                    send(status_event(state, pb::EventKind::Snapshot, state.events.last_id(), true)).await
+                    // The snapshot shows every event published so far: those still queued for
+                    // this stream are skipped (above), so no id goes back after it.
+                    let last = state.events.last_id();
+                    seen.store(last, Ordering::Relaxed);
+                    send(status_event(state, pb::EventKind::Snapshot, last, true)).await
                 }
                 Err(RecvError::Closed) => return,
             },

@@ -365,3 +365,65 @@ async fn an_unread_stream_still_ends_at_its_maximum_age() {
     .await;
     drop(unread);
 }
+
+/// Heartbeats (and resync snapshots) carry the id of the last event this stream passed, never
+/// the id of one still on its way to it: an event's id is always above every id the stream
+/// sent before it. Otherwise a client resuming from the highest id seen (the proto's advice)
+/// skips that event, and one dropping repeated ids (the dashboard page, `hotplane ctl watch`)
+/// hides it. The client reads through a 1 KiB HTTP/2 window and stops reading while reloads
+/// pile up, so the producer, once unblocked, has a heartbeat due and events queued at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_never_carry_an_id_ahead_of_the_events_they_precede() {
+    // Reloads in a row on purpose: the per-caller rate limit is off (tested in auth.rs).
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.watch_heartbeat = Duration::from_millis(10);
+        c.auth.admin_rate = 0.0;
+    })
+    .await;
+    let narrow = Channel::from_shared(format!("http://{}", app.addr))
+        .expect("uri")
+        .initial_stream_window_size(Some(1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut stream = pb::hot_reload_client::HotReloadClient::new(narrow)
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = next(&mut stream).await;
+    assert_eq!(first.kind, EventKind::Snapshot as i32);
+    let mut highest = first.event_id;
+    let (mut heartbeats, mut events) = (0, 0);
+    let mut reload = app.reload.clone();
+    const ROUNDS: usize = 4;
+    const RELOADS: usize = 50;
+    for _ in 0..ROUNDS {
+        for _ in 0..RELOADS {
+            reload
+                .reload(crate::helpers::reload_req(false, None))
+                .await
+                .expect("reload");
+        }
+        // Every no-op reload announces a start and a success: read up to this round's last.
+        let mut succeeded = 0;
+        while succeeded < RELOADS {
+            let e = next(&mut stream).await;
+            let kind = e.kind();
+            if kind == EventKind::Heartbeat || kind == EventKind::Snapshot {
+                heartbeats += usize::from(kind == EventKind::Heartbeat);
+            } else {
+                assert!(
+                    e.event_id > highest,
+                    "event {} ({kind:?}) arrived after a message that carried id {highest}",
+                    e.event_id
+                );
+                events += 1;
+                succeeded += usize::from(kind == EventKind::ReloadSucceeded);
+            }
+            highest = highest.max(e.event_id);
+        }
+    }
+    assert_eq!(events, ROUNDS * RELOADS * 2, "every event once");
+    assert!(heartbeats > 0, "heartbeats were interleaved");
+}

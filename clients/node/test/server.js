@@ -1,5 +1,7 @@
 // Test support: a real hotplane binary (built by cargo) started on 127.0.0.1:0 with its own
 // temporary SQLite database, and the throwaway certificates and tokens the tests need.
+// Node built-ins only: tests/dashboard requires this file by its path (it is outside that
+// package, so it must need nothing from this package's node_modules).
 'use strict';
 
 const { spawn, execFileSync } = require('node:child_process');
@@ -15,56 +17,66 @@ const ROOT = path.resolve(__dirname, '..', '..', '..');
 const DEADLINE = { timeout: 300_000 };
 
 /**
- * The hotplane binary: $HOTPLANE_BIN (scripts/test.sh sets it to the release build), else
- * target/debug/hotplane, else target/release/hotplane.
+ * The hotplane binary: $HOTPLANE_BIN (scripts/test.sh sets it to the release build), else the
+ * first of target/debug/hotplane and target/release/hotplane that exists (`releaseFirst`: the
+ * other way round; tests/dashboard asks for that).
  */
-function binary() {
+function binary({ releaseFirst = false } = {}) {
   if (process.env.HOTPLANE_BIN) return process.env.HOTPLANE_BIN;
-  for (const p of ['target/debug/hotplane', 'target/release/hotplane']) {
+  const builds = ['target/debug/hotplane', 'target/release/hotplane'];
+  if (releaseFirst) builds.reverse();
+  for (const p of builds) {
     const full = path.join(ROOT, p);
     if (fs.existsSync(full)) return full;
   }
-  throw new Error('no hotplane binary: run `cargo build` (or set HOTPLANE_BIN)');
+  throw new Error(`no hotplane binary: run \`cargo build${releaseFirst ? ' --release' : ''}\` (or set HOTPLANE_BIN)`);
 }
 
-/** A temporary directory removed when the process exits. */
-function tempDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotplane-node-'));
+/** A temporary directory (its name starting with `prefix`) removed when the process exits. */
+function tempDir(prefix = 'hotplane-node-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 
 /**
- * Starts hotplane with `args` (plus --listen, default 127.0.0.1:0, and --database-url, default
- * a SQLite file in `dir`), resolving to `{addr, child, stop()}` once it logs that it listens.
+ * Starts hotplane with `args` (plus --listen, default 127.0.0.1:0, --database-url, default a
+ * SQLite file in `dir`, and --admin-listen `admin` when given), resolving to
+ * `{addr, instance, dir, child, stop()}` once it logs that it listens; with `admin`, also
+ * `admin` (the admin listener's bound address) and `url` (the dashboard's). The tests of
+ * tests/dashboard start their servers with this too (its test/support.js).
  */
-function startServer({ dir = tempDir(), listen = '127.0.0.1:0', args = [] } = {}) {
+function startServer({ dir = tempDir(), listen = '127.0.0.1:0', admin = null, args = [], bin = binary() } = {}) {
   const env = { ...process.env, HOTPLANE_LOG_FORMAT: 'json' };
   for (const k of Object.keys(env)) if (k.startsWith('HOTPLANE_') && k !== 'HOTPLANE_LOG_FORMAT') delete env[k];
+  const adminArgs = admin ? ['--admin-listen', admin] : [];
   const child = spawn(
-    binary(),
-    ['--listen', listen, '--database-url', `sqlite://${path.join(dir, 'hotplane.db')}`, ...args],
+    bin,
+    ['--listen', listen, ...adminArgs, '--database-url', `sqlite://${path.join(dir, 'hotplane.db')}`, ...args],
     { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] },
   );
   const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve({ code, sig })));
   const seen = [];
   return new Promise((resolve, reject) => {
     const lines = readline.createInterface({ input: child.stderr });
+    let adminAddr = null;
     let listening = false;
     lines.on('line', (line) => {
       if (listening) return; // keep draining, so the child never blocks on a full pipe
+      seen.push(line);
       let v;
       try {
         v = JSON.parse(line);
       } catch {
-        seen.push(line);
         return;
       }
-      seen.push(line);
+      if (v.message === 'admin listening') adminAddr = v.addr;
       if (v.message === 'hotplane listening') {
         listening = true;
         resolve({
           addr: v.addr,
+          instance: v.instance_id,
+          ...(admin ? { admin: adminAddr, url: `http://${adminAddr}/` } : {}),
           dir,
           child,
           async stop() {

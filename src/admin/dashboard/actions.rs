@@ -11,7 +11,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::Code;
 
 use super::{ErrorBody, Shared, access, json, view};
@@ -137,6 +137,35 @@ fn reason_or_default(reason: String) -> String {
     }
 }
 
+/// Runs one action, the steps every action shares: the admin caller (or the refusal), the
+/// in-flight count when `track` names the route (reloads and rollbacks are counted like the RPCs;
+/// drain starts and stops are not, so a drain never waits for the call that started it), the
+/// body as `I` (400 naming the field), then `call` (the gRPC handler, given the input and the
+/// caller) and its answer as JSON, or the gRPC refusal under its HTTP status.
+async fn act<I, V, F, Fut>(
+    d: &super::Dashboard,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+    track: Option<&'static str>,
+    call: F,
+) -> Response
+where
+    I: DeserializeOwned,
+    V: Serialize,
+    F: FnOnce(I, Caller) -> Fut,
+    Fut: Future<Output = Result<V, tonic::Status>>,
+{
+    let run = async {
+        let caller = admit(d, peer, headers)?;
+        let _tracked = track.map(|path| d.lifecycle.track(path, false));
+        let input: I = parse(body)?;
+        let answer = call(input, caller).await.map_err(|s| grpc_error(&s))?;
+        Ok(json(StatusCode::OK, &answer))
+    };
+    run.await.unwrap_or_else(|f: Failure| f.into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReloadInput {
@@ -147,33 +176,25 @@ pub(super) struct ReloadInput {
     reason: String,
 }
 
+/// `POST /api/actions/reload`: `Reload(TARGET_PATTERNS)`.
 pub(super) async fn reload(
     State(d): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let caller = admit(&d, peer, &headers)?;
-        let _tracked = d.lifecycle.track("/api/actions/reload", false);
-        let input: ReloadInput = parse(&body)?;
+    let api = d.reload.clone();
+    let call = async move |input: ReloadInput, caller: Caller| {
         let req = pb::ReloadRequest {
             target: pb::Target::Patterns.into(),
             full: input.full,
             reason: reason_or_default(input.reason),
             ..Default::default()
         };
-        let answer = d
-            .reload
-            .reload(request(req, caller))
-            .await
-            .map_err(|s| grpc_error(&s))?;
-        Ok(json(
-            StatusCode::OK,
-            &view::ReloadView::of(answer.get_ref()),
-        ))
+        let answer = api.reload(request(req, caller)).await?;
+        Ok::<_, tonic::Status>(view::ReloadView::of(answer.get_ref()))
     };
-    run.await.unwrap_or_else(|f: Failure| f.into_response())
+    act(&d, peer, &headers, &body, Some("/api/actions/reload"), call).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,33 +207,33 @@ pub(super) struct RollbackInput {
     reason: String,
 }
 
+/// `POST /api/actions/rollback`: `Rollback(TARGET_PATTERNS)`.
 pub(super) async fn rollback(
     State(d): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let caller = admit(&d, peer, &headers)?;
-        let _tracked = d.lifecycle.track("/api/actions/rollback", false);
-        let input: RollbackInput = parse(&body)?;
+    let api = d.reload.clone();
+    let call = async move |input: RollbackInput, caller: Caller| {
         let req = pb::RollbackRequest {
             target: pb::Target::Patterns.into(),
             to_generation: input.to_generation,
             reason: reason_or_default(input.reason),
             ..Default::default()
         };
-        let answer = d
-            .reload
-            .rollback(request(req, caller))
-            .await
-            .map_err(|s| grpc_error(&s))?;
-        Ok(json(
-            StatusCode::OK,
-            &view::RollbackView::of(answer.get_ref()),
-        ))
+        let answer = api.rollback(request(req, caller)).await?;
+        Ok::<_, tonic::Status>(view::RollbackView::of(answer.get_ref()))
     };
-    run.await.unwrap_or_else(|f: Failure| f.into_response())
+    act(
+        &d,
+        peer,
+        &headers,
+        &body,
+        Some("/api/actions/rollback"),
+        call,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,48 +243,42 @@ pub(super) struct DrainInput {
     reason: String,
 }
 
+/// `POST /api/actions/drain/start`: `StartDrain` (without `wait`).
 pub(super) async fn start_drain(
     State(d): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let caller = admit(&d, peer, &headers)?;
-        let input: DrainInput = parse(&body)?;
+    let api = d.drain.clone();
+    let call = async move |input: DrainInput, caller: Caller| {
         let req = pb::StartDrainRequest {
             reason: reason_or_default(input.reason),
             ..Default::default()
         };
-        let answer = d
-            .drain
-            .start_drain(request(req, caller))
-            .await
-            .map_err(|s| grpc_error(&s))?;
+        let answer = api.start_drain(request(req, caller)).await?;
         let status = answer.into_inner().status.unwrap_or_default();
-        Ok(json(StatusCode::OK, &view::DrainView::of(&status)))
+        Ok::<_, tonic::Status>(view::DrainView::of(&status))
     };
-    run.await.unwrap_or_else(|f: Failure| f.into_response())
+    act(&d, peer, &headers, &body, None, call).await
 }
 
+/// `POST /api/actions/drain/stop`: `StopDrain` (the body may only be empty or `{}`-like).
 pub(super) async fn stop_drain(
     State(d): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let run = async {
-        let caller = admit(&d, peer, &headers)?;
-        let _: DrainInput = parse(&body)?;
-        let answer = d
-            .drain
+    let api = d.drain.clone();
+    let call = async move |_: DrainInput, caller: Caller| {
+        let answer = api
             .stop_drain(request(pb::StopDrainRequest {}, caller))
-            .await
-            .map_err(|s| grpc_error(&s))?;
+            .await?;
         let status = answer.into_inner().status.unwrap_or_default();
-        Ok(json(StatusCode::OK, &view::DrainView::of(&status)))
+        Ok::<_, tonic::Status>(view::DrainView::of(&status))
     };
-    run.await.unwrap_or_else(|f: Failure| f.into_response())
+    act(&d, peer, &headers, &body, None, call).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 // The dashboard in a real browser (Debian's chromium through playwright-core) against the real
 // server binary: live updates from gRPC calls made by grpcurl, the drain badge, recovery after a
-// restart, the fleet table on a shared Redis bus with a pinned straggler, and the scopes.
+// restart, the final status of a server shutting down, the fleet table on a shared Redis bus
+// with a pinned straggler, and the scopes.
 'use strict';
 
 const { test, before, after } = require('node:test');
@@ -111,6 +112,31 @@ test('restart: the page says reconnecting, then recovers on the new process and 
   } finally {
     await first.stop();
     if (second) await second.stop();
+  }
+});
+
+test('shutdown: the final status a stopping server sends shows (shutting down, and its drain), though it repeats the last event id', s.DEADLINE, async () => {
+  const srv = await s.startServer();
+  try {
+    const { page, errors } = await s.openPage(b, srv.url);
+    await page.waitForSelector('#conn[data-state=live]');
+    await shows(page, '#instance', srv.instance, 5_000);
+    await appears(page, '#drain-badge[data-draining=false]');
+    assert.deepEqual(errors, [], 'console errors');
+
+    // SIGTERM: the drain starts (a DRAIN_CHANGED event), then each stream gets the final status
+    // (hot_reload.proto: kind DRAIN_CHANGED, the id of the last event before it) and ends.
+    await srv.stop();
+    await shows(page, '#drain-state', 'shutting down');
+    await shows(page, '#drain-badge', 'shutting down');
+    await shows(page, '#events li[data-kind=SHUTDOWN]', 'draining: shutdown');
+    await page.waitForSelector('#conn[data-state=reconnecting]', { timeout: s.SHOWS_WITHIN });
+    // The final status repeats an id, so its line names none; every line that does is unique.
+    const ids = await page.$$eval('#events li .id', (els) => els.map((e) => e.textContent).filter(Boolean));
+    assert.equal(new Set(ids).size, ids.length, `duplicate events: ${ids}`);
+    await s.screenshot(page, 'dashboard-shutdown.png');
+  } finally {
+    await srv.stop();
   }
 });
 

@@ -1,15 +1,18 @@
 // Test support: the real hotplane binary on 127.0.0.1:0 (its own SQLite file, the admin listener
-// on), grpcurl for the gRPC calls, and Debian's chromium driven by playwright-core.
+// on; started by clients/node/test/server.js), grpcurl for the gRPC calls, and Debian's chromium
+// driven by playwright-core.
 'use strict';
 
-const { spawn, execFile } = require('node:child_process');
+const { execFile } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
-const readline = require('node:readline');
 
-const ROOT = path.resolve(__dirname, '..', '..', '..');
+// Starting the server is the Node client's test helper (node built-ins only, so this package
+// needs nothing from clients/node's node_modules).
+const server = require('../../../clients/node/test/server.js');
+
+const { ROOT } = server;
 /** Screenshots and other artifacts. */
 const ARTIFACTS = path.join(ROOT, 'target', 'dashboard-tests');
 /** Every test's deadline: a hang fails instead of waiting forever. */
@@ -23,12 +26,7 @@ const SHOWS_WITHIN = 10_000;
 
 /** $HOTPLANE_BIN (scripts/test.sh: the release build), else target/release, else target/debug. */
 function binary() {
-  if (process.env.HOTPLANE_BIN) return process.env.HOTPLANE_BIN;
-  for (const p of ['target/release/hotplane', 'target/debug/hotplane']) {
-    const full = path.join(ROOT, p);
-    if (fs.existsSync(full)) return full;
-  }
-  throw new Error('no hotplane binary: run `cargo build --release` (or set HOTPLANE_BIN)');
+  return server.binary({ releaseFirst: true });
 }
 
 /** grpcurl: $GRPCURL, else .tools/bin/grpcurl (scripts/test.sh installs it), else PATH. */
@@ -40,60 +38,16 @@ function grpcurlBin() {
 
 /** A temporary directory removed when the process exits. */
 function tempDir() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hotplane-dash-'));
-  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
+  return server.tempDir('hotplane-dash-');
 }
 
 /**
- * Starts hotplane with its admin listener (`admin`, default 127.0.0.1:0) and a SQLite file in
- * `dir`, plus `args`; resolves to {addr, admin, url, stop()} once both listeners are bound.
+ * Starts hotplane with its admin listener (`admin`, default 127.0.0.1:0), a SQLite file in
+ * `dir` and heartbeats every second, plus `args`; resolves to {addr, admin, url, instance, dir,
+ * child, stop()} once both listeners are bound (the Node client's test helper, shared).
  */
 function startServer({ dir = tempDir(), admin = '127.0.0.1:0', args = [] } = {}) {
-  const env = { ...process.env, HOTPLANE_LOG_FORMAT: 'json' };
-  for (const k of Object.keys(env)) if (k.startsWith('HOTPLANE_') && k !== 'HOTPLANE_LOG_FORMAT') delete env[k];
-  const child = spawn(
-    binary(),
-    ['--listen', '127.0.0.1:0', '--admin-listen', admin, '--database-url', `sqlite://${path.join(dir, 'hotplane.db')}`,
-      '--watch-heartbeat', '1s', ...args],
-    { cwd: dir, env, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve({ code, sig })));
-  const seen = [];
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stderr });
-    let adminAddr = null;
-    let listening = false;
-    lines.on('line', (line) => {
-      if (listening) return; // keep draining, so the child never blocks on a full pipe
-      seen.push(line);
-      let v;
-      try {
-        v = JSON.parse(line);
-      } catch {
-        return;
-      }
-      if (v.message === 'admin listening') adminAddr = v.addr;
-      if (v.message === 'hotplane listening') {
-        listening = true;
-        resolve({
-          addr: v.addr,
-          admin: adminAddr,
-          url: `http://${adminAddr}/`,
-          instance: v.instance_id,
-          dir,
-          child,
-          async stop() {
-            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-            return exited;
-          },
-        });
-      }
-    });
-    exited.then(({ code, sig }) => {
-      if (!listening) reject(new Error(`hotplane exited (${code ?? sig}) before listening:\n${seen.join('\n')}`));
-    });
-  });
+  return server.startServer({ dir, admin, args: ['--watch-heartbeat', '1s', ...args], bin: binary() });
 }
 
 /** Calls `method` (e.g. hotplane.v1.HotReload/Reload) on `addr` with grpcurl; resolves to the JSON answer. */

@@ -15,6 +15,7 @@ const state = {
   admin: false,
   resyncTimer: null,
   refreshTimer: null,
+  shutdown: false, // the server sent its final status: no status read may overwrite it
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -118,8 +119,14 @@ function onEvent(m) {
     state.instance = instance;
     state.lastId = 0;
   }
-  if (live && e.id <= state.lastId) return; // already shown (a replay overlapping what we had)
+  // A server shutting down sends each stream a final status: kind DRAIN_CHANGED, carrying the
+  // id of the last event before it, as snapshots and heartbeats do (hot_reload.proto,
+  // WatchStatusResponse.event_id), so a repeated id on it is news, not a duplicate.
+  const repeat = live && e.id <= state.lastId;
+  const final = repeat && e.kind === "DRAIN_CHANGED" && !!e.status;
+  if (repeat && !final) return; // already shown (a replay overlapping what we had)
   state.lastId = Math.max(state.lastId, e.id);
+  state.shutdown = final;
   $("last-id").textContent = "last event #" + state.lastId;
   if (e.kind === "SNAPSHOT") {
     if (e.resync) {
@@ -132,6 +139,10 @@ function onEvent(m) {
     setConn("live", "live");
   }
   if (e.status) render(e.status);
+  if (final) {
+    showShutdown(e);
+    return; // no status to read: the server is going away
+  }
   if (e.kind === "HEARTBEAT" || e.kind === "SNAPSHOT") return;
   log(e);
   if (e.target === "PATTERNS" && e.generation && (e.kind === "RELOAD_SUCCEEDED" || e.kind === "ROLLBACK")) {
@@ -146,7 +157,7 @@ function refreshSoon() {
   clearTimeout(state.refreshTimer);
   state.refreshTimer = setTimeout(async () => {
     const r = await api("GET", "/api/status");
-    if (r.ok && r.data) render(r.data);
+    if (r.ok && r.data && !state.shutdown) render(r.data);
   }, 150);
 }
 
@@ -172,36 +183,51 @@ function addLog(li) {
   while (list.children.length > MAX_LOG) list.lastChild.remove();
 }
 
-function log(e) {
+/** Adds a line to the log: `kind` is its data-kind, `cls` its class, `cells` [class, text] pairs. */
+function logLine(kind, cls, cells) {
   const li = document.createElement("li");
-  li.dataset.kind = e.kind;
-  if (/FAILED|DISCONNECTED/.test(e.kind)) li.className = "failed";
-  const cells = [
-    ["at", time(e.at)],
-    ["id", "#" + e.id],
-    ["kind", e.kind.toLowerCase().replace(/_/g, " ") + (e.target && e.target !== "UNSPECIFIED" ? " · " + e.target.toLowerCase() : "")],
-    ["detail", describe(e)],
-  ];
-  for (const [cls, value] of cells) {
+  li.dataset.kind = kind;
+  if (cls) li.className = cls;
+  for (const [name, value] of cells) {
     const span = document.createElement("span");
-    span.className = cls;
+    span.className = name;
     span.textContent = value;
     li.append(span);
   }
   addLog(li);
 }
 
+function log(e) {
+  logLine(e.kind, /FAILED|DISCONNECTED/.test(e.kind) ? "failed" : "", [
+    ["at", time(e.at)],
+    ["id", "#" + e.id],
+    ["kind", e.kind.toLowerCase().replace(/_/g, " ") + (e.target && e.target !== "UNSPECIFIED" ? " · " + e.target.toLowerCase() : "")],
+    ["detail", describe(e)],
+  ]);
+}
+
 function logNotice(message) {
-  const li = document.createElement("li");
-  li.className = "notice";
-  li.dataset.kind = "NOTICE";
-  for (const [cls, value] of [["at", time(Date.now())], ["id", ""], ["kind", "dashboard"], ["detail", message]]) {
-    const span = document.createElement("span");
-    span.className = cls;
-    span.textContent = value;
-    li.append(span);
-  }
-  addLog(li);
+  logLine("NOTICE", "notice", [["at", time(Date.now())], ["id", ""], ["kind", "dashboard"], ["detail", message]]);
+}
+
+/**
+ * The final status of a server shutting down (already rendered): the drain says so, and the log
+ * gets a line without an id (the id is the last event's, already shown).
+ */
+function showShutdown(e) {
+  clearTimeout(state.refreshTimer);
+  const badge = $("drain-badge");
+  badge.dataset.draining = "true";
+  badge.textContent = "shutting down";
+  badge.className = "badge badge-bad";
+  $("drain-state").textContent = "shutting down (its streams end; new work refused)";
+  $("drain-state").className = "bad-text";
+  logLine("SHUTDOWN", "", [
+    ["at", time(e.at)],
+    ["id", ""],
+    ["kind", "shutting down"],
+    ["detail", describe(e) + " · the server ended this stream (its final status)"],
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
