@@ -700,7 +700,7 @@ mod tests {
         );
         let link = |url: &str| {
             let client = redis::Client::open(url).expect("a URL");
-            Link::new(super::super::conn::Target::Fixed(client), Duration::ZERO)
+            Link::new(super::super::target::Target::Fixed(client), Duration::ZERO)
         };
         let keys = Keys::new("ch");
         assert_eq!(keys.member(&link("redis://h"), "x"), "ch:fleet:x");

@@ -24,7 +24,7 @@ use redis::{
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 
-use super::conn::Target;
+use super::target::Target;
 
 /// A command connection: to one node, or to a cluster (routed by slot).
 #[derive(Clone)]

@@ -48,6 +48,7 @@ pub mod signing;
 mod status;
 mod subscriber;
 mod swap;
+mod target;
 pub mod verifier;
 
 use std::{

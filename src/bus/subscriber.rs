@@ -42,13 +42,13 @@ use tracing::{debug, info, warn};
 
 use super::{
     BusEvent, Conn, Shared,
-    conn::Target,
     envelope::{Action, Envelope, Reason, Rejected, decode, reject},
     follow::Ask,
     intake::{Intake, Taken},
     memory::{self, Burst},
     publisher::Announcement,
     reconnect::Reconnect,
+    target::Target,
     verifier::{REPLAY_MEMORY, Verifier},
 };
 use crate::engine::{Engine, LoadRequest, Scope, Source};
