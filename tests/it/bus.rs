@@ -45,6 +45,21 @@ use crate::{
 
 pub(crate) use hotplane_testkit::redis_url;
 
+/// A test's own connection to a Redis process it started, with generous timeouts: the crate's
+/// defaults (1 s to connect, 500 ms per reply) are shorter than a TLS handshake can take on a
+/// loaded 2-core machine, where a check would then fail for no fault of the code under test.
+pub(crate) async fn patient_conn(
+    client: &redis::Client,
+) -> Option<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
+}
+
 pub(crate) fn channel(prefix: &str) -> String {
     format!("{prefix}:{}", unique_suffix())
 }

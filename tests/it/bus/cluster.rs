@@ -191,7 +191,7 @@ impl Cluster {
             None => redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?,
             Some(t) => t.client(&format!("rediss://127.0.0.1:{port}")),
         };
-        client.get_multiplexed_async_connection().await.ok()
+        super::patient_conn(&client).await
     }
 
     async fn cluster_info(&self, port: u16) -> Option<String> {

@@ -261,7 +261,7 @@ impl SentinelSet {
             None => redis::Client::open(format!("redis://{userinfo}127.0.0.1:{port}")).ok()?,
             Some(t) => t.client(&format!("rediss://{userinfo}127.0.0.1:{port}")),
         };
-        client.get_multiplexed_async_connection().await.ok()
+        super::patient_conn(&client).await
     }
 
     async fn info(&self, port: u16, pass: Option<&str>, section: &str) -> Option<String> {
@@ -288,18 +288,29 @@ impl SentinelSet {
             .ok()
     }
 
-    /// `SENTINEL FAILOVER`: the master is demoted while alive, the replica promoted.
+    /// `SENTINEL FAILOVER`: the master is demoted while alive, the replica promoted. Asked of
+    /// each sentinel in turn until one starts it (or answers that one is in progress: an earlier
+    /// attempt whose reply was lost).
     async fn failover(&self) {
-        let mut sentinel = self
-            .conn(self.sentinel_ports[0], self.sentinel_pass)
-            .await
-            .expect("a sentinel");
-        redis::cmd("SENTINEL")
-            .arg("FAILOVER")
-            .arg(MASTER)
-            .query_async::<()>(&mut sentinel)
-            .await
-            .expect("SENTINEL FAILOVER");
+        eventually("a sentinel to start the failover", || async {
+            for port in &self.sentinel_ports {
+                let Some(mut sentinel) = self.conn(*port, self.sentinel_pass).await else {
+                    continue;
+                };
+                match redis::cmd("SENTINEL")
+                    .arg("FAILOVER")
+                    .arg(MASTER)
+                    .query_async::<()>(&mut sentinel)
+                    .await
+                {
+                    Ok(()) => return Some(()),
+                    Err(e) if e.to_string().contains("INPROG") => return Some(()),
+                    Err(_) => {}
+                }
+            }
+            None
+        })
+        .await;
     }
 }
 
