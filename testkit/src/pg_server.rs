@@ -60,18 +60,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A command running `program`, as `postgres` when root (PostgreSQL refuses to run as root).
+fn command(program: &Path) -> Command {
+    if as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Runs `program` from `bin` with `args`, as `postgres` when root; panics with its output on
 /// failure.
 fn run(bin: &Path, program: &str, args: &[&str]) {
     let program = bin.join(program);
-    let mut cmd = if as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&program);
-        c
-    } else {
-        Command::new(&program)
-    };
-    let out = cmd
+    let out = command(&program)
         .args(args)
         .current_dir("/")
         .output()
@@ -278,15 +282,7 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         // Best effort: a server already stopped makes pg_ctl fail, which is fine here.
-        let mut cmd = if as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let _ = cmd
+        let _ = command(&self.bin.join("pg_ctl"))
             .args(["-D", path(&self.data()), "-m", "immediate", "-w", "stop"])
             .current_dir("/")
             .output();
